@@ -1,0 +1,13 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+.PHONY: demo test bench
+
+demo:
+	@scripts/bootstrap.sh
+	@.venv/bin/python examples/order_saga.py
+
+test:
+	@scripts/test.sh
+
+bench:
+	@scripts/bootstrap.sh
+	@.venv/bin/python benchmarks/engine_bench.py

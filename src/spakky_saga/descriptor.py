@@ -1,0 +1,71 @@
+"""`@saga_step`: turns an async method into a step that composes with `>>`, `&` and `|`.
+
+On an instance, the attribute is a `SagaStep` bound to that instance, cached in the
+instance's `__dict__` so building `flow()` again costs a dictionary lookup. On the class, it
+is the descriptor itself, which keeps the original function for introspection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Self, cast, overload
+
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.errors import SagaFlowDefinitionError
+from spakky_saga.flow import SagaStep, check_callable
+
+
+class SagaStepMethod[S, D: AbstractSagaData]:
+    """The class-level object `@saga_step` leaves on a saga class."""
+
+    __slots__ = ("__dict__", "function")
+
+    def __init__(self, function: Callable[[S, D], Awaitable[D | None]], /) -> None:
+        check_callable(
+            function,
+            "saga step",
+            f'@saga_step "{getattr(function, "__qualname__", function)}"',
+            bound_args=2,
+        )
+        self.function = function
+        self.__wrapped__ = function
+        self.__name__: str = function.__name__
+        self.__qualname__: str = function.__qualname__
+        self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.__name__ = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None, /) -> Self: ...
+    @overload
+    def __get__(self, instance: S, owner: type | None = None, /) -> SagaStep[D]: ...
+    def __get__(self, instance: S | None, owner: type | None = None, /) -> Self | SagaStep[D]:
+        if instance is None:
+            return self
+        bound = SagaStep(
+            action=cast(Any, functools.partial(self.function, instance)),
+            name=self.__name__,
+        )
+        # Cache on the instance (a non-data descriptor is bypassed next time); instances
+        # with __slots__ and no __dict__ simply rebuild the step on each access.
+        with contextlib.suppress(AttributeError):
+            instance.__dict__[self.__name__] = bound
+        return bound
+
+    def __repr__(self) -> str:
+        return f"<saga step {self.__qualname__}>"
+
+
+def saga_step[S, D: AbstractSagaData](
+    function: Callable[[S, D], Awaitable[D | None]], /
+) -> SagaStepMethod[S, D]:
+    """Mark an `async def step(self, data) -> data | None` method as a composable saga step."""
+    if isinstance(function, SagaStepMethod | staticmethod | classmethod):
+        raise SagaFlowDefinitionError(
+            f"@saga_step applied to {function!r}: it decorates a plain async instance method "
+            "(def step(self, data)); apply it once, directly above the `async def`"
+        )
+    return SagaStepMethod(function)

@@ -1,0 +1,448 @@
+"""How a flow runs: the one place that executes steps, retries, merges and compensates.
+
+The engine runs a compiled plan with per-run local state; nothing mutable lives on the plan,
+the flow or the saga class. Time and sleeping are injected (`clock=`, `sleep=`) so backoff is
+tested without waiting. Rollback runs in its own task, shielded from cancellation: once a saga
+starts compensating, cancelling its caller cannot leave committed steps half-undone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Final
+
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.errors import (
+    SagaCompensationFailedError,
+    SagaEngineNotConnectedError,
+    SagaStepResultError,
+    SagaStepTimeoutError,
+    SagaTimeoutError,
+)
+from spakky_saga.flow import SagaFlow
+from spakky_saga.merge import merge_results
+from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, plan_for
+from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
+
+logger: Final = logging.getLogger("spakky_saga.engine")
+
+_INFO: Final = logging.INFO
+_COMMITTED: Final = StepStatus.COMMITTED
+_FAILED: Final = StepStatus.FAILED
+_COMPENSATED: Final = StepStatus.COMPENSATED
+_LOG_FORMAT: Final = "[saga=%s step=%s status=%s elapsed=%.3fms]"
+_NO_SCOPE: Final = contextlib.nullcontext()
+
+type Clock = Callable[[], float]
+type Sleep = Callable[[float], Awaitable[None]]
+
+
+class _StepFailed:
+    """Why the forward pass stopped: the failing step (or group) and its error."""
+
+    __slots__ = ("error", "step")
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        self.step = step
+        self.error = error
+
+
+class SagaEngine:
+    """Runs saga flows.
+
+    `clock` returns monotonic seconds (for `elapsed`), `sleep` waits between retries;
+    `compensation_timeout` bounds each compensation (None: no bound). A closed engine refuses
+    new runs with `SagaEngineNotConnectedError`.
+    """
+
+    __slots__ = ("_clock", "_closed", "_compensation_timeout", "_sleep")
+
+    def __init__(
+        self,
+        *,
+        clock: Clock = time.perf_counter,
+        sleep: Sleep = asyncio.sleep,
+        compensation_timeout: timedelta | None = None,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._compensation_timeout = (
+            compensation_timeout.total_seconds() if compensation_timeout is not None else None
+        )
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Refuse new runs from now on; runs already started finish normally."""
+        self._closed = True
+
+    async def run[D: AbstractSagaData](
+        self, flow: SagaFlow[D], data: D, *, saga_name: str = "saga"
+    ) -> SagaResult[D]:
+        """Run `flow` on `data` and return its result; a failed saga is a result, not an error.
+
+        Raises `SagaCompensationFailedError` (carrying the result) when a compensation failed,
+        and re-raises `CancelledError` after compensating when the calling task is cancelled.
+        """
+        if self._closed:
+            raise SagaEngineNotConnectedError(
+                saga_name, "its saga engine was closed (the application is shutting down)"
+            )
+        if not isinstance(data, AbstractSagaData):
+            raise TypeError(
+                f'saga "{saga_name}" was given {data!r} ({type(data).__name__}) as data; '
+                "pass an instance of an AbstractSagaData subclass"
+            )
+        return await self._run(plan_for(flow), data, saga_name)
+
+    async def _run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
+        self, plan: ExecutionPlan, data: D, saga: str
+    ) -> SagaResult[D]:
+        clock = self._clock
+        log = logger.isEnabledFor(_INFO)
+        started = clock()
+        if log:
+            logger.info(_LOG_FORMAT, saga, "-", "started", 0.0)
+        history: list[StepRecord] = []
+        append = history.append
+        undo: list[StepNode | tuple[StepNode, ...]] = []
+        failure: _StepFailed | None = None
+        status = SagaStatus.COMPLETED
+        node: StepNode | GroupNode | None = None
+        scope = asyncio.timeout(plan.timeout) if plan.timeout is not None else _NO_SCOPE
+        try:
+            async with scope:
+                for node in plan.nodes:
+                    if isinstance(node, StepNode) and node.simple:
+                        step = node
+                        if log:
+                            logger.info(_LOG_FORMAT, saga, step.name, "started", 0.0)
+                        t0 = clock()
+                        try:
+                            out = await step.action(data)
+                            if out is not None and out.__class__ is not data.__class__:
+                                _check_output(step.name, out, data)
+                        except Exception as error:
+                            elapsed = clock() - t0
+                            append(StepRecord(step.name, _FAILED, elapsed, 1, False, error))
+                            _log_failed(saga, step.name, elapsed, 1, error)
+                            failure = _StepFailed(step.name, error)
+                            break
+                        elapsed = clock() - t0
+                        append(StepRecord(step.name, _COMMITTED, elapsed))
+                        if out is not None:
+                            data = out
+                        if step.compensate is not None:
+                            undo.append(step)
+                        if log:
+                            logger.info(_LOG_FORMAT, saga, step.name, "completed", elapsed * 1e3)
+                    elif isinstance(node, StepNode):
+                        step = node
+                        committed, value = await self._attempt(step, data, history, saga)
+                        if committed:
+                            if value is not None:
+                                data = value
+                            if step.compensate is not None:
+                                undo.append(step)
+                        elif value is not None:
+                            failure = _StepFailed(step.name, value)
+                            break
+                    else:
+                        outcome = await self._run_group(node, data, history, undo, saga)
+                        if isinstance(outcome, _StepFailed):
+                            failure = outcome
+                            break
+                        data = outcome  # type: ignore[assignment] # merge keeps the data type
+                else:
+                    node = None
+        except TimeoutError as error:
+            if not isinstance(scope, asyncio.Timeout) or not scope.expired():
+                raise
+            status = SagaStatus.TIMED_OUT
+            running = node.name if node is not None else None
+            assert plan.timeout is not None
+            timeout_error = SagaTimeoutError(saga, timedelta(seconds=plan.timeout), running)
+            timeout_error.__cause__ = error
+            failure = _StepFailed(running or "-", timeout_error)
+            if running is not None:
+                append(StepRecord(running, _FAILED, 0.0, 1, False, timeout_error))
+            logger.warning(
+                _LOG_FORMAT, saga, running or "-", "timed_out", (clock() - started) * 1e3
+            )
+        except asyncio.CancelledError:
+            logger.warning(
+                _LOG_FORMAT,
+                saga,
+                node.name if node else "-",
+                "cancelled",
+                (clock() - started) * 1e3,
+            )
+            if undo:
+                await self._rollback_shielded(undo, data, history, saga)
+            raise
+        if failure is None:
+            elapsed = clock() - started
+            if log:
+                logger.info(_LOG_FORMAT, saga, "-", "completed", elapsed * 1e3)
+            return SagaResult(saga, SagaStatus.COMPLETED, data, tuple(history), elapsed)
+        if status is not SagaStatus.TIMED_OUT:
+            status = SagaStatus.FAILED
+        failures = await self._rollback_shielded(undo, data, history, saga) if undo else None
+        elapsed = clock() - started
+        result = SagaResult(
+            saga, status, data, tuple(history), elapsed, failure.step, failure.error
+        )
+        logger.warning(_LOG_FORMAT, saga, failure.step, status.value, elapsed * 1e3)
+        if failures:
+            await self._handle_compensation_failure(plan, result, failures)
+        return result
+
+    async def _attempt(
+        self, step: StepNode, data: AbstractSagaData, history: list[StepRecord], saga: str
+    ) -> tuple[bool, Any]:
+        """Run one step with its strategy, timeout and retries.
+
+        Returns (True, output) when it committed, (False, None) when it failed and is
+        skipped, and (False, error) when it failed for good.
+        """
+        clock = self._clock
+        log = logger.isEnabledFor(_INFO)
+        attempt = 1
+        while True:
+            if log:
+                logger.info(_LOG_FORMAT + " attempt=%d", saga, step.name, "started", 0.0, attempt)
+            t0 = clock()
+            try:
+                if step.timeout is None:
+                    out = await step.action(data)
+                else:
+                    out = await _with_timeout(step, data)
+                if out is not None and out.__class__ is not data.__class__:
+                    _check_output(step.name, out, data)
+            except Exception as error:
+                elapsed = clock() - t0
+                history.append(StepRecord(step.name, _FAILED, elapsed, attempt, False, error))
+                _log_failed(saga, step.name, elapsed, attempt, error)
+                if attempt < step.max_attempts:
+                    attempt += 1
+                    delay = step.strategy.delay_before(attempt)  # type: ignore[attr-defined] # max_attempts > 1 only for Retry
+                    logger.warning(
+                        _LOG_FORMAT + " attempt=%d delay=%.3fs",
+                        saga,
+                        step.name,
+                        "retry",
+                        elapsed * 1e3,
+                        attempt,
+                        delay,
+                    )
+                    if delay > 0:
+                        await self._sleep(delay)
+                    continue
+                if step.skip_on_failure:
+                    logger.warning(_LOG_FORMAT, saga, step.name, "skipped", elapsed * 1e3)
+                    return False, None
+                return False, error
+            elapsed = clock() - t0
+            history.append(StepRecord(step.name, _COMMITTED, elapsed, attempt))
+            if log:
+                logger.info(_LOG_FORMAT, saga, step.name, "completed", elapsed * 1e3)
+            return True, out
+
+    async def _run_group(
+        self,
+        group: GroupNode,
+        data: AbstractSagaData,
+        history: list[StepRecord],
+        undo: list[StepNode | tuple[StepNode, ...]],
+        saga: str,
+    ) -> AbstractSagaData | _StepFailed:
+        """Run members concurrently, wait for all of them, then merge or report failure.
+
+        Committed members are registered for compensation even if the group is cancelled
+        (saga timeout or caller cancellation) while siblings are still running.
+        """
+        members = group.members
+        results: list[Any] = [None] * len(members)
+        committed = [False] * len(members)
+        errors: list[tuple[str, Exception]] = []
+
+        async def run_member(index: int, member: StepNode) -> None:
+            ok, value = await self._attempt(member, data, history, saga)
+            if ok:
+                committed[index] = True
+                results[index] = value
+            elif value is not None:
+                errors.append((member.name, value))
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for index, member in enumerate(members):
+                    tasks.create_task(run_member(index, member))
+        finally:
+            done = tuple(m for m, ok in zip(members, committed, strict=True) if ok and m.compensate)
+            if group.concurrent_compensation and len(done) > 1:
+                undo.append(done)
+            else:
+                undo.extend(done)
+        if errors:
+            if len(errors) == 1:
+                return _StepFailed(*errors[0])
+            group_error = ExceptionGroup(
+                f"{len(errors)} members of parallel group failed",
+                [error for _, error in errors],
+            )
+            return _StepFailed(" & ".join(name for name, _ in errors), group_error)
+        try:
+            return merge_results(group, data, results)
+        except Exception as error:
+            history.append(StepRecord(group.name, _FAILED, 0.0, 1, False, error))
+            _log_failed(saga, group.name, 0.0, 1, error)
+            return _StepFailed(group.name, error)
+
+    async def _rollback_shielded(
+        self,
+        undo: list[StepNode | tuple[StepNode, ...]],
+        data: AbstractSagaData,
+        history: list[StepRecord],
+        saga: str,
+    ) -> dict[str, BaseException]:
+        """Compensate in its own task; a cancellation waits for it to finish, then re-raises."""
+        task = asyncio.ensure_future(self._rollback(undo, data, history, saga))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(task)
+            raise
+
+    async def _rollback(
+        self,
+        undo: list[StepNode | tuple[StepNode, ...]],
+        data: AbstractSagaData,
+        history: list[StepRecord],
+        saga: str,
+    ) -> dict[str, BaseException]:
+        """Undo committed steps in reverse; a failed compensation never stops the rest."""
+        failures: dict[str, BaseException] = {}
+        for entry in reversed(undo):
+            if isinstance(entry, tuple):
+                await asyncio.gather(
+                    *(self._compensate(step, data, history, saga, failures) for step in entry)
+                )
+            else:
+                await self._compensate(entry, data, history, saga, failures)
+        return failures
+
+    async def _compensate(
+        self,
+        step: StepNode,
+        data: AbstractSagaData,
+        history: list[StepRecord],
+        saga: str,
+        failures: dict[str, BaseException],
+    ) -> None:
+        clock = self._clock
+        log = logger.isEnabledFor(_INFO)
+        if log:
+            logger.info(_LOG_FORMAT, saga, step.name, "compensating", 0.0)
+        compensate = step.compensate
+        assert compensate is not None, "only steps with a compensation are put on the undo list"
+        t0 = clock()
+        try:
+            if self._compensation_timeout is None:
+                await compensate(data)
+            else:
+                async with asyncio.timeout(self._compensation_timeout):
+                    await compensate(data)
+        except Exception as error:
+            elapsed = clock() - t0
+            history.append(StepRecord(step.name, _FAILED, elapsed, 1, True, error))
+            failures[step.name] = error
+            logger.error(
+                _LOG_FORMAT + " compensation=%s error=%r",
+                saga,
+                step.name,
+                "compensation_failed",
+                elapsed * 1e3,
+                step.compensation_name,
+                error,
+            )
+            return
+        elapsed = clock() - t0
+        history.append(StepRecord(step.name, _COMPENSATED, elapsed, 1, True))
+        if log:
+            logger.info(_LOG_FORMAT, saga, step.name, "compensated", elapsed * 1e3)
+
+    async def _handle_compensation_failure(
+        self,
+        plan: ExecutionPlan,
+        result: SagaResult[Any],
+        failures: dict[str, BaseException],
+    ) -> None:
+        """Call the flow's handler with the result, then raise SagaCompensationFailedError."""
+        error = SagaCompensationFailedError(result, failures)
+        handler = plan.compensation_failure_handler
+        if handler is not None:
+            try:
+                outcome = handler(result)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as handler_error:
+                logger.exception(
+                    "[saga=%s step=- status=compensation_handler_failed]", result.saga_name
+                )
+                raise error from handler_error
+        raise error
+
+
+async def _with_timeout(step: StepNode, data: AbstractSagaData) -> Any:
+    """Run a step's action under its timeout, reporting an overrun as SagaStepTimeoutError."""
+    assert step.timeout is not None
+    try:
+        async with asyncio.timeout(step.timeout) as scope:
+            return await step.action(data)
+    except TimeoutError as error:
+        if not scope.expired():
+            raise
+        raise SagaStepTimeoutError(step.name, timedelta(seconds=step.timeout)) from error
+
+
+def _check_output(step: str, out: object, data: AbstractSagaData) -> None:
+    """Reject a step result that is not the saga's data type (a subclass is fine)."""
+    if not isinstance(out, data.__class__):
+        raise SagaStepResultError(step, out, data.__class__)
+
+
+def _log_failed(saga: str, step: str, elapsed: float, attempt: int, error: BaseException) -> None:
+    if logger.isEnabledFor(logging.WARNING):
+        logger.warning(
+            _LOG_FORMAT + " attempt=%d error=%r",
+            saga,
+            step,
+            "failed",
+            elapsed * 1e3,
+            attempt,
+            error,
+        )
+
+
+DEFAULT_ENGINE: Final = SagaEngine()
+"""The engine `run_saga_flow` and unconnected sagas use."""
+
+
+async def run_saga_flow[D: AbstractSagaData](
+    flow: SagaFlow[D], data: D, *, saga_name: str = "saga"
+) -> SagaResult[D]:
+    """Run `flow` on `data` with the default engine; see `SagaEngine.run`."""
+    return await DEFAULT_ENGINE.run(flow, data, saga_name=saga_name)

@@ -1,0 +1,351 @@
+"""What a flow is: immutable steps, transactions, parallel groups and the top-level flow.
+
+These types know nothing of the engine. Operators build them (`>>` binds a compensation,
+`&` makes a parallel group, `|` attaches an error strategy) and every constructor validates,
+so a malformed flow fails where it is written, never in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, Never, Self, TypeVar, cast
+
+from typing_extensions import deprecated
+
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.errors import SagaFlowDefinitionError
+from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy
+
+SagaDataT = TypeVar("SagaDataT", bound=AbstractSagaData)
+"""The saga data type a flow item works on."""
+
+type ActionFn[D: AbstractSagaData] = Callable[[D], Awaitable[D | None]]
+"""A step's action: takes the data, returns new data (replacing it) or None (keeping it)."""
+
+type CompensateFn[D: AbstractSagaData] = Callable[[D], Awaitable[None]]
+"""A compensation: undoes a committed action, given the latest data; returns nothing."""
+
+type MergeFn[D: AbstractSagaData] = Callable[[D, tuple[D | None, ...]], D]
+"""Combines a parallel group's results (input data, then each member's result in declaration
+order, None for members that returned nothing or were skipped) into the group's output."""
+
+type CompensationOrder = Literal["reverse", "concurrent"]
+
+type FlowItem[D: AbstractSagaData] = SagaStep[D] | Transaction[D] | Parallel[D]
+"""Anything that can stand in a flow's items."""
+
+
+def callable_name(fn: object) -> str:
+    """A readable name for a step built from `fn`: the function or method name."""
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str):
+        return name
+    inner = getattr(fn, "func", None)  # functools.partial
+    if inner is not None:
+        return callable_name(inner)
+    return type(fn).__name__
+
+
+def _is_async_callable(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - want the class's __call__
+    return inspect.iscoroutinefunction(call) or getattr(fn, "__name__", "") == "<lambda>"
+
+
+def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) -> None:
+    """Raise a definition error unless `fn` is an async callable taking the saga data."""
+    if not callable(fn):
+        raise SagaFlowDefinitionError(
+            f"{where}: {role} must be an async function taking the saga data, got {fn!r}"
+        )
+    if not _is_async_callable(fn):
+        raise SagaFlowDefinitionError(
+            f'{where}: {role} "{callable_name(fn)}" is a regular function; '
+            "declare it with `async def` so the engine can await it"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without signatures: trust them
+        return
+    try:
+        signature.bind(*([None] * bound_args))
+    except TypeError:
+        expected = "the saga data" if bound_args == 1 else "self and the saga data"
+        raise SagaFlowDefinitionError(
+            f'{where}: {role} "{callable_name(fn)}" must take exactly one argument, '
+            f"{expected}, but its signature is {signature}"
+        ) from None
+
+
+def check_timeout(timeout: object, where: str) -> timedelta | None:
+    """Return a valid step timeout or raise a definition error naming `where`."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, timedelta):
+        raise SagaFlowDefinitionError(
+            f"{where}: timeout must be a datetime.timedelta, got {timeout!r}"
+        )
+    if timeout <= timedelta(0):
+        raise SagaFlowDefinitionError(f"{where}: timeout must be positive, got {timeout}")
+    return timeout
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Action[D: AbstractSagaData]:
+    """What steps and transactions share: an action, its name, strategy and timeout."""
+
+    action: ActionFn[D]
+    name: str = ""
+    on_error: ErrorStrategy = DEFAULT_STRATEGY
+    timeout: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", callable_name(self.action))
+        where = f'step "{self.name}"'
+        check_callable(self.action, "action", where)
+        check_strategy(self.on_error, where)
+        check_timeout(self.timeout, where)
+
+    def __call__(self, data: D, /) -> Awaitable[D | None]:
+        """Run the action alone (outside any saga): handy in unit tests of a step."""
+        return self.action(data)
+
+    def __or__(self, strategy: ErrorStrategy, /) -> Self:
+        """Attach an error strategy: `step | Retry(3)` is the same kind of item."""
+        if not isinstance(strategy, ErrorStrategy):
+            return NotImplemented
+        return dataclasses.replace(self, on_error=strategy)
+
+    def __and__(self, other: FlowItem[D], /) -> Parallel[D]:
+        """Run both concurrently: `a & b & c` is one flat group."""
+        return _parallel_of(self, other)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SagaStep[D: AbstractSagaData](_Action[D]):
+    """A single action without compensation."""
+
+    def __rshift__(self, compensate: SagaStep[D] | CompensateFn[D], /) -> Transaction[D]:
+        """Bind a compensation: `action >> compensation` is a Transaction."""
+        if isinstance(compensate, _Action | Parallel) and not isinstance(compensate, SagaStep):
+            raise SagaFlowDefinitionError(
+                f'step "{self.name}" >> {type(compensate).__name__} "{_item_name(compensate)}": '
+                "a compensation must be a single step or async function, not a "
+                f"{type(compensate).__name__}"
+            )
+        if not callable(compensate):
+            return NotImplemented
+        return Transaction(
+            action=self.action,
+            compensate=_compensation_fn(compensate),
+            name=self.name,
+            compensation_name=_compensation_name(compensate),
+            on_error=self.on_error,
+            timeout=self.timeout,
+        )
+
+
+def _compensation_fn[D: AbstractSagaData](
+    compensate: SagaStep[D] | CompensateFn[D],
+) -> CompensateFn[D]:
+    if isinstance(compensate, SagaStep):
+        if compensate.on_error is not DEFAULT_STRATEGY or compensate.timeout is not None:
+            raise SagaFlowDefinitionError(
+                f'compensation "{compensate.name}": error strategies and timeouts apply to '
+                "actions; a compensation always runs to the end once rollback starts"
+            )
+        return cast(CompensateFn[D], compensate.action)
+    return compensate
+
+
+def _compensation_name(compensate: object) -> str:
+    if isinstance(compensate, SagaStep):
+        return compensate.name
+    return callable_name(compensate)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Transaction[D: AbstractSagaData](_Action[D]):
+    """An action paired with the compensation that undoes it."""
+
+    compensate: CompensateFn[D] = field(kw_only=True)
+    compensation_name: str = field(default="", kw_only=True)
+
+    def __post_init__(self) -> None:
+        _Action.__post_init__(self)
+        if not self.compensation_name:
+            object.__setattr__(self, "compensation_name", callable_name(self.compensate))
+        check_callable(self.compensate, "compensation", f'transaction "{self.name}"')
+
+    @deprecated("a Transaction already has a compensation; bind one per action")
+    def __rshift__(self, compensate: object, /) -> Never:
+        """Always an error: a compensation is bound once (the mypy plugin reports it too)."""
+        raise SagaFlowDefinitionError(
+            f'transaction "{self.name}" already has compensation "{self.compensation_name}"; '
+            f'cannot bind "{_item_name(compensate)}" as a second one. Bind one compensation '
+            "per action, or put the extra undo work inside the existing compensation"
+        )
+
+
+type ParallelMember[D: AbstractSagaData] = SagaStep[D] | Transaction[D]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Parallel[D: AbstractSagaData]:
+    """Members that run concurrently on the same input data.
+
+    When a member fails, the group waits for its siblings, then the committed members (and
+    every earlier committed step) are compensated. Members' returned data is merged: see
+    `merge` and docs/parallel.md.
+    """
+
+    members: tuple[ParallelMember[D], ...]
+    merge: MergeFn[D] | None = None
+    compensation_order: CompensationOrder = "reverse"
+
+    def __post_init__(self) -> None:
+        members = tuple(self.members) if isinstance(self.members, Sequence) else None
+        if members is None:
+            raise SagaFlowDefinitionError(
+                f"parallel group: members must be a tuple of steps, got {self.members!r}"
+            )
+        flat: tuple[ParallelMember[D], ...] = _flatten_members(members, "parallel group")
+        object.__setattr__(self, "members", flat)
+        problems: list[str] = []
+        if len(flat) < 2:
+            problems.append(
+                f"parallel group with {len(flat)} member(s): a group needs at least two; "
+                "put a single step directly in the flow instead"
+            )
+        if self.merge is not None and not callable(self.merge):
+            problems.append(f"parallel group: merge must be a function, got {self.merge!r}")
+        if self.compensation_order not in ("reverse", "concurrent"):
+            problems.append(
+                f"parallel group: compensation_order must be 'reverse' or 'concurrent', "
+                f"got {self.compensation_order!r}"
+            )
+        if problems:
+            raise SagaFlowDefinitionError(*problems)
+
+    @property
+    def name(self) -> str:
+        """`a & b & c`: the members' names, used in logs and error messages."""
+        return " & ".join(member.name for member in self.members)
+
+    def __and__(self, other: FlowItem[D], /) -> Parallel[D]:
+        """Add to the group: nested groups flatten."""
+        return _parallel_of(self, other)
+
+
+def _flatten_members[D: AbstractSagaData](
+    items: Sequence[object], where: str
+) -> tuple[ParallelMember[D], ...]:
+    flat: list[ParallelMember[D]] = []
+    problems: list[str] = []
+    for position, item in enumerate(items, start=1):
+        if isinstance(item, Parallel):
+            if item.merge is not None or item.compensation_order != "reverse":
+                problems.append(
+                    f"{where}, member {position}: a nested group with its own merge= or "
+                    "compensation order cannot be flattened; keep it as a separate flow item"
+                )
+            flat.extend(cast(Parallel[D], item).members)
+        elif isinstance(item, SagaStep | Transaction):
+            flat.append(cast(ParallelMember[D], item))
+        elif callable(item):
+            try:
+                flat.append(SagaStep(action=cast(ActionFn[D], item)))
+            except SagaFlowDefinitionError as error:
+                problems.append(f"{where}, member {position}: {error}")
+        else:
+            problems.append(
+                f"{where}, member {position}: expected a step, transaction, parallel group or "
+                f"async function, got {item!r}"
+            )
+    if problems:
+        raise SagaFlowDefinitionError(*problems)
+    return tuple(flat)
+
+
+def _parallel_of[D: AbstractSagaData](left: object, right: object) -> Parallel[D]:
+    if not (isinstance(right, _Action | Parallel) or callable(right)):
+        return cast(Parallel[D], NotImplemented)
+    return Parallel(members=cast(Any, (left, right)))
+
+
+def _item_name(item: object) -> str:
+    if isinstance(item, _Action | Parallel):
+        return item.name
+    return callable_name(item)
+
+
+def as_flow_item[D: AbstractSagaData](item: object, where: str) -> FlowItem[D]:
+    """Accept a flow item, or promote a plain async function to a step; else explain."""
+    if isinstance(item, SagaStep | Transaction | Parallel):
+        return cast(FlowItem[D], item)
+    if isinstance(item, ErrorStrategy):
+        raise SagaFlowDefinitionError(
+            f"{where}: got the strategy {item!r} on its own; attach it to a step with "
+            "`step | strategy` or step(..., on_error=strategy)"
+        )
+    if callable(item):
+        return SagaStep(action=cast(ActionFn[D], item))
+    raise SagaFlowDefinitionError(
+        f"{where}: expected a step, transaction, parallel group or async function, got {item!r}"
+    )
+
+
+type CompensationFailureHandler[D: AbstractSagaData] = Callable[[Any], Awaitable[None] | None]
+"""Called with the `SagaResult` after a rollback in which a compensation failed."""
+
+
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
+class SagaFlow[D: AbstractSagaData]:
+    """The whole saga: items run in order, with an optional saga-wide timeout and a handler
+    for failed compensations. Immutable: `timeout()` and `on_compensation_failure()` return
+    a new flow."""
+
+    items: tuple[FlowItem[D], ...]
+    saga_timeout: timedelta | None = None
+    compensation_failure_handler: CompensationFailureHandler[D] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.items, str | bytes) or not isinstance(self.items, Sequence):
+            raise SagaFlowDefinitionError(
+                f"SagaFlow(items=...): expected a tuple of flow items, got {self.items!r}"
+            )
+        if not self.items:
+            raise SagaFlowDefinitionError("SagaFlow(items=()): a saga needs at least one step")
+        items: list[FlowItem[D]] = []
+        problems: list[str] = []
+        for position, item in enumerate(self.items, start=1):
+            try:
+                items.append(as_flow_item(item, f"SagaFlow item {position}"))
+            except SagaFlowDefinitionError as error:
+                problems.extend(error.problems)
+        try:
+            check_timeout(self.saga_timeout, "SagaFlow")
+        except SagaFlowDefinitionError as error:
+            problems.extend(error.problems)
+        handler = self.compensation_failure_handler
+        if handler is not None and not callable(handler):
+            problems.append(
+                f"SagaFlow: compensation_failure_handler must be callable, got {handler!r}"
+            )
+        if problems:
+            raise SagaFlowDefinitionError(*problems)
+        object.__setattr__(self, "items", tuple(items))
+
+    def timeout(self, timeout: timedelta, /) -> SagaFlow[D]:
+        """A copy of this flow that times out (status TIMED_OUT) after `timeout`."""
+        return dataclasses.replace(self, saga_timeout=timeout)
+
+    def on_compensation_failure(self, handler: CompensationFailureHandler[D], /) -> SagaFlow[D]:
+        """A copy of this flow that calls `handler(result)` when a compensation fails."""
+        return dataclasses.replace(self, compensation_failure_handler=handler)

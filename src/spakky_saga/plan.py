@@ -1,0 +1,105 @@
+"""A flow compiled once into the flat, immutable plan the engine runs.
+
+Compiling resolves everything a run would otherwise recompute per step: timeouts become
+seconds, strategies become attempt counts, and steps that need no special handling are
+marked for the engine's fast path. Plans are cached per flow object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from spakky_saga.flow import MergeFn, Parallel, SagaFlow, Transaction
+from spakky_saga.strategy import Compensate, ErrorStrategy, Retry, Skip
+
+
+@dataclass(frozen=True, slots=True)
+class StepNode:
+    """One action, with its compensation (if any) and resolved error handling."""
+
+    name: str
+    action: Any
+    compensate: Any | None
+    compensation_name: str
+    strategy: ErrorStrategy
+    max_attempts: int
+    skip_on_failure: bool
+    timeout: float | None
+    simple: bool
+    """True when the step has no timeout and compensates on failure: the engine's fast path."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupNode:
+    """Members run concurrently on the same input; their results are merged."""
+
+    name: str
+    members: tuple[StepNode, ...]
+    merge: MergeFn[Any] | None
+    concurrent_compensation: bool
+
+
+type PlanNode = StepNode | GroupNode
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPlan:
+    """Everything the engine needs to run a flow."""
+
+    nodes: tuple[PlanNode, ...]
+    timeout: float | None
+    compensation_failure_handler: Any | None
+
+
+_PLANS: WeakKeyDictionary[SagaFlow[Any], ExecutionPlan] = WeakKeyDictionary()
+
+
+def plan_for(flow: SagaFlow[Any]) -> ExecutionPlan:
+    """The plan of `flow`, compiled on first use."""
+    plan = _PLANS.get(flow)
+    if plan is None:
+        plan = _PLANS[flow] = compile_flow(flow)
+    return plan
+
+
+def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
+    """Compile a validated flow into its plan."""
+    nodes: list[PlanNode] = []
+    for item in flow.items:
+        if isinstance(item, Parallel):
+            nodes.append(
+                GroupNode(
+                    name=item.name,
+                    members=tuple(_step_node(member) for member in item.members),
+                    merge=item.merge,
+                    concurrent_compensation=item.compensation_order == "concurrent",
+                )
+            )
+        else:
+            nodes.append(_step_node(item))
+    timeout = flow.saga_timeout.total_seconds() if flow.saga_timeout is not None else None
+    return ExecutionPlan(
+        nodes=tuple(nodes),
+        timeout=timeout,
+        compensation_failure_handler=flow.compensation_failure_handler,
+    )
+
+
+def _step_node(item: Any) -> StepNode:
+    strategy = item.on_error
+    final = strategy.then if isinstance(strategy, Retry) else strategy
+    compensate = item.compensate if isinstance(item, Transaction) else None
+    timeout = item.timeout.total_seconds() if item.timeout is not None else None
+    return StepNode(
+        name=item.name,
+        action=item.action,
+        compensate=compensate,
+        compensation_name=item.compensation_name if compensate is not None else "",
+        strategy=strategy,
+        max_attempts=strategy.max_attempts if isinstance(strategy, Retry) else 1,
+        skip_on_failure=isinstance(final, Skip),
+        timeout=timeout,
+        simple=isinstance(strategy, Compensate) and timeout is None,
+    )

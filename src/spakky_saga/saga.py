@@ -1,0 +1,59 @@
+"""Sagas as classes: the `@Saga()` stereotype and the `AbstractSaga[D]` base.
+
+A saga class declares its steps with `@saga_step` and composes them in `flow()`;
+`execute(data)` runs that flow on the saga's engine (the container's `SagaEngine` when the
+saga comes from a spakky application that has one, the default engine otherwise).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from spakky.core.pod.annotations.pod import Pod
+
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.engine import DEFAULT_ENGINE, SagaEngine
+from spakky_saga.errors import SagaFlowDefinitionError
+from spakky_saga.flow import SagaFlow
+from spakky_saga.result import SagaResult
+
+
+@dataclass(eq=False)
+class Saga(Pod):
+    """Stereotype for saga orchestrator classes: a spakky `Pod`, created by the container
+    with its constructor dependencies injected."""
+
+    def __call__[T](self, obj: T) -> T:
+        if not (isinstance(obj, type) and issubclass(obj, AbstractSaga)):
+            raise SagaFlowDefinitionError(
+                f"@Saga() applied to {getattr(obj, '__qualname__', obj)!r}: it marks saga "
+                "classes; derive the class from AbstractSaga[YourSagaData] and implement flow()"
+            )
+        return super().__call__(obj)
+
+
+class AbstractSaga[D: AbstractSagaData](ABC):
+    """Base of saga classes: implement `flow()`, call `execute(data)`."""
+
+    __saga_engine: SagaEngine | None = None
+
+    @abstractmethod
+    def flow(self) -> SagaFlow[D]:
+        """The saga's steps, in order; called on every `execute()`."""
+
+    async def execute(self, data: D) -> SagaResult[D]:
+        """Run `flow()` on `data`; the saga name in results and logs is the class name."""
+        engine = self.__saga_engine or DEFAULT_ENGINE
+        flow: Any = self.flow()
+        if not isinstance(flow, SagaFlow):
+            raise SagaFlowDefinitionError(
+                f"{type(self).__name__}.flow() returned {flow!r}; it must return a SagaFlow, "
+                "e.g. saga_flow(...) or SagaFlow(items=(...))"
+            )
+        return await engine.run(flow, data, saga_name=type(self).__name__)
+
+    def connect_engine(self, engine: SagaEngine) -> None:
+        """Run this saga on `engine` (a configured or test engine) instead of the default."""
+        self.__saga_engine = engine

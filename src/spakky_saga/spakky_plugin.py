@@ -1,0 +1,41 @@
+"""The spakky integration: loaded by `SpakkyApplication.load_plugins()` via the
+`spakky.plugins` entry point.
+
+It registers a post-processor that connects every saga the container creates to the
+container's `SagaEngine`, when the application registers one (to configure compensation
+timeouts, or, later, a durable log); otherwise sagas use the default engine.
+"""
+
+from __future__ import annotations
+
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.pod.annotations.pod import Pod
+from spakky.core.pod.interfaces.aware.container_aware import IContainerAware
+from spakky.core.pod.interfaces.container import IContainer
+from spakky.core.pod.interfaces.post_processor import IPostProcessor
+
+from spakky_saga.engine import SagaEngine
+from spakky_saga.saga import AbstractSaga
+
+
+@Pod()
+class SagaEngineConnector(IPostProcessor, IContainerAware):
+    """Connects container-made sagas to the container's SagaEngine, if there is one."""
+
+    def __init__(self) -> None:
+        self._container: IContainer | None = None
+
+    def set_container(self, container: IContainer) -> None:
+        self._container = container
+
+    def post_process(self, pod: object) -> object:
+        if isinstance(pod, AbstractSaga) and self._container is not None:
+            engine = self._container.get_or_none(SagaEngine)
+            if engine is not None:
+                pod.connect_engine(engine)
+        return pod
+
+
+def initialize(app: SpakkyApplication) -> None:
+    """Entry point of the `spakky-saga` plugin."""
+    app.add(SagaEngineConnector)
