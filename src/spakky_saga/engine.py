@@ -26,7 +26,7 @@ from spakky_saga.errors import (
     SagaTimeoutError,
 )
 from spakky_saga.flow import SagaFlow
-from spakky_saga.merge import merge_results
+from spakky_saga.merge import merge_committed, merge_results
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, plan_for
 from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
 
@@ -51,6 +51,16 @@ class _StepFailed:
     def __init__(self, step: str, error: BaseException) -> None:
         self.step = step
         self.error = error
+
+
+class _GroupFailed(_StepFailed):
+    """A parallel group failed; `data` is what its committed members changed, merged."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, step: str, error: BaseException, data: AbstractSagaData) -> None:
+        super().__init__(step, error)
+        self.data = data
 
 
 class SagaEngine:
@@ -159,8 +169,9 @@ class SagaEngine:
                             break
                     else:
                         outcome = await self._run_group(node, data, history, undo, saga)
-                        if isinstance(outcome, _StepFailed):
+                        if isinstance(outcome, _GroupFailed):
                             failure = outcome
+                            data = outcome.data  # type: ignore[assignment] # merge keeps the type
                             break
                         data = outcome  # type: ignore[assignment] # merge keeps the data type
                 else:
@@ -265,49 +276,59 @@ class SagaEngine:
         history: list[StepRecord],
         undo: list[StepNode | tuple[StepNode, ...]],
         saga: str,
-    ) -> AbstractSagaData | _StepFailed:
+    ) -> AbstractSagaData | _GroupFailed:
         """Run members concurrently, wait for all of them, then merge or report failure.
 
-        Committed members are registered for compensation even if the group is cancelled
-        (saga timeout or caller cancellation) while siblings are still running.
+        Each member runs with its own strategy (a retrying member does not hold up its
+        siblings; a skipped one contributes nothing). Committed members are registered for
+        compensation even if the group is cancelled (saga timeout or caller cancellation)
+        while siblings are still running. When the group fails, what its committed members
+        changed is merged anyway, so that their compensations see it.
         """
         members = group.members
         results: list[Any] = [None] * len(members)
         committed = [False] * len(members)
-        errors: list[tuple[str, Exception]] = []
+        errors: list[Exception | None] = [None] * len(members)
 
         async def run_member(index: int, member: StepNode) -> None:
             ok, value = await self._attempt(member, data, history, saga)
             if ok:
                 committed[index] = True
                 results[index] = value
-            elif value is not None:
-                errors.append((member.name, value))
+            else:
+                errors[index] = value  # None when the member failed and is skipped
 
         try:
             async with asyncio.TaskGroup() as tasks:
                 for index, member in enumerate(members):
                     tasks.create_task(run_member(index, member))
         finally:
-            done = tuple(m for m, ok in zip(members, committed, strict=True) if ok and m.compensate)
+            done = tuple(
+                m for m, ok in zip(members, committed, strict=True) if ok and m.compensate
+            )
             if group.concurrent_compensation and len(done) > 1:
                 undo.append(done)
             else:
                 undo.extend(done)
-        if errors:
-            if len(errors) == 1:
-                return _StepFailed(*errors[0])
+        failed = [(m.name, e) for m, e in zip(members, errors, strict=True) if e is not None]
+        if failed:
+            latest = merge_committed(group, data, results)
+            if len(failed) == 1:
+                return _GroupFailed(*failed[0], latest)
             group_error = ExceptionGroup(
-                f"{len(errors)} members of parallel group failed",
-                [error for _, error in errors],
+                f"{len(failed)} members of parallel group {group.name} failed",
+                [error for _, error in failed],
             )
-            return _StepFailed(" & ".join(name for name, _ in errors), group_error)
+            return _GroupFailed(" & ".join(name for name, _ in failed), group_error, latest)
+        t0 = self._clock()
         try:
             return merge_results(group, data, results)
         except Exception as error:
-            history.append(StepRecord(group.name, _FAILED, 0.0, 1, False, error))
-            _log_failed(saga, group.name, 0.0, 1, error)
-            return _StepFailed(group.name, error)
+            elapsed = self._clock() - t0
+            history.append(StepRecord(group.name, _FAILED, elapsed, 1, False, error))
+            _log_failed(saga, group.name, elapsed, 1, error)
+            latest = data if group.merge is not None else merge_committed(group, data, results)
+            return _GroupFailed(group.name, error, latest)
 
     async def _rollback_shielded(
         self,

@@ -6,6 +6,7 @@ on them without parsing messages.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC
 from typing import TYPE_CHECKING, Any
 
@@ -141,4 +142,30 @@ class SagaStepResultError(AbstractSpakkySagaError, TypeError):
             f'step "{step_name}" returned {value!r} ({type(value).__name__}), but the saga '
             f"data is {expected.__name__}; return a {expected.__name__} (or a subclass) to "
             "replace the data, or None to keep it"
+        )
+
+
+class SagaMergeResultError(SagaStepResultError):
+    """A parallel group's `merge=` function returned something other than the saga's data.
+
+    Counted as the group's failure: `step_name` is the group's name (`a & b`), so the saga
+    compensates the committed members instead of carrying on with data of the wrong type.
+    """
+
+    message = "Parallel merge function returned an invalid value"
+
+    def __init__(self, group_name: str, merge_name: str, value: object, expected: type) -> None:
+        self.step_name = group_name
+        self.merge_name = merge_name
+        self.value = value
+        fix = (
+            "declare it with `def`, not `async def`: the engine calls it without awaiting"
+            if inspect.isawaitable(value)
+            else f"return the merged {expected.__name__} (or a subclass)"
+        )
+        AbstractSpakkySagaError.__init__(
+            self,
+            f'merge function "{merge_name}" of parallel group "{group_name}" returned '
+            f"{value!r} ({type(value).__name__}), but the saga data is {expected.__name__}; "
+            f"{fix}",
         )
