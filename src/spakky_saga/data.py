@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import FrozenInstanceError, dataclass, field
-from typing import Any, ClassVar, dataclass_transform
+from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
 from uuid import UUID, uuid4
 
 from spakky.domain.models.base import AbstractDomainModel
@@ -36,14 +36,18 @@ class _FrozenDataModel(AbstractDomainModel):
                 delattr(cls, name)
         cls.__saga_data_fields__ = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type] # cls was made a dataclass two lines above
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(
-            f'cannot assign to field "{name}": saga data is immutable; '
-            "return a changed copy from the step instead (dataclasses.replace)"
-        )
+    if not TYPE_CHECKING:  # pragma: no branch - always true at run time
+        # Hidden from type checkers: a visible __setattr__ would make them accept assigning
+        # any attribute (`data.typo = 1`); without it they apply the frozen-dataclass rules.
 
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f'cannot delete field "{name}": saga data is immutable')
+        def __setattr__(self, name: str, value: object) -> None:
+            raise FrozenInstanceError(
+                f'cannot assign to field "{name}": saga data is immutable; '
+                "return a changed copy from the step instead (dataclasses.replace)"
+            )
+
+        def __delattr__(self, name: str) -> None:
+            raise FrozenInstanceError(f'cannot delete field "{name}": saga data is immutable')
 
 
 class AbstractSagaData(_FrozenDataModel):

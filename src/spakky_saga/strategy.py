@@ -6,6 +6,7 @@ tested without sleeping and the engine stays the one place with side effects.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Final
@@ -42,16 +43,17 @@ class ExponentialBackoff:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.base >= 0:  # also rejects NaN
+        if not (_is_number(self.base) and 0 <= self.base < math.inf):  # also rejects NaN
             problems.append(
-                f"ExponentialBackoff(base={self.base!r}): base must be a number of seconds >= 0"
+                f"ExponentialBackoff(base={self.base!r}): base must be a finite number of "
+                "seconds >= 0"
             )
-        if self.max_delay is not None and not self.max_delay >= 0:
+        if self.max_delay is not None and not (_is_number(self.max_delay) and self.max_delay >= 0):
             problems.append(
                 f"ExponentialBackoff(max_delay={self.max_delay!r}): max_delay must be >= 0 "
                 "seconds, or None for no cap"
             )
-        if not 0.0 <= self.jitter <= 1.0:
+        if not (_is_number(self.jitter) and 0.0 <= self.jitter <= 1.0):
             problems.append(
                 f"ExponentialBackoff(jitter={self.jitter!r}): jitter must be a fraction "
                 "between 0.0 and 1.0"
@@ -68,6 +70,11 @@ class ExponentialBackoff:
             low = delay * (1.0 - self.jitter)
             delay = (rng or _JITTER_RANDOM).uniform(low, delay)
         return delay
+
+
+def _is_number(value: object) -> bool:
+    """True for int and float, but not bool (a common slip: `ExponentialBackoff(True)`)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 _JITTER_RANDOM: Final = random.Random()
