@@ -38,6 +38,7 @@ _FAILED: Final = StepStatus.FAILED
 _COMPENSATED: Final = StepStatus.COMPENSATED
 _LOG_FORMAT: Final = "[saga=%s step=%s status=%s elapsed=%.3fms]"
 _NO_SCOPE: Final = contextlib.nullcontext()
+_new_record: Final = tuple.__new__  # StepRecord without its Python-level __new__: hot path
 
 type Clock = Callable[[], float]
 type Sleep = Callable[[float], Awaitable[None]]
@@ -96,7 +97,7 @@ class SagaEngine:
         """Refuse new runs from now on; runs already started finish normally."""
         self._closed = True
 
-    async def run[D: AbstractSagaData](
+    async def run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
         self, flow: SagaFlow[D], data: D, *, saga_name: str = "saga"
     ) -> SagaResult[D]:
         """Run `flow` on `data` and return its result; a failed saga is a result, not an error.
@@ -113,11 +114,8 @@ class SagaEngine:
                 f'saga "{saga_name}" was given {data!r} ({type(data).__name__}) as data; '
                 "pass an instance of an AbstractSagaData subclass"
             )
-        return await self._run(plan_for(flow), data, saga_name)
-
-    async def _run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
-        self, plan: ExecutionPlan, data: D, saga: str
-    ) -> SagaResult[D]:
+        plan = plan_for(flow)
+        saga = saga_name
         clock = self._clock
         log = logger.isEnabledFor(_INFO)
         started = clock()
@@ -144,12 +142,20 @@ class SagaEngine:
                                 _check_output(step.name, out, data)
                         except Exception as error:
                             elapsed = clock() - t0
-                            append(StepRecord(step.name, _FAILED, elapsed, 1, False, error))
+                            append(
+                                _new_record(
+                                    StepRecord, (step.name, _FAILED, elapsed, 1, False, error)
+                                )
+                            )
                             _log_failed(saga, step.name, elapsed, 1, error)
                             failure = _StepFailed(step.name, error)
                             break
                         elapsed = clock() - t0
-                        append(StepRecord(step.name, _COMMITTED, elapsed))
+                        append(
+                            _new_record(
+                                StepRecord, (step.name, _COMMITTED, elapsed, 1, False, None)
+                            )
+                        )
                         if out is not None:
                             data = out
                         if step.compensate is not None:
@@ -187,9 +193,6 @@ class SagaEngine:
             failure = _StepFailed(running or "-", timeout_error)
             if running is not None:
                 append(StepRecord(running, _FAILED, 0.0, 1, False, timeout_error))
-            logger.warning(
-                _LOG_FORMAT, saga, running or "-", "timed_out", (clock() - started) * 1e3
-            )
         except asyncio.CancelledError:
             logger.warning(
                 _LOG_FORMAT,
@@ -213,7 +216,15 @@ class SagaEngine:
         result = SagaResult(
             saga, status, data, tuple(history), elapsed, failure.step, failure.error
         )
-        logger.warning(_LOG_FORMAT, saga, failure.step, status.value, elapsed * 1e3)
+        logger.warning(
+            _LOG_FORMAT + " failed_step=%s error=%r",
+            saga,
+            "-",
+            status.value,
+            elapsed * 1e3,
+            failure.step,
+            failure.error,
+        )
         if failures:
             await self._handle_compensation_failure(plan, result, failures)
         return result
@@ -247,7 +258,7 @@ class SagaEngine:
                 if attempt < step.max_attempts:
                     attempt += 1
                     delay = step.strategy.delay_before(attempt)  # type: ignore[attr-defined] # max_attempts > 1 only for Retry
-                    logger.warning(
+                    logger.info(
                         _LOG_FORMAT + " attempt=%d delay=%.3fs",
                         saga,
                         step.name,
@@ -264,7 +275,7 @@ class SagaEngine:
                     return False, None
                 return False, error
             elapsed = clock() - t0
-            history.append(StepRecord(step.name, _COMMITTED, elapsed, attempt))
+            history.append(StepRecord(step.name, _COMMITTED, elapsed, attempt, False, None))
             if log:
                 logger.info(_LOG_FORMAT, saga, step.name, "completed", elapsed * 1e3)
             return True, out
@@ -338,7 +349,12 @@ class SagaEngine:
         saga: str,
     ) -> dict[str, BaseException]:
         """Compensate in its own task; a cancellation waits for it to finish, then re-raises."""
-        task = asyncio.ensure_future(self._rollback(undo, data, history, saga))
+        # Eager: compensations that never suspend finish here, without a loop iteration.
+        task = asyncio.Task(
+            self._rollback(undo, data, history, saga),
+            loop=asyncio.get_running_loop(),
+            eager_start=True,
+        )
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -401,7 +417,7 @@ class SagaEngine:
             )
             return
         elapsed = clock() - t0
-        history.append(StepRecord(step.name, _COMPENSATED, elapsed, 1, True))
+        history.append(StepRecord(step.name, _COMPENSATED, elapsed, 1, True, None))
         if log:
             logger.info(_LOG_FORMAT, saga, step.name, "compensated", elapsed * 1e3)
 
@@ -446,8 +462,10 @@ def _check_output(step: str, out: object, data: AbstractSagaData) -> None:
 
 
 def _log_failed(saga: str, step: str, elapsed: float, attempt: int, error: BaseException) -> None:
-    if logger.isEnabledFor(logging.WARNING):
-        logger.warning(
+    """A failed attempt is INFO: the strategy decides what it means, and a saga that ends in
+    failure logs one WARNING naming the step and error."""
+    if logger.isEnabledFor(_INFO):
+        logger.info(
             _LOG_FORMAT + " attempt=%d error=%r",
             saga,
             step,

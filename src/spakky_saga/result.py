@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from spakky_saga.data import AbstractSagaData
 
@@ -30,12 +31,12 @@ class StepStatus(Enum):
     """The compensation of a committed action succeeded."""
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
+class StepRecord(NamedTuple):
     """One entry of a run's history, in the order things happened.
 
     `attempt` counts retries (1 for the first try). `compensation` is True for records about
-    running a compensation. `error` is the exception of a failed record.
+    running a compensation. `error` is the exception of a failed record. A named tuple, so
+    the engine records a step for the cost of a tuple.
     """
 
     name: str
