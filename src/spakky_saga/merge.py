@@ -163,9 +163,7 @@ def _most_specific(
     if len(subclassed) == 1:
         return base
     for name in saga_data_fields(base)[len(saga_data_fields(data)) :]:
-        written = [
-            (member, getattr(out, name)) for member, out in subclassed if hasattr(out, name)
-        ]
+        written = [(member, getattr(out, name)) for member, out in subclassed if hasattr(out, name)]
         first = written[0][1]
         if any(not (value is first or value == first) for _, value in written[1:]):
             conflicts.append(_conflict(name, written))
