@@ -73,6 +73,12 @@ def step[D: AbstractSagaData](
     built = SagaStep(action=action_fn, name=base_name, on_error=on_error, timeout=timeout)
     if compensate is None:
         return built
+    if not callable(compensate):
+        # `>>` answers NotImplemented here (a TypeError about operands); a builder names it.
+        raise SagaFlowDefinitionError(
+            f'transaction "{built.name}": compensate= must be an async function taking the '
+            f"saga data, or a @saga_step, got {compensate!r}"
+        )
     return built >> compensate
 
 

@@ -106,6 +106,8 @@ class _Action[D: AbstractSagaData]:
 
     def __post_init__(self) -> None:
         if not self.name:
+            if not callable(self.action):  # no name to give: say what was passed instead
+                check_callable(self.action, "action", f"step({self.action!r})")
             object.__setattr__(self, "name", callable_name(self.action))
         where = f'step "{self.name}"'
         check_callable(self.action, "action", where)
@@ -295,7 +297,10 @@ def as_flow_item[D: AbstractSagaData](item: object, where: str) -> FlowItem[D]:
             "`step | strategy` or step(..., on_error=strategy)"
         )
     if callable(item):
-        return SagaStep(action=cast(ActionFn[D], item))
+        try:
+            return SagaStep(action=cast(ActionFn[D], item))
+        except SagaFlowDefinitionError as error:
+            raise SagaFlowDefinitionError(*(f"{where}: {p}" for p in error.problems)) from None
     raise SagaFlowDefinitionError(
         f"{where}: expected a step, transaction, parallel group or async function, got {item!r}"
     )

@@ -1,0 +1,318 @@
+"""Builders: `step`, `parallel`, `saga_flow` make the same flows as the operators, promote
+plain async callables, and reject malformed input when the flow is built, naming the item,
+what was given and what was expected."""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from spakky_saga import (
+    AbstractSpakkySagaError,
+    Compensate,
+    Parallel,
+    Retry,
+    SagaFlow,
+    SagaFlowDefinitionError,
+    SagaStep,
+    Skip,
+    Transaction,
+    parallel,
+    saga_flow,
+    step,
+)
+from tests.support import OrderData
+
+
+async def reserve(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def release(data: OrderData) -> None:
+    return None
+
+
+async def charge(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def notify(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def two_args(data: OrderData, extra: int) -> OrderData | None:
+    return None
+
+
+def regular(data: OrderData) -> None:
+    return None
+
+
+class AsyncCallable:
+    async def __call__(self, data: OrderData) -> OrderData | None:
+        return None
+
+
+def wrong(value: object) -> Any:
+    """A value of the wrong type, let through the type checker to test the run-time check."""
+    return value
+
+
+def definition_error(build: Any, *args: Any, **kwargs: Any) -> str:
+    """Call `build`, expecting a SagaFlowDefinitionError; return its message."""
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        build(*args, **kwargs)
+    return str(raised.value)
+
+
+def test_step_of_an_async_function_is_a_step_named_after_it() -> None:
+    built = step(reserve)
+
+    assert type(built) is SagaStep
+    assert built.action is reserve
+    assert built.name == "reserve"
+    assert built.on_error == Compensate()
+    assert built.timeout is None
+
+
+def test_step_with_compensate_is_a_transaction() -> None:
+    built = step(reserve, compensate=release, on_error=Skip(), timeout=timedelta(seconds=2))
+
+    assert isinstance(built, Transaction)
+    assert built.compensate is release
+    assert built.compensation_name == "release"
+    assert built.on_error == Skip()
+    assert built.timeout == timedelta(seconds=2)
+
+
+def test_step_accepts_an_explicit_name() -> None:
+    assert step(reserve, name="reserve_stock").name == "reserve_stock"
+
+
+def test_step_of_a_step_keeps_its_name_strategy_and_timeout_unless_overridden() -> None:
+    base = step(reserve, on_error=Retry(2), timeout=timedelta(seconds=1), name="r")
+
+    copied = step(base, compensate=release)
+    overridden = step(base, on_error=Skip(), timeout=timedelta(seconds=3), name="other")
+
+    assert (copied.name, copied.on_error, copied.timeout) == ("r", Retry(2), timedelta(seconds=1))
+    assert (overridden.name, overridden.on_error, overridden.timeout) == (
+        "other",
+        Skip(),
+        timedelta(seconds=3),
+    )
+
+
+def test_step_promotes_async_callable_objects_and_partials() -> None:
+    async def tagged(data: OrderData, tag: str) -> OrderData | None:
+        return None
+
+    assert step(AsyncCallable()).name == "AsyncCallable"
+    assert step(functools.partial(tagged, tag="x")).name == "tagged"
+
+
+def test_step_of_a_transaction_or_group_is_a_definition_error() -> None:
+    message = definition_error(step, wrong(step(reserve) >> release))
+    assert message.startswith('step(Transaction "reserve"): step() takes an action')
+
+    assert 'step(Parallel "reserve & charge")' in definition_error(
+        step, wrong(step(reserve) & step(charge))
+    )
+
+
+def test_step_of_a_regular_function_says_to_declare_it_async() -> None:
+    assert definition_error(step, wrong(regular)) == (
+        'step "regular": action "regular" is a regular function; declare it with `async def` '
+        "so the engine can await it"
+    )
+
+
+def test_step_with_the_wrong_arity_shows_the_signature() -> None:
+    assert definition_error(step, wrong(two_args)) == (
+        'step "two_args": action "two_args" must take exactly one argument, the saga data, '
+        "but its signature is (data: 'OrderData', extra: 'int') -> 'OrderData | None'"
+    )
+
+
+def test_step_of_a_non_callable_says_what_was_given() -> None:
+    assert definition_error(step, wrong(5)) == (
+        "step(5): action must be an async function taking the saga data, got 5"
+    )
+
+
+def test_step_with_a_non_callable_compensation_names_the_transaction() -> None:
+    assert definition_error(step, reserve, compensate=wrong(5)) == (
+        'transaction "reserve": compensate= must be an async function taking the saga data, '
+        "or a @saga_step, got 5"
+    )
+
+
+def test_step_with_a_regular_compensation_names_the_transaction() -> None:
+    assert definition_error(step, reserve, compensate=wrong(regular)).startswith(
+        'transaction "reserve": compensation "regular" is a regular function'
+    )
+
+
+def test_step_with_an_invalid_strategy_names_the_step_and_the_value() -> None:
+    assert definition_error(step, reserve, on_error=wrong("retry")) == (
+        "step \"reserve\": on_error must be Compensate(), Skip() or Retry(...), got 'retry'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        (5, 'step "reserve": timeout must be a datetime.timedelta, got 5'),
+        (timedelta(0), 'step "reserve": timeout must be positive, got 0:00:00'),
+        (timedelta(seconds=-1), 'step "reserve": timeout must be positive, got -1 day, 23:59:59'),
+    ],
+)
+def test_step_with_an_invalid_timeout_names_the_step_and_the_value(
+    timeout: object, expected: str
+) -> None:
+    assert definition_error(step, reserve, timeout=wrong(timeout)) == expected
+
+
+def test_parallel_builds_a_group_of_promoted_functions() -> None:
+    group = parallel(reserve, step(charge) >> release, notify)
+
+    assert isinstance(group, Parallel)
+    assert [member.name for member in group.members] == ["reserve", "charge", "notify"]
+    assert isinstance(group.members[1], Transaction)
+
+
+def test_parallel_flattens_nested_groups() -> None:
+    group = parallel(reserve, parallel(charge, notify))
+
+    assert [member.name for member in group.members] == ["reserve", "charge", "notify"]
+
+
+def test_parallel_needs_at_least_two_items_in_its_signature() -> None:
+    one: Any = parallel
+
+    with pytest.raises(TypeError, match="second"):
+        one(reserve)
+
+
+def test_parallel_group_with_one_member_is_a_definition_error() -> None:
+    assert definition_error(Parallel, members=(step(reserve),)) == (
+        "parallel group with 1 member(s): a group needs at least two; put a single step "
+        "directly in the flow instead"
+    )
+    assert "members must be a tuple of steps, got 5" in definition_error(Parallel, members=5)
+
+
+def test_parallel_lists_every_bad_member_by_position() -> None:
+    error = definition_error(parallel, reserve, wrong(5), wrong("x"))
+
+    assert error == (
+        "2 problems in saga flow definition:\n"
+        "  - parallel group, member 2: expected a step, transaction, parallel group or async "
+        "function, got 5\n"
+        "  - parallel group, member 3: expected a step, transaction, parallel group or async "
+        "function, got 'x'"
+    )
+
+
+def test_parallel_rejects_invalid_merge_and_compensation_order() -> None:
+    error = definition_error(parallel, reserve, charge, merge=wrong(5), compensate=wrong("side"))
+
+    assert "merge must be a function, got 5" in error
+    assert "compensation_order must be 'reverse' or 'concurrent', got 'side'" in error
+
+
+def test_saga_flow_keeps_items_in_order_and_promotes_functions() -> None:
+    flow = saga_flow(step(reserve) >> release, charge, parallel(notify, reserve))
+
+    assert isinstance(flow, SagaFlow)
+    kinds = [type(item) for item in flow.items]
+    assert kinds == [Transaction, SagaStep, Parallel]
+    assert flow.saga_timeout is None
+    assert flow.compensation_failure_handler is None
+
+
+def test_saga_flow_needs_at_least_one_item_in_its_signature() -> None:
+    empty: Any = saga_flow
+
+    with pytest.raises(TypeError, match="first"):
+        empty()
+
+
+def test_saga_flow_lists_every_bad_item_by_position() -> None:
+    error = definition_error(saga_flow, reserve, wrong(Retry(3)), wrong(5))
+
+    assert error.startswith("2 problems in saga flow definition:\n")
+    assert "SagaFlow item 2: got the strategy Retry(max_attempts=3" in error
+    assert "attach it to a step with `step | strategy`" in error
+    assert (
+        "SagaFlow item 3: expected a step, transaction, parallel group or async function, got 5"
+        in error
+    )
+
+
+def test_saga_flow_definition_errors_are_raised_before_anything_runs() -> None:
+    ran: list[str] = []
+
+    async def first(data: OrderData) -> None:
+        ran.append("first")
+
+    with pytest.raises(SagaFlowDefinitionError, match=r"^SagaFlow item 2: step \"regular\""):
+        saga_flow(first, wrong(regular))
+    assert ran == []
+
+
+def test_sagaflow_constructor_validates_its_fields() -> None:
+    assert definition_error(SagaFlow, items=()) == (
+        "SagaFlow(items=()): a saga needs at least one step"
+    )
+    assert definition_error(SagaFlow, items="ab") == (
+        "SagaFlow(items=...): expected a tuple of flow items, got 'ab'"
+    )
+    error = definition_error(
+        SagaFlow, items=(reserve,), saga_timeout=5, compensation_failure_handler=5
+    )
+    assert "SagaFlow: timeout must be a datetime.timedelta, got 5" in error
+    assert "SagaFlow: compensation_failure_handler must be callable, got 5" in error
+
+
+def test_sagaflow_accepts_a_list_of_items() -> None:
+    flow = SagaFlow(items=wrong([reserve, step(charge)]))
+
+    assert isinstance(flow.items, tuple)
+    assert [item.name for item in flow.items] == ["reserve", "charge"]
+
+
+def test_timeout_and_handler_return_new_flows() -> None:
+    def handler(result: object) -> None:
+        return None
+
+    flow = saga_flow(reserve)
+
+    timed = flow.timeout(timedelta(seconds=3))
+    handled = timed.on_compensation_failure(handler)
+
+    assert flow.saga_timeout is None
+    assert timed.saga_timeout == timedelta(seconds=3)
+    assert handled.saga_timeout == timedelta(seconds=3)
+    assert handled.compensation_failure_handler is handler
+    assert timed.compensation_failure_handler is None
+
+
+def test_a_non_positive_saga_timeout_is_rejected_when_set() -> None:
+    assert definition_error(saga_flow(reserve).timeout, timedelta(0)) == (
+        "SagaFlow: timeout must be positive, got 0:00:00"
+    )
+
+
+def test_definition_error_is_a_value_error_and_a_saga_error() -> None:
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        saga_flow(wrong(5))
+
+    assert isinstance(raised.value, ValueError)
+    assert isinstance(raised.value, AbstractSpakkySagaError)
+    assert raised.value.problems == (
+        "SagaFlow item 1: expected a step, transaction, parallel group or async function, got 5",
+    )

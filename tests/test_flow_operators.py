@@ -1,0 +1,225 @@
+"""Flow operators: `>>` binds a compensation, `&` makes a flat parallel group, `|` attaches
+an error strategy and gives back the same kind of item; anything else is refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from spakky_saga import (
+    Compensate,
+    ErrorStrategy,
+    ExponentialBackoff,
+    Parallel,
+    Retry,
+    SagaFlowDefinitionError,
+    SagaStep,
+    Skip,
+    Transaction,
+    parallel,
+    step,
+)
+from tests.support import OrderData
+
+
+async def reserve(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def release(data: OrderData) -> None:
+    return None
+
+
+async def charge(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def refund(data: OrderData) -> None:
+    return None
+
+
+async def notify(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def audit(data: OrderData) -> OrderData | None:
+    return None
+
+
+def regular(data: OrderData) -> None:
+    return None
+
+
+def names(group: Parallel[OrderData]) -> list[str]:
+    return [member.name for member in group.members]
+
+
+def test_rshift_binds_a_compensation_into_a_transaction() -> None:
+    transaction = step(reserve) >> release
+
+    assert isinstance(transaction, Transaction)
+    assert transaction.action is reserve
+    assert transaction.compensate is release
+    assert (transaction.name, transaction.compensation_name) == ("reserve", "release")
+
+
+def test_rshift_accepts_a_step_as_the_compensation() -> None:
+    transaction = step(reserve) >> step(release, name="undo_reserve")
+
+    assert transaction.compensate is release
+    assert transaction.compensation_name == "undo_reserve"
+
+
+def test_rshift_keeps_the_actions_strategy_and_timeout() -> None:
+    retry = Retry(3, ExponentialBackoff(0.1))
+
+    transaction = (step(reserve) | retry) >> release
+
+    assert transaction.on_error is retry
+
+
+def test_a_compensation_cannot_carry_its_own_strategy() -> None:
+    with pytest.raises(SagaFlowDefinitionError, match='compensation "release": error strategies'):
+        _ = step(reserve) >> (step(release) | Retry(2))
+
+
+def test_transaction_or_group_as_compensation_is_a_definition_error_naming_both() -> None:
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        _ = step(reserve) >> (step(charge) >> refund)  # type: ignore[operator] # the point
+    assert str(raised.value) == (
+        'step "reserve" >> Transaction "charge": a compensation must be a single step or '
+        "async function, not a Transaction"
+    )
+
+    with pytest.raises(SagaFlowDefinitionError, match='>> Parallel "charge & notify"'):
+        _ = step(reserve) >> (step(charge) & step(notify))  # type: ignore[operator] # the point
+
+
+def test_rshift_on_a_transaction_is_a_definition_error() -> None:
+    transaction = step(reserve) >> release
+
+    with (
+        pytest.warns(DeprecationWarning, match="bind one per action"),
+        pytest.raises(SagaFlowDefinitionError) as raised,
+    ):
+        transaction >> refund
+
+    assert str(raised.value).startswith(
+        'transaction "reserve" already has compensation "release"; cannot bind "refund"'
+    )
+
+
+def test_rshift_with_a_regular_function_names_the_compensation() -> None:
+    with pytest.raises(SagaFlowDefinitionError, match='compensation "regular" is a regular'):
+        _ = step(reserve) >> regular  # type: ignore[operator] # the point: not async
+
+
+def test_rshift_with_a_foreign_operand_is_a_type_error() -> None:
+    foreign: Any = 42
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _ = step(reserve) >> foreign
+
+
+def test_and_makes_a_parallel_group_of_both() -> None:
+    group = step(reserve) & step(charge)
+
+    assert isinstance(group, Parallel)
+    assert names(group) == ["reserve", "charge"]
+    assert group.name == "reserve & charge"
+
+
+def test_and_chains_flatten_into_one_group() -> None:
+    group = step(reserve) & step(charge) & step(notify)
+
+    assert names(group) == ["reserve", "charge", "notify"]
+
+
+def test_and_flattens_nested_groups_on_either_side() -> None:
+    left = step(reserve) & step(charge)
+    right = step(notify) & step(audit)
+
+    assert names(left & right) == ["reserve", "charge", "notify", "audit"]
+    assert names(step(audit) & left) == ["audit", "reserve", "charge"]
+
+
+def test_and_keeps_transactions_and_promotes_async_functions() -> None:
+    # `&` is typed for flow items; at run time an async function on the right is promoted.
+    group = (step(reserve) >> release) & charge  # type: ignore[operator] # see above
+
+    first, second = group.members
+    assert isinstance(first, Transaction)
+    assert first.compensate is release
+    assert isinstance(second, SagaStep)
+    assert second.action is charge
+
+
+def test_and_with_a_regular_function_names_the_member() -> None:
+    with pytest.raises(SagaFlowDefinitionError, match='member 2: step "regular": action'):
+        _ = step(reserve) & regular  # type: ignore[operator] # the point: not async
+
+
+def test_and_with_a_foreign_operand_is_a_type_error() -> None:
+    foreign: Any = "charge"
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _ = step(reserve) & foreign
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _ = (step(reserve) & step(charge)) & foreign
+
+
+def test_a_group_with_its_own_merge_does_not_flatten() -> None:
+    own_merge = parallel(reserve, charge, merge=lambda data, results: data)
+
+    with pytest.raises(SagaFlowDefinitionError, match="cannot be flattened"):
+        _ = own_merge & step(notify)
+
+
+def test_or_attaches_a_strategy_and_gives_back_the_same_kind() -> None:
+    plain = step(reserve)
+    transaction = step(charge) >> refund
+
+    skipped = plain | Skip()
+    retried = transaction | Retry(2)
+
+    assert isinstance(skipped, SagaStep)
+    assert not isinstance(skipped, Transaction)
+    assert skipped.on_error == Skip()
+    assert isinstance(retried, Transaction)
+    assert retried.on_error == Retry(2)
+    assert retried.compensate is refund
+
+
+def test_operators_leave_their_operands_unchanged() -> None:
+    plain = step(reserve)
+
+    _ = plain | Skip()
+    _ = plain >> release
+    _ = plain & step(charge)
+
+    assert plain.on_error == Compensate()
+    assert isinstance(plain, SagaStep)
+    assert not isinstance(plain, Transaction)
+
+
+def test_or_with_a_foreign_operand_is_a_type_error() -> None:
+    foreign: Any = 3
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _ = step(reserve) | foreign
+
+
+def test_or_with_the_abstract_strategy_base_is_a_definition_error() -> None:
+    with pytest.raises(SagaFlowDefinitionError, match=r"got ErrorStrategy\(\)"):
+        _ = step(reserve) | ErrorStrategy()
+
+
+async def test_a_step_can_be_called_directly_outside_a_saga() -> None:
+    async def issue(data: OrderData) -> OrderData:
+        return OrderData(order_id=data.order_id, ticket_id=5)
+
+    out = await step(issue)(OrderData(order_id=3))
+
+    assert out is not None
+    assert out.ticket_id == 5
