@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,36 @@ def saga_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def capture_saga_logs(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> None:
     caplog.set_level(level, logger="spakky_saga")
+
+
+def wrong(value: object) -> Any:
+    """A value of the wrong type, let through the type checker to test the run-time check."""
+    return value
+
+
+# Step functions for tests that build flows without running them.
+
+
+async def reserve(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def release(data: OrderData) -> None:
+    return None
+
+
+async def charge(data: OrderData) -> OrderData | None:
+    return None
+
+
+async def refund(data: OrderData) -> None:
+    return None
+
+
+async def notify(data: OrderData) -> OrderData | None:
+    return None
+
+
+def regular(data: OrderData) -> None:
+    """Not async: steps built from it are rejected."""
+    return None

@@ -24,41 +24,24 @@ from spakky_saga import (
     saga_flow,
     step,
 )
-from tests.support import OrderData
-
-
-async def reserve(data: OrderData) -> OrderData | None:
-    return None
-
-
-async def release(data: OrderData) -> None:
-    return None
-
-
-async def charge(data: OrderData) -> OrderData | None:
-    return None
-
-
-async def notify(data: OrderData) -> OrderData | None:
-    return None
+from tests.support import (
+    OrderData,
+    charge,
+    notify,
+    regular,
+    release,
+    reserve,
+    wrong,
+)
 
 
 async def two_args(data: OrderData, extra: int) -> OrderData | None:
     return None
 
 
-def regular(data: OrderData) -> None:
-    return None
-
-
 class AsyncCallable:
     async def __call__(self, data: OrderData) -> OrderData | None:
         return None
-
-
-def wrong(value: object) -> Any:
-    """A value of the wrong type, let through the type checker to test the run-time check."""
-    return value
 
 
 def definition_error(build: Any, *args: Any, **kwargs: Any) -> str:

@@ -20,34 +20,18 @@ from spakky_saga import (
     parallel,
     step,
 )
-from tests.support import OrderData
-
-
-async def reserve(data: OrderData) -> OrderData | None:
-    return None
-
-
-async def release(data: OrderData) -> None:
-    return None
-
-
-async def charge(data: OrderData) -> OrderData | None:
-    return None
-
-
-async def refund(data: OrderData) -> None:
-    return None
-
-
-async def notify(data: OrderData) -> OrderData | None:
-    return None
+from tests.support import (
+    OrderData,
+    charge,
+    notify,
+    refund,
+    regular,
+    release,
+    reserve,
+)
 
 
 async def audit(data: OrderData) -> OrderData | None:
-    return None
-
-
-def regular(data: OrderData) -> None:
     return None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from spakky_saga import (
     SagaFlowDefinitionError,
     Skip,
 )
+from tests.support import wrong
 
 
 def test_retry_takes_its_arguments_positionally_as_documented() -> None:
@@ -37,11 +37,6 @@ def test_strategies_are_frozen_values() -> None:
     assert Retry(3) != Retry(4)
     with pytest.raises(AttributeError):
         Retry(3).max_attempts = 4  # type: ignore[misc] # the point of the test: frozen
-
-
-def wrong(value: object) -> Any:
-    """A value of the wrong type, let through the type checker to test the run-time check."""
-    return value
 
 
 def test_exponential_backoff_doubles_from_base() -> None:
