@@ -21,6 +21,7 @@ from spakky_saga import AbstractSagaData, ActionFn, CompensateFn
 
 class OrderData(AbstractSagaData):
     order_id: int
+    customer_id: int = 0
     ticket_id: int | None = None
     paid: bool = False
 

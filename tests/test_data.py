@@ -32,6 +32,7 @@ def test_plain_subclass_is_a_keyword_dataclass_with_its_fields() -> None:
     assert [f.name for f in dataclasses.fields(data)] == [
         "saga_id",
         "order_id",
+        "customer_id",
         "ticket_id",
         "paid",
     ]

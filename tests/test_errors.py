@@ -1,0 +1,112 @@
+"""Every saga error is an `AbstractSpakkySagaError`, itself a spakky framework error, and
+carries its context as attributes as well as in its message."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from spakky.core.common.error import AbstractSpakkyFrameworkError
+
+import spakky_saga
+from spakky_saga import (
+    AbstractSpakkySagaError,
+    SagaCompensationFailedError,
+    SagaEngineNotConnectedError,
+    SagaFlowDefinitionError,
+    SagaParallelMergeConflictError,
+    SagaResult,
+    SagaStatus,
+    SagaStepResultError,
+    SagaStepTimeoutError,
+    SagaTimeoutError,
+)
+from tests.support import Boom, OrderData
+
+DOCUMENTED_ERRORS = (
+    SagaFlowDefinitionError,
+    SagaCompensationFailedError,
+    SagaStepTimeoutError,
+    SagaParallelMergeConflictError,
+    SagaEngineNotConnectedError,
+)
+
+
+def test_the_root_is_an_abstract_spakky_framework_error() -> None:
+    assert issubclass(AbstractSpakkySagaError, AbstractSpakkyFrameworkError)
+    assert issubclass(AbstractSpakkySagaError, Exception)
+
+
+@pytest.mark.parametrize("error_class", [*DOCUMENTED_ERRORS, SagaTimeoutError, SagaStepResultError])
+def test_every_saga_error_derives_from_the_root(error_class: type[Exception]) -> None:
+    assert issubclass(error_class, AbstractSpakkySagaError)
+
+
+def test_every_public_error_class_is_exported_and_under_the_root() -> None:
+    exported = [getattr(spakky_saga, name) for name in spakky_saga.__all__]
+    errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
+
+    assert set(DOCUMENTED_ERRORS) <= set(errors)
+    assert all(issubclass(error, AbstractSpakkySagaError) for error in errors)
+
+
+def test_errors_also_have_the_matching_builtin_base() -> None:
+    assert issubclass(SagaFlowDefinitionError, ValueError)
+    assert issubclass(SagaStepTimeoutError, TimeoutError)
+    assert issubclass(SagaTimeoutError, TimeoutError)
+    assert issubclass(SagaEngineNotConnectedError, RuntimeError)
+    assert issubclass(SagaStepResultError, TypeError)
+
+
+def test_step_timeout_error_names_the_step_and_its_timeout() -> None:
+    error = SagaStepTimeoutError("charge", timedelta(milliseconds=250))
+
+    assert (error.step_name, error.timeout) == ("charge", timedelta(milliseconds=250))
+    assert str(error) == 'step "charge" did not finish within 0.25s'
+
+
+def test_saga_timeout_error_names_the_saga_and_the_running_step() -> None:
+    running = SagaTimeoutError("Order", timedelta(seconds=2), "charge")
+    between = SagaTimeoutError("Order", timedelta(seconds=2), None)
+
+    assert (running.saga_name, running.running_step) == ("Order", "charge")
+    assert str(running) == 'saga "Order" exceeded its timeout of 2s while step "charge" was running'
+    assert str(between) == 'saga "Order" exceeded its timeout of 2s'
+
+
+def test_step_result_error_says_what_was_returned_and_what_to_return() -> None:
+    error = SagaStepResultError("issue", 42, OrderData)
+
+    assert (error.step_name, error.value) == ("issue", 42)
+    assert str(error) == (
+        'step "issue" returned 42 (int), but the saga data is OrderData; return a OrderData '
+        "(or a subclass) to replace the data, or None to keep it"
+    )
+
+
+def test_compensation_failed_error_carries_the_result_and_failures() -> None:
+    result = SagaResult("Order", SagaStatus.FAILED, OrderData(order_id=1), (), 0.0, "b", Boom())
+    failure = Boom("refund refused")
+
+    error = SagaCompensationFailedError(result, {"charge": failure})
+
+    assert error.result is result
+    assert error.failures == {"charge": failure}
+    assert str(error) == (
+        'saga "Order" could not be rolled back: compensation of "charge" (Boom(\'refund '
+        "refused')) failed; the data may be inconsistent and needs manual repair"
+    )
+
+
+def test_engine_not_connected_error_names_the_saga_and_the_reason() -> None:
+    error = SagaEngineNotConnectedError("Order", "no engine")
+
+    assert error.saga_name == "Order"
+    assert str(error) == 'cannot execute saga "Order": no engine'
+
+
+def test_a_definition_error_without_problems_uses_the_class_message() -> None:
+    error = SagaFlowDefinitionError()
+
+    assert error.problems == ("Invalid saga flow definition",)
+    assert str(error) == "Invalid saga flow definition"
