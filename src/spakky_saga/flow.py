@@ -8,7 +8,9 @@ so a malformed flow fails where it is written, never in the middle of a run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import types
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -68,18 +70,55 @@ def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) ->
             f'{where}: {role} "{callable_name(fn)}" is a regular function; '
             "declare it with `async def` so the engine can await it"
         )
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # builtins without signatures: trust them
-        return
-    try:
-        signature.bind(*([None] * bound_args))
-    except TypeError:
+    problem = _signature_problem(fn, bound_args)
+    if problem is not None:
         expected = "the saga data" if bound_args == 1 else "self and the saga data"
         raise SagaFlowDefinitionError(
             f'{where}: {role} "{callable_name(fn)}" must take exactly one argument, '
-            f"{expected}, but its signature is {signature}"
-        ) from None
+            f"{expected}, but its signature is {problem}"
+        )
+
+
+# Whether a call shape binds, keyed by code object and argument count: flows are rebuilt
+# often (every operator validates), and inspect.signature costs tens of microseconds.
+_SHAPE_BINDS: dict[tuple[object, ...], bool] = {}
+
+
+def _signature_problem(fn: object, bound_args: int) -> str | None:
+    """None if `fn` accepts `bound_args` positional arguments, else its signature as text."""
+    key = _call_shape(fn, bound_args)
+    if key is not None and _SHAPE_BINDS.get(key):
+        return None
+    try:
+        signature = inspect.signature(fn)  # type: ignore[arg-type] # checked callable by caller
+    except (TypeError, ValueError):  # builtins without signatures: trust them
+        return None
+    try:
+        signature.bind(*([None] * bound_args))
+    except TypeError:
+        return str(signature)
+    if key is not None:
+        _SHAPE_BINDS[key] = True
+    return None
+
+
+def _call_shape(fn: object, bound_args: int) -> tuple[object, ...] | None:
+    """A key that determines whether a call binds, or None when it cannot be cached."""
+    extra = 0
+    if isinstance(fn, functools.partial) and not fn.keywords:
+        extra, fn = len(fn.args), fn.func
+    elif isinstance(fn, types.MethodType):
+        extra, fn = 1, fn.__func__
+    if not isinstance(fn, types.FunctionType) or hasattr(fn, "__wrapped__") or hasattr(
+        fn, "__signature__"
+    ):
+        return None
+    return (
+        fn.__code__,
+        len(fn.__defaults__ or ()),
+        frozenset(fn.__kwdefaults__ or ()),
+        bound_args + extra,
+    )
 
 
 def check_timeout(timeout: object, where: str) -> timedelta | None:

@@ -38,21 +38,33 @@ class AbstractSaga[D: AbstractSagaData](ABC):
     """Base of saga classes: implement `flow()`, call `execute(data)`."""
 
     __saga_engine: SagaEngine | None = None
+    __saga_flow: SagaFlow[D] | None = None
 
     @abstractmethod
     def flow(self) -> SagaFlow[D]:
-        """The saga's steps, in order; called on every `execute()`."""
+        """The saga's steps, in order.
+
+        Called once, on the first `execute()`; the flow (immutable, and compiled into an
+        execution plan) is reused by every later run of this saga instance.
+        """
 
     async def execute(self, data: D) -> SagaResult[D]:
         """Run `flow()` on `data`; the saga name in results and logs is the class name."""
-        engine = self.__saga_engine or DEFAULT_ENGINE
+        flow = self.__saga_flow
+        if flow is None:
+            flow = self.__saga_flow = self._checked_flow()
+        return await (self.__saga_engine or DEFAULT_ENGINE).run(
+            flow, data, saga_name=type(self).__name__
+        )
+
+    def _checked_flow(self) -> SagaFlow[D]:
         flow: Any = self.flow()
         if not isinstance(flow, SagaFlow):
             raise SagaFlowDefinitionError(
                 f"{type(self).__name__}.flow() returned {flow!r}; it must return a SagaFlow, "
                 "e.g. saga_flow(...) or SagaFlow(items=(...))"
             )
-        return await engine.run(flow, data, saga_name=type(self).__name__)
+        return flow
 
     def connect_engine(self, engine: SagaEngine) -> None:
         """Run this saga on `engine` (a configured or test engine) instead of the default."""
