@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from spakky_saga import AbstractSagaData, ActionFn, CompensateFn
+from spakky_saga import AbstractSagaData, ActionFn, CompensateFn, Transaction, step
 
 
 class OrderData(AbstractSagaData):
@@ -95,6 +95,16 @@ class Journal:
             return update(data) if update is not None else None
 
         return _named(action, name)
+
+    def transaction(
+        self,
+        name: str,
+        update: Callable[[OrderData], OrderData] | None = None,
+        *,
+        takes: float = 0.0,
+    ) -> Transaction[OrderData]:
+        """`ok(name)` with `undo(name)` as its compensation."""
+        return step(self.ok(name, update, takes=takes), compensate=self.undo(name))
 
     def fail(
         self, name: str, error: Exception | None = None, *, times: int | None = None

@@ -1,0 +1,243 @@
+"""Compensation: on failure, committed transactions are undone in reverse commit order; a
+failing compensation does not stop the rest, and ends in SagaCompensationFailedError after
+the flow's handler has run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from spakky_saga import (
+    SagaCompensationFailedError,
+    SagaEngine,
+    SagaFlow,
+    SagaResult,
+    SagaStatus,
+    StepRecord,
+    StepStatus,
+    saga_flow,
+    step,
+)
+from tests.support import Boom, Journal, ManualClock, OrderData, with_ticket
+
+
+async def test_committed_transactions_are_compensated_in_reverse_commit_order(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    flow = saga_flow(
+        journal.transaction("a"),
+        journal.ok("plain"),
+        journal.transaction("b"),
+        journal.fail("c"),
+        journal.transaction("never"),
+    )
+
+    result = await engine.run(flow, order)
+
+    assert journal.events == ["a", "plain", "b", "c", "undo b", "undo a"]
+    assert result.status is SagaStatus.FAILED
+    assert result.failed_step == "c"
+    assert isinstance(result.error, Boom)
+    assert [(r.name, r.status, r.compensation) for r in result.history] == [
+        ("a", StepStatus.COMMITTED, False),
+        ("plain", StepStatus.COMMITTED, False),
+        ("b", StepStatus.COMMITTED, False),
+        ("c", StepStatus.FAILED, False),
+        ("b", StepStatus.COMPENSATED, True),
+        ("a", StepStatus.COMPENSATED, True),
+    ]
+
+
+async def test_the_failed_records_error_is_the_steps_exception(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    error = Boom("card declined")
+
+    result = await engine.run(saga_flow(journal.fail("charge", error)), order)
+
+    assert result.history == (StepRecord("charge", StepStatus.FAILED, 0.0, 1, False, error),)
+    assert result.error is error
+
+
+async def test_a_failing_first_step_has_nothing_to_compensate(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    result = await engine.run(saga_flow(journal.fail("a"), journal.transaction("b")), order)
+
+    assert journal.events == ["a"]
+    assert [r.name for r in result.history] == ["a"]
+    assert result.status is SagaStatus.FAILED
+
+
+async def test_a_failing_transactions_own_compensation_does_not_run(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    flow = saga_flow(
+        journal.transaction("a"), step(journal.fail("b"), compensate=journal.undo("b"))
+    )
+
+    await engine.run(flow, order)
+
+    assert journal.events == ["a", "b", "undo a"]
+
+
+async def test_compensations_get_the_latest_data(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    flow = saga_flow(journal.transaction("issue", with_ticket(5)), journal.fail("charge"))
+
+    result = await engine.run(flow, order)
+
+    compensation_saw = journal.seen[-1]
+    assert compensation_saw.ticket_id == 5
+    assert result.data.ticket_id == 5
+
+
+async def test_compensation_elapsed_comes_from_the_engine_clock(
+    clock: ManualClock, journal: Journal, order: OrderData
+) -> None:
+    async def slow_undo(data: OrderData) -> None:
+        clock.advance(0.5)
+
+    flow = saga_flow(step(journal.ok("a"), compensate=slow_undo), journal.fail("b"))
+
+    result = await SagaEngine(clock=clock).run(flow, order)
+
+    assert result.history[-1] == StepRecord("a", StepStatus.COMPENSATED, 0.5, 1, True, None)
+    assert result.elapsed == 0.5
+
+
+async def test_failed_compensation_does_not_stop_remaining_compensations(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    refusal = Boom("refund refused")
+    flow = saga_flow(
+        journal.transaction("a"),
+        step(journal.ok("b"), compensate=journal.undo_fail("b", refusal)),
+        journal.transaction("c"),
+        journal.fail("d"),
+    )
+
+    with pytest.raises(SagaCompensationFailedError) as raised:
+        await engine.run(flow, order)
+
+    assert journal.events == ["a", "b", "c", "d", "undo c", "undo b failed", "undo a"]
+    error = raised.value
+    assert error.failures == {"b": refusal}
+    result = error.result
+    assert result.status is SagaStatus.FAILED
+    assert result.failed_step == "d"
+    assert [(r.name, r.status) for r in result.history if r.compensation] == [
+        ("c", StepStatus.COMPENSATED),
+        ("b", StepStatus.FAILED),
+        ("a", StepStatus.COMPENSATED),
+    ]
+    assert result.compensation_failures == (
+        StepRecord("b", StepStatus.FAILED, 0.0, 1, True, refusal),
+    )
+    assert "compensation of \"b\" (Boom('refund refused')) failed" in str(error)
+
+
+async def test_every_failed_compensation_is_reported(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    flow = saga_flow(
+        step(journal.ok("a"), compensate=journal.undo_fail("a")),
+        step(journal.ok("b"), compensate=journal.undo_fail("b")),
+        journal.fail("c"),
+    )
+
+    with pytest.raises(SagaCompensationFailedError) as raised:
+        await engine.run(flow, order)
+
+    assert list(raised.value.failures) == ["b", "a"]
+    assert [r.name for r in raised.value.result.compensation_failures] == ["b", "a"]
+
+
+def failing_compensation_flow(
+    journal: Journal, handler: Callable[[SagaResult[Any]], Awaitable[None] | None]
+) -> SagaFlow[OrderData]:
+    """A flow whose only compensation fails, with `handler` for compensation failures."""
+    return saga_flow(
+        step(journal.ok("a"), compensate=journal.undo_fail("a")),
+        journal.fail("b"),
+    ).on_compensation_failure(handler)
+
+
+async def test_sync_handler_gets_the_result_before_the_error_is_raised(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    seen: list[SagaResult[Any]] = []
+
+    def handler(result: SagaResult[Any]) -> None:
+        journal.record("handler")
+        seen.append(result)
+
+    with pytest.raises(SagaCompensationFailedError) as raised:
+        await engine.run(failing_compensation_flow(journal, handler), order)
+
+    assert journal.events == ["a", "b", "undo a failed", "handler"]
+    assert seen == [raised.value.result]
+
+
+async def test_async_handler_is_awaited_before_the_error_is_raised(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    async def handler(result: SagaResult[Any]) -> None:
+        journal.record(f"async handler {result.failed_step}")
+
+    with pytest.raises(SagaCompensationFailedError):
+        await engine.run(failing_compensation_flow(journal, handler), order)
+
+    assert journal.events[-1] == "async handler b"
+
+
+async def test_a_failing_handler_is_logged_and_chained_to_the_error(
+    engine: SagaEngine, journal: Journal, order: OrderData, caplog: pytest.LogCaptureFixture
+) -> None:
+    pager_down = Boom("pager down")
+
+    def handler(result: SagaResult[Any]) -> None:
+        raise pager_down
+
+    caplog.set_level(logging.ERROR, logger="spakky_saga")
+    with pytest.raises(SagaCompensationFailedError) as raised:
+        await engine.run(failing_compensation_flow(journal, handler), order)
+
+    assert raised.value.__cause__ is pager_down
+    assert any(
+        r.getMessage() == "[saga=saga step=- status=compensation_handler_failed]"
+        and r.exc_info is not None
+        and r.exc_info[1] is pager_down
+        for r in caplog.records
+    )
+
+
+async def test_without_a_handler_a_failed_compensation_still_raises(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    flow = saga_flow(step(journal.ok("a"), compensate=journal.undo_fail("a")), journal.fail("b"))
+
+    with pytest.raises(SagaCompensationFailedError):
+        await engine.run(flow, order)
+
+
+async def test_a_hanging_compensation_fails_after_the_engines_compensation_timeout(
+    journal: Journal, order: OrderData
+) -> None:
+    engine = SagaEngine(compensation_timeout=timedelta(milliseconds=10))
+    flow = saga_flow(
+        journal.transaction("a"),
+        step(journal.ok("b"), compensate=journal.undo("b", gate=journal.never)),
+        journal.fail("c"),
+    )
+
+    with pytest.raises(SagaCompensationFailedError) as raised:
+        await engine.run(flow, order)
+
+    assert isinstance(raised.value.failures["b"], TimeoutError)
+    assert journal.events == ["a", "b", "c", "undoing b", "undo a"]
