@@ -1,0 +1,56 @@
+"""Full names of the `spakky_saga` objects the plugin recognises.
+
+The plugin never imports `spakky_saga` (type checking must not execute library code), so it
+refers to the library by these names; `tests/test_mypy_fullnames.py` asserts each one still
+resolves, so a rename in the library cannot silently switch a hook off.
+"""
+
+from typing import Final
+
+ABSTRACT_SAGA_DATA: Final = "spakky_saga.data.AbstractSagaData"
+"""Base of every saga's data; a step's data parameter must derive from it."""
+
+ACTION: Final = "spakky_saga.flow._Action"
+"""Private base of steps and transactions: defines `__and__` and `__or__`."""
+
+SAGA_STEP: Final = "spakky_saga.flow.SagaStep"
+"""A single action; defines `__rshift__` (bind a compensation)."""
+
+TRANSACTION: Final = "spakky_saga.flow.Transaction"
+"""An action with its compensation; its `__rshift__` always fails."""
+
+PARALLEL: Final = "spakky_saga.flow.Parallel"
+"""A group run concurrently; defines `__and__`."""
+
+SAGA_FLOW: Final = "spakky_saga.flow.SagaFlow"
+"""A whole saga's items, in order."""
+
+SAGA_STEP_METHOD: Final = "spakky_saga.descriptor.SagaStepMethod"
+"""The descriptor `@saga_step` leaves on a saga class."""
+
+SAGA_STEP_DECORATOR: Final = "spakky_saga.descriptor.saga_step"
+"""The `@saga_step` decorator."""
+
+STEP_BUILDER: Final = "spakky_saga.builders.step"
+PARALLEL_BUILDER: Final = "spakky_saga.builders.parallel"
+SAGA_FLOW_BUILDER: Final = "spakky_saga.builders.saga_flow"
+
+ABSTRACT_SAGA: Final = "spakky_saga.saga.AbstractSaga"
+"""Base of saga classes, generic in their data type; `flow()` builds the saga."""
+
+FLOW_METHOD_NAME: Final = "flow"
+"""The `AbstractSaga` method whose items must all work on the saga's data type."""
+
+ERROR_STRATEGY: Final = "spakky_saga.strategy.ErrorStrategy"
+RETRY: Final = "spakky_saga.strategy.Retry"
+COMPENSATE: Final = "spakky_saga.strategy.Compensate"
+SKIP: Final = "spakky_saga.strategy.Skip"
+EXPONENTIAL_BACKOFF: Final = "spakky_saga.strategy.ExponentialBackoff"
+
+FLOW_ITEM_CLASSES: Final = (SAGA_STEP, TRANSACTION, PARALLEL)
+"""What may stand in a flow's items (besides a plain async function)."""
+
+RSHIFT: Final = "__rshift__"
+AND: Final = "__and__"
+OR: Final = "__or__"
+OPERATOR_METHODS: Final = frozenset({RSHIFT, AND, OR})

@@ -1,0 +1,447 @@
+"""What a flow operand is, seen from its expression and type: shared by every hook family.
+
+`describe()` turns an argument or operand into a `FlowOperand` (its kind, the saga-data type
+it works on, what its action returns); `most_specific()` unifies the data types of items
+composed together; `check_*` helpers report the mistakes common to operators and builders.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Final
+
+from mypy.maptype import map_instance_to_supertype
+from mypy.nodes import (
+    ARG_OPT,
+    ARG_POS,
+    ARG_STAR,
+    CallExpr,
+    Context,
+    Decorator,
+    Expression,
+    FloatExpr,
+    IntExpr,
+    LambdaExpr,
+    MemberExpr,
+    NameExpr,
+    OpExpr,
+    StrExpr,
+    TypeInfo,
+    UnaryExpr,
+)
+from mypy.plugin import CheckerPluginInterface
+from mypy.subtypes import is_subtype
+from mypy.types import (
+    AnyType,
+    CallableType,
+    Instance,
+    LiteralType,
+    NoneType,
+    ProperType,
+    Type,
+    TypeOfAny,
+    TypeVarType,
+    UninhabitedType,
+    UnionType,
+    get_proper_type,
+)
+
+from spakky_saga_mypy import _fullnames as names
+from spakky_saga_mypy import errorcodes
+
+
+class ItemKind(Enum):
+    """What an operand is, as far as a flow is concerned."""
+
+    STEP = auto()
+    TRANSACTION = auto()
+    PARALLEL = auto()
+    FLOW = auto()
+    FUNCTION = auto()
+    STRATEGY = auto()
+    OTHER = auto()
+    UNKNOWN = auto()
+    """Any, unions, overloads, callable objects: the plugin checks nothing about them."""
+
+
+_KIND_OF_CLASS: Final = (
+    (names.SAGA_STEP, ItemKind.STEP),
+    (names.TRANSACTION, ItemKind.TRANSACTION),
+    (names.PARALLEL, ItemKind.PARALLEL),
+    (names.SAGA_FLOW, ItemKind.FLOW),
+)
+
+_KIND_NAMES: Final = {
+    ItemKind.STEP: "SagaStep",
+    ItemKind.TRANSACTION: "Transaction",
+    ItemKind.PARALLEL: "Parallel group",
+    ItemKind.FLOW: "SagaFlow",
+    ItemKind.STRATEGY: "error strategy",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowOperand:
+    """One operand of `>>`/`&`/`|` or one argument of a builder, as the plugin sees it."""
+
+    label: str
+    """How messages name it: the step or function name, or an expression like `a >> b`."""
+    kind: ItemKind
+    data: ProperType | None
+    """The saga-data type it works on; None when unknown (Any, a type variable, ...)."""
+    function: CallableType | None
+    """The action's own signature when known (a function, or the method under @saga_step)."""
+    node: Context
+    typ: ProperType
+
+    @property
+    def kind_name(self) -> str:
+        """`SagaStep`, `Transaction`, ... or the type as written, for messages."""
+        return _KIND_NAMES.get(self.kind, "")
+
+
+def label_of(expr: Expression) -> str:
+    """A short readable name for an operand expression."""
+    if isinstance(expr, NameExpr | MemberExpr):
+        return expr.name
+    if isinstance(expr, OpExpr):
+        return f"{label_of(expr.left)} {expr.op} {label_of(expr.right)}"
+    if isinstance(expr, LambdaExpr):
+        return "<lambda>"
+    if isinstance(expr, IntExpr | FloatExpr | StrExpr):
+        return repr(expr.value)
+    if isinstance(expr, CallExpr) and isinstance(expr.callee, NameExpr | MemberExpr):
+        if expr.callee.fullname == names.STEP_BUILDER and expr.args:
+            return label_of(expr.args[0])
+        return f"{expr.callee.name}(...)"
+    return "item"
+
+
+def base_info(info: TypeInfo, fullname: str) -> TypeInfo | None:
+    """The TypeInfo of `fullname` among `info`'s ancestors, if it is one."""
+    for ancestor in info.mro:
+        if ancestor.fullname == fullname:
+            return ancestor
+    return None
+
+
+def data_argument(typ: Instance, fullname: str) -> ProperType | None:
+    """`D` of `typ` seen as its ancestor `fullname[D]` (works for user subclasses too)."""
+    ancestor = base_info(typ.type, fullname)
+    if ancestor is None or not ancestor.type_vars:
+        return None
+    base = map_instance_to_supertype(typ, ancestor)
+    if not base.args:
+        return None
+    return _known(base.args[0])
+
+
+def _known(typ: Type) -> ProperType | None:
+    proper = get_proper_type(typ)
+    if isinstance(proper, AnyType | UninhabitedType):
+        return None
+    return proper
+
+
+def describe(api: CheckerPluginInterface, expr: Expression, typ: Type) -> FlowOperand:
+    """What `expr` (of type `typ`) is as a flow operand."""
+    proper = get_proper_type(typ)
+    label = label_of(expr)
+    if isinstance(proper, Instance):
+        for fullname, kind in _KIND_OF_CLASS:
+            if proper.type.has_base(fullname):
+                data = data_argument(proper, fullname)
+                function = step_function(api, expr) if kind is ItemKind.STEP else None
+                return FlowOperand(label, kind, data, function, expr, proper)
+        if proper.type.has_base(names.ERROR_STRATEGY):
+            return FlowOperand(label, ItemKind.STRATEGY, None, None, expr, proper)
+        if proper.type.get("__call__") is not None:
+            return FlowOperand(label, ItemKind.UNKNOWN, None, None, expr, proper)
+        return FlowOperand(label, ItemKind.OTHER, None, None, expr, proper)
+    if isinstance(proper, CallableType) and not proper.is_type_obj():
+        return FlowOperand(label, ItemKind.FUNCTION, first_argument(proper), proper, expr, proper)
+    if isinstance(proper, NoneType | LiteralType):
+        return FlowOperand(label, ItemKind.OTHER, None, None, expr, proper)
+    return FlowOperand(label, ItemKind.UNKNOWN, None, None, expr, proper)
+
+
+def first_argument(function: CallableType) -> ProperType | None:
+    """The type of the data argument of an action (None if it takes no positional one)."""
+    for kind, arg_type in zip(function.arg_kinds, function.arg_types, strict=True):
+        if kind in (ARG_POS, ARG_OPT, ARG_STAR):
+            proper = _known(arg_type)
+            return None if isinstance(proper, TypeVarType) else proper
+    return None
+
+
+def step_function(api: CheckerPluginInterface, expr: Expression) -> CallableType | None:
+    """The function behind a step expression, when the expression shows it.
+
+    `self.reserve` (a `@saga_step` method) gives the decorated method's signature without
+    `self`; `step(f)` gives `f`'s; `x | Retry(3)` looks through the strategy.
+    """
+    if isinstance(expr, OpExpr) and expr.op == "|":
+        return step_function(api, expr.left)
+    if isinstance(expr, CallExpr) and isinstance(expr.callee, NameExpr | MemberExpr):
+        if expr.callee.fullname == names.STEP_BUILDER and expr.args:
+            proper = get_proper_type(api.get_expression_type(expr.args[0]))
+            if isinstance(proper, CallableType):
+                return proper
+            return step_function(api, expr.args[0])
+        return None
+    if isinstance(expr, MemberExpr) and isinstance(expr.expr, NameExpr | MemberExpr):
+        owner = get_proper_type(api.get_expression_type(expr.expr))
+        if isinstance(owner, Instance):
+            symbol = owner.type.get(expr.name)
+            if symbol is not None and isinstance(symbol.node, Decorator):
+                function = get_proper_type(symbol.node.func.type)
+                if isinstance(function, CallableType) and function.arg_types:
+                    return function.copy_modified(
+                        arg_types=function.arg_types[1:],
+                        arg_kinds=function.arg_kinds[1:],
+                        arg_names=function.arg_names[1:],
+                    )
+    return None
+
+
+def awaited_result(function: CallableType) -> ProperType | None:
+    """What awaiting the function's result gives, or None if it does not return an awaitable."""
+    returned = get_proper_type(function.ret_type)
+    if isinstance(returned, AnyType):
+        return returned
+    if isinstance(returned, Instance):
+        awaitable = base_info(returned.type, "typing.Awaitable")
+        if awaitable is not None:
+            return get_proper_type(map_instance_to_supertype(returned, awaitable).args[0])
+    return None
+
+
+def most_specific(
+    operands: Sequence[FlowOperand],
+) -> tuple[ProperType | None, tuple[FlowOperand, FlowOperand] | None]:
+    """The most specific saga-data type of `operands`, or the first unrelated pair.
+
+    Items over `D1` and `D2` compose when one derives from the other; the result works on
+    the subclass (a step over a base class accepts subclass data).
+    """
+    best: FlowOperand | None = None
+    best_data: ProperType | None = None
+    for operand in operands:
+        data = operand.data
+        if data is None:
+            continue
+        if best is None or best_data is None or is_subtype(data, best_data):
+            best, best_data = operand, data
+        elif not is_subtype(best_data, data):
+            return None, (best, operand)
+    return best_data, None
+
+
+def errored(default: Type) -> Type:
+    """The result after a reported error: the default's class over Any, so that the mistake
+    is reported once (no "Returning Any" or incompatible-type cascade)."""
+    proper = get_proper_type(default)
+    if isinstance(proper, Instance) and proper.args:
+        return proper.copy_modified(args=[AnyType(TypeOfAny.from_error)] * len(proper.args))
+    return AnyType(TypeOfAny.from_error)
+
+
+def check_same_data(
+    api: CheckerPluginInterface, where: str, operands: Sequence[FlowOperand]
+) -> tuple[ProperType | None, bool]:
+    """Unify the operands' data types, reporting check 1; returns (type, ok)."""
+    data, clash = most_specific(operands)
+    if clash is None:
+        return data, True
+    first, second = clash
+    assert first.data is not None  # most_specific only pairs operands with a data type
+    assert second.data is not None
+    errorcodes.data_mismatch(
+        api, second.node, where, (first.label, first.data), (second.label, second.data)
+    )
+    return None, False
+
+
+def _derives_from_saga_data(typ: ProperType) -> bool:
+    if isinstance(typ, Instance):
+        return typ.type.has_base(names.ABSTRACT_SAGA_DATA)
+    if isinstance(typ, TypeVarType):
+        bound = get_proper_type(typ.upper_bound)
+        return isinstance(bound, Instance) and bound.type.has_base(names.ABSTRACT_SAGA_DATA)
+    return isinstance(typ, AnyType)
+
+
+def _positional_count(function: CallableType) -> tuple[int, bool]:
+    """(number of positional parameters, whether it has *args)."""
+    count = sum(1 for kind in function.arg_kinds if kind in (ARG_POS, ARG_OPT))
+    return count, ARG_STAR in function.arg_kinds
+
+
+def check_signature(
+    api: CheckerPluginInterface,
+    operand: FlowOperand,
+    function: CallableType,
+    *,
+    role: str,
+) -> bool:
+    """Check 3 (and the shape half of check 4): report and return False if malformed.
+
+    `role` is "Action", "Compensation" or "Saga step"; `function` excludes any `self`.
+    """
+    what = f'{role} "{operand.label}"'
+    required = function.min_args
+    count, star = _positional_count(function)
+    has_required_keyword = any(
+        kind.is_required() and kind.is_named() for kind in function.arg_kinds
+    )
+    if required > 1 or (count < 1 and not star) or has_required_keyword:
+        errorcodes.step_signature(
+            api,
+            operand.node,
+            what,
+            "must take exactly one argument, the saga data"
+            + (" (after self)" if role == "Saga step" else "")
+            + f', but its signature is "{errorcodes.show(api, function)}"',
+        )
+        return False
+    data = first_argument(function)
+    param = get_proper_type(function.arg_types[0]) if function.arg_types else None
+    if param is not None and not _derives_from_saga_data(param):
+        errorcodes.step_signature(
+            api,
+            operand.node,
+            what,
+            f'takes "{errorcodes.show(api, param)}", which does not derive from '
+            "AbstractSagaData; the data argument must be a saga-data class",
+        )
+        return False
+    result = awaited_result(function)
+    if result is None:
+        errorcodes.step_signature(
+            api,
+            operand.node,
+            what,
+            "is a regular function; declare it with `async def` so the engine can await it",
+        )
+        return False
+    if role == "Compensation":
+        return True
+    return check_action_result(api, operand, what, data, result)
+
+
+def check_action_result(
+    api: CheckerPluginInterface,
+    operand: FlowOperand,
+    what: str,
+    data: ProperType | None,
+    result: ProperType,
+) -> bool:
+    """An action returns its data type (or a subclass) or None."""
+    if data is None or isinstance(result, AnyType):
+        return True
+    items = result.items if isinstance(result, UnionType) else [result]
+    for item in items:
+        proper = get_proper_type(item)
+        if isinstance(proper, NoneType | AnyType) or is_subtype(proper, data):
+            continue
+        if isinstance(proper, Instance) and proper.type.has_base(names.ABSTRACT_SAGA_DATA):
+            problem = (
+                f'takes "{errorcodes.show(api, data)}" but returns '
+                f'"{errorcodes.show(api, proper)}"; an action returns its own saga-data type '
+                "(or a subclass) or None"
+            )
+        else:
+            problem = (
+                f'returns "{errorcodes.show(api, result)}"; an action returns its saga data '
+                f'("{errorcodes.show(api, data)}") or None'
+            )
+        errorcodes.step_signature(api, operand.node, what, problem)
+        return False
+    return True
+
+
+def check_compensation(api: CheckerPluginInterface, operand: FlowOperand) -> bool:
+    """Checks 3 and 4 for what stands right of `>>` or in `compensate=`."""
+    if operand.kind not in (ItemKind.STEP, ItemKind.FUNCTION, ItemKind.UNKNOWN):
+        errorcodes.definition(
+            api,
+            operand.node,
+            f'Compensation "{operand.label}" is a {describe_kind(api, operand)}; a '
+            "compensation must be a single step or async function",
+        )
+        return False
+    if isinstance(operand.node, OpExpr) and operand.node.op == "|":
+        errorcodes.definition(
+            api,
+            operand.node,
+            f'Compensation "{operand.label}" has an error strategy; strategies and timeouts '
+            "apply to actions, a compensation always runs to the end once rollback starts",
+        )
+        return False
+    function = operand.function
+    if function is None or isinstance(operand.node, LambdaExpr):
+        return True
+    if operand.kind is ItemKind.FUNCTION and not check_signature(
+        api, operand, function, role="Compensation"
+    ):
+        return False
+    result = awaited_result(function)
+    if result is not None and not isinstance(result, NoneType | AnyType):
+        errorcodes.compensation_return(api, operand.node, operand.label, result)
+        return False
+    return True
+
+
+def check_action(api: CheckerPluginInterface, operand: FlowOperand) -> bool:
+    """Check 3 for a plain function used as an action (steps are checked where declared).
+
+    A lambda is left to mypy: the signature hooks give it its expected type as context.
+    """
+    if (
+        operand.kind is not ItemKind.FUNCTION
+        or operand.function is None
+        or isinstance(operand.node, LambdaExpr)
+    ):
+        return True
+    return check_signature(api, operand, operand.function, role="Action")
+
+
+def check_flow_item(api: CheckerPluginInterface, operand: FlowOperand, where: str) -> bool:
+    """Check 8 for an item of a group or flow: it must be a step, group or async function."""
+    if operand.kind is ItemKind.STRATEGY:
+        errorcodes.definition(
+            api,
+            operand.node,
+            f'{where}: got the error strategy "{errorcodes.show(api, operand.typ)}" on its '
+            "own; attach it to a step with `step | strategy` or step(..., on_error=strategy)",
+        )
+        return False
+    if operand.kind in (ItemKind.FLOW, ItemKind.OTHER):
+        errorcodes.definition(
+            api,
+            operand.node,
+            f'{where}: "{operand.label}" is a {describe_kind(api, operand)}; expected a step, '
+            "transaction, parallel group or async function",
+        )
+        return False
+    return check_action(api, operand)
+
+
+def describe_kind(api: CheckerPluginInterface, operand: FlowOperand) -> str:
+    """`Transaction`, `SagaFlow`, ... or the quoted type, for messages."""
+    return operand.kind_name or f'"{errorcodes.show(api, operand.typ)}"'
+
+
+def literal_number(expr: Expression, typ: Type) -> int | float | None:
+    """The numeric value of a literal argument (`3`, `-1.5`, a Final constant), if visible."""
+    if isinstance(expr, IntExpr | FloatExpr):
+        return expr.value
+    if isinstance(expr, UnaryExpr) and expr.op in ("-", "+"):
+        inner = literal_number(expr.expr, AnyType(TypeOfAny.special_form))
+        if inner is not None:
+            return -inner if expr.op == "-" else inner
+    proper = get_proper_type(typ)
+    literal = proper.last_known_value if isinstance(proper, Instance) else proper
+    if isinstance(literal, LiteralType) and isinstance(literal.value, int | float):
+        return literal.value
+    return None

@@ -1,0 +1,288 @@
+"""Builder hooks: `step()`, `parallel()`, `saga_flow()` and the `SagaFlow`/`Parallel`
+constructors.
+
+The signature hooks accept any item (so the function hooks explain mistakes instead of
+mypy's "Cannot infer value of type parameter"), keep lambdas typed from context (the saga's
+data type inside a saga method), and let `parallel(a)` / `saga_flow()` through to check 6.
+The function hooks compute the result over the most specific data type.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+from mypy.expandtype import expand_type
+from mypy.maptype import map_instance_to_supertype
+from mypy.nodes import (
+    ARG_OPT,
+    ARG_POS,
+    ARG_STAR,
+    ARG_STAR2,
+    ArgKind,
+    Expression,
+    LambdaExpr,
+    TupleExpr,
+)
+from mypy.plugin import CheckerPluginInterface, FunctionContext, FunctionSigContext
+from mypy.types import (
+    AnyType,
+    FunctionLike,
+    Instance,
+    ProperType,
+    TupleType,
+    Type,
+    TypeOfAny,
+    get_proper_type,
+)
+
+from spakky_saga_mypy import errorcodes
+from spakky_saga_mypy._items import (
+    FlowOperand,
+    ItemKind,
+    base_info,
+    check_action,
+    check_compensation,
+    check_flow_item,
+    check_same_data,
+    describe,
+    errored,
+)
+from spakky_saga_mypy.saga_class import check_flow_items, enclosing_saga
+
+type Formal = int | str
+"""A parameter: its position (positional-only ones have no name in mypy) or its name."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuilderSpec:
+    """Which parameters of a builder hold items, and which may be left out for check 6."""
+
+    where: str
+    items: tuple[Formal, ...]
+    widened: frozenset[Formal]
+    optional: frozenset[Formal] = frozenset()
+
+
+STEP: Final = BuilderSpec("step()", (0,), frozenset({0, "compensate"}))
+PARALLEL: Final = BuilderSpec(
+    "parallel()", (0, 1, "rest"), frozenset({0, 1, "rest", "merge"}), frozenset({1})
+)
+SAGA_FLOW: Final = BuilderSpec("saga_flow()", (0, "rest"), frozenset({0, "rest"}), frozenset({0}))
+SAGA_FLOW_CLASS: Final = BuilderSpec("SagaFlow(items=...)", ("items",), frozenset({"items"}))
+PARALLEL_CLASS: Final = BuilderSpec(
+    "Parallel(members=...)", ("members",), frozenset({"members", "merge"})
+)
+
+
+def formal_index(names: Sequence[str | None], formal: Formal) -> int | None:
+    """The index of `formal` among a signature's parameters, if it has it."""
+    if isinstance(formal, int):
+        return formal if formal < len(names) else None
+    return names.index(formal) if formal in names else None
+
+
+def _formals_of(names: Sequence[str | None]) -> list[set[Formal]]:
+    """For each parameter, every way a spec can refer to it."""
+    return [{index, name} if name else {index} for index, name in enumerate(names)]
+
+
+_ANY: Final = AnyType(TypeOfAny.special_form)
+
+
+def signature_callback(spec: BuilderSpec) -> Callable[[FunctionSigContext], FunctionLike]:
+    """The signature hook of the builder described by `spec`."""
+
+    def callback(ctx: FunctionSigContext) -> FunctionLike:
+        return _widen(ctx, spec)
+
+    return callback
+
+
+def _widen(ctx: FunctionSigContext, spec: BuilderSpec) -> FunctionLike:
+    signature = ctx.default_signature
+    saga = enclosing_saga(ctx.api)
+    arg_types: list[Type] = []
+    arg_kinds: list[ArgKind] = []
+    formals = _formals_of(signature.arg_names)
+    for keys, kind, arg_type, actuals in zip(
+        formals, signature.arg_kinds, signature.arg_types, ctx.args, strict=True
+    ):
+        arg_kinds.append(ARG_OPT if keys & spec.optional and kind == ARG_POS else kind)
+        if not keys & spec.widened:
+            arg_types.append(arg_type)
+        elif actuals and all(_has_lambda(actual) for actual in actuals):
+            # Keep the context a lambda needs; inside a saga, its data is the saga's.
+            replacements = {v.id: saga.data for v in signature.variables} if saga else {}
+            arg_types.append(expand_type(arg_type, replacements))
+        else:
+            arg_types.append(_ANY)
+    return signature.copy_modified(arg_types=arg_types, arg_kinds=arg_kinds)
+
+
+def _has_lambda(expr: Expression) -> bool:
+    if isinstance(expr, TupleExpr):
+        return any(_has_lambda(item) for item in expr.items)
+    return isinstance(expr, LambdaExpr)
+
+
+@dataclass(frozen=True, slots=True)
+class _Items:
+    operands: list[FlowOperand]
+    counted: bool
+    """False when star-args or a non-literal tuple hide how many items there are."""
+
+
+def _collect(ctx: FunctionContext, formals: Sequence[Formal]) -> _Items:
+    operands: list[FlowOperand] = []
+    counted = True
+    for formal in formals:
+        index = formal_index(ctx.callee_arg_names, formal)
+        if index is None:
+            continue
+        for expr, typ, kind in zip(
+            ctx.args[index], ctx.arg_types[index], ctx.arg_kinds[index], strict=True
+        ):
+            if kind in (ARG_STAR, ARG_STAR2):
+                counted = False
+                element = _iterated(typ) if kind == ARG_STAR else None
+                if element is not None:
+                    operands.append(describe(ctx.api, expr, element))
+                continue
+            expanded = _tuple_items(expr, typ)
+            if expanded is None:
+                counted = False
+                continue
+            operands.extend(describe(ctx.api, item, item_type) for item, item_type in expanded)
+    return _Items(operands, counted)
+
+
+def _iterated(typ: Type) -> Type | None:
+    """The element type of what `*expr` unpacks, when it is a plain iterable."""
+    proper = get_proper_type(typ)
+    if not isinstance(proper, Instance):
+        return None
+    iterable = base_info(proper.type, "typing.Iterable")
+    if iterable is None or isinstance(proper, TupleType):
+        return None
+    return map_instance_to_supertype(proper, iterable).args[0]
+
+
+def _tuple_items(expr: Expression, typ: Type) -> list[tuple[Expression, Type]] | None:
+    """[(expr, type)] of one item, or of each item of a literal tuple; None if unknown."""
+    proper = get_proper_type(typ)
+    if not isinstance(proper, TupleType | Instance) or (
+        isinstance(proper, Instance) and proper.type.fullname != "builtins.tuple"
+    ):
+        return [(expr, typ)]
+    if isinstance(proper, Instance):  # tuple[X, ...] of unknown length
+        return None
+    if isinstance(expr, TupleExpr) and len(expr.items) == len(proper.items):
+        return list(zip(expr.items, proper.items, strict=True))
+    return [(expr, item) for item in proper.items]
+
+
+def _single(ctx: FunctionContext, formal: Formal) -> FlowOperand | None:
+    index = formal_index(ctx.callee_arg_names, formal)
+    if index is None or len(ctx.args[index]) != 1:
+        return None
+    return describe(ctx.api, ctx.args[index][0], ctx.arg_types[index][0])
+
+
+def _with_data(default: Type, data: ProperType | None) -> Type:
+    proper = get_proper_type(default)
+    if not isinstance(proper, Instance) or len(proper.args) != 1:
+        return default
+    return proper.copy_modified(args=[data if data is not None else _ANY])
+
+
+def step_callback(ctx: FunctionContext) -> Type:
+    """`step(f)` / `step(f, compensate=g)`: checks 1, 3, 4, 5, 8."""
+    action = _single(ctx, 0)
+    if action is None:
+        return ctx.default_return_type
+    compensation = _single(ctx, "compensate")
+    if action.kind is ItemKind.TRANSACTION and compensation is not None:
+        errorcodes.double_compensation(ctx.api, compensation.node, action.label, compensation.label)
+        return errored(ctx.default_return_type)
+    if action.kind not in (ItemKind.STEP, ItemKind.FUNCTION, ItemKind.UNKNOWN):
+        errorcodes.definition(
+            ctx.api,
+            action.node,
+            f'step() takes an action (an async function or a @saga_step), but "{action.label}" '
+            f"is a {action.kind_name or errorcodes.show(ctx.api, action.typ)}",
+        )
+        return errored(ctx.default_return_type)
+    if not check_action(ctx.api, action):
+        return errored(ctx.default_return_type)
+    operands = [action]
+    if compensation is not None:
+        if not check_compensation(ctx.api, compensation):
+            return errored(ctx.default_return_type)
+        operands.append(compensation)
+    data, ok = check_same_data(ctx.api, "step()", operands)
+    if not ok:
+        return errored(ctx.default_return_type)
+    return _with_data(ctx.default_return_type, data)
+
+
+def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
+    """The function hook of `parallel()` or `Parallel(members=...)`: checks 1, 3, 6, 8."""
+
+    def callback(ctx: FunctionContext) -> Type:
+        items = _collect(ctx, spec.items)
+        if items.counted and len(items.operands) < 2:
+            errorcodes.group_size(
+                ctx.api,
+                ctx.context,
+                f"{spec.where} needs at least two members, got {len(items.operands)}; put a "
+                "single step directly in the flow instead",
+            )
+            return errored(ctx.default_return_type)
+        if not _check_items(ctx.api, spec, items.operands):
+            return errored(ctx.default_return_type)
+        operands = list(items.operands)
+        merge = _single(ctx, "merge")
+        if merge is not None and merge.kind is ItemKind.FUNCTION:
+            operands.append(replace(merge, label=f"merge={merge.label}"))
+        data, ok = check_same_data(ctx.api, spec.where, operands)
+        if not ok:
+            return errored(ctx.default_return_type)
+        return _with_data(ctx.default_return_type, data)
+
+    return callback
+
+
+def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
+    """The function hook of `saga_flow()` or `SagaFlow(items=...)`: checks 1, 2, 3, 6, 8."""
+
+    def callback(ctx: FunctionContext) -> Type:
+        items = _collect(ctx, spec.items)
+        if items.counted and not items.operands:
+            errorcodes.group_size(
+                ctx.api,
+                ctx.context,
+                f"{spec.where} needs at least one item; a saga without steps has nothing to run",
+            )
+            return errored(ctx.default_return_type)
+        if not _check_items(ctx.api, spec, items.operands):
+            return errored(ctx.default_return_type)
+        saga = enclosing_saga(ctx.api)
+        if saga is not None and saga.in_flow:
+            if not check_flow_items(ctx.api, saga, items.operands):
+                return errored(ctx.default_return_type)
+            return _with_data(ctx.default_return_type, saga.data)
+        data, ok = check_same_data(ctx.api, spec.where, items.operands)
+        if not ok:
+            return errored(ctx.default_return_type)
+        return _with_data(ctx.default_return_type, data)
+
+    return callback
+
+
+def _check_items(
+    api: CheckerPluginInterface, spec: BuilderSpec, operands: Sequence[FlowOperand]
+) -> bool:
+    ok = True
+    for position, operand in enumerate(operands, start=1):
+        ok = check_flow_item(api, operand, f"{spec.where} item {position}") and ok
+    return ok

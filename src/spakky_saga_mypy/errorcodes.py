@@ -1,0 +1,147 @@
+"""The plugin's error codes, one per kind of mistake, and one helper per message.
+
+Every code lives in the "spakky-saga" category so that `disable_error_code` can target each
+one. A helper names the step(s) or item position, what is wrong and how to fix it, and
+reports at the node the user has to change.
+"""
+
+from typing import Final
+
+from mypy.errorcodes import ErrorCode
+from mypy.messages import format_type_bare
+from mypy.nodes import Context
+from mypy.plugin import CheckerPluginInterface
+from mypy.types import Type
+
+_CATEGORY: Final = "spakky-saga"
+
+DATA_MISMATCH: Final = ErrorCode(
+    "saga-data-mismatch", "Flow items combined over unrelated saga-data types", _CATEGORY
+)
+FLOW_DATA: Final = ErrorCode(
+    "saga-flow-data",
+    "A saga's flow() contains an item over a type incompatible with the saga's data",
+    _CATEGORY,
+)
+STEP_SIGNATURE: Final = ErrorCode(
+    "saga-step-signature",
+    "A step is not an async function taking one saga-data argument and returning it or None",
+    _CATEGORY,
+)
+COMPENSATION_RETURN: Final = ErrorCode(
+    "saga-compensation-return", "A compensation returns something other than None", _CATEGORY
+)
+DOUBLE_COMPENSATION: Final = ErrorCode(
+    "saga-double-compensation", "A second compensation bound to a transaction", _CATEGORY
+)
+GROUP_SIZE: Final = ErrorCode(
+    "saga-group-size",
+    "parallel() with fewer than two members, or a flow with no item",
+    _CATEGORY,
+)
+STRATEGY: Final = ErrorCode(
+    "saga-strategy",
+    "An error strategy the runtime rejects, or `|` with something that is not a strategy",
+    _CATEGORY,
+)
+DEFINITION: Final = ErrorCode(
+    "saga-definition", "Another flow definition the runtime rejects when it is built", _CATEGORY
+)
+
+ALL_CODES: Final = (
+    DATA_MISMATCH,
+    FLOW_DATA,
+    STEP_SIGNATURE,
+    COMPENSATION_RETURN,
+    DOUBLE_COMPENSATION,
+    GROUP_SIZE,
+    STRATEGY,
+    DEFINITION,
+)
+
+
+def show(api: CheckerPluginInterface, typ: Type) -> str:
+    """A type as mypy prints it in messages, without the quotes."""
+    return format_type_bare(typ, api.options)
+
+
+def data_mismatch(
+    api: CheckerPluginInterface,
+    context: Context,
+    where: str,
+    first: tuple[str, Type],
+    second: tuple[str, Type],
+) -> None:
+    """Check 1: two items of one composition work on unrelated saga-data types."""
+    (first_name, first_type), (second_name, second_type) = first, second
+    api.fail(
+        f'Saga-data mismatch in {where}: "{first_name}" works on "{show(api, first_type)}" '
+        f'but "{second_name}" works on "{show(api, second_type)}"; items combined together '
+        "must take the same saga-data type (or a base class of it)",
+        context,
+        code=DATA_MISMATCH,
+    )
+
+
+def flow_data(
+    api: CheckerPluginInterface,
+    context: Context,
+    *,
+    saga: str,
+    saga_data: Type,
+    item: str,
+    item_data: Type,
+) -> None:
+    """Check 2: an item of a saga's flow() cannot take the saga's data."""
+    api.fail(
+        f'Saga "{saga}" runs on "{show(api, saga_data)}" but its flow item {item} works on '
+        f'"{show(api, item_data)}"; every item of flow() must take "{show(api, saga_data)}" '
+        "or a base class of it",
+        context,
+        code=FLOW_DATA,
+    )
+
+
+def step_signature(api: CheckerPluginInterface, context: Context, what: str, problem: str) -> None:
+    """Check 3: an action or compensation does not have the shape the engine calls."""
+    api.fail(f"{what} {problem}", context, code=STEP_SIGNATURE)
+
+
+def compensation_return(
+    api: CheckerPluginInterface, context: Context, name: str, returned: Type
+) -> None:
+    """Check 4: a compensation returns a value."""
+    api.fail(
+        f'Compensation "{name}" returns "{show(api, returned)}"; a compensation undoes a '
+        "committed step and must return None (declare it `-> None`)",
+        context,
+        code=COMPENSATION_RETURN,
+    )
+
+
+def double_compensation(
+    api: CheckerPluginInterface, context: Context, transaction: str, extra: str
+) -> None:
+    """Check 5: a compensation bound to something that already has one."""
+    api.fail(
+        f'Transaction "{transaction}" already has a compensation; cannot bind "{extra}" as a '
+        "second one. Bind one compensation per action, or put the extra undo work inside "
+        "the existing compensation",
+        context,
+        code=DOUBLE_COMPENSATION,
+    )
+
+
+def group_size(api: CheckerPluginInterface, context: Context, message: str) -> None:
+    """Check 6: parallel() with fewer than two members, a flow without items."""
+    api.fail(message, context, code=GROUP_SIZE)
+
+
+def strategy(api: CheckerPluginInterface, context: Context, message: str) -> None:
+    """Check 7: a strategy the runtime rejects, or `|` with a non-strategy."""
+    api.fail(message, context, code=STRATEGY)
+
+
+def definition(api: CheckerPluginInterface, context: Context, message: str) -> None:
+    """Check 8: anything else the runtime rejects when the flow is built."""
+    api.fail(message, context, code=DEFINITION)

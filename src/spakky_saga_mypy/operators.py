@@ -1,0 +1,114 @@
+"""Operator hooks: `>>` (bind a compensation), `&` (parallel group), `|` (error strategy).
+
+The signature hooks accept any right operand (lambdas keep their context), so the method
+hooks, not mypy's generic "Unsupported operand types", explain what is wrong; the method
+hooks unify the saga-data types of both sides to the more specific one.
+"""
+
+from mypy.nodes import Expression, LambdaExpr, OpExpr
+from mypy.plugin import MethodContext, MethodSigContext
+from mypy.types import AnyType, FunctionLike, Instance, ProperType, Type, TypeOfAny, get_proper_type
+
+from spakky_saga_mypy import _fullnames as names
+from spakky_saga_mypy import errorcodes
+from spakky_saga_mypy._items import (
+    FlowOperand,
+    ItemKind,
+    check_compensation,
+    check_flow_item,
+    check_same_data,
+    describe,
+    errored,
+)
+
+
+def operand_signature_callback(ctx: MethodSigContext) -> FunctionLike:
+    """Accept any right operand, so the method hook can report a precise error."""
+    signature = ctx.default_signature
+    if len(signature.arg_types) != 1 or [len(actuals) for actuals in ctx.args] != [1]:
+        return signature
+    if isinstance(ctx.args[0][0], LambdaExpr):
+        return signature
+    return signature.copy_modified(arg_types=[AnyType(TypeOfAny.special_form)])
+
+
+def _operands(ctx: MethodContext) -> tuple[FlowOperand, FlowOperand] | None:
+    if len(ctx.args) != 1 or len(ctx.args[0]) != 1:
+        return None
+    left_expr: Expression = ctx.context.left if isinstance(ctx.context, OpExpr) else ctx.args[0][0]
+    left = describe(ctx.api, left_expr, ctx.type)
+    right = describe(ctx.api, ctx.args[0][0], ctx.arg_types[0][0])
+    return left, right
+
+
+def _with_data(default: Type, data: ProperType | None) -> Type:
+    """`default` (e.g. `Transaction[D]`) with `D` replaced by the unified data type."""
+    proper = get_proper_type(default)
+    if data is None or not isinstance(proper, Instance) or len(proper.args) != 1:
+        return default
+    return proper.copy_modified(args=[data])
+
+
+def bind_compensation_callback(ctx: MethodContext) -> Type:
+    """`step >> compensation`: checks 1, 3, 4 and 8; `Transaction[D]` over the unified D."""
+    operands = _operands(ctx)
+    if operands is None:
+        return ctx.default_return_type
+    left, right = operands
+    if not check_compensation(ctx.api, right):
+        return errored(ctx.default_return_type)
+    data, ok = check_same_data(ctx.api, '">>"', [left, right])
+    if not ok:
+        return errored(ctx.default_return_type)
+    return _with_data(ctx.default_return_type, data)
+
+
+def second_compensation_callback(ctx: MethodContext) -> Type:
+    """`transaction >> anything`: check 5 (the runtime always raises)."""
+    operands = _operands(ctx)
+    if operands is None:
+        return ctx.default_return_type
+    left, right = operands
+    errorcodes.double_compensation(ctx.api, right.node, left.label, right.label)
+    return errored(ctx.default_return_type)
+
+
+def parallel_callback(ctx: MethodContext) -> Type:
+    """`x & y`: members must be flow items over related data types; `Parallel[D]`."""
+    operands = _operands(ctx)
+    if operands is None:
+        return ctx.default_return_type
+    left, right = operands
+    if not check_flow_item(ctx.api, right, 'Parallel member "&"'):
+        return errored(ctx.default_return_type)
+    data, ok = check_same_data(ctx.api, '"&"', [left, right])
+    if not ok:
+        return errored(ctx.default_return_type)
+    return _with_data(ctx.default_return_type, data)
+
+
+def strategy_callback(ctx: MethodContext) -> Type:
+    """`x | strategy`: check 7 on the right operand; the result is the type of `x`."""
+    operands = _operands(ctx)
+    if operands is None:
+        return ctx.default_return_type
+    left, right = operands
+    if right.kind is ItemKind.UNKNOWN:
+        return ctx.default_return_type
+    if right.kind is not ItemKind.STRATEGY:
+        errorcodes.strategy(
+            ctx.api,
+            right.node,
+            f'"|" attaches an error strategy to "{left.label}", but "{right.label}" is '
+            f'"{errorcodes.show(ctx.api, right.typ)}"; use Compensate(), Skip() or Retry(...)',
+        )
+        return errored(ctx.default_return_type)
+    if isinstance(right.typ, Instance) and right.typ.type.fullname == names.ERROR_STRATEGY:
+        errorcodes.strategy(
+            ctx.api,
+            right.node,
+            f'"{left.label}" | ErrorStrategy(): the base class is not a strategy; use '
+            "Compensate(), Skip() or Retry(...)",
+        )
+        return errored(ctx.default_return_type)
+    return ctx.default_return_type
