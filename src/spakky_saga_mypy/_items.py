@@ -246,6 +246,16 @@ def errored(default: Type) -> Type:
     return AnyType(TypeOfAny.from_error)
 
 
+def with_data(default: Type, data: ProperType | None) -> Type:
+    """`default` (e.g. `Transaction[D]`) over the unified data type (Any when unknown)."""
+    proper = get_proper_type(default)
+    if not isinstance(proper, Instance) or len(proper.args) != 1:
+        return default
+    return proper.copy_modified(
+        args=[data if data is not None else AnyType(TypeOfAny.special_form)]
+    )
+
+
 def check_same_data(
     api: CheckerPluginInterface, where: str, operands: Sequence[FlowOperand]
 ) -> tuple[ProperType | None, bool]:
@@ -406,7 +416,7 @@ def check_action(api: CheckerPluginInterface, operand: FlowOperand) -> bool:
     return check_signature(api, operand, operand.function, role="Action")
 
 
-def check_flow_item(api: CheckerPluginInterface, operand: FlowOperand, where: str) -> bool:
+def check_flow_item(api: CheckerPluginInterface, operand: FlowOperand, *, where: str) -> bool:
     """Check 8 for an item of a group or flow: it must be a step, group or async function."""
     if operand.kind is ItemKind.STRATEGY:
         errorcodes.definition(

@@ -28,7 +28,6 @@ from mypy.types import (
     AnyType,
     FunctionLike,
     Instance,
-    ProperType,
     TupleType,
     Type,
     TypeOfAny,
@@ -46,6 +45,7 @@ from spakky_saga_mypy._items import (
     check_same_data,
     describe,
     errored,
+    with_data,
 )
 from spakky_saga_mypy.saga_class import check_flow_items, enclosing_saga
 
@@ -188,13 +188,6 @@ def _single(ctx: FunctionContext, formal: Formal) -> FlowOperand | None:
     return describe(ctx.api, ctx.args[index][0], ctx.arg_types[index][0])
 
 
-def _with_data(default: Type, data: ProperType | None) -> Type:
-    proper = get_proper_type(default)
-    if not isinstance(proper, Instance) or len(proper.args) != 1:
-        return default
-    return proper.copy_modified(args=[data if data is not None else _ANY])
-
-
 def step_callback(ctx: FunctionContext) -> Type:
     """`step(f)` / `step(f, compensate=g)`: checks 1, 3, 4, 5, 8."""
     action = _single(ctx, 0)
@@ -222,7 +215,7 @@ def step_callback(ctx: FunctionContext) -> Type:
     data, ok = check_same_data(ctx.api, "step()", operands)
     if not ok:
         return errored(ctx.default_return_type)
-    return _with_data(ctx.default_return_type, data)
+    return with_data(ctx.default_return_type, data)
 
 
 def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
@@ -247,7 +240,7 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
         data, ok = check_same_data(ctx.api, spec.where, operands)
         if not ok:
             return errored(ctx.default_return_type)
-        return _with_data(ctx.default_return_type, data)
+        return with_data(ctx.default_return_type, data)
 
     return callback
 
@@ -270,11 +263,11 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
         if saga is not None and saga.in_flow:
             if not check_flow_items(ctx.api, saga, items.operands):
                 return errored(ctx.default_return_type)
-            return _with_data(ctx.default_return_type, saga.data)
+            return with_data(ctx.default_return_type, saga.data)
         data, ok = check_same_data(ctx.api, spec.where, items.operands)
         if not ok:
             return errored(ctx.default_return_type)
-        return _with_data(ctx.default_return_type, data)
+        return with_data(ctx.default_return_type, data)
 
     return callback
 
@@ -284,5 +277,5 @@ def _check_items(
 ) -> bool:
     ok = True
     for position, operand in enumerate(operands, start=1):
-        ok = check_flow_item(api, operand, f"{spec.where} item {position}") and ok
+        ok = check_flow_item(api, operand, where=f"{spec.where} item {position}") and ok
     return ok

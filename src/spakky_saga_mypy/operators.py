@@ -5,9 +5,12 @@ hooks, not mypy's generic "Unsupported operand types", explain what is wrong; th
 hooks unify the saga-data types of both sides to the more specific one.
 """
 
+import functools
+from collections.abc import Callable
+
 from mypy.nodes import Expression, LambdaExpr, OpExpr
 from mypy.plugin import MethodContext, MethodSigContext
-from mypy.types import AnyType, FunctionLike, Instance, ProperType, Type, TypeOfAny, get_proper_type
+from mypy.types import AnyType, FunctionLike, Instance, Type, TypeOfAny
 
 from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
@@ -19,6 +22,7 @@ from spakky_saga_mypy._items import (
     check_same_data,
     describe,
     errored,
+    with_data,
 )
 
 
@@ -41,26 +45,23 @@ def _operands(ctx: MethodContext) -> tuple[FlowOperand, FlowOperand] | None:
     return left, right
 
 
-def _with_data(default: Type, data: ProperType | None) -> Type:
-    """`default` (e.g. `Transaction[D]`) with `D` replaced by the unified data type."""
-    proper = get_proper_type(default)
-    if data is None or not isinstance(proper, Instance) or len(proper.args) != 1:
-        return default
-    return proper.copy_modified(args=[data])
-
-
-def bind_compensation_callback(ctx: MethodContext) -> Type:
-    """`step >> compensation`: checks 1, 3, 4 and 8; `Transaction[D]` over the unified D."""
+def _compose(ctx: MethodContext, where: str, check_right: Callable[[FlowOperand], bool]) -> Type:
+    """Check the right operand, unify both sides' data; the default over the unified D."""
     operands = _operands(ctx)
     if operands is None:
         return ctx.default_return_type
     left, right = operands
-    if not check_compensation(ctx.api, right):
+    if not check_right(right):
         return errored(ctx.default_return_type)
-    data, ok = check_same_data(ctx.api, '">>"', [left, right])
+    data, ok = check_same_data(ctx.api, where, [left, right])
     if not ok:
         return errored(ctx.default_return_type)
-    return _with_data(ctx.default_return_type, data)
+    return with_data(ctx.default_return_type, data)
+
+
+def bind_compensation_callback(ctx: MethodContext) -> Type:
+    """`step >> compensation`: checks 1, 3, 4 and 8; `Transaction[D]` over the unified D."""
+    return _compose(ctx, '">>"', functools.partial(check_compensation, ctx.api))
 
 
 def second_compensation_callback(ctx: MethodContext) -> Type:
@@ -75,16 +76,9 @@ def second_compensation_callback(ctx: MethodContext) -> Type:
 
 def parallel_callback(ctx: MethodContext) -> Type:
     """`x & y`: members must be flow items over related data types; `Parallel[D]`."""
-    operands = _operands(ctx)
-    if operands is None:
-        return ctx.default_return_type
-    left, right = operands
-    if not check_flow_item(ctx.api, right, 'Parallel member "&"'):
-        return errored(ctx.default_return_type)
-    data, ok = check_same_data(ctx.api, '"&"', [left, right])
-    if not ok:
-        return errored(ctx.default_return_type)
-    return _with_data(ctx.default_return_type, data)
+    return _compose(
+        ctx, '"&"', functools.partial(check_flow_item, ctx.api, where='Parallel member "&"')
+    )
 
 
 def strategy_callback(ctx: MethodContext) -> Type:
