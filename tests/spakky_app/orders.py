@@ -1,0 +1,63 @@
+"""The order saga of the test application and the ticket service it needs.
+
+`OrderSaga` is created by the container, which injects `TicketService` (another Pod).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from spakky.core.pod.annotations.pod import Pod
+
+from spakky_saga import AbstractSaga, AbstractSagaData, Saga, SagaFlow, saga_flow, saga_step
+
+
+class OrderSagaData(AbstractSagaData):
+    order_id: int
+    ticket_id: int | None = None
+    fail_payment: bool = False
+
+
+class PaymentDeclinedError(Exception):
+    pass
+
+
+@Pod()
+class TicketService:
+    """Issues and cancels tickets, keeping a log of what it did."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self._next = 100
+
+    async def issue(self, order_id: int) -> int:
+        self._next += 1
+        self.log.append(f"issue {self._next} for order {order_id}")
+        return self._next
+
+    async def cancel(self, ticket_id: int) -> None:
+        self.log.append(f"cancel {ticket_id}")
+
+
+@Saga()
+class OrderSaga(AbstractSaga[OrderSagaData]):
+    def __init__(self, tickets: TicketService) -> None:
+        self.tickets = tickets
+
+    @saga_step
+    async def issue_ticket(self, data: OrderSagaData) -> OrderSagaData:
+        ticket_id = await self.tickets.issue(data.order_id)
+        return dataclasses.replace(data, ticket_id=ticket_id)
+
+    @saga_step
+    async def cancel_ticket(self, data: OrderSagaData) -> None:
+        assert data.ticket_id is not None
+        await self.tickets.cancel(data.ticket_id)
+
+    @saga_step
+    async def charge(self, data: OrderSagaData) -> None:
+        if data.fail_payment:
+            raise PaymentDeclinedError(f"order {data.order_id}: card declined")
+
+    def flow(self) -> SagaFlow[OrderSagaData]:
+        return saga_flow(self.issue_ticket >> self.cancel_ticket, self.charge)
