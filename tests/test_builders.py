@@ -97,6 +97,29 @@ def test_step_promotes_async_callable_objects_and_partials() -> None:
     assert step(functools.partial(tagged, tag="x")).name == "tagged"
 
 
+async def test_step_of_a_bound_async_method_binds_the_instance() -> None:
+    class Tickets:
+        def __init__(self) -> None:
+            self.issued: list[int] = []
+
+        async def issue(self, data: OrderData) -> None:
+            self.issued.append(data.order_id)
+
+    tickets = Tickets()
+    built = step(tickets.issue)
+
+    await built(OrderData(order_id=4))
+
+    assert built.name == "issue"
+    assert tickets.issued == [4]
+
+
+def test_a_transaction_built_directly_names_its_compensation() -> None:
+    transaction = Transaction(action=reserve, compensate=release)
+
+    assert (transaction.name, transaction.compensation_name) == ("reserve", "release")
+
+
 def test_step_of_a_transaction_or_group_is_a_definition_error() -> None:
     message = definition_error(step, wrong(step(reserve) >> release))
     assert message.startswith('step(Transaction "reserve"): step() takes an action')

@@ -3,6 +3,8 @@ total, waiting its backoff between attempts (on the injected sleep), then applie
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from spakky_saga import (
@@ -97,6 +99,23 @@ async def test_retry_commits_on_the_first_successful_attempt(
         (2, StepStatus.FAILED),
         (3, StepStatus.COMMITTED),
     ]
+
+
+async def test_data_returned_by_a_retried_step_replaces_the_data(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    async def issue(data: OrderData) -> OrderData:
+        journal.record("issue")
+        if journal.events.count("issue") < 2:
+            raise Boom("ticketing busy")
+        return dataclasses.replace(data, ticket_id=12)
+
+    flow = saga_flow(step(issue, on_error=Retry(2)), journal.ok("after"))
+
+    result = await engine.run(flow, order)
+
+    assert result.data.ticket_id == 12
+    assert journal.seen[-1].ticket_id == 12
 
 
 async def test_retry_once_means_a_single_attempt(

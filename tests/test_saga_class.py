@@ -79,6 +79,16 @@ async def test_execute_runs_the_flow_and_names_the_saga_after_the_class() -> Non
     assert saga.calls == ["issue_ticket", "reserve_stock"]
 
 
+async def test_a_saga_instance_can_execute_many_times() -> None:
+    saga = CreateOrderSaga()
+
+    first = await saga.execute(OrderData(order_id=1))
+    second = await saga.execute(OrderData(order_id=2))
+
+    assert (first.data.ticket_id, second.data.ticket_id) == (101, 102)
+    assert saga.calls == ["issue_ticket", "reserve_stock"] * 2
+
+
 async def test_a_failing_saga_class_compensates_and_returns_a_failed_result() -> None:
     saga = CreateOrderSaga(fail_stock=True)
 
