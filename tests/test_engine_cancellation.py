@@ -7,7 +7,17 @@ import asyncio
 
 import pytest
 
-from spakky_saga import SagaEngine, parallel, saga_flow, step
+from spakky_saga import (
+    Retry,
+    SagaCompensationFailedError,
+    SagaEngine,
+    SagaStatus,
+    SagaStepCancelledError,
+    StepStatus,
+    parallel,
+    saga_flow,
+    step,
+)
 from tests.support import Journal, OrderData, capture_saga_logs, saga_messages
 
 
@@ -116,3 +126,102 @@ async def test_cancellation_and_its_rollback_are_logged(
         "[saga=S step=a status=compensating elapsed=0.000ms]",
         "[saga=S step=a status=compensated elapsed=0.000ms]",
     ]
+
+
+async def cancelled_elsewhere() -> None:
+    """Await a future someone else cancelled: raises CancelledError in a task nobody cancels."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+async def test_a_step_raising_cancelled_error_on_its_own_is_that_steps_failure(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    async def fetch(data: OrderData) -> None:
+        journal.record("fetch")
+        await cancelled_elsewhere()
+
+    result = await engine.run(saga_flow(journal.transaction("a"), fetch), order)
+
+    assert result.status is SagaStatus.FAILED
+    assert result.failed_step == "fetch"
+    assert isinstance(result.error, SagaStepCancelledError)
+    assert isinstance(result.error.__cause__, asyncio.CancelledError)
+    assert result.error.step_name == "fetch"
+    assert str(result.error) == (
+        'step "fetch" raised CancelledError, but the saga was not cancelled (the step awaited '
+        "something that was cancelled elsewhere); counted as the step's failure"
+    )
+    assert journal.events == ["a", "fetch", "undo a"]
+
+
+async def test_a_step_cancelled_on_its_own_goes_through_its_strategy(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    async def fetch(data: OrderData) -> None:
+        journal.record("fetch")
+        if journal.events.count("fetch") == 1:
+            await cancelled_elsewhere()
+
+    result = await engine.run(saga_flow(step(fetch, on_error=Retry(2))), order)
+
+    assert result.status is SagaStatus.COMPLETED
+    assert [(r.attempt, r.status) for r in result.history] == [
+        (1, StepStatus.FAILED),
+        (2, StepStatus.COMMITTED),
+    ]
+
+
+async def test_a_group_member_cancelled_on_its_own_fails_the_group(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    async def fetch(data: OrderData) -> None:
+        await cancelled_elsewhere()
+
+    flow = saga_flow(parallel(journal.transaction("a"), fetch), journal.ok("never"))
+
+    result = await engine.run(flow, order)
+
+    assert result.status is SagaStatus.FAILED
+    assert result.failed_step == "fetch"
+    assert isinstance(result.error, SagaStepCancelledError)
+    assert journal.events == ["a", "undo a"]
+
+
+async def test_a_compensation_cancelled_on_its_own_does_not_stop_the_rollback(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    async def undo_b(data: OrderData) -> None:
+        await cancelled_elsewhere()
+
+    flow = saga_flow(
+        journal.transaction("a"), step(journal.ok("b"), compensate=undo_b), journal.fail("c")
+    )
+
+    with pytest.raises(SagaCompensationFailedError) as raised:
+        await engine.run(flow, order)
+
+    assert journal.events == ["a", "b", "c", "undo a"]
+    assert isinstance(raised.value.failures["b"], SagaStepCancelledError)
+
+
+async def test_cancelling_during_the_rollback_of_a_failure_finishes_it_then_reraises(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    gate = asyncio.Event()
+    flow = saga_flow(
+        journal.transaction("a"),
+        step(journal.ok("b"), compensate=journal.undo("b", gate=gate)),
+        journal.fail("c"),
+    )
+    task = asyncio.create_task(engine.run(flow, order))
+    await journal.reached("undoing b")
+
+    task.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert journal.events == ["a", "b", "c", "undoing b", "undo b", "undo a"]

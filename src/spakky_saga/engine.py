@@ -21,6 +21,7 @@ from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaEngineNotConnectedError,
+    SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
     SagaTimeoutError,
@@ -140,7 +141,8 @@ class SagaEngine:
                             out = await step.action(data)
                             if out is not None and out.__class__ is not data.__class__:
                                 _check_output(step.name, out, data)
-                        except Exception as error:
+                        except (Exception, asyncio.CancelledError) as caught:
+                            error = _step_error(step.name, caught)
                             elapsed = clock() - t0
                             append(
                                 _new_record(
@@ -251,7 +253,8 @@ class SagaEngine:
                     out = await _with_timeout(step, data)
                 if out is not None and out.__class__ is not data.__class__:
                     _check_output(step.name, out, data)
-            except Exception as error:
+            except (Exception, asyncio.CancelledError) as caught:
+                error = _step_error(step.name, caught)
                 elapsed = clock() - t0
                 history.append(StepRecord(step.name, _FAILED, elapsed, attempt, False, error))
                 _log_failed(saga, step.name, elapsed, attempt, error)
@@ -402,7 +405,8 @@ class SagaEngine:
             else:
                 async with asyncio.timeout(self._compensation_timeout):
                     await compensate(data)
-        except Exception as error:
+        except (Exception, asyncio.CancelledError) as caught:
+            error = _step_error(step.name, caught)
             elapsed = clock() - t0
             history.append(StepRecord(step.name, _FAILED, elapsed, 1, True, error))
             failures[step.name] = error
@@ -453,6 +457,24 @@ async def _with_timeout(step: StepNode, data: AbstractSagaData) -> Any:
         if not scope.expired():
             raise
         raise SagaStepTimeoutError(step.name, timedelta(seconds=step.timeout)) from error
+
+
+def _step_error(step: str, error: Exception | asyncio.CancelledError) -> Exception:
+    """What a step's (or compensation's) exception counts as, on the failure path only.
+
+    A CancelledError while the saga's task is being cancelled (by its caller, the saga timeout
+    or a parallel group) is that cancellation: re-raised. One the step raised on its own, from
+    awaiting something cancelled elsewhere, is the step's failure (SagaStepCancelledError),
+    so the saga returns a result instead of cancelling a caller nobody cancelled.
+    """
+    if isinstance(error, Exception):
+        return error
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise error
+    failure = SagaStepCancelledError(step)
+    failure.__cause__ = error
+    return failure
 
 
 def _check_output(step: str, out: object, data: AbstractSagaData) -> None:

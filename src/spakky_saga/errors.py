@@ -63,6 +63,25 @@ class SagaStepTimeoutError(AbstractSpakkySagaError, TimeoutError):
         super().__init__(f'step "{step_name}" did not finish within {timeout.total_seconds():g}s')
 
 
+class SagaStepCancelledError(AbstractSpakkySagaError):
+    """A step (or compensation) raised `CancelledError` while the saga's task was not being
+    cancelled: it awaited something that was cancelled elsewhere.
+
+    Counted as that step's failure and routed through its `on_error`, so the saga returns a
+    result instead of passing a stray cancellation to a caller nobody cancelled. The original
+    `CancelledError` is the `__cause__`.
+    """
+
+    message = "Saga step was cancelled from inside"
+
+    def __init__(self, step_name: str) -> None:
+        self.step_name = step_name
+        super().__init__(
+            f'step "{step_name}" raised CancelledError, but the saga was not cancelled (the '
+            "step awaited something that was cancelled elsewhere); counted as the step's failure"
+        )
+
+
 class SagaTimeoutError(AbstractSpakkySagaError, TimeoutError):
     """The whole saga ran longer than `SagaFlow.timeout(...)`; reported in `SagaResult.error`."""
 
