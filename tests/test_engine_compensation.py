@@ -241,3 +241,22 @@ async def test_a_hanging_compensation_fails_after_the_engines_compensation_timeo
 
     assert isinstance(raised.value.failures["b"], TimeoutError)
     assert journal.events == ["a", "b", "c", "undoing b", "undo a"]
+
+
+async def test_failed_compensations_of_steps_sharing_a_name_are_all_reported(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    first, second = Boom("stock refused"), Boom("shipping refused")
+    flow = saga_flow(
+        step(journal.ok("reserve"), compensate=journal.undo_fail("stock", first)),
+        step(journal.ok("reserve"), compensate=journal.undo_fail("shipping", second)),
+        journal.fail("charge"),
+    )
+
+    with pytest.raises(SagaCompensationFailedError) as raised:
+        await engine.run(flow, order)
+
+    assert list(raised.value.failures.values()) == [second, first]
+    assert list(raised.value.failures) == ["reserve", "reserve #2"]
+    assert "shipping refused" in str(raised.value)
+    assert "stock refused" in str(raised.value)

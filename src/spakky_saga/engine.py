@@ -409,7 +409,7 @@ class SagaEngine:
             error = _step_error(step.name, caught)
             elapsed = clock() - t0
             history.append(StepRecord(step.name, _FAILED, elapsed, 1, True, error))
-            failures[step.name] = error
+            failures[_unique_key(failures, step.name)] = error
             logger.error(
                 _LOG_FORMAT + " compensation=%s error=%r",
                 saga,
@@ -475,6 +475,15 @@ def _step_error(step: str, error: Exception | asyncio.CancelledError) -> Excepti
     failure = SagaStepCancelledError(step)
     failure.__cause__ = error
     return failure
+
+
+def _unique_key(failures: dict[str, BaseException], name: str) -> str:
+    """`name`, or `name #2`, `name #3`... when steps sharing a name failed to compensate."""
+    key, number = name, 1
+    while key in failures:
+        number += 1
+        key = f"{name} #{number}"
+    return key
 
 
 def _check_output(step: str, out: object, data: AbstractSagaData) -> None:

@@ -120,7 +120,8 @@ class SagaCompensationFailedError(AbstractSpakkySagaError):
 
     Raised after every remaining compensation has been attempted and the flow's
     compensation-failure handler has run. `result` is the full `SagaResult`: its history shows
-    which compensations failed and which succeeded; `failures` maps step name to its error.
+    which compensations failed and which succeeded; `failures` maps step name to its error
+    (steps sharing a name are told apart as `name #2`, `name #3`, ...).
     """
 
     message = "Compensation failed during rollback"
