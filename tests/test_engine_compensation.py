@@ -15,6 +15,7 @@ from spakky_saga import (
     SagaCompensationFailedError,
     SagaEngine,
     SagaFlow,
+    SagaFlowDefinitionError,
     SagaResult,
     SagaStatus,
     StepRecord,
@@ -22,7 +23,7 @@ from spakky_saga import (
     saga_flow,
     step,
 )
-from tests.support import Boom, Journal, ManualClock, OrderData, with_ticket
+from tests.support import Boom, Journal, ManualClock, OrderData, with_ticket, wrong
 
 
 async def test_committed_transactions_are_compensated_in_reverse_commit_order(
@@ -260,3 +261,14 @@ async def test_failed_compensations_of_steps_sharing_a_name_are_all_reported(
     assert list(raised.value.failures) == ["reserve", "reserve #2"]
     assert "shipping refused" in str(raised.value)
     assert "stock refused" in str(raised.value)
+
+
+@pytest.mark.parametrize("bound", [timedelta(0), timedelta(seconds=-1), 5])
+def test_a_compensation_timeout_must_be_a_positive_timedelta(bound: object) -> None:
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        SagaEngine(compensation_timeout=wrong(bound))
+
+    assert str(raised.value) == (
+        f"SagaEngine(compensation_timeout={bound!r}): must be a positive datetime.timedelta, "
+        "or None to let compensations run to the end"
+    )

@@ -21,6 +21,7 @@ from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaEngineNotConnectedError,
+    SagaFlowDefinitionError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
@@ -84,6 +85,14 @@ class SagaEngine:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        if compensation_timeout is not None and not (
+            isinstance(compensation_timeout, timedelta) and compensation_timeout > timedelta(0)
+        ):
+            # A zero or negative bound would fail every compensation: refuse it up front.
+            raise SagaFlowDefinitionError(
+                f"SagaEngine(compensation_timeout={compensation_timeout!r}): must be a positive "
+                "datetime.timedelta, or None to let compensations run to the end"
+            )
         self._compensation_timeout = (
             compensation_timeout.total_seconds() if compensation_timeout is not None else None
         )
