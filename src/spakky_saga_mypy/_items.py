@@ -169,8 +169,7 @@ def first_argument(function: CallableType) -> ProperType | None:
     """The type of the data argument of an action (None if it takes no positional one)."""
     for kind, arg_type in zip(function.arg_kinds, function.arg_types, strict=True):
         if kind in (ARG_POS, ARG_OPT, ARG_STAR):
-            proper = _known(arg_type)
-            return None if isinstance(proper, TypeVarType) else proper
+            return _known(arg_type)
     return None
 
 
@@ -230,10 +229,12 @@ def most_specific(
         data = operand.data
         if data is None:
             continue
-        if best is None or best_data is None or is_subtype(data, best_data):
+        if best is None or best_data is None:
             best, best_data = operand, data
         elif not is_subtype(best_data, data):
-            return None, (best, operand)
+            if not is_subtype(data, best_data):
+                return None, (best, operand)
+            best, best_data = operand, data  # strictly more specific
     return best_data, None
 
 
