@@ -16,7 +16,13 @@ from spakky.core.pod.annotations.pod import Pod
 import tests.spakky_app
 from spakky_saga import SagaEngine, SagaEngineNotConnectedError, SagaStatus
 from spakky_saga.spakky_plugin import initialize
-from tests.spakky_app.orders import OrderSaga, OrderSagaData, PaymentDeclinedError, TicketService
+from tests.spakky_app.orders import (
+    CancelOrderSaga,
+    OrderSaga,
+    OrderSagaData,
+    PaymentDeclinedError,
+    TicketService,
+)
 
 
 @Pod()
@@ -78,11 +84,14 @@ async def test_a_container_made_saga_compensates_through_its_dependency(
 async def test_sagas_are_connected_to_a_container_registered_engine() -> None:
     app = started_app(engine=True)
     try:
-        saga = app.container.get(OrderSaga)
+        order_saga = app.container.get(OrderSaga)
+        cancel_saga = app.container.get(CancelOrderSaga)
         app.container.get(SagaEngine).close()
 
         with pytest.raises(SagaEngineNotConnectedError, match='saga "OrderSaga"'):
-            await saga.execute(OrderSagaData(order_id=1))
+            await order_saga.execute(OrderSagaData(order_id=1))
+        with pytest.raises(SagaEngineNotConnectedError, match='saga "CancelOrderSaga"'):
+            await cancel_saga.execute(OrderSagaData(order_id=1, ticket_id=5))
         assert app.container.get(TicketService).log == []
     finally:
         app.stop()
@@ -119,3 +128,17 @@ async def test_without_a_container_engine_sagas_use_the_default_engine(
     result = await app.container.get(OrderSaga).execute(OrderSagaData(order_id=2))
 
     assert result.status is SagaStatus.COMPLETED
+
+
+async def test_stopping_the_application_closes_the_engine_its_sagas_run_on() -> None:
+    app = started_app(engine=True)
+    saga = app.container.get(OrderSaga)
+
+    app.stop()
+
+    with pytest.raises(SagaEngineNotConnectedError) as raised:
+        await saga.execute(OrderSagaData(order_id=1))
+    assert str(raised.value) == (
+        'cannot execute saga "OrderSaga": its saga engine was closed '
+        "(the application is shutting down)"
+    )

@@ -61,3 +61,19 @@ class OrderSaga(AbstractSaga[OrderSagaData]):
 
     def flow(self) -> SagaFlow[OrderSagaData]:
         return saga_flow(self.issue_ticket >> self.cancel_ticket, self.charge)
+
+
+@Saga()
+class CancelOrderSaga(AbstractSaga[OrderSagaData]):
+    """A second saga sharing the dependency: every saga gets the container's engine."""
+
+    def __init__(self, tickets: TicketService) -> None:
+        self.tickets = tickets
+
+    @saga_step
+    async def cancel_ticket(self, data: OrderSagaData) -> None:
+        assert data.ticket_id is not None
+        await self.tickets.cancel(data.ticket_id)
+
+    def flow(self) -> SagaFlow[OrderSagaData]:
+        return saga_flow(self.cancel_ticket)
