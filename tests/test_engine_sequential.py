@@ -19,7 +19,7 @@ from spakky_saga import (
     saga_flow,
     step,
 )
-from tests.support import Journal, OrderData, with_ticket
+from tests.support import Journal, OrderData, with_ticket, wrong
 
 
 class PriorityOrderData(OrderData):
@@ -143,6 +143,14 @@ async def test_a_flow_can_be_run_many_times_and_concurrently(
     assert all(r.data.ticket_id == 1 for r in results)
     assert all(len(r.history) == 2 for r in results)
     assert journal.events.count("a") == 5
+
+
+async def test_run_rejects_something_that_is_not_a_flow(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    with pytest.raises(TypeError, match=r"expected a SagaFlow, got \[<function a at"):
+        await engine.run(wrong([journal.ok("a")]), order)
+    assert journal.events == []
 
 
 async def test_run_saga_flow_uses_the_default_engine(journal: Journal, order: OrderData) -> None:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import weakref
 
 import pytest
 from spakky.core.pod.annotations.pod import Pod
@@ -87,6 +89,17 @@ async def test_a_saga_instance_can_execute_many_times() -> None:
 
     assert (first.data.ticket_id, second.data.ticket_id) == (101, 102)
     assert saga.calls == ["issue_ticket", "reserve_stock"] * 2
+
+
+async def test_a_saga_instance_is_released_after_it_executed() -> None:
+    saga = CreateOrderSaga()
+    await saga.execute(OrderData(order_id=1))
+    released = weakref.ref(saga)
+
+    del saga
+    gc.collect()
+
+    assert released() is None
 
 
 async def test_a_failing_saga_class_compensates_and_returns_a_failed_result() -> None:

@@ -358,6 +358,11 @@ class SagaFlow[D: AbstractSagaData]:
     items: tuple[FlowItem[D], ...]
     saga_timeout: timedelta | None = None
     compensation_failure_handler: CompensationFailureHandler[D] | None = None
+    _plan: object = field(default=None, init=False, repr=False, compare=False)
+    """The engine's compiled plan of this flow, cached here on its first run (plan.py).
+
+    Kept on the flow rather than in a side table: a plan references the saga instance (through
+    its bound steps) that may hold the flow, and such a cycle must stay collectable."""
 
     def __post_init__(self) -> None:
         if isinstance(self.items, str | bytes) or not isinstance(self.items, Sequence):

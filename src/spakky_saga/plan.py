@@ -2,14 +2,13 @@
 
 Compiling resolves everything a run would otherwise recompute per step: timeouts become
 seconds, strategies become attempt counts, and steps that need no special handling are
-marked for the engine's fast path. Plans are cached per flow object.
+marked for the engine's fast path. A flow's plan is cached on the flow object.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-from weakref import WeakKeyDictionary
+from typing import Any, cast
 
 from spakky_saga.flow import MergeFn, Parallel, SagaFlow, Transaction
 from spakky_saga.strategy import Compensate, ErrorStrategy, Retry, Skip
@@ -53,15 +52,19 @@ class ExecutionPlan:
     compensation_failure_handler: Any | None
 
 
-_PLANS: WeakKeyDictionary[SagaFlow[Any], ExecutionPlan] = WeakKeyDictionary()
-
-
 def plan_for(flow: SagaFlow[Any]) -> ExecutionPlan:
-    """The plan of `flow`, compiled on first use."""
-    plan = _PLANS.get(flow)
+    """The plan of `flow`, compiled on first use and cached on the flow."""
+    try:
+        plan = flow._plan
+    except AttributeError:
+        raise TypeError(
+            f"expected a SagaFlow, got {flow!r}; build one with saga_flow(...) or "
+            "SagaFlow(items=(...))"
+        ) from None
     if plan is None:
-        plan = _PLANS[flow] = compile_flow(flow)
-    return plan
+        plan = compile_flow(flow)
+        object.__setattr__(flow, "_plan", plan)  # a cache on a frozen flow
+    return cast(ExecutionPlan, plan)
 
 
 def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
