@@ -3,9 +3,9 @@ saga-data type, returning that type (or a subclass) or None (check 3)."""
 
 from mypy.nodes import Decorator, FuncDef
 from mypy.plugin import FunctionContext
-from mypy.types import CallableType, Type, get_proper_type
+from mypy.types import CallableType, Instance, Type, get_proper_type
 
-from spakky_saga_mypy._items import FlowOperand, ItemKind, check_signature, errored
+from spakky_saga_mypy._items import FlowOperand, ItemKind, check_signature, errored, first_argument
 
 
 def saga_step_callback(ctx: FunctionContext) -> Type:
@@ -25,4 +25,10 @@ def saga_step_callback(ctx: FunctionContext) -> Type:
     operand = FlowOperand(name, ItemKind.FUNCTION, None, without_self, node, method)
     if not check_signature(ctx.api, operand, without_self, role="Saga step"):
         return errored(ctx.default_return_type)
-    return ctx.default_return_type
+    # mypy solves D from both the parameter and the return, so a method taking OrderData
+    # and returning SpecialOrder would be a step over SpecialOrder: the parameter decides.
+    default = get_proper_type(ctx.default_return_type)
+    data = first_argument(without_self)
+    if data is None or not isinstance(default, Instance) or len(default.args) != 2:
+        return ctx.default_return_type
+    return default.copy_modified(args=[default.args[0], data])
