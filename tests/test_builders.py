@@ -322,3 +322,9 @@ def test_definition_error_is_a_value_error_and_a_saga_error() -> None:
     assert raised.value.problems == (
         "SagaFlow item 1: expected a step, transaction, parallel group or async function, got 5",
     )
+
+
+def test_step_with_a_strategy_class_instead_of_an_instance_says_so() -> None:
+    assert definition_error(step, reserve, on_error=wrong(Retry)).endswith(
+        "got <class 'spakky_saga.strategy.Retry'> (the class itself; did you mean Retry(...)?)"
+    )

@@ -28,6 +28,7 @@ from tests.support import (
     regular,
     release,
     reserve,
+    wrong,
 )
 
 
@@ -207,3 +208,13 @@ async def test_a_step_can_be_called_directly_outside_a_saga() -> None:
 
     assert out is not None
     assert out.ticket_id == 5
+
+
+def test_or_with_a_strategy_class_instead_of_an_instance_says_so() -> None:
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        _ = step(reserve) | wrong(Skip)
+
+    assert str(raised.value) == (
+        'step "reserve": on_error must be Compensate(), Skip() or Retry(...), got '
+        "<class 'spakky_saga.strategy.Skip'> (the class itself; did you mean Skip(...)?)"
+    )

@@ -160,6 +160,8 @@ class _Action[D: AbstractSagaData]:
     def __or__(self, strategy: ErrorStrategy, /) -> Self:
         """Attach an error strategy: `step | Retry(3)` is the same kind of item."""
         if not isinstance(strategy, ErrorStrategy):
+            if isinstance(strategy, type) and issubclass(strategy, ErrorStrategy):
+                check_strategy(strategy, f'step "{self.name}"')  # `step | Skip`: explain
             return NotImplemented
         return dataclasses.replace(self, on_error=strategy)
 

@@ -130,6 +130,9 @@ def check_strategy(strategy: object, where: str) -> ErrorStrategy:
     """Return `strategy` if it is one, else raise a definition error naming `where`."""
     if isinstance(strategy, ErrorStrategy) and type(strategy) is not ErrorStrategy:
         return strategy
+    hint = ""
+    if isinstance(strategy, type) and issubclass(strategy, ErrorStrategy):
+        hint = f" (the class itself; did you mean {strategy.__name__}(...)?)"
     raise SagaFlowDefinitionError(
-        f"{where}: on_error must be Compensate(), Skip() or Retry(...), got {strategy!r}"
+        f"{where}: on_error must be Compensate(), Skip() or Retry(...), got {strategy!r}{hint}"
     )
