@@ -4,6 +4,7 @@ the flow's handler has run."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -20,6 +21,7 @@ from spakky_saga import (
     SagaStatus,
     StepRecord,
     StepStatus,
+    parallel,
     saga_flow,
     step,
 )
@@ -272,3 +274,32 @@ def test_a_compensation_timeout_must_be_a_positive_timedelta(bound: object) -> N
         f"SagaEngine(compensation_timeout={bound!r}): must be a positive datetime.timedelta, "
         "or None to let compensations run to the end"
     )
+
+
+async def test_a_failing_group_waits_for_siblings_then_compensates_them_and_earlier_steps(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    slow_started = asyncio.Event()
+    release_slow = asyncio.Event()
+
+    async def slow(data: OrderData) -> None:
+        journal.record("slow started")
+        slow_started.set()
+        await release_slow.wait()
+        journal.record("slow")
+
+    async def fail_once_slow_runs(data: OrderData) -> None:
+        await slow_started.wait()
+        release_slow.set()
+        raise Boom("charge declined")
+
+    flow = saga_flow(
+        journal.transaction("a"),
+        parallel(step(slow, compensate=journal.undo("slow")), fail_once_slow_runs),
+        journal.transaction("never"),
+    )
+
+    result = await engine.run(flow, order)
+
+    assert journal.events == ["a", "slow started", "slow", "undo slow", "undo a"]
+    assert result.failed_step == "fail_once_slow_runs"
