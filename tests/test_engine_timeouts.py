@@ -176,3 +176,26 @@ async def test_a_saga_finishing_within_its_timeout_completes(
     result = await engine.run(saga_flow(journal.ok("a")).timeout(ROOMY), order)
 
     assert result.status is SagaStatus.COMPLETED
+
+
+async def test_the_timed_out_attempt_of_a_retried_step_has_its_attempt_number(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    async def flaky_then_slow(data: OrderData) -> None:
+        journal.record("try")
+        if journal.events.count("try") < 3:
+            raise TimeoutError("upstream busy")
+        await journal.never.wait()
+
+    flow = saga_flow(journal.ok("plain"), step(flaky_then_slow, on_error=Retry(5))).timeout(TINY)
+
+    result = await engine.run(flow, order)
+
+    assert result.status is SagaStatus.TIMED_OUT
+    assert [(r.name, r.attempt, r.status) for r in result.history] == [
+        ("plain", 1, StepStatus.COMMITTED),
+        ("flaky_then_slow", 1, StepStatus.FAILED),
+        ("flaky_then_slow", 2, StepStatus.FAILED),
+        ("flaky_then_slow", 3, StepStatus.FAILED),
+    ]
+    assert isinstance(result.history[-1].error, SagaTimeoutError)

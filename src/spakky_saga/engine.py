@@ -203,7 +203,8 @@ class SagaEngine:
             timeout_error.__cause__ = error
             failure = _StepFailed(running or "-", timeout_error)
             if running is not None:
-                append(StepRecord(running, _FAILED, 0.0, 1, False, timeout_error))
+                attempt = _running_attempt(node, history) if isinstance(node, StepNode) else 1
+                append(StepRecord(running, _FAILED, 0.0, attempt, False, timeout_error))
         except asyncio.CancelledError:
             logger.warning(
                 _LOG_FORMAT,
@@ -484,6 +485,17 @@ def _step_error(step: str, error: Exception | asyncio.CancelledError) -> Excepti
     failure = SagaStepCancelledError(step)
     failure.__cause__ = error
     return failure
+
+
+def _running_attempt(step: StepNode, history: list[StepRecord]) -> int:
+    """The attempt of `step` that was running when the saga timed out: one past the failed
+    attempts it just recorded (retries append one FAILED record per attempt)."""
+    attempt = 1
+    for record in reversed(history):
+        if attempt == step.max_attempts or record.name != step.name or record.status is _COMMITTED:
+            break
+        attempt += 1
+    return attempt
 
 
 def _unique_key(failures: dict[str, BaseException], name: str) -> str:
