@@ -30,8 +30,10 @@ class Boom(Exception):
 
 
 GUARD_SECONDS = 1.0
-"""How long a test waits for an event that must happen (it happens in microseconds); only
-a broken engine, which would otherwise hang the test, ever waits this long."""
+"""How long a test (or a step waiting on an event) waits for something that must happen, and
+does in microseconds; only a broken engine, which would otherwise hang the test, ever waits
+this long. Steps guard their own waits too: the rollback is shielded from cancellation, so
+the outer guard alone could not stop compensations waiting on each other forever."""
 
 
 async def within_guard[T](awaitable: Awaitable[T]) -> T:
@@ -73,7 +75,7 @@ class Trace:
             self.seen.setdefault(name, []).append(data)
             if after is not None:
                 self.events.append(f"{name} waiting")
-                await after.wait()
+                await within_guard(after.wait())
             self.events.append(name)
             if done is not None:
                 done.set()
@@ -99,7 +101,7 @@ class Trace:
             runs += 1
             self.seen.setdefault(name, []).append(data)
             if after is not None:
-                await after.wait()
+                await within_guard(after.wait())
             if done is not None:
                 done.set()
             if times is None or runs <= times:
@@ -127,7 +129,7 @@ class Trace:
                 started.set()
             if wait_for is not None:
                 self.events.append(f"undoing {name}")
-                await wait_for.wait()
+                await within_guard(wait_for.wait())
             self.events.append(f"undo {name}")
             if fails:
                 raise Boom(f"undo {name} failed")
