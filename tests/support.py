@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from spakky_saga import AbstractSagaData, ActionFn, CompensateFn, Transaction, step
+from spakky_saga import (
+    AbstractSagaData,
+    ActionFn,
+    CompensateFn,
+    FlowItem,
+    SagaFlow,
+    Transaction,
+    saga_flow,
+    step,
+)
 
 
 class OrderData(AbstractSagaData):
@@ -161,6 +170,18 @@ class Journal:
     async def reached(self, event: str) -> None:
         """Wait until `event` (a step name, or "undoing NAME") has been recorded."""
         await self._started[event].wait()
+
+
+def around(journal: Journal, item: FlowItem[OrderData]) -> SagaFlow[OrderData]:
+    """`item` after transactions "a" and "b" (with a plain step between them) and before a
+    transaction "never": when `item` fails, the rollback is "undo b", "undo a"."""
+    return saga_flow(
+        journal.transaction("a"),
+        journal.ok("plain"),
+        journal.transaction("b"),
+        item,
+        journal.transaction("never"),
+    )
 
 
 def with_ticket(ticket_id: int) -> Callable[[OrderData], OrderData]:

@@ -18,19 +18,13 @@ from spakky_saga import (
     saga_flow,
     step,
 )
-from tests.support import Journal, OrderData, capture_saga_logs, saga_messages
+from tests.support import Journal, OrderData, around, capture_saga_logs, saga_messages
 
 
 async def test_cancelling_the_caller_compensates_committed_steps_then_reraises(
     engine: SagaEngine, journal: Journal, order: OrderData
 ) -> None:
-    flow = saga_flow(
-        journal.transaction("a"),
-        journal.ok("plain"),
-        journal.transaction("b"),
-        step(journal.hang("slow"), compensate=journal.undo("slow")),
-        journal.transaction("never"),
-    )
+    flow = around(journal, step(journal.hang("slow"), compensate=journal.undo("slow")))
     task = asyncio.create_task(engine.run(flow, order))
     await journal.reached("slow")
 
@@ -41,18 +35,21 @@ async def test_cancelling_the_caller_compensates_committed_steps_then_reraises(
     assert journal.events == ["a", "plain", "b", "slow", "undo b", "undo a"]
 
 
-async def test_cancelling_again_during_rollback_does_not_interrupt_it(
-    engine: SagaEngine, journal: Journal, order: OrderData
+@pytest.mark.parametrize("rollback_after", ["cancellation", "failure"])
+async def test_cancelling_during_a_rollback_lets_it_finish_then_reraises(
+    engine: SagaEngine, journal: Journal, order: OrderData, rollback_after: str
 ) -> None:
     gate = asyncio.Event()
+    last = journal.hang("c") if rollback_after == "cancellation" else journal.fail("c")
     flow = saga_flow(
         journal.transaction("a"),
         step(journal.ok("b"), compensate=journal.undo("b", gate=gate)),
-        journal.hang("slow"),
+        last,
     )
     task = asyncio.create_task(engine.run(flow, order))
-    await journal.reached("slow")
-    task.cancel()
+    if rollback_after == "cancellation":
+        await journal.reached("c")
+        task.cancel()
     await journal.reached("undoing b")
 
     task.cancel()
@@ -61,7 +58,7 @@ async def test_cancelling_again_during_rollback_does_not_interrupt_it(
 
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert journal.events == ["a", "b", "slow", "undoing b", "undo b", "undo a"]
+    assert journal.events == ["a", "b", "c", "undoing b", "undo b", "undo a"]
 
 
 async def test_cancelling_before_anything_committed_just_reraises(
@@ -204,24 +201,3 @@ async def test_a_compensation_cancelled_on_its_own_does_not_stop_the_rollback(
 
     assert journal.events == ["a", "b", "c", "undo a"]
     assert isinstance(raised.value.failures["b"], SagaStepCancelledError)
-
-
-async def test_cancelling_during_the_rollback_of_a_failure_finishes_it_then_reraises(
-    engine: SagaEngine, journal: Journal, order: OrderData
-) -> None:
-    gate = asyncio.Event()
-    flow = saga_flow(
-        journal.transaction("a"),
-        step(journal.ok("b"), compensate=journal.undo("b", gate=gate)),
-        journal.fail("c"),
-    )
-    task = asyncio.create_task(engine.run(flow, order))
-    await journal.reached("undoing b")
-
-    task.cancel()
-    await asyncio.sleep(0)
-    gate.set()
-
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert journal.events == ["a", "b", "c", "undoing b", "undo b", "undo a"]

@@ -21,7 +21,7 @@ from spakky_saga import (
     saga_flow,
     step,
 )
-from tests.support import Journal, OrderData
+from tests.support import Journal, OrderData, around
 
 TINY = timedelta(milliseconds=10)
 ROOMY = timedelta(seconds=30)
@@ -96,13 +96,8 @@ async def test_a_steps_own_timeout_error_is_not_mistaken_for_an_overrun(
 async def test_saga_timeout_ends_timed_out_naming_the_running_step(
     engine: SagaEngine, journal: Journal, order: OrderData
 ) -> None:
-    flow = saga_flow(
-        journal.transaction("a"),
-        journal.ok("plain"),
-        journal.transaction("b"),
-        step(journal.hang("slow"), compensate=journal.undo("slow")),
-        journal.transaction("never"),
-    ).timeout(TINY)
+    flow = around(journal, step(journal.hang("slow"), compensate=journal.undo("slow")))
+    flow = flow.timeout(TINY)
 
     result = await engine.run(flow, order, saga_name="Order")
 
