@@ -61,6 +61,8 @@ class BuilderSpec:
     items: tuple[Formal, ...]
     widened: frozenset[Formal]
     optional: frozenset[Formal] = frozenset()
+    container: bool = False
+    """True when the item parameter takes a tuple of items (the classes' `items=`)."""
 
 
 STEP: Final = BuilderSpec("step()", (0,), frozenset({0, "compensate"}))
@@ -68,9 +70,11 @@ PARALLEL: Final = BuilderSpec(
     "parallel()", (0, 1, "rest"), frozenset({0, 1, "rest", "merge"}), frozenset({1})
 )
 SAGA_FLOW: Final = BuilderSpec("saga_flow()", (0, "rest"), frozenset({0, "rest"}), frozenset({0}))
-SAGA_FLOW_CLASS: Final = BuilderSpec("SagaFlow(items=...)", ("items",), frozenset({"items"}))
+SAGA_FLOW_CLASS: Final = BuilderSpec(
+    "SagaFlow(items=...)", ("items",), frozenset({"items"}), container=True
+)
 PARALLEL_CLASS: Final = BuilderSpec(
-    "Parallel(members=...)", ("members",), frozenset({"members", "merge"})
+    "Parallel(members=...)", ("members",), frozenset({"members", "merge"}), container=True
 )
 
 
@@ -132,27 +136,27 @@ class _Items:
     """False when star-args or a non-literal tuple hide how many items there are."""
 
 
-def _collect(ctx: FunctionContext, formals: Sequence[Formal]) -> _Items:
+def _collect(ctx: FunctionContext, spec: BuilderSpec) -> _Items:
     operands: list[FlowOperand] = []
     counted = True
-    for formal in formals:
+    for formal in spec.items:
         index = formal_index(ctx.callee_arg_names, formal)
         if index is None:
             continue
         for expr, typ, kind in zip(
             ctx.args[index], ctx.arg_types[index], ctx.arg_kinds[index], strict=True
         ):
-            if kind in (ARG_STAR, ARG_STAR2):
-                counted = False
-                element = _iterated(typ) if kind == ARG_STAR else None
-                if element is not None:
-                    operands.append(describe(ctx.api, expr, element))
+            if kind not in (ARG_STAR, ARG_STAR2) and not spec.container:
+                operands.append(describe(ctx.api, expr, typ))
                 continue
-            expanded = _tuple_items(expr, typ)
-            if expanded is None:
-                counted = False
+            literal = _tuple_items(expr, typ) if kind not in (ARG_STAR, ARG_STAR2) else None
+            if literal is not None:
+                operands.extend(describe(ctx.api, item, item_type) for item, item_type in literal)
                 continue
-            operands.extend(describe(ctx.api, item, item_type) for item, item_type in expanded)
+            counted = False  # a star-arg or a sequence of unknown length
+            element = _iterated(typ) if kind != ARG_STAR2 else None
+            if element is not None:
+                operands.append(describe(ctx.api, expr, element))
     return _Items(operands, counted)
 
 
@@ -168,13 +172,9 @@ def _iterated(typ: Type) -> Type | None:
 
 
 def _tuple_items(expr: Expression, typ: Type) -> list[tuple[Expression, Type]] | None:
-    """[(expr, type)] of one item, or of each item of a literal tuple; None if unknown."""
+    """[(expr, type)] of each item of a fixed-length tuple; None if the length is unknown."""
     proper = get_proper_type(typ)
-    if not isinstance(proper, TupleType | Instance) or (
-        isinstance(proper, Instance) and proper.type.fullname != "builtins.tuple"
-    ):
-        return [(expr, typ)]
-    if isinstance(proper, Instance):  # tuple[X, ...] of unknown length
+    if not isinstance(proper, TupleType):
         return None
     if isinstance(expr, TupleExpr) and len(expr.items) == len(proper.items):
         return list(zip(expr.items, proper.items, strict=True))
@@ -222,7 +222,7 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
     """The function hook of `parallel()` or `Parallel(members=...)`: checks 1, 3, 6, 8."""
 
     def callback(ctx: FunctionContext) -> Type:
-        items = _collect(ctx, spec.items)
+        items = _collect(ctx, spec)
         if items.counted and len(items.operands) < 2:
             errorcodes.group_size(
                 ctx.api,
@@ -249,7 +249,7 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
     """The function hook of `saga_flow()` or `SagaFlow(items=...)`: checks 1, 2, 3, 6, 8."""
 
     def callback(ctx: FunctionContext) -> Type:
-        items = _collect(ctx, spec.items)
+        items = _collect(ctx, spec)
         if items.counted and not items.operands:
             errorcodes.group_size(
                 ctx.api,

@@ -8,9 +8,9 @@ hooks unify the saga-data types of both sides to the more specific one.
 import functools
 from collections.abc import Callable
 
-from mypy.nodes import Expression, LambdaExpr, OpExpr
+from mypy.nodes import CallExpr, Context, Expression, LambdaExpr, OpExpr, RefExpr
 from mypy.plugin import MethodContext, MethodSigContext
-from mypy.types import AnyType, FunctionLike, Instance, Type, TypeOfAny
+from mypy.types import AnyType, FunctionLike, Type, TypeOfAny
 
 from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
@@ -97,7 +97,7 @@ def strategy_callback(ctx: MethodContext) -> Type:
             f'"{errorcodes.show(ctx.api, right.typ)}"; use Compensate(), Skip() or Retry(...)',
         )
         return errored(ctx.default_return_type)
-    if isinstance(right.typ, Instance) and right.typ.type.fullname == names.ERROR_STRATEGY:
+    if _is_base_strategy_call(right.node):
         errorcodes.strategy(
             ctx.api,
             right.node,
@@ -106,3 +106,12 @@ def strategy_callback(ctx: MethodContext) -> Type:
         )
         return errored(ctx.default_return_type)
     return ctx.default_return_type
+
+
+def _is_base_strategy_call(node: Context) -> bool:
+    """`ErrorStrategy()` itself (a variable typed ErrorStrategy may hold a real one)."""
+    return (
+        isinstance(node, CallExpr)
+        and isinstance(node.callee, RefExpr)
+        and node.callee.fullname == names.ERROR_STRATEGY
+    )
