@@ -66,19 +66,19 @@ def test_rshift_keeps_the_actions_strategy_and_timeout() -> None:
 
 def test_a_compensation_cannot_carry_its_own_strategy() -> None:
     with pytest.raises(SagaFlowDefinitionError, match='compensation "release": error strategies'):
-        _ = step(reserve) >> (step(release) | Retry(2))
+        _ = step(reserve) >> wrong(step(release) | Retry(2))
 
 
 def test_transaction_or_group_as_compensation_is_a_definition_error_naming_both() -> None:
     with pytest.raises(SagaFlowDefinitionError) as raised:
-        _ = step(reserve) >> (step(charge) >> refund)  # type: ignore[operator] # the point
+        _ = step(reserve) >> wrong(step(charge) >> refund)
     assert str(raised.value) == (
         'step "reserve" >> Transaction "charge": a compensation must be a single step or '
         "async function, not a Transaction"
     )
 
     with pytest.raises(SagaFlowDefinitionError, match='>> Parallel "charge & notify"'):
-        _ = step(reserve) >> (step(charge) & step(notify))  # type: ignore[operator] # the point
+        _ = step(reserve) >> wrong(step(charge) & step(notify))
 
 
 def test_rshift_on_a_transaction_is_a_definition_error() -> None:
@@ -88,7 +88,7 @@ def test_rshift_on_a_transaction_is_a_definition_error() -> None:
         pytest.warns(DeprecationWarning, match="bind one per action"),
         pytest.raises(SagaFlowDefinitionError) as raised,
     ):
-        transaction >> refund
+        wrong(transaction) >> refund
 
     assert str(raised.value).startswith(
         'transaction "reserve" already has compensation "release"; cannot bind "refund"'
@@ -97,7 +97,7 @@ def test_rshift_on_a_transaction_is_a_definition_error() -> None:
 
 def test_rshift_with_a_regular_function_names_the_compensation() -> None:
     with pytest.raises(SagaFlowDefinitionError, match='compensation "regular" is a regular'):
-        _ = step(reserve) >> regular  # type: ignore[operator] # the point: not async
+        _ = step(reserve) >> wrong(regular)
 
 
 def test_rshift_with_a_foreign_operand_is_a_type_error() -> None:
@@ -130,8 +130,7 @@ def test_and_flattens_nested_groups_on_either_side() -> None:
 
 
 def test_and_keeps_transactions_and_promotes_async_functions() -> None:
-    # `&` is typed for flow items; at run time an async function on the right is promoted.
-    group = (step(reserve) >> release) & charge  # type: ignore[operator] # see above
+    group = (step(reserve) >> release) & charge
 
     first, second = group.members
     assert isinstance(first, Transaction)
@@ -142,7 +141,7 @@ def test_and_keeps_transactions_and_promotes_async_functions() -> None:
 
 def test_and_with_a_regular_function_names_the_member() -> None:
     with pytest.raises(SagaFlowDefinitionError, match='member 2: step "regular": action'):
-        _ = step(reserve) & regular  # type: ignore[operator] # the point: not async
+        _ = step(reserve) & wrong(regular)
 
 
 def test_and_with_a_foreign_operand_is_a_type_error() -> None:
@@ -197,7 +196,7 @@ def test_or_with_a_foreign_operand_is_a_type_error() -> None:
 
 def test_or_with_the_abstract_strategy_base_is_a_definition_error() -> None:
     with pytest.raises(SagaFlowDefinitionError, match=r"got ErrorStrategy\(\)"):
-        _ = step(reserve) | ErrorStrategy()
+        _ = step(reserve) | wrong(ErrorStrategy())
 
 
 async def test_a_step_can_be_called_directly_outside_a_saga() -> None:

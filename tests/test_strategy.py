@@ -91,27 +91,27 @@ def test_jitter_without_a_random_source_stays_in_bounds() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: Retry(0), "Retry(max_attempts=0): max_attempts counts every attempt"),
-        (lambda: Retry(-2), "Retry(max_attempts=-2)"),
+        (lambda: Retry(wrong(0)), "Retry(max_attempts=0): max_attempts counts every attempt"),
+        (lambda: Retry(wrong(-2)), "Retry(max_attempts=-2)"),
         (lambda: Retry(wrong(1.5)), "Retry(max_attempts=1.5): max_attempts must be an int >= 1"),
-        (lambda: Retry(True), "Retry(max_attempts=True): max_attempts must be an int >= 1"),
+        (lambda: Retry(wrong(True)), "Retry(max_attempts=True): max_attempts must be an int >= 1"),
         (lambda: Retry(2, wrong(1.0)), "Retry(backoff=1.0): backoff must be an ExponentialBackoff"),
         (lambda: Retry(2, then=wrong(Retry(2))), "a retry cannot be followed by another retry"),
         (
             lambda: Retry(2, then=wrong("skip")),
             "Retry(then='skip'): then must be Compensate() or Skip()",
         ),
-        (lambda: ExponentialBackoff(-1.0), "ExponentialBackoff(base=-1.0): base must be"),
+        (lambda: ExponentialBackoff(wrong(-1.0)), "ExponentialBackoff(base=-1.0): base must be"),
         (lambda: ExponentialBackoff(float("nan")), "ExponentialBackoff(base=nan)"),
         (lambda: ExponentialBackoff(float("inf")), "base must be a finite number of seconds"),
         (lambda: ExponentialBackoff(wrong("1")), "ExponentialBackoff(base='1')"),
-        (lambda: ExponentialBackoff(1.0, max_delay=-1.0), "max_delay must be >= 0 seconds"),
+        (lambda: ExponentialBackoff(1.0, max_delay=wrong(-1.0)), "max_delay must be >= 0 seconds"),
         (
             lambda: ExponentialBackoff(1.0, max_delay=wrong("2")),
             "ExponentialBackoff(max_delay='2')",
         ),
-        (lambda: ExponentialBackoff(1.0, jitter=1.5), "ExponentialBackoff(jitter=1.5)"),
-        (lambda: ExponentialBackoff(1.0, jitter=-0.1), "jitter must be a fraction"),
+        (lambda: ExponentialBackoff(1.0, jitter=wrong(1.5)), "ExponentialBackoff(jitter=1.5)"),
+        (lambda: ExponentialBackoff(1.0, jitter=wrong(-0.1)), "jitter must be a fraction"),
         (lambda: ExponentialBackoff(1.0, jitter=wrong("x")), "ExponentialBackoff(jitter='x')"),
     ],
 )
@@ -126,7 +126,7 @@ def test_invalid_strategy_values_are_rejected_at_construction(
 
 def test_every_problem_of_a_strategy_is_reported_at_once() -> None:
     with pytest.raises(SagaFlowDefinitionError) as raised:
-        ExponentialBackoff(-1.0, max_delay=-2.0, jitter=3.0)
+        ExponentialBackoff(wrong(-1.0), max_delay=wrong(-2.0), jitter=wrong(3.0))
 
     assert len(raised.value.problems) == 3
     assert str(raised.value).startswith("3 problems in saga flow definition:")

@@ -165,8 +165,9 @@ class _Action[D: AbstractSagaData]:
             return NotImplemented
         return dataclasses.replace(self, on_error=strategy)
 
-    def __and__(self, other: FlowItem[D], /) -> Parallel[D]:
-        """Run both concurrently: `a & b & c` is one flat group."""
+    def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
+        """Run both concurrently: `a & b & c` is one flat group (an async function on the
+        right is promoted to a step)."""
         return _parallel_of(self, other)
 
 
@@ -281,8 +282,8 @@ class Parallel[D: AbstractSagaData]:
         """`a & b & c`: the members' names, used in logs and error messages."""
         return " & ".join(member.name for member in self.members)
 
-    def __and__(self, other: FlowItem[D], /) -> Parallel[D]:
-        """Add to the group: nested groups flatten."""
+    def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
+        """Add to the group: nested groups flatten, async functions are promoted to steps."""
         return _parallel_of(self, other)
 
 
