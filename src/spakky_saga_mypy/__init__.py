@@ -9,6 +9,16 @@ from typing import Final
 
 from mypy.plugin import Plugin
 
+# Imported before `plugin()` is defined: importing the submodule `plugin` binds that name on
+# this package, and the function below must win, also on a second build in one process
+# (dmypy, mypy.api) where mypy looks `plugin` up again.
+try:
+    from spakky_saga_mypy.plugin import SpakkySagaPlugin
+except ImportError as error:  # an unsupported mypy without the internals we use
+    _IMPORT_ERROR: ImportError | None = error
+else:
+    _IMPORT_ERROR = None
+
 __version__ = "0.1.0"
 """The plugin's version. mypy records it (and this module's hash) with its cache: bump it
 with every release so that users' stale caches are invalidated."""
@@ -32,8 +42,8 @@ def plugin(version: str) -> type[Plugin]:
             f"but this is mypy {version}. Install a supported version "
             "(pip install 'spakky-saga-typed[mypy]') or remove spakky_saga_mypy from plugins."
         )
-    from spakky_saga_mypy.plugin import SpakkySagaPlugin  # noqa: PLC0415 - only when supported
-
+    if _IMPORT_ERROR is not None:
+        raise RuntimeError(f"spakky_saga_mypy cannot load on mypy {version}") from _IMPORT_ERROR
     return SpakkySagaPlugin
 
 

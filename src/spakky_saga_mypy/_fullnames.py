@@ -47,9 +47,6 @@ COMPENSATE: Final = "spakky_saga.strategy.Compensate"
 SKIP: Final = "spakky_saga.strategy.Skip"
 EXPONENTIAL_BACKOFF: Final = "spakky_saga.strategy.ExponentialBackoff"
 
-FLOW_ITEM_CLASSES: Final = (SAGA_STEP, TRANSACTION, PARALLEL)
-"""What may stand in a flow's items (besides a plain async function)."""
-
 RSHIFT: Final = "__rshift__"
 AND: Final = "__and__"
 OR: Final = "__or__"

@@ -23,7 +23,15 @@ from mypy.plugin import (
     Plugin,
     ReportConfigContext,
 )
-from mypy.types import FunctionLike, Type
+from mypy.types import (
+    AnyType,
+    FunctionLike,
+    Instance,
+    Type,
+    TypeOfAny,
+    UninhabitedType,
+    get_proper_type,
+)
 
 from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import builders, decorator, operators, strategies
@@ -54,11 +62,27 @@ def _guarded[C: _Context, R: (Type, FunctionLike)](hook: Callable[[C], R]) -> Ca
             default: Any = (
                 ctx.default_signature
                 if isinstance(ctx, FunctionSigContext | MethodSigContext)
-                else ctx.default_return_type
+                else _without_never(ctx.default_return_type)
             )
             return default  # type: ignore[no-any-return] # the context's default has type R
 
     return run
+
+
+def _without_never(default: Type) -> Type:
+    """mypy's default result, with Any where our widened signature left nothing to infer
+    (a `SagaStep[Never]` would cascade into errors that are not the user's)."""
+    proper = get_proper_type(default)
+    if not isinstance(proper, Instance):
+        return default
+    return proper.copy_modified(
+        args=[
+            AnyType(TypeOfAny.special_form)
+            if isinstance(get_proper_type(arg), UninhabitedType)
+            else arg
+            for arg in proper.args
+        ]
+    )
 
 
 def _source_digest() -> str:
