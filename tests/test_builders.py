@@ -5,6 +5,7 @@ what was given and what was expected."""
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -327,4 +328,14 @@ def test_definition_error_is_a_value_error_and_a_saga_error() -> None:
 def test_step_with_a_strategy_class_instead_of_an_instance_says_so() -> None:
     assert definition_error(step, reserve, on_error=wrong(Retry)).endswith(
         "got <class 'spakky_saga.strategy.Retry'> (the class itself; did you mean Retry(...)?)"
+    )
+
+
+def test_step_of_an_async_generator_says_to_return_instead_of_yield() -> None:
+    async def stream(data: OrderData) -> AsyncIterator[OrderData]:
+        yield data
+
+    assert definition_error(step, wrong(stream)) == (
+        'step "stream": action "stream" is an async generator (it contains `yield`); the '
+        "engine awaits a step once, so return the result instead"
     )

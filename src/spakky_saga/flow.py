@@ -66,6 +66,11 @@ def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) ->
             f"{where}: {role} must be an async function taking the saga data, got {fn!r}"
         )
     if not _is_async_callable(fn):
+        if inspect.isasyncgenfunction(fn):
+            raise SagaFlowDefinitionError(
+                f'{where}: {role} "{callable_name(fn)}" is an async generator (it contains '
+                "`yield`); the engine awaits a step once, so return the result instead"
+            )
         raise SagaFlowDefinitionError(
             f'{where}: {role} "{callable_name(fn)}" is a regular function; '
             "declare it with `async def` so the engine can await it"
