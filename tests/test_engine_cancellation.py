@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from spakky_saga import (
+    ExponentialBackoff,
     Retry,
     SagaCompensationFailedError,
     SagaEngine,
@@ -201,3 +202,26 @@ async def test_a_compensation_cancelled_on_its_own_does_not_stop_the_rollback(
 
     assert journal.events == ["a", "b", "c", "undo a"]
     assert isinstance(raised.value.failures["b"], SagaStepCancelledError)
+
+
+async def test_cancelling_during_a_retry_backoff_compensates_committed_steps(
+    journal: Journal, order: OrderData
+) -> None:
+    async def endless_sleep(seconds: float) -> None:
+        journal.record(f"sleep {seconds:g}")
+        await journal.never.wait()
+
+    engine = SagaEngine(sleep=endless_sleep)
+    retry = Retry(3, ExponentialBackoff(2.0))
+    task = asyncio.create_task(
+        engine.run(
+            saga_flow(journal.transaction("a"), step(journal.fail("b"), on_error=retry)), order
+        )
+    )
+    await journal.reached("sleep 2")
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert journal.events == ["a", "b", "sleep 2", "undo a"]
