@@ -14,9 +14,11 @@ echo "== pytest (with branch coverage >= 95%)"
 coverage erase
 coverage run -m pytest -q tests
 coverage report
-if [ -d typing_tests ] && compgen -G "typing_tests/*.yml" >/dev/null; then
-  echo "== typing tests (pytest-mypy-plugins)"
-  pytest -q typing_tests -p no:cacheprovider
-fi
+echo "== mypy plugin: strict with mypy's proper_plugin (get_proper_type discipline)"
+mypy --config-file typing_tests/proper_plugin.ini src/spakky_saga_mypy
+echo "== typing tests (pytest-mypy-plugins, with the plugin; fresh cache dir per run/worker)"
+# typing_tests/conftest.py points the cases at typing_tests/mypy.ini (plugins =
+# spakky_saga_mypy) and gives mypy a new cache directory, one subdirectory per xdist worker.
+pytest -q typing_tests -p no:cacheprovider
 echo "== basedpyright on the examples (no mypy plugin)"
 basedpyright --level error examples

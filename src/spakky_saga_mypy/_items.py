@@ -193,7 +193,7 @@ def step_function(api: CheckerPluginInterface, expr: Expression) -> CallableType
         if isinstance(owner, Instance):
             symbol = owner.type.get(expr.name)
             if symbol is not None and isinstance(symbol.node, Decorator):
-                function = get_proper_type(symbol.node.func.type)
+                function = symbol.node.func.type
                 if isinstance(function, CallableType) and function.arg_types:
                     return function.copy_modified(
                         arg_types=function.arg_types[1:],
