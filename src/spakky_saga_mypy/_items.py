@@ -169,7 +169,14 @@ def first_argument(function: CallableType) -> ProperType | None:
     """The type of the data argument of an action (None if it takes no positional one)."""
     for kind, arg_type in zip(function.arg_kinds, function.arg_types, strict=True):
         if kind in (ARG_POS, ARG_OPT, ARG_STAR):
-            return _known(arg_type)
+            proper = _known(arg_type)
+            if isinstance(proper, TypeVarType) and proper.id in {
+                variable.id for variable in function.variables
+            }:
+                # A generic action (`async def f[D: AbstractSagaData](data: D) -> D`) takes
+                # anything within its bound, like a step over that base class.
+                return _known(proper.upper_bound)
+            return proper
     return None
 
 
