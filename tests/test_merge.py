@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import warnings
+from dataclasses import field
 from typing import Any, cast
 
 import pytest
 
 from spakky_saga import (
+    AbstractSagaData,
     MergeFn,
     SagaFlow,
     SagaMergeResultError,
@@ -42,6 +45,33 @@ class InvoicedFanout(Fanout):
     """Another subclass, unrelated to TrackedFanout."""
 
     invoice: str = ""
+
+
+class ExpressFanout(TrackedFanout):
+    """A subclass of a subclass."""
+
+    priority: int = 0
+
+
+class PricedLine(AbstractSagaData):
+    """Data with a derived field and a validating `__post_init__`."""
+
+    price: int = 1
+    quantity: int = 1
+    amount: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.price * self.quantity > 100:
+            raise ValueError(f"amount {self.price * self.quantity} is over the limit of 100")
+        object.__setattr__(self, "amount", self.price * self.quantity)
+
+
+class LabelledFanout(Fanout):
+    """Data with a cached property, stored in the instance's __dict__ once read."""
+
+    @functools.cached_property
+    def label(self) -> str:
+        return f"{self.stock}/{self.payment}"
 
 
 async def run(flow: SagaFlow[Fanout], data: Fanout | None = None) -> SagaResult[Fanout]:
@@ -138,6 +168,21 @@ async def test_a_member_setting_a_field_back_to_its_input_value_does_not_write_i
 
     assert result.succeeded
     assert result.data.total == 3
+
+
+async def test_a_value_equal_to_the_input_s_is_no_change_even_as_another_object() -> None:
+    async def rewrite_stock(data: Fanout) -> Fanout:
+        same_text = "".join(["reser", "ved"])
+        assert same_text is not data.stock
+        return dataclasses.replace(data, stock=same_text, total=1)
+
+    trace = Trace()
+    flow = saga_flow(step(rewrite_stock) & trace.sets("b", stock="other"))
+
+    result = await run(flow, Fanout(stock="reserved"))
+
+    assert result.succeeded, result.error
+    assert (result.data.stock, result.data.total) == ("other", 1)
 
 
 # --- conflicts ----------------------------------------------------------------------------
@@ -283,6 +328,98 @@ async def test_members_returning_one_subclass_with_different_extra_fields_confli
     assert (error.field, error.members, error.values) == ("tracking", ("ups", "dhl"), ("1Z", "JD"))
     assert isinstance(agreed.data, TrackedFanout)
     assert agreed.data.tracking == "1Z"
+
+
+async def test_a_chain_of_subclasses_merges_into_the_most_specific() -> None:
+    async def express(data: Fanout) -> Fanout:
+        return ExpressFanout(**vars(data) | {"total": 5}, tracking="T", priority=1)
+
+    async def track(data: Fanout) -> Fanout:
+        return TrackedFanout(**vars(data) | {"total": 5}, tracking="T")
+
+    trace = Trace()
+    flow = saga_flow(step(express) & trace.sets("silent") & step(track))
+
+    result = await run(flow)
+
+    assert isinstance(result.data, ExpressFanout)
+    assert (result.data.tracking, result.data.priority, result.data.total) == ("T", 1, 5)
+
+
+# --- data classes with more to them -------------------------------------------------------
+
+
+def set_price(price: int) -> Any:
+    async def reprice(data: PricedLine) -> PricedLine:
+        return dataclasses.replace(data, price=price)
+
+    return reprice
+
+
+def set_quantity(quantity: int) -> Any:
+    async def requantify(data: PricedLine) -> PricedLine:
+        return dataclasses.replace(data, quantity=quantity)
+
+    return requantify
+
+
+async def test_derived_fields_are_recomputed_by_post_init_not_merged_as_conflicts() -> None:
+    flow = saga_flow(step(set_price(3)) & step(set_quantity(4)))
+
+    result = await within_guard(run_saga_flow(flow, PricedLine(price=2, quantity=2)))
+
+    assert result.succeeded, result.error
+    assert (result.data.price, result.data.quantity, result.data.amount) == (3, 4, 12)
+
+
+async def test_merged_data_rejected_by_post_init_fails_the_group() -> None:
+    undone: list[PricedLine] = []
+
+    async def undo(data: PricedLine) -> None:
+        undone.append(data)
+
+    flow = saga_flow(step(set_price(20)) & step(set_quantity(10), compensate=undo))
+    data = PricedLine(price=2, quantity=2)
+
+    result = await within_guard(run_saga_flow(flow, data))
+
+    assert result.failed_step == "reprice & requantify"
+    assert isinstance(result.error, ValueError)
+    assert "over the limit" in str(result.error)
+    assert undone == [data]  # no valid merged data exists: compensations see the input
+
+
+async def test_cached_values_of_the_input_do_not_leak_into_the_merged_data() -> None:
+    async def reserve(data: Fanout) -> Fanout:
+        assert isinstance(data, LabelledFanout)
+        assert data.label == "None/None"  # cached on the member's copy too
+        return dataclasses.replace(data, stock="S")
+
+    trace = Trace()
+    data = LabelledFanout()
+    assert data.label == "None/None"
+    flow = saga_flow(step(reserve) & trace.sets("charge", payment="P"))
+
+    result = await run(flow, data)
+
+    assert isinstance(result.data, LabelledFanout)
+    assert result.data.label == "S/P"
+
+
+async def test_a_member_output_with_a_cached_value_merges_correctly() -> None:
+    async def reserve(data: Fanout) -> Fanout:
+        out = dataclasses.replace(data, stock="S")
+        assert isinstance(out, LabelledFanout)
+        assert out.label == "S/None"  # now cached on the output, not on the input
+        return out
+
+    trace = Trace()
+    flow = saga_flow(step(reserve) & trace.sets("charge", payment="P"))
+
+    result = await run(flow, LabelledFanout())
+
+    assert isinstance(result.data, LabelledFanout)
+    assert (result.data.stock, result.data.payment, result.data.label) == ("S", "P", "S/P")
 
 
 # --- a custom merge -----------------------------------------------------------------------

@@ -18,10 +18,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final
+from weakref import WeakKeyDictionary
 
-from spakky_saga.data import AbstractSagaData, saga_data_fields
+from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaMergeResultError, SagaParallelMergeConflictError
 from spakky_saga.flow import MergeFn, callable_name
 from spakky_saga.plan import GroupNode, StepNode
@@ -63,16 +66,17 @@ def merge_committed(
     """The data a failed group leaves behind, for its compensations and the saga's result.
 
     `results` holds None for members that failed. Never raises: a conflicting field keeps
-    its input value, and when the group's custom merge fails too the input data is kept.
+    its input value, and when merging fails anyway (a custom merge that raises, or data
+    whose `__post_init__` rejects the combination) the input data is kept.
     """
-    if group.merge is None:
-        return _merge_fields(group.members, data, results)[0]
     try:
+        if group.merge is None:
+            return _merge_fields(group.members, data, results)[0]
         return _custom_merge(group, group.merge, data, results)
-    except Exception as error:
+    except Exception as error:  # e.g. the data's __post_init__ rejects the combination
         logger.warning(
-            "parallel group %s failed and its merge function raised %r on the committed "
-            "members' results; compensations see the group's input data",
+            "parallel group %s failed, and merging its committed members' results raised "
+            "%r; compensations see the group's input data",
             group.name,
             error,
         )
@@ -91,25 +95,106 @@ def _custom_merge(
     raise error
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What merging needs to know about a saga data class, worked out once per class."""
+
+    fields: tuple[str, ...]
+    values_of: Callable[[object], tuple[Any, ...]]
+    """All field values of an instance as one tuple, in field order (one C-level call)."""
+    plain: bool
+    """No `__post_init__` and only init fields: a merged instance is its fields' values, so it
+    is built from them directly rather than through `dataclasses.replace` (3x faster)."""
+    init_fields: frozenset[str]
+    field_names: frozenset[str]
+
+
+_SHAPES: WeakKeyDictionary[type, _Shape] = WeakKeyDictionary()
+
+
+def _shape(cls: type[AbstractSagaData]) -> _Shape:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        fields = dataclasses.fields(cls)
+        names = tuple(f.name for f in fields)
+        init_fields = frozenset(f.name for f in fields if f.init)
+        plain = (
+            getattr(cls, "__post_init__", None) is None
+            and len(init_fields) == len(names)
+            and cls.__dictoffset__ != 0
+        )
+        # attrgetter of one name returns the value, not a 1-tuple: repeat it (zip stops at
+        # the shorter side, so the extra value is never looked at).
+        getter = attrgetter(*names) if len(names) > 1 else attrgetter(names[0], names[0])
+        shape = _SHAPES[cls] = _Shape(names, getter, plain, init_fields, frozenset(names))
+    return shape
+
+
 def _merge_fields(
     members: tuple[StepNode, ...], data: AbstractSagaData, results: Sequence[Any]
 ) -> tuple[AbstractSagaData, list[SagaParallelMergeConflictError]]:
     """Field-by-field merge; returns the merged data (conflicting fields keep their input
     value) and one error per conflicting field."""
+    shape = _shape(data.__class__)
+    if shape.plain:
+        merged = _merge_plain(shape, data, results)
+        if merged is not None:
+            return merged, []
+    return _merge_general(shape, members, data, results)
+
+
+def _merge_plain(
+    shape: _Shape, data: AbstractSagaData, results: Sequence[Any]
+) -> AbstractSagaData | None:
+    """The common case, fast: outputs of the input's own (plain) class that do not conflict.
+
+    Reads fields straight from `__dict__` (twice as fast as attribute access) and keeps no
+    record of who wrote what. Returns None, to take the general path, on anything else: a
+    subclass output, a conflict (which the general path reports with every writer), or an
+    attribute the input lacks.
+    """
     cls = data.__class__
-    fields = saga_data_fields(data)
-    inputs = [getattr(data, name) for name in fields]
+    state = data.__dict__
+    field_names = shape.field_names
+    merged: dict[str, Any] = {}
+    setdefault = merged.setdefault
+    try:
+        for out in results:
+            if out is None or out is data:
+                continue
+            if out.__class__ is not cls:
+                return None
+            # Only a field holding another object can have changed; of those, an equal copy
+            # of the input's value is no change.
+            for name, new in [(n, v) for n, v in out.__dict__.items() if v is not state[n]]:
+                if name not in field_names or new == state[name]:
+                    continue
+                first = setdefault(name, new)
+                if not (first is new or first == new):
+                    return None
+    except KeyError:
+        return None
+    return _with_values(data, merged) if merged else data
+
+
+def _merge_general(
+    shape: _Shape, members: tuple[StepNode, ...], data: AbstractSagaData, results: Sequence[Any]
+) -> tuple[AbstractSagaData, list[SagaParallelMergeConflictError]]:
+    """Every case: records each member's writes to report conflicts with all writers, and
+    handles subclass outputs and classes with `__post_init__` or non-init fields."""
+    fields = shape.fields
+    init_fields = shape.init_fields
+    inputs = shape.values_of(data)
     writes: _Writes = {}
     subclassed: list[tuple[str, AbstractSagaData]] = []
     for member, out in zip(members, results, strict=True):
         if out is None or out is data:
             continue
-        if out.__class__ is not cls:
+        if out.__class__ is not data.__class__:
             subclassed.append((member.name, out))
-        for name, old in zip(fields, inputs, strict=True):
-            new = getattr(out, name)
-            if new is old or new == old:
-                continue
+        for name, new, old in zip(fields, shape.values_of(out), inputs, strict=False):
+            if new is old or new == old or name not in init_fields:
+                continue  # unchanged, or derived (init=False): __post_init__ recomputes it
             written = writes.get(name)
             if written is None:
                 writes[name] = [(member.name, new)]
@@ -121,19 +206,34 @@ def _merge_fields(
         base = _most_specific(data, subclassed, conflicts)
     if not writes:
         return base, conflicts
-    values: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     for name, written in writes.items():
         first = written[0][1]
         for _, value in written[1:]:
             if not (value is first or value == first):
                 conflicts.append(_conflict(name, written))
-                values[name] = getattr(data, name)
+                merged[name] = getattr(data, name)
                 break
         else:
-            values[name] = first
-    if base is not data and all(getattr(base, name) is v for name, v in values.items()):
-        return base, conflicts  # the subclass output already holds every merged value
-    return dataclasses.replace(base, **values), conflicts
+            merged[name] = first
+    return _with_values(base, merged), conflicts
+
+
+def _with_values(base: AbstractSagaData, changes: dict[str, Any]) -> AbstractSagaData:
+    """`base` with `changes` applied: what `dataclasses.replace` returns, built without
+    running `__init__` again when the class is plain (3x faster)."""
+    cls = base.__class__
+    shape = _shape(cls)
+    if not shape.plain:
+        return dataclasses.replace(base, **changes)
+    state = base.__dict__
+    if len(state) != len(shape.fields):  # e.g. a cached_property: copy the fields only
+        state = dict(zip(shape.fields, shape.values_of(base), strict=False))
+    merged = object.__new__(cls)
+    merged_state = merged.__dict__
+    merged_state.update(state)
+    merged_state.update(changes)
+    return merged
 
 
 def _most_specific(
@@ -162,7 +262,7 @@ def _most_specific(
             return data
     if len(subclassed) == 1:
         return base
-    for name in saga_data_fields(base)[len(saga_data_fields(data)) :]:
+    for name in _shape(base.__class__).fields[len(_shape(data.__class__).fields) :]:
         written = [(member, getattr(out, name)) for member, out in subclassed if hasattr(out, name)]
         first = written[0][1]
         if any(not (value is first or value == first) for _, value in written[1:]):
