@@ -104,7 +104,7 @@ class _Shape:
     """All field values of an instance as one tuple, in field order (one C-level call)."""
     plain: bool
     """No `__post_init__` and only init fields: a merged instance is its fields' values, so it
-    is built from them directly rather than through `dataclasses.replace` (3x faster)."""
+    is built from them directly rather than through `dataclasses.replace` (faster)."""
     init_fields: frozenset[str]
     field_names: frozenset[str]
 
@@ -148,7 +148,7 @@ def _merge_plain(
 ) -> AbstractSagaData | None:
     """The common case, fast: outputs of the input's own (plain) class that do not conflict.
 
-    Reads fields straight from `__dict__` (twice as fast as attribute access) and keeps no
+    Reads fields straight from `__dict__` (faster than attribute access) and keeps no
     record of who wrote what. Returns None, to take the general path, on anything else: a
     subclass output, a conflict (which the general path reports with every writer), or an
     attribute the input lacks.
@@ -221,7 +221,7 @@ def _merge_general(
 
 def _with_values(base: AbstractSagaData, changes: dict[str, Any]) -> AbstractSagaData:
     """`base` with `changes` applied: what `dataclasses.replace` returns, built without
-    running `__init__` again when the class is plain (3x faster)."""
+    running `__init__` again when the class is plain (about twice as fast)."""
     cls = base.__class__
     shape = _shape(cls)
     if not shape.plain:
