@@ -10,7 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Final, final
+from typing import Any, ClassVar, Final, cast, final
 
 from mypy.checker import TypeChecker
 from mypy.nodes import TypeInfo
@@ -134,6 +134,7 @@ class SpakkySagaPlugin(Plugin):
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self._digest = _source_digest()
+        self._guards: dict[object, object] = {}
 
     def report_config_data(self, ctx: ReportConfigContext) -> object:
         """Part of every module's cache key: a new plugin version re-checks everything."""
@@ -145,11 +146,11 @@ class SpakkySagaPlugin(Plugin):
         self, fullname: str
     ) -> Callable[[FunctionSigContext], FunctionLike] | None:
         base = self._our_name(fullname, self._FUNCTION_SIGNATURE_HOOKS)
-        return _guarded(self._FUNCTION_SIGNATURE_HOOKS[base]) if base else None
+        return self._guard(self._FUNCTION_SIGNATURE_HOOKS[base]) if base else None
 
     def get_function_hook(self, fullname: str) -> Callable[[FunctionContext], Type] | None:
         base = self._our_name(fullname, self._FUNCTION_HOOKS)
-        return _guarded(self._FUNCTION_HOOKS[base]) if base else None
+        return self._guard(self._FUNCTION_HOOKS[base]) if base else None
 
     def get_method_signature_hook(
         self, fullname: str
@@ -157,11 +158,20 @@ class SpakkySagaPlugin(Plugin):
         key = self._method_key(fullname)
         if key is None or key[0] == names.TRANSACTION:
             return None
-        return _guarded(operators.operand_signature_callback)
+        return self._guard(operators.operand_signature_callback)
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
         key = self._method_key(fullname)
-        return _guarded(self._METHOD_HOOKS[key]) if key else None
+        return self._guard(self._METHOD_HOOKS[key]) if key else None
+
+    def _guard[C: _Context, R: (Type, FunctionLike)](
+        self, hook: Callable[[C], R]
+    ) -> Callable[[C], R]:
+        """`hook` wrapped by `_guarded`, built once per hook (mypy asks for hooks per call)."""
+        guarded = self._guards.get(hook)
+        if guarded is None:
+            guarded = self._guards[hook] = _guarded(hook)
+        return cast(Callable[[C], R], guarded)
 
     def _our_name(self, fullname: str, table: Mapping[str, object]) -> str | None:
         """`fullname` if the table has it, else the library class it derives from."""
