@@ -50,4 +50,5 @@ EXPONENTIAL_BACKOFF: Final = "spakky_saga.strategy.ExponentialBackoff"
 RSHIFT: Final = "__rshift__"
 AND: Final = "__and__"
 OR: Final = "__or__"
-OPERATOR_METHODS: Final = frozenset({RSHIFT, AND, OR})
+OPERATOR_METHODS: Final = (f".{RSHIFT}", f".{AND}", f".{OR}")
+"""Suffixes of the hooked operator methods' full names."""

@@ -84,15 +84,22 @@ _KIND_NAMES: Final = {
 class FlowOperand:
     """One operand of `>>`/`&`/`|` or one argument of a builder, as the plugin sees it."""
 
-    label: str
-    """How messages name it: the step or function name, or an expression like `a >> b`."""
     kind: ItemKind
     data: ProperType | None
-    """The saga-data type it works on; None when unknown (Any, a type variable, ...)."""
+    """The saga-data type it works on; None when unknown (Any, a callable object, ...)."""
     function: CallableType | None
-    """The action's own signature when known (a function, or the method under @saga_step)."""
+    """A plain function's signature (for a step, `step_function()` finds it on demand)."""
     node: Context
     typ: ProperType
+    name: str | None = None
+    """How messages name it, when its expression does not say (see `label`)."""
+
+    @property
+    def label(self) -> str:
+        """The step or function name, or an expression like `a >> b`; built only for errors."""
+        if self.name is not None:
+            return self.name
+        return label_of(self.node) if isinstance(self.node, Expression) else "item"
 
     @property
     def kind_name(self) -> str:
@@ -143,26 +150,23 @@ def _known(typ: Type) -> ProperType | None:
     return proper
 
 
-def describe(api: CheckerPluginInterface, expr: Expression, typ: Type) -> FlowOperand:
+def describe(expr: Expression, typ: Type) -> FlowOperand:
     """What `expr` (of type `typ`) is as a flow operand."""
     proper = get_proper_type(typ)
-    label = label_of(expr)
     if isinstance(proper, Instance):
         for fullname, kind in _KIND_OF_CLASS:
             if proper.type.has_base(fullname):
-                data = data_argument(proper, fullname)
-                function = step_function(api, expr) if kind is ItemKind.STEP else None
-                return FlowOperand(label, kind, data, function, expr, proper)
+                return FlowOperand(kind, data_argument(proper, fullname), None, expr, proper)
         if proper.type.has_base(names.ERROR_STRATEGY):
-            return FlowOperand(label, ItemKind.STRATEGY, None, None, expr, proper)
+            return FlowOperand(ItemKind.STRATEGY, None, None, expr, proper)
         if proper.type.get("__call__") is not None:
-            return FlowOperand(label, ItemKind.UNKNOWN, None, None, expr, proper)
-        return FlowOperand(label, ItemKind.OTHER, None, None, expr, proper)
+            return FlowOperand(ItemKind.UNKNOWN, None, None, expr, proper)
+        return FlowOperand(ItemKind.OTHER, None, None, expr, proper)
     if isinstance(proper, CallableType) and not proper.is_type_obj():
-        return FlowOperand(label, ItemKind.FUNCTION, first_argument(proper), proper, expr, proper)
+        return FlowOperand(ItemKind.FUNCTION, first_argument(proper), proper, expr, proper)
     if isinstance(proper, NoneType | LiteralType):
-        return FlowOperand(label, ItemKind.OTHER, None, None, expr, proper)
-    return FlowOperand(label, ItemKind.UNKNOWN, None, None, expr, proper)
+        return FlowOperand(ItemKind.OTHER, None, None, expr, proper)
+    return FlowOperand(ItemKind.UNKNOWN, None, None, expr, proper)
 
 
 def first_argument(function: CallableType) -> ProperType | None:
@@ -397,6 +401,8 @@ def check_compensation(api: CheckerPluginInterface, operand: FlowOperand) -> boo
         )
         return False
     function = operand.function
+    if operand.kind is ItemKind.STEP and isinstance(operand.node, Expression):
+        function = step_function(api, operand.node)
     if function is None or isinstance(operand.node, LambdaExpr):
         return True
     if operand.kind is ItemKind.FUNCTION and not check_signature(

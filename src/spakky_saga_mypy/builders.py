@@ -147,16 +147,16 @@ def _collect(ctx: FunctionContext, spec: BuilderSpec) -> _Items:
             ctx.args[index], ctx.arg_types[index], ctx.arg_kinds[index], strict=True
         ):
             if kind not in (ARG_STAR, ARG_STAR2) and not spec.container:
-                operands.append(describe(ctx.api, expr, typ))
+                operands.append(describe(expr, typ))
                 continue
             literal = _tuple_items(expr, typ) if kind not in (ARG_STAR, ARG_STAR2) else None
             if literal is not None:
-                operands.extend(describe(ctx.api, item, item_type) for item, item_type in literal)
+                operands.extend(describe(item, item_type) for item, item_type in literal)
                 continue
             counted = False  # a star-arg or a sequence of unknown length
             element = _iterated(typ) if kind != ARG_STAR2 else None
             if element is not None:
-                operands.append(describe(ctx.api, expr, element))
+                operands.append(describe(expr, element))
     return _Items(operands, counted)
 
 
@@ -185,7 +185,7 @@ def _single(ctx: FunctionContext, formal: Formal) -> FlowOperand | None:
     index = formal_index(ctx.callee_arg_names, formal)
     if index is None or len(ctx.args[index]) != 1:
         return None
-    return describe(ctx.api, ctx.args[index][0], ctx.arg_types[index][0])
+    return describe(ctx.args[index][0], ctx.arg_types[index][0])
 
 
 def step_callback(ctx: FunctionContext) -> Type:
@@ -236,7 +236,7 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
         operands = list(items.operands)
         merge = _single(ctx, "merge")
         if merge is not None and merge.kind is ItemKind.FUNCTION:
-            operands.append(replace(merge, label=f"merge={merge.label}"))
+            operands.append(replace(merge, name=f"merge={merge.label}"))
         data, ok = check_same_data(ctx.api, spec.where, operands)
         if not ok:
             return errored(ctx.default_return_type)

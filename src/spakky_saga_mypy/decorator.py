@@ -22,7 +22,7 @@ def saga_step_callback(ctx: FunctionContext) -> Type:
     )
     node = ctx.context.func if isinstance(ctx.context, Decorator) else ctx.context
     name = node.name if isinstance(node, FuncDef) else (method.name or "step").split(" ")[0]
-    operand = FlowOperand(name, ItemKind.FUNCTION, None, without_self, node, method)
+    operand = FlowOperand(ItemKind.FUNCTION, None, without_self, node, method, name=name)
     if not check_signature(ctx.api, operand, without_self, role="Saga step"):
         return errored(ctx.default_return_type)
     # mypy solves D from both the parameter and the return, so a method taking OrderData

@@ -40,8 +40,8 @@ def _operands(ctx: MethodContext) -> tuple[FlowOperand, FlowOperand] | None:
     if len(ctx.args) != 1 or len(ctx.args[0]) != 1:
         return None
     left_expr: Expression = ctx.context.left if isinstance(ctx.context, OpExpr) else ctx.args[0][0]
-    left = describe(ctx.api, left_expr, ctx.type)
-    right = describe(ctx.api, ctx.args[0][0], ctx.arg_types[0][0])
+    left = describe(left_expr, ctx.type)
+    right = describe(ctx.args[0][0], ctx.arg_types[0][0])
     return left, right
 
 

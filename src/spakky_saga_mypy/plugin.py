@@ -187,9 +187,9 @@ class SpakkySagaPlugin(Plugin):
 
     def _method_key(self, fullname: str) -> tuple[str, str] | None:
         """(library class, dunder) of an operator method, for the class or a subclass."""
-        owner, _, method = fullname.rpartition(".")
-        if method not in names.OPERATOR_METHODS:
+        if not fullname.endswith(names.OPERATOR_METHODS):  # the fast "not ours"
             return None
+        owner, _, method = fullname.rpartition(".")
         info = self._class_info(owner)
         if info is None:
             return None
