@@ -406,20 +406,25 @@ async def test_saga_timeout_during_a_group_compensates_its_committed_members() -
     never = asyncio.Event()
     flow = saga_flow(
         trace.sets("open") >> trace.undo("open"),
-        (trace.sets("a") >> trace.undo("a")) & (trace.sets("b", after=never) >> trace.undo("b")),
+        (trace.sets("a", stock="reserved") >> trace.undo("a"))
+        & (trace.sets("b", after=never, payment="charged") >> trace.undo("b")),
     ).timeout(timedelta(milliseconds=2))
 
     result = await run(flow)
 
     assert result.status is SagaStatus.TIMED_OUT
     assert trace.undo_counts() == {"a": 1, "open": 1}
+    # What the committed member changed is merged in: its compensation can undo it.
+    assert [d.stock for d in trace.undone["a"]] == ["reserved"]
+    assert result.data.stock == "reserved"
+    assert result.data.payment is None
 
 
 async def test_cancelling_the_saga_during_a_group_compensates_its_committed_members() -> None:
     trace = Trace()
     c_done, never = asyncio.Event(), asyncio.Event()
     flow = saga_flow(
-        (trace.sets("a") >> trace.undo("a"))
+        (trace.sets("a", stock="reserved") >> trace.undo("a"))
         & (trace.sets("b", after=never) >> trace.undo("b"))
         & trace.sets("c", done=c_done)
     )
@@ -432,3 +437,4 @@ async def test_cancelling_the_saga_during_a_group_compensates_its_committed_memb
 
     assert trace.undo_counts() == {"a": 1}
     assert trace.events[-1] == "undo a"
+    assert [d.stock for d in trace.undone["a"]] == ["reserved"]

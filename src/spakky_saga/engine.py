@@ -137,6 +137,7 @@ class SagaEngine:
         failure: _StepFailed | None = None
         status = SagaStatus.COMPLETED
         node: StepNode | GroupNode | None = None
+        interrupted: list[AbstractSagaData] | None = None  # set while a group runs
         scope = asyncio.timeout(plan.timeout) if plan.timeout is not None else _NO_SCOPE
         try:
             async with scope:
@@ -185,7 +186,10 @@ class SagaEngine:
                             failure = _StepFailed(step.name, value)
                             break
                     else:
-                        outcome = await self._run_group(node, data, history, undo, saga)
+                        interrupted = []
+                        outcome = await self._run_group(
+                            node, data, history, undo, saga, interrupted=interrupted
+                        )
                         if isinstance(outcome, _GroupFailed):
                             failure = outcome
                             data = outcome.data  # type: ignore[assignment] # merge keeps the type
@@ -196,6 +200,8 @@ class SagaEngine:
         except TimeoutError as error:
             if not isinstance(scope, asyncio.Timeout) or not scope.expired():
                 raise
+            if interrupted:
+                data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
             status = SagaStatus.TIMED_OUT
             running = node.name if node is not None else None
             assert plan.timeout is not None
@@ -206,6 +212,8 @@ class SagaEngine:
                 attempt = _running_attempt(node, history) if isinstance(node, StepNode) else 1
                 append(StepRecord(running, _FAILED, 0.0, attempt, False, timeout_error))
         except asyncio.CancelledError:
+            if interrupted:
+                data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
             logger.warning(
                 _LOG_FORMAT,
                 saga,
@@ -300,6 +308,8 @@ class SagaEngine:
         history: list[StepRecord],
         undo: list[StepNode | tuple[StepNode, ...]],
         saga: str,
+        *,
+        interrupted: list[AbstractSagaData],
     ) -> AbstractSagaData | _GroupFailed:
         """Run members concurrently, wait for all of them, then merge or report failure.
 
@@ -326,10 +336,13 @@ class SagaEngine:
             async with asyncio.TaskGroup() as tasks:
                 for index, member in enumerate(members):
                     tasks.create_task(run_member(index, member))
+        except BaseException:
+            # Cancelled (saga timeout or caller) with members still running: what the
+            # committed ones changed is the latest data their compensations must see.
+            interrupted.append(merge_committed(group, data, results))
+            raise
         finally:
-            done = tuple(
-                m for m, ok in zip(members, committed, strict=True) if ok and m.compensate
-            )
+            done = tuple(m for m, ok in zip(members, committed, strict=True) if ok and m.compensate)
             if group.concurrent_compensation and len(done) > 1:
                 undo.append(done)
             else:
