@@ -12,6 +12,7 @@ from spakky_saga import (
     Retry,
     SagaCompensationFailedError,
     SagaEngine,
+    SagaResult,
     SagaStatus,
     SagaStepCancelledError,
     StepStatus,
@@ -225,3 +226,28 @@ async def test_cancelling_during_a_retry_backoff_compensates_committed_steps(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert journal.events == ["a", "b", "sleep 2", "undo a"]
+
+
+async def test_a_failed_compensation_after_cancellation_reaches_the_handler_then_reraises(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    handled: list[SagaResult[OrderData]] = []
+    flow = saga_flow(
+        step(journal.ok("a"), compensate=journal.undo_fail("a")),
+        step(journal.ok("b"), compensate=journal.undo("b")),
+        journal.hang("slow"),
+    ).on_compensation_failure(handled.append)
+    task = asyncio.create_task(engine.run(flow, order))
+    await journal.reached("slow")
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(handled) == 1
+    result = handled[0]
+    assert result.status is SagaStatus.FAILED
+    assert result.failed_step == "slow"
+    assert isinstance(result.error, asyncio.CancelledError)
+    assert [(r.name, r.status) for r in result.compensation_failures] == [("a", StepStatus.FAILED)]
+    assert journal.events == ["a", "b", "slow", "undo b", "undo a failed"]

@@ -222,7 +222,19 @@ class SagaEngine:
                 (clock() - started) * 1e3,
             )
             if undo:
-                await self._rollback_shielded(undo, data, history, saga)
+                failures = await self._rollback_shielded(undo, data, history, saga)
+                if failures:  # the data may be inconsistent: the handler must hear of it
+                    cancelled = SagaResult(
+                        saga,
+                        SagaStatus.FAILED,
+                        data,
+                        tuple(history),
+                        clock() - started,
+                        node.name if node else None,
+                        asyncio.CancelledError(),
+                    )
+                    with contextlib.suppress(SagaCompensationFailedError):
+                        await self._handle_compensation_failure(plan, cancelled, failures)
             raise
         if failure is None:
             elapsed = clock() - started
