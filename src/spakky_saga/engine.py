@@ -222,8 +222,8 @@ class SagaEngine:
                 (clock() - started) * 1e3,
             )
             if undo:
-                failures = await self._rollback_shielded(undo, data, history, saga)
-                if failures:  # the data may be inconsistent: the handler must hear of it
+                undo_failures = await self._rollback_shielded(undo, data, history, saga)
+                if undo_failures:  # the data may be inconsistent: the handler must hear of it
                     cancelled = SagaResult(
                         saga,
                         SagaStatus.FAILED,
@@ -234,7 +234,7 @@ class SagaEngine:
                         asyncio.CancelledError(),
                     )
                     with contextlib.suppress(SagaCompensationFailedError):
-                        await self._handle_compensation_failure(plan, cancelled, failures)
+                        await self._handle_compensation_failure(plan, cancelled, undo_failures)
             raise
         if failure is None:
             elapsed = clock() - started
