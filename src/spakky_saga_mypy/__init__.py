@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 """The plugin's version. mypy records it (and this module's hash) with its cache: bump it
 with every release so that users' stale caches are invalidated."""
 
-SUPPORTED_MYPY: Final = ((2, 4), (2, 5))
+SUPPORTED_MYPY: Final = ((1, 20), (2, 5))
 """Supported mypy versions: at least the first, below the second (as in pyproject.toml)."""
 
 
