@@ -5,7 +5,7 @@ it works on, what its action returns); `most_specific()` unifies the data types 
 composed together; `check_*` helpers report the mistakes common to operators and builders.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final
@@ -392,12 +392,14 @@ def check_compensation(api: CheckerPluginInterface, operand: FlowOperand) -> boo
             "compensation must be a single step or async function",
         )
         return False
-    if isinstance(operand.node, OpExpr) and operand.node.op == "|":
+    if (isinstance(operand.node, OpExpr) and operand.node.op == "|") or _builder_options(
+        operand.node, names.STEP_BUILDER, {"on_error": None, "timeout": None}
+    ):
         errorcodes.definition(
             api,
             operand.node,
-            f'Compensation "{operand.label}" has an error strategy; strategies and timeouts '
-            "apply to actions, a compensation always runs to the end once rollback starts",
+            f'Compensation "{operand.label}" has an error strategy or timeout; they apply to '
+            "actions, a compensation always runs to the end once rollback starts",
         )
         return False
     function = operand.function
@@ -428,6 +430,47 @@ def check_action(api: CheckerPluginInterface, operand: FlowOperand) -> bool:
     ):
         return True
     return check_signature(api, operand, operand.function, role="Action")
+
+
+def _builder_options(node: Context, builder: str, options: Mapping[str, object]) -> list[str]:
+    """The keyword `options` a literal call of `builder` passes with a value other than its
+    default (`options` maps each name to its default, None or a string)."""
+    if not (
+        isinstance(node, CallExpr)
+        and isinstance(node.callee, NameExpr | MemberExpr)
+        and node.callee.fullname == builder
+    ):
+        return []
+    return [
+        name
+        for name, value in zip(node.arg_names, node.args, strict=True)
+        if name is not None and name in options and not _is_literal(value, options[name])
+    ]
+
+
+def _is_literal(expr: Expression, value: object) -> bool:
+    if value is None:
+        return isinstance(expr, NameExpr) and expr.fullname == "builtins.None"
+    return isinstance(expr, StrExpr) and expr.value == value
+
+
+def check_group_member(api: CheckerPluginInterface, operand: FlowOperand, *, where: str) -> bool:
+    """Check 8 for a member of a parallel group: a nested group flattens into it, so it cannot
+    have its own `merge=` or compensation order."""
+    if not check_flow_item(api, operand, where=where):
+        return False
+    options = _builder_options(
+        operand.node, names.PARALLEL_BUILDER, {"merge": None, "compensate": "reverse"}
+    )
+    if operand.kind is ItemKind.PARALLEL and options:
+        errorcodes.definition(
+            api,
+            operand.node,
+            f'{where}: the nested group "{operand.label}" has its own {options[0]}=; nested '
+            "groups flatten into the enclosing one, so keep it as a separate flow item",
+        )
+        return False
+    return True
 
 
 def check_flow_item(api: CheckerPluginInterface, operand: FlowOperand, *, where: str) -> bool:

@@ -9,7 +9,7 @@ The function hooks compute the result over the most specific data type.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, Protocol
 
 from mypy.expandtype import expand_type
 from mypy.maptype import map_instance_to_supertype
@@ -42,6 +42,7 @@ from spakky_saga_mypy._items import (
     check_action,
     check_compensation,
     check_flow_item,
+    check_group_member,
     check_same_data,
     describe,
     errored,
@@ -231,7 +232,7 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
                 "single step directly in the flow instead",
             )
             return errored(ctx.default_return_type)
-        if not _check_items(ctx.api, spec, items.operands):
+        if not _check_items(ctx.api, spec, items.operands, check=check_group_member):
             return errored(ctx.default_return_type)
         operands = list(items.operands)
         merge = _single(ctx, "merge")
@@ -272,10 +273,20 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
     return callback
 
 
+class _ItemCheck(Protocol):
+    def __call__(
+        self, api: CheckerPluginInterface, operand: FlowOperand, /, *, where: str
+    ) -> bool: ...
+
+
 def _check_items(
-    api: CheckerPluginInterface, spec: BuilderSpec, operands: Sequence[FlowOperand]
+    api: CheckerPluginInterface,
+    spec: BuilderSpec,
+    operands: Sequence[FlowOperand],
+    *,
+    check: _ItemCheck = check_flow_item,
 ) -> bool:
     ok = True
     for position, operand in enumerate(operands, start=1):
-        ok = check_flow_item(api, operand, where=f"{spec.where} item {position}") and ok
+        ok = check(api, operand, where=f"{spec.where} item {position}") and ok
     return ok

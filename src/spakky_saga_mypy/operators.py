@@ -18,7 +18,7 @@ from spakky_saga_mypy._items import (
     FlowOperand,
     ItemKind,
     check_compensation,
-    check_flow_item,
+    check_group_member,
     check_same_data,
     describe,
     errored,
@@ -77,7 +77,7 @@ def second_compensation_callback(ctx: MethodContext) -> Type:
 def parallel_callback(ctx: MethodContext) -> Type:
     """`x & y`: members must be flow items over related data types; `Parallel[D]`."""
     return _compose(
-        ctx, '"&"', functools.partial(check_flow_item, ctx.api, where='Parallel member "&"')
+        ctx, '"&"', functools.partial(check_group_member, ctx.api, where='Parallel member "&"')
     )
 
 

@@ -16,6 +16,7 @@ from mypy.checker import TypeChecker
 from mypy.nodes import TypeInfo
 from mypy.options import Options
 from mypy.plugin import (
+    ClassDefContext,
     FunctionContext,
     FunctionSigContext,
     MethodContext,
@@ -34,15 +35,19 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import builders, decorator, operators, strategies
+from spakky_saga_mypy import builders, decorator, operators, saga_class, strategies
 
 _DEBUG_ENV: Final = "SPAKKY_SAGA_MYPY_DEBUG"
 """Set to 1 to let a hook's exception propagate instead of falling back to mypy's default."""
 
-type _Context = FunctionContext | MethodContext | FunctionSigContext | MethodSigContext
+type _Context = (
+    FunctionContext | MethodContext | FunctionSigContext | MethodSigContext | ClassDefContext
+)
 
 
-def _guarded[C: _Context, R: (Type, FunctionLike)](hook: Callable[[C], R]) -> Callable[[C], R]:
+def _guarded[C: _Context, R: (Type, FunctionLike, bool)](
+    hook: Callable[[C], R],
+) -> Callable[[C], R]:
     """Run `hook`; if it raises, note the bug and return what mypy would have used."""
 
     @functools.wraps(hook)
@@ -52,6 +57,8 @@ def _guarded[C: _Context, R: (Type, FunctionLike)](hook: Callable[[C], R]) -> Ca
         except Exception as error:
             if os.environ.get(_DEBUG_ENV):
                 raise
+            if isinstance(ctx, ClassDefContext):
+                return True  # type: ignore[return-value] # R is bool for class hooks
             if isinstance(ctx.api, TypeChecker):
                 ctx.api.note(
                     f"spakky-saga mypy plugin: internal error in {hook.__name__} "
@@ -152,6 +159,11 @@ class SpakkySagaPlugin(Plugin):
         base = self._our_name(fullname, self._FUNCTION_HOOKS)
         return self._guard(self._FUNCTION_HOOKS[base]) if base else None
 
+    def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
+        if fullname == names.SAGA_STEREOTYPE:
+            return self._guard(saga_class.saga_decorator_callback)
+        return None
+
     def get_method_signature_hook(
         self, fullname: str
     ) -> Callable[[MethodSigContext], FunctionLike] | None:
@@ -164,7 +176,7 @@ class SpakkySagaPlugin(Plugin):
         key = self._method_key(fullname)
         return self._guard(self._METHOD_HOOKS[key]) if key else None
 
-    def _guard[C: _Context, R: (Type, FunctionLike)](
+    def _guard[C: _Context, R: (Type, FunctionLike, bool)](
         self, hook: Callable[[C], R]
     ) -> Callable[[C], R]:
         """`hook` wrapped by `_guarded`, built once per hook (mypy asks for hooks per call)."""

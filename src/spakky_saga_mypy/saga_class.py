@@ -1,4 +1,5 @@
-"""Saga classes: the data type an `AbstractSaga[D]` subclass runs on, and check 2.
+"""Saga classes: the data type an `AbstractSaga[D]` subclass runs on, check 2, and the
+`@Saga()` stereotype on a class that is not a saga.
 
 Builders called inside a saga's `flow()` check every item against the saga's `D`, whether
 or not `flow()` is annotated, and type lambdas' data parameter as `D`.
@@ -6,11 +7,12 @@ or not `flow()` is annotated, and type lambdas' data parameter as `D`.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from mypy.checker import TypeChecker
 from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import FuncDef, TypeInfo
-from mypy.plugin import CheckerPluginInterface
+from mypy.plugin import CheckerPluginInterface, ClassDefContext
 from mypy.subtypes import is_subtype
 from mypy.types import Instance, ProperType, get_proper_type
 from mypy.typevars import fill_typevars
@@ -72,3 +74,27 @@ def check_flow_items(
         )
         ok = False
     return ok
+
+
+_METADATA_KEY: Final = "spakky_saga"
+
+
+def saga_decorator_callback(ctx: ClassDefContext) -> bool:
+    """`@Saga()` on a class that does not derive from `AbstractSaga` (check 8).
+
+    Runs after placeholders are resolved and may run several times per class: the class is
+    tagged in its metadata (JSON, under our key) so that the error is reported once.
+    """
+    info = ctx.cls.info
+    state = info.metadata.setdefault(_METADATA_KEY, {})
+    if state.get("stereotype_checked"):
+        return True
+    state["stereotype_checked"] = True
+    if not info.has_base(names.ABSTRACT_SAGA):
+        ctx.api.fail(
+            f'@Saga() applied to "{info.name}", which does not derive from AbstractSaga; '
+            "derive it from AbstractSaga[YourSagaData] and implement flow()",
+            ctx.reason,
+            code=errorcodes.DEFINITION,
+        )
+    return True
