@@ -7,7 +7,6 @@ or not `flow()` is annotated, and type lambdas' data parameter as `D`.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from mypy.checker import TypeChecker
 from mypy.maptype import map_instance_to_supertype
@@ -76,20 +75,14 @@ def check_flow_items(
     return ok
 
 
-_METADATA_KEY: Final = "spakky_saga"
-
-
 def saga_decorator_callback(ctx: ClassDefContext) -> bool:
     """`@Saga()` on a class that does not derive from `AbstractSaga` (check 8).
 
-    Runs after placeholders are resolved and may run several times per class: the class is
-    tagged in its metadata (JSON, under our key) so that the error is reported once.
+    Runs after placeholders are resolved. When another class hook asks for another pass it
+    runs again and reports the same error, which mypy's error list de-duplicates; keeping no
+    state keeps it right in the daemon too, where classes are re-analysed.
     """
     info = ctx.cls.info
-    state = info.metadata.setdefault(_METADATA_KEY, {})
-    if state.get("stereotype_checked"):
-        return True
-    state["stereotype_checked"] = True
     if not info.has_base(names.ABSTRACT_SAGA):
         ctx.api.fail(
             f'@Saga() applied to "{info.name}", which does not derive from AbstractSaga; '
