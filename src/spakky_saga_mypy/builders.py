@@ -35,15 +35,17 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import errorcodes
-from spakky_saga_mypy._items import (
-    FlowOperand,
-    ItemKind,
-    base_info,
+from spakky_saga_mypy._checks import (
     check_action,
     check_compensation,
     check_flow_item,
     check_group_member,
     check_same_data,
+)
+from spakky_saga_mypy._items import (
+    FlowOperand,
+    ItemKind,
+    base_info,
     describe,
     errored,
     with_data,

@@ -5,7 +5,8 @@ from mypy.nodes import Decorator, FuncDef
 from mypy.plugin import FunctionContext
 from mypy.types import CallableType, Instance, Type, get_proper_type
 
-from spakky_saga_mypy._items import FlowOperand, ItemKind, check_signature, errored, first_argument
+from spakky_saga_mypy._checks import check_signature
+from spakky_saga_mypy._items import FlowOperand, ItemKind, errored, first_argument
 
 
 def saga_step_callback(ctx: FunctionContext) -> Type:

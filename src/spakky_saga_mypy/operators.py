@@ -14,16 +14,8 @@ from mypy.types import AnyType, FunctionLike, Type, TypeOfAny
 
 from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
-from spakky_saga_mypy._items import (
-    FlowOperand,
-    ItemKind,
-    check_compensation,
-    check_group_member,
-    check_same_data,
-    describe,
-    errored,
-    with_data,
-)
+from spakky_saga_mypy._checks import check_compensation, check_group_member, check_same_data
+from spakky_saga_mypy._items import FlowOperand, ItemKind, describe, errored, with_data
 
 
 def operand_signature_callback(ctx: MethodSigContext) -> FunctionLike:
