@@ -20,5 +20,7 @@ echo "== typing tests (pytest-mypy-plugins, with the plugin; fresh cache dir per
 # typing_tests/conftest.py points the cases at typing_tests/mypy.ini (plugins =
 # spakky_saga_mypy) and gives mypy a new cache directory, one subdirectory per xdist worker.
 pytest -q typing_tests -p no:cacheprovider
+echo "== the examples under the plugin, through its command (no false positives on real code)"
+spakky-saga-mypy --strict examples
 echo "== basedpyright on the examples (no mypy plugin)"
 basedpyright --level error examples
