@@ -7,9 +7,8 @@ through `dataclass_transform`. Writing spakky's `@immutable` above a subclass ke
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import FrozenInstanceError, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
+from typing import TYPE_CHECKING, Any, dataclass_transform
 from uuid import UUID, uuid4
 
 from spakky.domain.models.base import AbstractDomainModel
@@ -23,8 +22,6 @@ _DATACLASS_OPTIONS: dict[str, Any] = {"frozen": True, "kw_only": True, "eq": Fal
 class _FrozenDataModel(AbstractDomainModel):
     """Makes every subclass a frozen keyword dataclass the moment it is defined."""
 
-    __saga_data_fields__: ClassVar[tuple[str, ...]] = ()
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         dataclass(**_DATACLASS_OPTIONS)(cls)
@@ -34,7 +31,6 @@ class _FrozenDataModel(AbstractDomainModel):
         for name in ("__setattr__", "__delattr__"):
             if name in cls.__dict__:
                 delattr(cls, name)
-        cls.__saga_data_fields__ = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type] # cls was made a dataclass two lines above
 
     if not TYPE_CHECKING:  # pragma: no branch - always true at run time
         # Hidden from type checkers: a visible __setattr__ would make them accept assigning
@@ -55,8 +51,3 @@ class AbstractSagaData(_FrozenDataModel):
 
     saga_id: UUID = field(default_factory=uuid4)
     """Identifies one saga run's data; kept by `dataclasses.replace`, so it follows the run."""
-
-
-def saga_data_fields(data: AbstractSagaData) -> tuple[str, ...]:
-    """Names of the dataclass fields of a saga data instance, computed once per class."""
-    return type(data).__saga_data_fields__
