@@ -21,6 +21,7 @@ from spakky_saga import (
     AbstractSagaData,
     MergeFn,
     SagaFlow,
+    SagaFlowDefinitionError,
     SagaMergeResultError,
     SagaParallelMergeConflictError,
     SagaResult,
@@ -515,12 +516,26 @@ async def test_custom_merge_returning_the_wrong_type_fails_the_group_clearly() -
     assert result.data.total == 0  # the merge failed: nothing of the group is kept
 
 
-async def test_async_merge_function_is_reported_without_a_never_awaited_warning() -> None:
+def test_async_merge_function_is_rejected_when_the_group_is_built() -> None:
     async def async_merge(data: Fanout, results: tuple[Fanout | None, ...]) -> Fanout:
-        return data  # pragma: no cover - never awaited, by design of the test
+        return data  # pragma: no cover - rejected before it could run
 
     trace = Trace()
     merge = cast(MergeFn[Fanout], async_merge)
+
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        parallel(trace.sets("a"), trace.sets("b"), merge=merge)
+
+    assert 'merge function "async_merge" is `async def`' in str(raised.value)
+    assert "declare it with `def`" in str(raised.value)
+
+
+async def test_merge_returning_a_coroutine_is_reported_without_a_never_awaited_warning() -> None:
+    async def merge_later(data: Fanout) -> Fanout:
+        return data  # pragma: no cover - never awaited, by design of the test
+
+    trace = Trace()
+    merge = cast(MergeFn[Fanout], lambda data, results: merge_later(data))
     flow = saga_flow(parallel(trace.sets("a"), trace.sets("b"), merge=merge))
 
     with warnings.catch_warnings(record=True) as caught:

@@ -274,6 +274,12 @@ class Parallel[D: AbstractSagaData]:
             )
         if self.merge is not None and not callable(self.merge):
             problems.append(f"parallel group: merge must be a function, got {self.merge!r}")
+        elif self.merge is not None and inspect.iscoroutinefunction(self.merge):
+            problems.append(
+                f'parallel group: merge function "{callable_name(self.merge)}" is `async def`; '
+                "a merge combines results in memory between steps, so declare it with `def` "
+                "(do I/O in a step instead)"
+            )
         if self.compensation_order not in ("reverse", "concurrent"):
             problems.append(
                 f"parallel group: compensation_order must be 'reverse' or 'concurrent', "
