@@ -194,3 +194,16 @@ async def test_the_timed_out_attempt_of_a_retried_step_has_its_attempt_number(
         ("flaky_then_slow", 3, StepStatus.FAILED),
     ]
     assert isinstance(result.history[-1].error, SagaTimeoutError)
+
+
+async def test_the_timed_out_step_records_how_long_it_had_been_running(
+    journal: Journal, order: OrderData
+) -> None:
+    flow = saga_flow(step(journal.ok("a")), step(journal.hang("slow"))).timeout(TINY)
+
+    result = await SagaEngine().run(flow, order)  # the real clock: the overrun is measured
+
+    timed_out = result.history[-1]
+    assert (timed_out.name, timed_out.status) == ("slow", StepStatus.FAILED)
+    assert timed_out.elapsed >= TINY.total_seconds() / 2
+    assert timed_out.elapsed <= result.elapsed

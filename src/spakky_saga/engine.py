@@ -138,6 +138,7 @@ class SagaEngine:
         status = SagaStatus.COMPLETED
         node: StepNode | GroupNode | None = None
         interrupted: list[AbstractSagaData] | None = None  # set while a group runs
+        t0 = started  # when the running item started
         scope = asyncio.timeout(plan.timeout) if plan.timeout is not None else _NO_SCOPE
         try:
             async with scope:
@@ -176,6 +177,7 @@ class SagaEngine:
                             logger.info(_LOG_FORMAT, saga, step.name, "completed", elapsed * 1e3)
                     elif isinstance(node, StepNode):
                         step = node
+                        t0 = clock()
                         committed, value = await self._attempt(step, data, history, saga)
                         if committed:
                             if value is not None:
@@ -187,6 +189,7 @@ class SagaEngine:
                             break
                     else:
                         interrupted = []
+                        t0 = clock()
                         outcome = await self._run_group(
                             node, data, history, undo, saga, interrupted=interrupted
                         )
@@ -210,7 +213,7 @@ class SagaEngine:
             failure = _StepFailed(running or "-", timeout_error)
             if running is not None:
                 attempt = _running_attempt(node, history) if isinstance(node, StepNode) else 1
-                append(StepRecord(running, _FAILED, 0.0, attempt, False, timeout_error))
+                append(StepRecord(running, _FAILED, clock() - t0, attempt, False, timeout_error))
         except asyncio.CancelledError:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
