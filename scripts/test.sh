@@ -8,7 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"
 ruff check src tests examples benchmarks
-echo "== mypy --strict"
+echo "== mypy --strict, with our plugin (pyproject [tool.mypy])"
 mypy src tests examples
 echo "== pytest (with branch coverage >= 95%)"
 coverage erase
@@ -20,7 +20,9 @@ echo "== typing tests (pytest-mypy-plugins, with the plugin; fresh cache dir per
 # typing_tests/conftest.py points the cases at typing_tests/mypy.ini (plugins =
 # spakky_saga_mypy) and gives mypy a new cache directory, one subdirectory per xdist worker.
 pytest -q typing_tests -p no:cacheprovider
-echo "== the examples under the plugin, through its command (no false positives on real code)"
-spakky-saga-mypy --strict examples
+echo "== the examples with plain mypy --strict, without the plugin (what plugin-less users get)"
+mypy --config-file scripts/mypy-without-plugin.ini examples
+echo "== the plugin's command on the examples (spakky-saga-mypy adds the plugin itself)"
+spakky-saga-mypy --config-file scripts/mypy-without-plugin.ini examples
 echo "== basedpyright on the examples (no mypy plugin)"
 basedpyright --level error examples

@@ -189,7 +189,7 @@ def test_saga_stereotype_is_a_spakky_pod() -> None:
 def test_saga_stereotype_only_accepts_saga_classes() -> None:
     with pytest.raises(SagaFlowDefinitionError) as raised:
 
-        @Saga()
+        @Saga()  # type: ignore[saga-definition] # the mistake under test, also caught by mypy
         class Plain:
             pass
 
