@@ -132,7 +132,7 @@ async def test_run_saga_flow_runs_a_flow_without_a_class() -> None:
 
     assert named.saga_name == "adhoc"
     assert named.data.ticket_id == 103
-    assert default.saga_name == "saga"
+    assert default.saga_name == "<anonymous>"
 
 
 async def test_connect_engine_runs_the_saga_on_that_engine() -> None:
@@ -143,7 +143,7 @@ async def test_connect_engine_runs_the_saga_on_that_engine() -> None:
     result = await saga.execute(OrderData(order_id=1))
 
     assert result.status is SagaStatus.COMPLETED
-    assert [record.elapsed for record in result.history] == [1.0, 1.0]  # one tick per step
+    assert [record.elapsed_seconds for record in result.history] == [1.0, 1.0]  # a tick a step
 
 
 async def test_a_saga_on_a_closed_engine_refuses_to_execute() -> None:
@@ -200,7 +200,7 @@ def test_saga_stereotype_only_accepts_saga_classes() -> None:
 
 
 async def test_run_rejects_data_that_is_not_saga_data(engine: SagaEngine) -> None:
-    with pytest.raises(TypeError, match=r'saga "saga" was given \{\} \(dict\) as data'):
+    with pytest.raises(TypeError, match=r'saga "<anonymous>" was given \{\} \(dict\) as data'):
         await engine.run(CreateOrderSaga().flow(), wrong({}))
 
 

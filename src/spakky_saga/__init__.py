@@ -14,8 +14,10 @@ from spakky_saga.engine import SagaEngine, run_saga_flow
 from spakky_saga.errors import (
     AbstractSpakkySagaError,
     SagaCompensationFailedError,
+    SagaCompensationInterruptedError,
     SagaEngineNotConnectedError,
     SagaFlowDefinitionError,
+    SagaListenerWarning,
     SagaMergeResultError,
     SagaParallelMergeConflictError,
     SagaStepCancelledError,
@@ -23,6 +25,7 @@ from spakky_saga.errors import (
     SagaStepTimeoutError,
     SagaTimeoutError,
 )
+from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.flow import (
     ActionFn,
     CompensateFn,
@@ -35,6 +38,8 @@ from spakky_saga.flow import (
     SagaStep,
     Transaction,
 )
+from spakky_saga.listeners import SagaListener
+from spakky_saga.logs import SagaLogListener
 from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.strategy import Compensate, ErrorStrategy, ExponentialBackoff, Retry, Skip
@@ -60,11 +65,17 @@ __all__ = [
     "Retry",
     "Saga",
     "SagaCompensationFailedError",
+    "SagaCompensationInterruptedError",
     "SagaDataT",
     "SagaEngine",
     "SagaEngineNotConnectedError",
+    "SagaEvent",
+    "SagaEventKind",
     "SagaFlow",
     "SagaFlowDefinitionError",
+    "SagaListener",
+    "SagaListenerWarning",
+    "SagaLogListener",
     "SagaMergeResultError",
     "SagaParallelMergeConflictError",
     "SagaResult",
