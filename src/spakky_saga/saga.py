@@ -7,9 +7,10 @@ saga comes from a spakky application that has one, the default engine otherwise)
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from spakky.core.pod.annotations.pod import Pod
 
@@ -23,13 +24,30 @@ from spakky_saga.result import SagaResult
 @dataclass(eq=False)
 class Saga(Pod):
     """Stereotype for saga orchestrator classes: a spakky `Pod`, created by the container
-    with its constructor dependencies injected."""
+    with its constructor dependencies injected.
+
+    It marks any class (or, like `@Pod()`, a factory function): a class that does not derive
+    from `AbstractSaga` drives its flows itself (`run_saga_flow`, or an engine it takes in its
+    constructor).
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        # Without the parentheses, Python calls Saga(TheClass): the dataclass constructor's own
+        # "takes 1 positional argument but 2 were given" would not say what to write instead.
+        if args:
+            target = args[0]
+            raise TypeError(
+                f"@{cls.__name__} applied without parentheses to "
+                f"{getattr(target, '__qualname__', repr(target))}: write @{cls.__name__}() (a "
+                f"stereotype is an instance, like @Pod()), or @{cls.__name__}(name=..., scope=...)"
+            )
+        return super().__new__(cls)
 
     def __call__[T](self, obj: T) -> T:
-        if not (isinstance(obj, type) and issubclass(obj, AbstractSaga)):
-            raise SagaFlowDefinitionError(
-                f"@Saga() applied to {getattr(obj, '__qualname__', obj)!r}: it marks saga "
-                "classes; derive the class from AbstractSaga[YourSagaData] and implement flow()"
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            raise TypeError(
+                f"@{type(self).__name__}() applied to {obj!r} ({type(obj).__name__}): it marks "
+                "a saga orchestrator class (or a factory function returning one)"
             )
         return super().__call__(obj)
 
