@@ -4,8 +4,10 @@ injected, and connects it to the container's SagaEngine when there is one."""
 
 # No `from __future__ import annotations`: spakky reads a Pod function's return annotation
 # as a type, and a string would not do.
+import tomllib
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
@@ -13,9 +15,9 @@ from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.core.pod.annotations.pod import Pod
 
+import spakky_saga.main
 import tests.spakky_app
-from spakky_saga import SagaEngine, SagaEngineNotConnectedError, SagaStatus
-from spakky_saga.spakky_plugin import initialize
+from spakky_saga import PLUGIN_NAME, SagaEngine, SagaEngineNotConnectedError, SagaStatus
 from tests.spakky_app.orders import (
     CancelOrderSaga,
     OrderSaga,
@@ -23,6 +25,8 @@ from tests.spakky_app.orders import (
     PaymentDeclinedError,
     TicketService,
 )
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
 @Pod()
@@ -46,11 +50,19 @@ def app() -> Iterator[SpakkyApplication]:
     application.stop()
 
 
-def test_the_plugin_is_registered_under_the_spakky_plugins_entry_point() -> None:
-    (plugin,) = [ep for ep in entry_points(group="spakky.plugins") if ep.name == "spakky-saga"]
+def test_plugin_name_is_the_spakky_plugin_named_spakky_saga() -> None:
+    assert Plugin(name="spakky-saga") == PLUGIN_NAME
 
-    assert plugin.value == "spakky_saga.spakky_plugin:initialize"
-    assert plugin.load() is initialize
+
+def test_the_entry_point_names_main_initialize() -> None:
+    declared = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["entry-points"]
+    (installed,) = [ep for ep in entry_points(group="spakky.plugins") if ep.name == "spakky-saga"]
+
+    assert declared["spakky.plugins"] == {"spakky-saga": "spakky_saga.main:initialize"}
+    assert installed.value == "spakky_saga.main:initialize", (
+        "the installed package metadata is stale: reinstall the project (scripts/bootstrap.sh)"
+    )
+    assert installed.load() is spakky_saga.main.initialize
 
 
 async def test_the_container_creates_the_saga_with_its_dependency_injected(
@@ -97,8 +109,8 @@ async def test_sagas_are_connected_to_a_container_registered_engine() -> None:
         app.stop()
 
 
-async def test_the_plugin_selected_by_name_connects_sagas() -> None:
-    app = started_app(plugins={Plugin(name="spakky-saga")}, engine=True)
+async def test_load_plugins_including_plugin_name_connects_sagas() -> None:
+    app = started_app(plugins={PLUGIN_NAME}, engine=True)
     try:
         app.container.get(SagaEngine).close()
 

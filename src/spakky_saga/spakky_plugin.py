@@ -1,5 +1,5 @@
-"""The spakky integration: loaded by `SpakkyApplication.load_plugins()` via the
-`spakky.plugins` entry point.
+"""The spakky integration: what `SpakkyApplication.load_plugins()` adds to an application
+(see `spakky_saga.main.initialize`, the `spakky-saga` entry point of `spakky.plugins`).
 
 It registers a post-processor that connects every saga the container creates to the
 container's `SagaEngine`, when the application registers one (to configure compensation
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.plugin import Plugin
 from spakky.core.pod.annotations.pod import Pod
 from spakky.core.pod.interfaces.aware.container_aware import IContainerAware
 from spakky.core.pod.interfaces.container import IContainer
@@ -21,6 +21,9 @@ from spakky.core.service.interfaces.service import IService
 
 from spakky_saga.engine import SagaEngine
 from spakky_saga.saga import AbstractSaga
+
+PLUGIN_NAME = Plugin(name="spakky-saga")
+"""The plugin, for `SpakkyApplication.load_plugins(include={PLUGIN_NAME})`."""
 
 
 @Pod()
@@ -54,7 +57,3 @@ class SagaEngineConnector(IPostProcessor, IContainerAware, IService):
         for engine in self._engines:
             engine.close()
 
-
-def initialize(app: SpakkyApplication) -> None:
-    """Entry point of the `spakky-saga` plugin."""
-    app.add(SagaEngineConnector)
