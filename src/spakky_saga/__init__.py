@@ -42,6 +42,7 @@ from spakky_saga.listeners import SagaListener
 from spakky_saga.logs import SagaLogListener
 from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
 from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.spakky_plugin import PLUGIN_NAME
 from spakky_saga.strategy import Compensate, ErrorStrategy, ExponentialBackoff, Retry, Skip
 
 __version__ = "0.1.0"
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 logging.getLogger("spakky_saga").addHandler(logging.NullHandler())
 
 __all__ = [
+    "PLUGIN_NAME",
     "AbstractSaga",
     "AbstractSagaData",
     "AbstractSpakkySagaError",
