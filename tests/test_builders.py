@@ -5,6 +5,7 @@ what was given and what was expected."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from tests.support import (
     OrderData,
     charge,
     notify,
+    refund,
     regular,
     release,
     reserve,
@@ -187,29 +189,61 @@ def test_parallel_builds_a_group_of_promoted_functions() -> None:
     group = parallel(reserve, step(charge) >> release, notify)
 
     assert isinstance(group, Parallel)
-    assert [member.name for member in group.members] == ["reserve", "charge", "notify"]
-    assert isinstance(group.members[1], Transaction)
+    assert [member.name for member in group.items] == ["reserve", "charge", "notify"]
+    assert isinstance(group.items[1], Transaction)
 
 
 def test_parallel_flattens_nested_groups() -> None:
-    group = parallel(reserve, parallel(charge, notify))
+    group = parallel(reserve, parallel(charge, notify), step(refund) & release)
 
-    assert [member.name for member in group.members] == ["reserve", "charge", "notify"]
+    assert [member.name for member in group.items] == [
+        "reserve",
+        "charge",
+        "notify",
+        "refund",
+        "release",
+    ]
 
 
-def test_parallel_needs_at_least_two_items_in_its_signature() -> None:
+def test_parallel_with_one_item_is_a_definition_error_at_run_time() -> None:
+    one: Any = parallel  # the signature shows type checkers that two are needed
+
+    assert definition_error(one, reserve) == (
+        'parallel("reserve"): a parallel group needs at least two items, got 1; put a single '
+        "step directly in the flow instead"
+    )
+
+
+def test_parallel_of_a_single_group_is_a_definition_error_as_upstream() -> None:
     one: Any = parallel
 
-    with pytest.raises(TypeError, match="second"):
-        one(reserve)
+    assert "needs at least two items, got 1" in definition_error(one, step(reserve) & charge)
+
+
+def test_parallel_with_no_items_is_a_definition_error_at_run_time() -> None:
+    none: Any = parallel
+
+    assert definition_error(none) == (
+        "parallel(): a parallel group needs at least two items, got 0; pass the steps to run "
+        "concurrently"
+    )
 
 
 def test_parallel_group_with_one_member_is_a_definition_error() -> None:
-    assert definition_error(Parallel, members=(step(reserve),)) == (
+    assert definition_error(Parallel, items=(step(reserve),)) == (
         "parallel group with 1 member(s): a group needs at least two; put a single step "
         "directly in the flow instead"
     )
-    assert "members must be a tuple of steps, got 5" in definition_error(Parallel, members=5)
+    assert "items must be a tuple of steps, got 5" in definition_error(Parallel, items=5)
+    assert "items must be a tuple of steps, got 'ab'" in definition_error(Parallel, items="ab")
+
+
+def test_parallel_class_takes_items_like_upstream_and_keeps_members_as_an_alias() -> None:
+    group = Parallel(items=wrong((reserve, step(charge) >> release)))
+
+    assert [member.name for member in group.items] == ["reserve", "charge"]
+    assert group.items == group.items
+    assert isinstance(group.items, tuple)
 
 
 def test_parallel_lists_every_bad_member_by_position() -> None:
@@ -241,11 +275,17 @@ def test_saga_flow_keeps_items_in_order_and_promotes_functions() -> None:
     assert flow.compensation_failure_handler is None
 
 
-def test_saga_flow_needs_at_least_one_item_in_its_signature() -> None:
-    empty: Any = saga_flow
+def test_saga_flow_with_no_items_is_a_definition_error_at_run_time() -> None:
+    empty: Any = saga_flow  # the signature shows type checkers that one is needed
 
-    with pytest.raises(TypeError, match="first"):
-        empty()
+    assert definition_error(empty) == (
+        "saga_flow(): a saga needs at least one item; pass the steps to run in order"
+    )
+
+
+def test_builders_take_any_number_of_items_at_run_time_like_upstream() -> None:
+    assert str(inspect.signature(saga_flow)).startswith("(*items")
+    assert str(inspect.signature(parallel)).startswith("(*items")
 
 
 def test_saga_flow_lists_every_bad_item_by_position() -> None:

@@ -37,7 +37,7 @@ async def audit(data: OrderData) -> OrderData | None:
 
 
 def names(group: Parallel[OrderData]) -> list[str]:
-    return [member.name for member in group.members]
+    return [member.name for member in group.items]
 
 
 def test_rshift_binds_a_compensation_into_a_transaction() -> None:
@@ -132,7 +132,7 @@ def test_and_flattens_nested_groups_on_either_side() -> None:
 def test_and_keeps_transactions_and_promotes_async_functions() -> None:
     group = (step(reserve) >> release) & charge
 
-    first, second = group.members
+    first, second = group.items
     assert isinstance(first, Transaction)
     assert first.compensate is release
     assert isinstance(second, SagaStep)

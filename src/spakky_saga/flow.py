@@ -18,6 +18,7 @@ from typing import Any, Literal, Never, Self, TypeVar, cast
 
 from typing_extensions import deprecated
 
+from spakky_saga._describe import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy
@@ -254,18 +255,18 @@ class Parallel[D: AbstractSagaData]:
     `merge` and docs/parallel.md.
     """
 
-    members: tuple[ParallelMember[D], ...]
+    items: tuple[ParallelMember[D], ...]
     merge: MergeFn[D] | None = None
     compensation_order: CompensationOrder = "reverse"
 
     def __post_init__(self) -> None:
-        members = tuple(self.members) if isinstance(self.members, Sequence) else None
-        if members is None:
+        items = self.items
+        if isinstance(items, str | bytes) or not isinstance(items, Sequence):
             raise SagaFlowDefinitionError(
-                f"parallel group: members must be a tuple of steps, got {self.members!r}"
+                f"parallel group: items must be a tuple of steps, got {safe_repr(items)}"
             )
-        flat: tuple[ParallelMember[D], ...] = _flatten_members(members, "parallel group")
-        object.__setattr__(self, "members", flat)
+        flat: tuple[ParallelMember[D], ...] = _flatten_members(tuple(items), "parallel group")
+        object.__setattr__(self, "items", flat)
         problems: list[str] = []
         if len(flat) < 2:
             problems.append(
@@ -289,9 +290,14 @@ class Parallel[D: AbstractSagaData]:
             raise SagaFlowDefinitionError(*problems)
 
     @property
+    def members(self) -> tuple[ParallelMember[D], ...]:
+        """The same as `items` (this field's name before upstream's `items` was adopted)."""
+        return self.items
+
+    @property
     def name(self) -> str:
         """`a & b & c`: the members' names, used in logs and error messages."""
-        return " & ".join(member.name for member in self.members)
+        return " & ".join(member.name for member in self.items)
 
     def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
         """Add to the group: nested groups flatten, async functions are promoted to steps."""
@@ -310,7 +316,7 @@ def _flatten_members[D: AbstractSagaData](
                     f"{where}, member {position}: a nested group with its own merge= or "
                     "compensation order cannot be flattened; keep it as a separate flow item"
                 )
-            flat.extend(cast(Parallel[D], item).members)
+            flat.extend(cast(Parallel[D], item).items)
         elif isinstance(item, SagaStep | Transaction):
             flat.append(cast(ParallelMember[D], item))
         elif callable(item):
@@ -331,7 +337,7 @@ def _flatten_members[D: AbstractSagaData](
 def _parallel_of[D: AbstractSagaData](left: object, right: object) -> Parallel[D]:
     if not (isinstance(right, _Action | Parallel) or callable(right)):
         return cast(Parallel[D], NotImplemented)
-    return Parallel(members=cast(Any, (left, right)))
+    return Parallel(items=cast(Any, (left, right)))
 
 
 def _item_name(item: object) -> str:
