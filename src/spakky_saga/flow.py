@@ -166,9 +166,7 @@ class _Action[D: AbstractSagaData]:
     def __or__(self, strategy: ErrorStrategy, /) -> Self:
         """Attach an error strategy: `step | Retry(3)` is the same kind of item."""
         if not isinstance(strategy, ErrorStrategy):
-            if isinstance(strategy, type) and issubclass(strategy, ErrorStrategy):
-                check_strategy(strategy, f'step "{self.name}"')  # `step | Skip`: explain
-            return NotImplemented
+            check_strategy(strategy, f'step "{self.name}"')  # always raises: says what it got
         return dataclasses.replace(self, on_error=strategy)
 
     def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
@@ -190,7 +188,10 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
                 f"{type(compensate).__name__}"
             )
         if not callable(compensate):
-            return NotImplemented
+            raise SagaFlowDefinitionError(
+                f'step "{self.name}" >> {safe_repr(compensate)}: a compensation must be an async '
+                f"function taking the saga data, or a step; got {_kind(compensate)}"
+            )
         return Transaction(
             action=self.action,
             compensate=_compensation_fn(compensate),
@@ -303,6 +304,17 @@ class Parallel[D: AbstractSagaData]:
         """Add to the group: nested groups flatten, async functions are promoted to steps."""
         return _parallel_of(self, other)
 
+    def __or__(self, strategy: Never, /) -> Never:
+        """Always an error: a group has no strategy of its own; each member keeps its own.
+
+        Typed to accept nothing, so type checkers report `(a & b) | Retry()` too.
+        """
+        given = safe_repr(strategy)
+        raise SagaFlowDefinitionError(
+            f'parallel group "{self.name}" | {given}: a parallel group takes no error strategy; '
+            "attach strategies to its members instead, e.g. `(a | Retry()) & b`"
+        )
+
 
 def _flatten_members[D: AbstractSagaData](
     items: Sequence[object], where: str
@@ -334,10 +346,24 @@ def _flatten_members[D: AbstractSagaData](
     return tuple(flat)
 
 
-def _parallel_of[D: AbstractSagaData](left: object, right: object) -> Parallel[D]:
+def _parallel_of[D: AbstractSagaData](
+    left: _Action[D] | Parallel[D], right: object
+) -> Parallel[D]:
     if not (isinstance(right, _Action | Parallel) or callable(right)):
-        return cast(Parallel[D], NotImplemented)
+        what = "parallel group" if isinstance(left, Parallel) else "step"
+        raise SagaFlowDefinitionError(
+            f'{what} "{left.name}" & {safe_repr(right)}: a parallel member must be a step, '
+            f"transaction, parallel group or async function; got {_kind(right)}"
+        )
     return Parallel(items=cast(Any, (left, right)))
+
+
+def _kind(value: object) -> str:
+    """`a str`, `an int`, `the strategy Retry(...)`: what a wrong operand is, for messages."""
+    if isinstance(value, ErrorStrategy):
+        return f"the strategy {safe_repr(value)} (attach strategies with `|`)"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _item_name(item: object) -> str:
