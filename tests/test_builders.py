@@ -322,7 +322,10 @@ def test_sagaflow_constructor_validates_its_fields() -> None:
         SagaFlow, items=(reserve,), saga_timeout=5, compensation_failure_handler=5
     )
     assert "SagaFlow: timeout must be a datetime.timedelta, got 5" in error
-    assert "SagaFlow: compensation_failure_handler must be callable, got 5" in error
+    assert (
+        "SagaFlow: compensation_failure_handler must be a function taking the saga data, got 5"
+        in error
+    )
 
 
 def test_sagaflow_accepts_a_list_of_items() -> None:
@@ -346,6 +349,29 @@ def test_timeout_and_handler_return_new_flows() -> None:
     assert handled.saga_timeout == timedelta(seconds=3)
     assert handled.compensation_failure_handler is handler
     assert timed.compensation_failure_handler is None
+
+
+def test_compensation_failure_handler_takes_the_saga_data_sync_or_async() -> None:
+    async def page_on_call(data: OrderData) -> None:
+        return None
+
+    def log_it(data: OrderData) -> None:
+        return None
+
+    flow = saga_flow(reserve)
+
+    assert flow.on_compensation_failure(page_on_call).compensation_failure_handler is page_on_call
+    assert flow.on_compensation_failure(log_it).compensation_failure_handler is log_it
+
+
+def test_a_compensation_failure_handler_with_the_wrong_arity_is_rejected_when_set() -> None:
+    def page(data: OrderData, channel: str) -> None:
+        return None
+
+    assert definition_error(saga_flow(reserve).on_compensation_failure, wrong(page)) == (
+        'SagaFlow: compensation failure handler "page" must take exactly one argument, the '
+        "saga data, but its signature is (data: 'OrderData', channel: 'str') -> 'None'"
+    )
 
 
 def test_a_non_positive_saga_timeout_is_rejected_when_set() -> None:

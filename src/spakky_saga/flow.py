@@ -391,8 +391,9 @@ def as_flow_item[D: AbstractSagaData](item: object, where: str) -> FlowItem[D]:
     )
 
 
-type CompensationFailureHandler[D: AbstractSagaData] = Callable[[Any], Awaitable[None] | None]
-"""Called with the `SagaResult` after a rollback in which a compensation failed."""
+type CompensationFailureHandler[D: AbstractSagaData] = Callable[[D], Awaitable[None] | None]
+"""Called with the saga data after a rollback in which a compensation failed, to escalate
+(alert, open a ticket): `async def handler(data) -> None`, or a plain function."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
@@ -431,7 +432,13 @@ class SagaFlow[D: AbstractSagaData]:
         handler = self.compensation_failure_handler
         if handler is not None and not callable(handler):
             problems.append(
-                f"SagaFlow: compensation_failure_handler must be callable, got {handler!r}"
+                "SagaFlow: compensation_failure_handler must be a function taking the saga "
+                f"data, got {safe_repr(handler)}"
+            )
+        elif handler is not None and (signature := _signature_problem(handler, 1)) is not None:
+            problems.append(
+                f'SagaFlow: compensation failure handler "{callable_name(handler)}" must take '
+                f"exactly one argument, the saga data, but its signature is {signature}"
             )
         if problems:
             raise SagaFlowDefinitionError(*problems)
@@ -442,5 +449,6 @@ class SagaFlow[D: AbstractSagaData]:
         return dataclasses.replace(self, saga_timeout=timeout)
 
     def on_compensation_failure(self, handler: CompensationFailureHandler[D], /) -> SagaFlow[D]:
-        """A copy of this flow that calls `handler(result)` when a compensation fails."""
+        """A copy of this flow that calls `handler(data)` (awaited if it returns an awaitable)
+        with the saga data when a compensation fails during rollback."""
         return dataclasses.replace(self, compensation_failure_handler=handler)
