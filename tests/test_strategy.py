@@ -283,7 +283,7 @@ def test_retry_on_a_predicate_asks_it_about_each_error() -> None:
 
 def test_retry_on_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Retry(3, ExponentialBackoff(), Compensate(), Transient)  # type: ignore[call-arg] # keyword-only
+        Retry(3, ExponentialBackoff(), Compensate(), Transient)  # type: ignore[call-arg] # kw-only
 
 
 def test_a_definition_error_is_never_retried_whatever_retry_on_says() -> None:

@@ -24,6 +24,7 @@ from spakky_saga.flow import (
     SagaStep,
     Transaction,
     callable_name,
+    check_name,
 )
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy
 
@@ -62,6 +63,7 @@ def step[D: AbstractSagaData](
             f'step({type(action).__name__} "{action.name}"): step() takes an action '
             "(an async function or a @saga_step); a transaction already has its compensation"
         )
+    check_name(name, f'step "{_name_of(action)}"')  # before `name or ...` hides a falsy non-str
     base_name = name
     if isinstance(action, SagaStep):
         base_name = name or action.name

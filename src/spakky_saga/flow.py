@@ -44,6 +44,8 @@ type FlowItem[D: AbstractSagaData] = SagaStep[D] | Transaction[D] | Parallel[D]
 
 def callable_name(fn: object) -> str:
     """A readable name for a step built from `fn`: the function or method name."""
+    if isinstance(fn, _AwaitableCheck):
+        return callable_name(fn.function)
     name = getattr(fn, "__name__", None)
     if isinstance(name, str):
         return name
@@ -53,20 +55,46 @@ def callable_name(fn: object) -> str:
     return type(fn).__name__
 
 
-def _is_async_callable(fn: object) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
+type _Awaitability = Literal["async", "unknown", "sync"]
+
+
+def _awaitability(fn: object) -> _Awaitability:
+    """Whether calling `fn` returns an awaitable: known ("async": an `async def`, a partial or
+    bound method of one, an object with an async `__call__`), knowable only by calling it
+    ("unknown": a lambda, or a plain function decorating an async one), or not ("sync")."""
+    if isinstance(fn, _AwaitableCheck):
+        return "unknown"
     call = getattr(type(fn), "__call__", None)  # noqa: B004 - want the class's __call__
-    return inspect.iscoroutinefunction(call) or getattr(fn, "__name__", "") == "<lambda>"
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
+        return "async"
+    inner = fn
+    while isinstance(inner, functools.partial | types.MethodType):
+        inner = inner.func if isinstance(inner, functools.partial) else inner.__func__
+    if not isinstance(inner, types.FunctionType):
+        return "sync"
+    if inner.__code__.co_name == "<lambda>":  # a lambda cannot be async, but can return a
+        return "unknown"  # coroutine: `lambda data: reserve(data)`
+    try:
+        wrapped = inspect.unwrap(inner)
+    except ValueError:  # a __wrapped__ cycle
+        return "sync"
+    if wrapped is not inner and _awaitability(wrapped) == "async":
+        return "unknown"  # a plain decorator's wrapper around an async function
+    return "sync"
 
 
 def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) -> None:
-    """Raise a definition error unless `fn` is an async callable taking the saga data."""
+    """Raise a definition error unless `fn` is an async callable taking the saga data.
+
+    Callables whose async-ness only a call can tell (lambdas) pass; `guard_awaitable` makes
+    their first call that returns no awaitable fail clearly.
+    """
     if not callable(fn):
         raise SagaFlowDefinitionError(
-            f"{where}: {role} must be an async function taking the saga data, got {fn!r}"
+            f"{where}: {role} must be an async function taking the saga data, "
+            f"got {safe_repr(fn)}"
         )
-    if not _is_async_callable(fn):
+    if _awaitability(fn) == "sync":
         if inspect.isasyncgenfunction(fn):
             raise SagaFlowDefinitionError(
                 f'{where}: {role} "{callable_name(fn)}" is an async generator (it contains '
@@ -76,12 +104,69 @@ def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) ->
             f'{where}: {role} "{callable_name(fn)}" is a regular function; '
             "declare it with `async def` so the engine can await it"
         )
+    if isinstance(fn, _AwaitableCheck):
+        fn = fn.function  # its own signature was checked when it was wrapped
     problem = _signature_problem(fn, bound_args)
     if problem is not None:
         expected = "the saga data" if bound_args == 1 else "self and the saga data"
         raise SagaFlowDefinitionError(
             f'{where}: {role} "{callable_name(fn)}" must take exactly one argument, '
             f"{expected}, but its signature is {problem}"
+        )
+
+
+class _AwaitableCheck:
+    """Calls a callable whose async-ness only a call can tell (a lambda) and fails clearly,
+    naming the step, when it returned something that cannot be awaited.
+
+    `async def` functions and objects with an async `__call__` are never wrapped, so the
+    engine's calls to them cost nothing extra.
+    """
+
+    __slots__ = ("function", "label")
+
+    def __init__(self, function: Callable[[Any], object], label: str) -> None:
+        self.function = function
+        self.label = label
+
+    def __call__(self, data: Any, /) -> Awaitable[Any]:
+        result = self.function(data)
+        if inspect.isawaitable(result):
+            return result
+        raise SagaFlowDefinitionError(
+            f"{self.label} returned {safe_repr(result)} ({type(result).__name__}) instead of "
+            "an awaitable; it must return one, e.g. `lambda data: do_it(data)` with an "
+            "`async def do_it`, or be declared with `async def` itself"
+        )
+
+    def __repr__(self) -> str:
+        return safe_repr(self.function)
+
+
+def guard_awaitable[F](fn: F, label: str) -> F:
+    """`fn`, or, when only a call can tell whether it returns an awaitable (a lambda), `fn`
+    wrapped so that a call returning none raises SagaFlowDefinitionError naming `label`."""
+    if isinstance(fn, _AwaitableCheck):
+        if fn.label == label:
+            return fn
+        fn = cast(F, fn.function)
+    if _awaitability(fn) != "unknown":
+        return fn
+    return cast(F, _AwaitableCheck(cast(Callable[[Any], object], fn), label))
+
+
+def check_name(name: object, where: str, field_name: str = "name") -> None:
+    """Raise a definition error unless `name` is a str that is empty (use the function's name)
+    or not blank."""
+    if not isinstance(name, str):
+        raise SagaFlowDefinitionError(
+            f"{where}: {field_name} must be a str (or \"\" for the function's name), got "
+            f"{safe_repr(name)} ({type(name).__name__})"
+        )
+    if name and not name.strip():
+        raise SagaFlowDefinitionError(
+            f"{where}: {field_name} {name!r} is blank; give a name that shows in logs and "
+            "history, or \"\" for the function's name"
         )
 
 
@@ -150,12 +235,16 @@ class _Action[D: AbstractSagaData]:
     timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
+        action = self.action
+        given = f'step "{callable_name(action)}"' if callable(action) else None
+        check_name(self.name, given or f"step({safe_repr(action)})")
         if not self.name:
-            if not callable(self.action):  # no name to give: say what was passed instead
-                check_callable(self.action, "action", f"step({self.action!r})")
-            object.__setattr__(self, "name", callable_name(self.action))
+            if given is None:  # no name to give: say what was passed instead
+                check_callable(action, "action", f"step({safe_repr(action)})")
+            object.__setattr__(self, "name", callable_name(action))
         where = f'step "{self.name}"'
-        check_callable(self.action, "action", where)
+        check_callable(action, "action", where)
+        object.__setattr__(self, "action", guard_awaitable(action, where))
         check_strategy(self.on_error, where)
         check_timeout(self.timeout, where)
 
@@ -230,9 +319,13 @@ class Transaction[D: AbstractSagaData](_Action[D]):
 
     def __post_init__(self) -> None:
         _Action.__post_init__(self)
+        where = f'transaction "{self.name}"'
+        check_name(self.compensation_name, where, "compensation_name")
         if not self.compensation_name:
             object.__setattr__(self, "compensation_name", callable_name(self.compensate))
-        check_callable(self.compensate, "compensation", f'transaction "{self.name}"')
+        check_callable(self.compensate, "compensation", where)
+        label = f'compensation "{self.compensation_name}" of {where}'
+        object.__setattr__(self, "compensate", guard_awaitable(self.compensate, label))
 
     @deprecated("a Transaction already has a compensation; bind one per action")
     def __rshift__(self, compensate: object, /) -> Never:
