@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -272,4 +273,28 @@ def test_a_regular_function_is_still_rejected_when_built() -> None:
     assert definition_error(lambda: step(wrong(regular))) == (
         'step "regular": action "regular" is a regular function; declare it with `async def` '
         "so the engine can await it"
+    )
+
+
+# Messages survive the user's objects.
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_flow_item_whose_repr_raises_still_gets_its_definition_error() -> None:
+    assert definition_error(lambda: saga_flow(reserve, wrong(Unprintable()))) == (
+        "SagaFlow item 2: expected a step, transaction, parallel group or async function, got "
+        "<Unprintable object (its repr raised)>"
+    )
+
+
+def test_a_negative_timeout_is_shown_as_its_repr() -> None:
+    assert definition_error(lambda: step(reserve, timeout=timedelta(seconds=-1))) == (
+        'step "reserve": timeout must be positive, got datetime.timedelta(days=-1, seconds=86399)'
+    )
+    assert definition_error(lambda: saga_flow(reserve).timeout(-timedelta(hours=1))) == (
+        "SagaFlow: timeout must be positive, got datetime.timedelta(days=-1, seconds=82800)"
     )

@@ -81,7 +81,7 @@ def step[D: AbstractSagaData](
         # `>>` answers NotImplemented here (a TypeError about operands); a builder names it.
         raise SagaFlowDefinitionError(
             f'transaction "{built.name}": compensate= must be an async function taking the '
-            f"saga data, or a @saga_step, got {compensate!r}"
+            f"saga data, or a @saga_step, got {safe_repr(compensate)}"
         )
     return built >> compensate
 

@@ -91,8 +91,7 @@ def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) ->
     """
     if not callable(fn):
         raise SagaFlowDefinitionError(
-            f"{where}: {role} must be an async function taking the saga data, "
-            f"got {safe_repr(fn)}"
+            f"{where}: {role} must be an async function taking the saga data, got {safe_repr(fn)}"
         )
     if _awaitability(fn) == "sync":
         if inspect.isasyncgenfunction(fn):
@@ -160,13 +159,13 @@ def check_name(name: object, where: str, field_name: str = "name") -> None:
     or not blank."""
     if not isinstance(name, str):
         raise SagaFlowDefinitionError(
-            f"{where}: {field_name} must be a str (or \"\" for the function's name), got "
+            f'{where}: {field_name} must be a str (or "" for the function\'s name), got '
             f"{safe_repr(name)} ({type(name).__name__})"
         )
     if name and not name.strip():
         raise SagaFlowDefinitionError(
             f"{where}: {field_name} {name!r} is blank; give a name that shows in logs and "
-            "history, or \"\" for the function's name"
+            'history, or "" for the function\'s name'
         )
 
 
@@ -200,8 +199,10 @@ def _call_shape(fn: object, bound_args: int) -> tuple[object, ...] | None:
         extra, fn = len(fn.args), fn.func
     elif isinstance(fn, types.MethodType):
         extra, fn = 1, fn.__func__
-    if not isinstance(fn, types.FunctionType) or hasattr(fn, "__wrapped__") or hasattr(
-        fn, "__signature__"
+    if (
+        not isinstance(fn, types.FunctionType)
+        or hasattr(fn, "__wrapped__")
+        or hasattr(fn, "__signature__")
     ):
         return None
     return (
@@ -218,10 +219,12 @@ def check_timeout(timeout: object, where: str) -> timedelta | None:
         return None
     if not isinstance(timeout, timedelta):
         raise SagaFlowDefinitionError(
-            f"{where}: timeout must be a datetime.timedelta, got {timeout!r}"
+            f"{where}: timeout must be a datetime.timedelta, got {safe_repr(timeout)}"
         )
     if timeout <= timedelta(0):
-        raise SagaFlowDefinitionError(f"{where}: timeout must be positive, got {timeout}")
+        raise SagaFlowDefinitionError(
+            f"{where}: timeout must be positive, got {safe_repr(timeout)}"
+        )
     return timeout
 
 
@@ -368,7 +371,9 @@ class Parallel[D: AbstractSagaData]:
                 "put a single step directly in the flow instead"
             )
         if self.merge is not None and not callable(self.merge):
-            problems.append(f"parallel group: merge must be a function, got {self.merge!r}")
+            problems.append(
+                f"parallel group: merge must be a function, got {safe_repr(self.merge)}"
+            )
         elif self.merge is not None and inspect.iscoroutinefunction(self.merge):
             problems.append(
                 f'parallel group: merge function "{callable_name(self.merge)}" is `async def`; '
@@ -378,7 +383,7 @@ class Parallel[D: AbstractSagaData]:
         if self.compensation_order not in ("reverse", "concurrent"):
             problems.append(
                 f"parallel group: compensation_order must be 'reverse' or 'concurrent', "
-                f"got {self.compensation_order!r}"
+                f"got {safe_repr(self.compensation_order)}"
             )
         if problems:
             raise SagaFlowDefinitionError(*problems)
@@ -432,16 +437,14 @@ def _flatten_members[D: AbstractSagaData](
         else:
             problems.append(
                 f"{where}, member {position}: expected a step, transaction, parallel group or "
-                f"async function, got {item!r}"
+                f"async function, got {safe_repr(item)}"
             )
     if problems:
         raise SagaFlowDefinitionError(*problems)
     return tuple(flat)
 
 
-def _parallel_of[D: AbstractSagaData](
-    left: _Action[D] | Parallel[D], right: object
-) -> Parallel[D]:
+def _parallel_of[D: AbstractSagaData](left: _Action[D] | Parallel[D], right: object) -> Parallel[D]:
     if not (isinstance(right, _Action | Parallel) or callable(right)):
         what = "parallel group" if isinstance(left, Parallel) else "step"
         raise SagaFlowDefinitionError(
@@ -471,7 +474,7 @@ def as_flow_item[D: AbstractSagaData](item: object, where: str) -> FlowItem[D]:
         return cast(FlowItem[D], item)
     if isinstance(item, ErrorStrategy):
         raise SagaFlowDefinitionError(
-            f"{where}: got the strategy {item!r} on its own; attach it to a step with "
+            f"{where}: got the strategy {safe_repr(item)} on its own; attach it to a step with "
             "`step | strategy` or step(..., on_error=strategy)"
         )
     if callable(item):
@@ -480,7 +483,8 @@ def as_flow_item[D: AbstractSagaData](item: object, where: str) -> FlowItem[D]:
         except SagaFlowDefinitionError as error:
             raise SagaFlowDefinitionError(*(f"{where}: {p}" for p in error.problems)) from None
     raise SagaFlowDefinitionError(
-        f"{where}: expected a step, transaction, parallel group or async function, got {item!r}"
+        f"{where}: expected a step, transaction, parallel group or async function, "
+        f"got {safe_repr(item)}"
     )
 
 
@@ -507,7 +511,7 @@ class SagaFlow[D: AbstractSagaData]:
     def __post_init__(self) -> None:
         if isinstance(self.items, str | bytes) or not isinstance(self.items, Sequence):
             raise SagaFlowDefinitionError(
-                f"SagaFlow(items=...): expected a tuple of flow items, got {self.items!r}"
+                f"SagaFlow(items=...): expected a tuple of flow items, got {safe_repr(self.items)}"
             )
         if not self.items:
             raise SagaFlowDefinitionError("SagaFlow(items=()): a saga needs at least one step")
