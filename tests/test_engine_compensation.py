@@ -164,7 +164,7 @@ def failing_compensation_flow(
     return saga_flow(
         step(journal.ok("a"), compensate=journal.undo_fail("a")),
         journal.fail("b"),
-    ).on_compensation_failure(wrong(handler))  # typed for data now; the engine gives results
+    ).on_compensation_failure(handler)
 
 
 async def test_sync_handler_gets_the_data_before_the_error_is_raised(

@@ -71,10 +71,10 @@ def test_a_blank_name_is_rejected() -> None:
 
 
 def test_constructors_check_name_and_compensation_name() -> None:
-    assert "step \"reserve\": name must be a str" in definition_error(
+    assert 'step "reserve": name must be a str' in definition_error(
         lambda: SagaStep(action=reserve, name=wrong(1))
     )
-    assert "step \"reserve\": name must be a str" in definition_error(
+    assert 'step "reserve": name must be a str' in definition_error(
         lambda: Transaction(action=reserve, compensate=release, name=wrong(2.5))
     )
     assert definition_error(
@@ -195,8 +195,8 @@ def test_a_result_whose_repr_raises_is_still_reported(order: OrderData) -> None:
         lazy(order)
 
     assert str(raised.value).startswith(
-        'step "<lambda>" returned <Opaque object (its repr raised)> (Opaque) instead of an '
-        "awaitable"
+        'step "<lambda>" returned <Opaque object (repr raised RuntimeError)> (Opaque) instead '
+        "of an awaitable"
     )
 
 
@@ -287,7 +287,7 @@ class Unprintable:
 def test_a_flow_item_whose_repr_raises_still_gets_its_definition_error() -> None:
     assert definition_error(lambda: saga_flow(reserve, wrong(Unprintable()))) == (
         "SagaFlow item 2: expected a step, transaction, parallel group or async function, got "
-        "<Unprintable object (its repr raised)>"
+        "<Unprintable object (repr raised RuntimeError)>"
     )
 
 

@@ -417,4 +417,6 @@ def test_a_value_with_a_broken_repr_still_gets_its_definition_error() -> None:
     with pytest.raises(SagaFlowDefinitionError) as raised:
         Retry(wrong(Unprintable()))
 
-    assert "Retry(max_attempts=<Unprintable object (its repr raised)>)" in str(raised.value)
+    assert "Retry(max_attempts=<Unprintable object (repr raised RuntimeError)>)" in str(
+        raised.value
+    )

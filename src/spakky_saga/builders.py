@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, cast, overload
 
-from spakky_saga._describe import safe_repr
+from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError
 from spakky_saga.flow import (

@@ -84,9 +84,7 @@ def encode(data: AbstractSagaData) -> str:
     try:
         return adapter_for(type(data)).dump_json(data).decode()
     except PydanticSerializationError as error:
-        raise SagaDataCodecError(
-            type(data), _failing_field(data), error_text(error)
-        ) from error
+        raise SagaDataCodecError(type(data), _failing_field(data), error_text(error)) from error
 
 
 def decode(data_class: type[AbstractSagaData], text: str) -> AbstractSagaData:

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, cast, overload
 
-from spakky_saga._describe import safe_repr
+from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError
 from spakky_saga.flow import SagaStep, check_callable

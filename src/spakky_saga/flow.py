@@ -18,7 +18,7 @@ from typing import Any, Literal, Never, Self, TypeVar, cast
 
 from typing_extensions import deprecated
 
-from spakky_saga._describe import safe_repr
+from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
-from spakky_saga._describe import safe_repr, type_repr
+from spakky_saga._text import safe_repr, type_repr
 from spakky_saga.errors import SagaFlowDefinitionError
 
 
@@ -169,10 +169,6 @@ class Retry(ErrorStrategy):
         problems.extend(_retry_on_problems(self.retry_on))
         if problems:
             raise SagaFlowDefinitionError(*problems)
-
-    def should_retry(self, error: BaseException) -> bool:
-        """Whether `error` is worth another attempt."""
-        return True
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt number `attempt` (2 is the first retry)."""

@@ -235,8 +235,11 @@ class PostgresSagaStore:
                     return
                 raise
             except SagaLeaseLostError:
-                if retried and update.release and events and await self._has_event(
-                    conn, saga_id, events[-1].seq
+                if (
+                    retried
+                    and update.release
+                    and events
+                    and await self._has_event(conn, saga_id, events[-1].seq)
                 ):
                     return  # the first try committed, releasing the lease
                 raise
@@ -413,9 +416,7 @@ class PostgresSagaStore:
                 (self.schema,),
             )
             if await cursor.fetchone() is None:
-                await conn.execute(
-                    f"CREATE TABLE {self._t('schema')} (version INTEGER NOT NULL)"
-                )
+                await conn.execute(f"CREATE TABLE {self._t('schema')} (version INTEGER NOT NULL)")
                 await conn.execute(f"INSERT INTO {self._t('schema')} (version) VALUES (0)")
                 version = 0
             else:

@@ -319,9 +319,7 @@ class SqliteSagaStore:
         return result
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        result: SagaRecord | None = await self._call(
-            lambda db: _load(db, saga_id), batchable=False
-        )
+        result: SagaRecord | None = await self._call(lambda db: _load(db, saga_id), batchable=False)
         return result
 
     async def list(
@@ -410,8 +408,7 @@ class SqliteSagaStore:
         unknown or foreign databases."""
         try:
             tables = {
-                row[0]
-                for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
         except sqlite3.DatabaseError as error:
             raise SagaStoreError(
