@@ -9,9 +9,9 @@ key (`.../undo`).
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Protocol
 from uuid import UUID
 
 
@@ -35,24 +35,44 @@ class StepContext:
         return f"{self.saga_id}/{self.step_key}:{self.step}/{suffix}"
 
 
-_CURRENT: Final[ContextVar[StepContext | None]] = ContextVar("spakky_saga_step", default=None)
+class StepCursor(Protocol):
+    """What the engine keeps current while it runs a step: read only when asked, so the
+    engine pays two attribute stores per step, not an object."""
+
+    saga_name: str
+    saga_id: UUID
+    node: Any
+    """The running step's plan node (`.name`, `.key`), or None between steps."""
+    attempt: int
+    compensating: bool
+
+
+_CURRENT: Final[ContextVar[StepCursor | None]] = ContextVar("spakky_saga_step", default=None)
 
 
 def current_step() -> StepContext:
     """The step running in this task; raises LookupError outside a step or compensation."""
-    context = _CURRENT.get()
-    if context is None:
+    cursor = _CURRENT.get()
+    node = None if cursor is None else cursor.node
+    if cursor is None or node is None:
         raise LookupError(
             "current_step() is called outside a saga step: call it inside a step's action or "
             "compensation (while the engine runs it)"
         )
-    return context
+    return StepContext(
+        saga_name=cursor.saga_name,
+        saga_id=cursor.saga_id,
+        step=node.name,
+        step_key=node.key,
+        attempt=cursor.attempt,
+        compensation=cursor.compensating,
+    )
 
 
-def enter_step(context: StepContext) -> object:
-    """Make `context` current for this task; returns the token to `leave_step` with."""
-    return _CURRENT.set(context)
+def enter_step(cursor: StepCursor) -> Token[StepCursor | None]:
+    """Make `cursor` current for this task; returns the token to `leave_step` with."""
+    return _CURRENT.set(cursor)
 
 
-def leave_step(token: object) -> None:
-    _CURRENT.reset(token)  # type: ignore[arg-type] # the token enter_step returned
+def leave_step(token: Token[StepCursor | None]) -> None:
+    _CURRENT.reset(token)

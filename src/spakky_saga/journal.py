@@ -47,6 +47,7 @@ class SagaJournal:
         "_failed_step",
         "_failure",
         "_finished",
+        "_last_data",
         "_pending",
         "_release",
         "_status",
@@ -86,6 +87,7 @@ class SagaJournal:
         self._release = False
         self._finished = False
         self._failure: BaseException | None = None
+        self._last_data: AbstractSagaData | None = None
 
     @property
     def failed(self) -> BaseException | None:
@@ -97,18 +99,22 @@ class SagaJournal:
         if self._failure is None:
             self._failure = error
 
-    def add(self, event: SagaEvent, step_key: str | None) -> None:
+    def add(self, event: SagaEvent) -> None:
         """Turn `event` into a log entry and buffer it (nothing is written yet)."""
         if self._failure is not None or self._finished:
             return
         kind = event.kind
+        step_key = event.step_key
         data_text = data_type = None
         if kind is SagaEventKind.SAGA_STARTED and event.data is not None:
             data_text, data_type = encode(event.data), type_name(type(event.data))
+            self._last_data = event.data
         elif kind is SagaEventKind.STEP_COMMITTED and event.data is not None:
-            data_text, data_type = encode(event.data), type_name(type(event.data))
-            if step_key is not None and "." not in step_key:  # a sequential step: new data
-                self._data, self._data_type = data_text, data_type
+            if event.data is not self._last_data:  # unchanged data is not written again
+                data_text, data_type = encode(event.data), type_name(type(event.data))
+                if step_key is not None and "." not in step_key:  # sequential: the new data
+                    self._data, self._data_type = data_text, data_type
+                    self._last_data = event.data
         elif kind is SagaEventKind.COMPENSATION_STARTED and self._status is None:
             self._status = StoredStatus.COMPENSATING
         elif kind is SagaEventKind.SAGA_FINISHED:
@@ -130,6 +136,7 @@ class SagaJournal:
                 error=None if error is None else safe_str(error),
                 data=data_text,
                 data_type=data_type,
+                owner=self.owner,
             )
         )
 

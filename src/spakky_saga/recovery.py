@@ -80,7 +80,7 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
     groups_by_key: dict[str, GroupNode] = {}
     for item in plan.nodes:
         if isinstance(item, GroupNode):
-            groups_by_key[group_key(item)] = item
+            groups_by_key[item.key] = item
             for member in item.members:
                 steps[member.key] = member
                 group_of[member.key] = item
@@ -182,11 +182,6 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
         elif entry.key not in compensated:
             state.undo.append(entry)
     return state
-
-
-def group_key(group: GroupNode) -> str:
-    """A group's own position key (`2` for members `2.1`, `2.2`, ...)."""
-    return group.members[0].key.partition(".")[0]
 
 
 def unfinished_group_commits(state: Replayed, plan: ExecutionPlan) -> list[StepNode]:

@@ -75,6 +75,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             error TEXT,
             data TEXT,
             data_type TEXT,
+            owner TEXT,
             PRIMARY KEY (saga_id, seq)
         ) WITHOUT ROWID""",
     ),
@@ -85,7 +86,7 @@ _SAGA_COLUMNS: Final = (
     "created, updated, owner, lease_expires, failed_step, error"
 )
 _EVENT_COLUMNS: Final = (
-    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type"
+    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type, owner"
 )
 
 type Synchronous = Literal["FULL", "NORMAL"]
@@ -495,7 +496,7 @@ def _insert_events(db: sqlite3.Connection, saga_id: str, events: Sequence[Stored
     if events:
         db.executemany(
             f"INSERT INTO spakky_saga_events (saga_id, {_EVENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     saga_id,
@@ -510,6 +511,7 @@ def _insert_events(db: sqlite3.Connection, saga_id: str, events: Sequence[Stored
                     e.error,
                     e.data,
                     e.data_type,
+                    e.owner,
                 )
                 for e in events
             ],
