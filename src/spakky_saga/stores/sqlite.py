@@ -147,7 +147,8 @@ class SqliteSagaStore:
         self._clock = clock
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._opened: asyncio.Future[None] | None = None
+        self._starting = threading.Lock()
+        self._ready = False
 
     def __repr__(self) -> str:
         return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -155,24 +156,23 @@ class SqliteSagaStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._opened is None:
-            self._opened = asyncio.get_running_loop().create_future()
-            try:
+        """Start the worker and create (or check) the schema. Works from any event loop: the
+        worker answers each call on the loop that made it."""
+        if self._ready:
+            return
+        with self._starting:
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name=f"spakky-saga-sqlite:{self.path.name}", daemon=True
                 )
                 self._thread.start()
-                await self._call(self._prepare, batchable=False)
-            except BaseException as error:
-                self._opened.set_exception(error)
-                self._opened.exception()  # retrieved: awaiting open() again re-raises it
-                raise
-            self._opened.set_result(None)
-        await self._opened
+        await self._submit(self._prepare, batchable=False)  # idempotent, if run twice
+        self._ready = True
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        self._opened = None
+        with self._starting:
+            thread, self._thread = self._thread, None
+            self._ready = False
         if thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(thread.join)
@@ -345,11 +345,11 @@ class SqliteSagaStore:
     # --- the worker thread -------------------------------------------------------------------
 
     async def _call(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
-        if self._thread is None:
-            if self._opened is None:
-                await self.open()
-            else:
-                raise SagaStoreError(f"{self!r} is closed")
+        if not self._ready:
+            await self.open()
+        return await self._submit(run, batchable=batchable)
+
+    async def _submit(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
         job = _Job(run, asyncio.get_running_loop(), batchable=batchable)
         self._jobs.put(job)
         return await job.future
