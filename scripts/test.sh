@@ -10,7 +10,10 @@ echo "== ruff"
 ruff check src tests examples benchmarks
 echo "== mypy --strict, with our plugin (pyproject [tool.mypy])"
 mypy src tests examples
-echo "== pytest (with branch coverage >= 95%)"
+echo "== the documented package, spakky-saga 8.5.0, in .venv/upstream (for tests/compat/)"
+SPAKKY_SAGA_UPSTREAM_PYTHON=$(scripts/upstream-venv.sh)
+export SPAKKY_SAGA_UPSTREAM_PYTHON
+echo "== pytest (with branch coverage >= 95%; tests/compat/ compares with spakky-saga 8.5.0)"
 coverage erase
 coverage run -m pytest -q tests
 coverage report
