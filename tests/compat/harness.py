@@ -321,6 +321,7 @@ async def _observe(
 ) -> Observation:
     result: Observation | None = None
     raised: Observation | None = None
+    first_event = len(probe.events)  # a probe may serve several runs
     try:
         result = describe_result(await run)
     except (Exception, asyncio.CancelledError) as error:
@@ -328,7 +329,7 @@ async def _observe(
     return {
         "result": result,
         "raised": raised,
-        "events": probe.events,
+        "events": probe.events[first_event:],
         "logs": logs,
         "sleeps": sleeps,
     }

@@ -7,6 +7,7 @@ that differ on purpose.
 
 import asyncio
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.common.error import AbstractSpakkyFrameworkError
 from spakky.core.pod.annotations.pod import Pod
+from spakky.domain.models.base import AbstractDomainModel
 
 from tests.compat.harness import (
     Kit,
@@ -149,6 +151,40 @@ async def sequential_subclass_data_result(kit: Kit) -> Observation:
 async def sequential_step_returning_non_data(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(s.step(p.inc("a"), compensate=p.undo("undo_a")), p.returns("b", 5))
+    return await observe_run(kit, p, flow, kit.data())
+
+
+@scenario
+async def sequential_same_function_twice(kit: Kit) -> Observation:
+    p, s = Probe(kit), kit.s
+    a = p.inc("a")
+    flow = s.saga_flow(s.step(a, compensate=p.undo("undo_a")), a, p.fail("b"))
+    return await observe_run(kit, p, flow, kit.data())
+
+
+@scenario
+async def step_names_of_callables(kit: Kit) -> Observation:
+    p, s = Probe(kit), kit.s
+    keep = p.keep("k")
+
+    async def with_option(data: Any, extra: int = 0) -> None:
+        p.events.append(["do", "with_option", extra])
+
+    class Handler:
+        async def __call__(self, data: Any) -> None:
+            p.events.append(["do", "callable"])
+
+        async def method(self, data: Any) -> None:
+            p.events.append(["do", "method"])
+
+    flow = s.saga_flow(
+        keep,
+        lambda data: keep(data),  # noqa: PLW0108 - a lambda, for its name
+        functools.partial(with_option, extra=2),
+        Handler(),
+        Handler().method,
+        p.fail("last"),
+    )
     return await observe_run(kit, p, flow, kit.data())
 
 
@@ -380,6 +416,21 @@ async def retry_on_transaction(kit: Kit) -> Observation:
     return await observe_run(kit, p, flow, kit.data())
 
 
+@scenario
+async def retry_then_skip_on_transaction(kit: Kit) -> Observation:
+    p, s = Probe(kit), kit.s
+    flow = s.saga_flow(
+        s.step(p.inc("a"), compensate=p.undo("undo_a")),
+        s.step(
+            p.flaky("b", 10),
+            compensate=p.undo("undo_b"),
+            on_error=s.Retry(max_attempts=3, then=s.Skip()),
+        ),
+        p.fail("c"),
+    )
+    return await observe_run(kit, p, flow, kit.data())
+
+
 # ---------------------------------------------------------------- timeouts
 
 
@@ -450,6 +501,20 @@ async def saga_timeout_not_reached(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(p.inc("a"), p.slow("b", 0.001)).timeout(ms(500))
     return await observe_run(kit, p, flow, kit.data())
+
+
+@scenario
+@deliberate(
+    SAGA_TIMEOUT_NAMES_STEP,
+    keys=("result.failed_step", "result.error", "result.history", "logs"),
+)
+async def saga_timeout_during_parallel_group(kit: Kit) -> Observation:
+    p, s = Probe(kit), kit.s
+    flow = s.saga_flow(
+        s.step(p.inc("a"), compensate=p.undo("undo_a")),
+        s.parallel(s.step(p.keep("b"), compensate=p.undo("undo_b")), p.slow("c", 0.5)),
+    )
+    return await observe_run(kit, p, flow.timeout(ms(30)), kit.data())
 
 
 # ---------------------------------------------------------------- parallel groups
@@ -536,7 +601,7 @@ async def parallel_nested_groups_flattened(kit: Kit) -> Observation:
 
 
 @scenario
-@deliberate(GROUP_STRATEGIES, keys=("result", "events", "logs"))
+@deliberate(GROUP_STRATEGIES, keys=("result", "raised", "events", "logs"))
 async def parallel_member_skip(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(
@@ -548,7 +613,7 @@ async def parallel_member_skip(kit: Kit) -> Observation:
 
 
 @scenario
-@deliberate(GROUP_STRATEGIES, keys=("result", "events", "logs", "sleeps"))
+@deliberate(GROUP_STRATEGIES, keys=("result", "raised", "events", "logs", "sleeps"))
 async def parallel_member_retry(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(
@@ -575,6 +640,20 @@ async def parallel_promotes_plain_functions(kit: Kit) -> Observation:
         "and_step_fn": [type(i).__name__ for i in (s.step(p.keep("a")) & p.keep("b")).items],
         "and_nested": len(((s.step(p.keep("a")) & p.keep("b")) & s.step(p.keep("c"))).items),
     }
+
+
+@scenario
+async def parallel_groups_in_sequence(kit: Kit) -> Observation:
+    p, s = Probe(kit), kit.s
+    flow = s.saga_flow(
+        s.parallel(
+            s.step(p.keep("a"), compensate=p.undo("undo_a")),
+            s.step(p.keep("b"), compensate=p.undo("undo_b")),
+        ),
+        p.inc("middle"),
+        s.parallel(s.step(p.keep("c"), compensate=p.undo("undo_c")), p.fail("d")),
+    )
+    return await observe_run(kit, p, flow, kit.data())
 
 
 # ---------------------------------------------------------------- compensation failure
@@ -1097,9 +1176,10 @@ async def saga_data_identity(kit: Kit) -> Observation:
         "saga_id_is_uuid": isinstance(first.saga_id, uuid.UUID),
         "distinct_ids": first.saga_id != second.saga_id,
         "replace_keeps_id": replaced.saga_id == first.saga_id,
-        "fields": [f.name for f in dataclasses.fields(first)],
+        # auth_context_snapshot belongs to upstream's spakky-auth integration, not compared.
+        "fields": [f.name for f in dataclasses.fields(first) if f.name != "auth_context_snapshot"],
         "assign": attempt(assign),
-        "domain_model": [c.__name__ for c in type(first).__mro__ if "Model" in c.__name__],
+        "domain_model": isinstance(first, AbstractDomainModel),
     }
 
 
