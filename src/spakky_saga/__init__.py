@@ -14,8 +14,10 @@ from spakky_saga.engine import SagaEngine, run_saga_flow
 from spakky_saga.errors import (
     AbstractSpakkySagaError,
     SagaCompensationFailedError,
+    SagaCompensationInterruptedError,
     SagaEngineNotConnectedError,
     SagaFlowDefinitionError,
+    SagaListenerWarning,
     SagaMergeResultError,
     SagaParallelMergeConflictError,
     SagaStepCancelledError,
@@ -23,6 +25,7 @@ from spakky_saga.errors import (
     SagaStepTimeoutError,
     SagaTimeoutError,
 )
+from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.flow import (
     ActionFn,
     CompensateFn,
@@ -35,8 +38,11 @@ from spakky_saga.flow import (
     SagaStep,
     Transaction,
 )
+from spakky_saga.listeners import SagaListener
+from spakky_saga.logs import SagaLogListener
 from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
 from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.spakky_plugin import PLUGIN_NAME
 from spakky_saga.strategy import Compensate, ErrorStrategy, ExponentialBackoff, Retry, Skip
 
 __version__ = "0.1.0"
@@ -45,6 +51,7 @@ __version__ = "0.1.0"
 logging.getLogger("spakky_saga").addHandler(logging.NullHandler())
 
 __all__ = [
+    "PLUGIN_NAME",
     "AbstractSaga",
     "AbstractSagaData",
     "AbstractSpakkySagaError",
@@ -60,11 +67,17 @@ __all__ = [
     "Retry",
     "Saga",
     "SagaCompensationFailedError",
+    "SagaCompensationInterruptedError",
     "SagaDataT",
     "SagaEngine",
     "SagaEngineNotConnectedError",
+    "SagaEvent",
+    "SagaEventKind",
     "SagaFlow",
     "SagaFlowDefinitionError",
+    "SagaListener",
+    "SagaListenerWarning",
+    "SagaLogListener",
     "SagaMergeResultError",
     "SagaParallelMergeConflictError",
     "SagaResult",

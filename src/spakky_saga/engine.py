@@ -1,9 +1,18 @@
 """How a flow runs: the one place that executes steps, retries, merges and compensates.
 
-The engine runs a compiled plan with per-run local state; nothing mutable lives on the plan,
-the flow or the saga class. Time and sleeping are injected (`clock=`, `sleep=`) so backoff is
-tested without waiting. Rollback runs in its own task, shielded from cancellation: once a saga
-starts compensating, cancelling its caller cannot leave committed steps half-undone.
+The engine runs a compiled plan with per-run state (`_Run`); nothing mutable lives on the
+plan, the flow or the saga class. Every transition goes through the run's event seam
+(`SagaEvent`s to the listeners, the log lines among them). Time and sleeping are injected
+(`clock=`, `sleep=`) so backoff is tested without waiting.
+
+The rules of rollback, which the rest of this module keeps:
+- committed compensable steps are compensated exactly once, in reverse commit order, each
+  given the latest data; a failed compensation never stops the rest;
+- rollback runs in its own task, shielded: cancelling the caller cannot leave it half done;
+  the caller's cancellation is re-raised once it is over, after the failure handler ran;
+- a rollback that is itself cut off (the loop shutting down) records and reports every
+  compensation that did not run;
+- observers (listeners, log handlers) and strategy code can never change what happens.
 """
 
 from __future__ import annotations
@@ -11,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any, Final
 
+from spakky_saga._text import error_text, safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
     SagaCompensationFailedError,
+    SagaCompensationInterruptedError,
     SagaEngineNotConnectedError,
     SagaFlowDefinitionError,
     SagaStepCancelledError,
@@ -27,27 +38,122 @@ from spakky_saga.errors import (
     SagaStepTimeoutError,
     SagaTimeoutError,
 )
+from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.flow import SagaFlow
+from spakky_saga.listeners import ListenerSet
+from spakky_saga.logs import ENGINE_LOGGER, SagaLogListener
 from spakky_saga.merge import merge_committed, merge_results
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, plan_for
-from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
+from spakky_saga.result import ANONYMOUS, SagaResult, SagaStatus, StepRecord, StepStatus
 
-logger: Final = logging.getLogger("spakky_saga.engine")
+logger: Final = ENGINE_LOGGER
 
-_INFO: Final = logging.INFO
 _COMMITTED: Final = StepStatus.COMMITTED
 _FAILED: Final = StepStatus.FAILED
 _COMPENSATED: Final = StepStatus.COMPENSATED
-_LOG_FORMAT: Final = "[saga=%s step=%s status=%s elapsed=%.3fms]"
 _NO_SCOPE: Final = contextlib.nullcontext()
 _new_record: Final = tuple.__new__  # StepRecord without its Python-level __new__: hot path
 
+_SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
+_STEP_STARTED: Final = SagaEventKind.STEP_STARTED
+_STEP_COMMITTED: Final = SagaEventKind.STEP_COMMITTED
+_STEP_FAILED: Final = SagaEventKind.STEP_FAILED
+_STEP_RETRYING: Final = SagaEventKind.STEP_RETRYING
+_STEP_SKIPPED: Final = SagaEventKind.STEP_SKIPPED
+_COMPENSATION_STARTED: Final = SagaEventKind.COMPENSATION_STARTED
+_COMPENSATION_DONE: Final = SagaEventKind.COMPENSATION_DONE
+_COMPENSATION_FAILED: Final = SagaEventKind.COMPENSATION_FAILED
+_SAGA_FINISHED: Final = SagaEventKind.SAGA_FINISHED
+_SAGA_ABORTED: Final = SagaEventKind.SAGA_ABORTED
+
 type Clock = Callable[[], float]
 type Sleep = Callable[[float], Awaitable[None]]
+type _UndoEntry = StepNode | tuple[StepNode, ...]
+
+
+class _Run:
+    """The state of one run: its identity, history, undo list and the event seam."""
+
+    __slots__ = (
+        "attempt",
+        "attempt_started",
+        "clock",
+        "history",
+        "listeners",
+        "name",
+        "progress",
+        "saga_id",
+        "skipped",
+        "started",
+        "undo",
+    )
+
+    def __init__(self, name: str, data: AbstractSagaData, clock: Clock, listeners: ListenerSet):
+        self.name = name
+        self.saga_id = data.saga_id
+        self.clock = clock
+        self.listeners = listeners
+        self.progress = listeners.wants_progress()
+        """Whether progress events are built at all: no listener wants them, no cost."""
+        self.history: list[StepRecord] = []
+        self.undo: list[_UndoEntry] = []
+        self.skipped: list[str] = []
+        self.attempt = 1
+        """The attempt of the sequential (non-group) step running now, and its start time:
+        what the record of a step cut off by the saga timeout says."""
+        self.attempt_started = 0.0
+        self.started = clock()
+
+    def emit(  # noqa: PLR0917 - positional on purpose: called on every step
+        self,
+        kind: SagaEventKind,
+        step: str | None = None,
+        attempt: int = 1,
+        elapsed: float = 0.0,
+        error: BaseException | None = None,
+        data: AbstractSagaData | None = None,
+        status: SagaStatus | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Tell the listeners; never raises (ListenerSet contains their errors)."""
+        self.listeners.notify(
+            SagaEvent(
+                kind,
+                self.name,
+                self.saga_id,
+                step,
+                attempt,
+                elapsed,
+                self.clock() - self.started,
+                error,
+                data,
+                status,
+                delay,
+            )
+        )
+
+    def record(  # noqa: PLR0917 - positional on purpose: called on every step
+        self,
+        name: str,
+        status: StepStatus,
+        t0: float,
+        attempt: int = 1,
+        compensation: bool = False,
+        error: BaseException | None = None,
+    ) -> float:
+        """Append a history record of something that started at `t0`; returns its elapsed."""
+        elapsed = self.clock() - t0
+        self.history.append(
+            _new_record(
+                StepRecord,
+                (name, status, elapsed, attempt, compensation, error, t0 - self.started),
+            )
+        )
+        return elapsed
 
 
 class _StepFailed:
-    """Why the forward pass stopped: the failing step (or group) and its error."""
+    """Why the forward pass stopped: the failing step (or group member) and its error."""
 
     __slots__ = ("error", "step")
 
@@ -66,22 +172,38 @@ class _GroupFailed(_StepFailed):
         self.data = data
 
 
+class _Rollback:
+    """What a rollback ended with: the failed (or never-run) compensations, the failure
+    handler's own error, and a KeyboardInterrupt/SystemExit a compensation raised."""
+
+    __slots__ = ("failures", "fatal", "handler_error")
+
+    def __init__(self) -> None:
+        self.failures: dict[str, BaseException] = {}
+        self.handler_error: BaseException | None = None
+        self.fatal: BaseException | None = None
+
+
 class SagaEngine:
     """Runs saga flows.
 
-    `clock` returns monotonic seconds (for `elapsed`), `sleep` waits between retries;
-    `compensation_timeout` bounds each compensation (None: no bound). A closed engine refuses
-    new runs with `SagaEngineNotConnectedError`.
+    `clock` returns monotonic seconds (for `elapsed`); `sleep` waits between retries (by
+    default `asyncio.sleep`, looked up when needed, so tests that patch it keep working);
+    `compensation_timeout` bounds each compensation (None: no bound); `listeners` observe every
+    run (after the built-in log lines, unless `log=False`). A closed engine refuses new runs
+    with `SagaEngineNotConnectedError`.
     """
 
-    __slots__ = ("_clock", "_closed", "_compensation_timeout", "_sleep")
+    __slots__ = ("_clock", "_closed", "_compensation_timeout", "_listeners", "_sleep")
 
     def __init__(
         self,
         *,
         clock: Clock = time.perf_counter,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep | None = None,
         compensation_timeout: timedelta | None = None,
+        listeners: Iterable[object] = (),
+        log: bool = True,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
@@ -96,6 +218,7 @@ class SagaEngine:
         self._compensation_timeout = (
             compensation_timeout.total_seconds() if compensation_timeout is not None else None
         )
+        self._listeners = ListenerSet(((SagaLogListener(),) if log else ()) + tuple(listeners))
         self._closed = False
 
     @property
@@ -103,17 +226,28 @@ class SagaEngine:
         """True once `close()` was called."""
         return self._closed
 
+    @property
+    def listeners(self) -> tuple[object, ...]:
+        """The listeners observing every run of this engine, the log listener first."""
+        return self._listeners.listeners
+
     def close(self) -> None:
         """Refuse new runs from now on; runs already started finish normally."""
         self._closed = True
 
     async def run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
-        self, flow: SagaFlow[D], data: D, *, saga_name: str = "saga"
+        self,
+        flow: SagaFlow[D],
+        data: D,
+        *,
+        saga_name: str = ANONYMOUS,
+        listeners: Iterable[object] = (),
     ) -> SagaResult[D]:
         """Run `flow` on `data` and return its result; a failed saga is a result, not an error.
 
         Raises `SagaCompensationFailedError` (carrying the result) when a compensation failed,
-        and re-raises `CancelledError` after compensating when the calling task is cancelled.
+        after the flow's failure handler ran, and re-raises `CancelledError` after compensating
+        when the calling task is cancelled. `listeners` observe this run only.
         """
         if self._closed:
             raise SagaEngineNotConnectedError(
@@ -121,19 +255,20 @@ class SagaEngine:
             )
         if not isinstance(data, AbstractSagaData):
             raise TypeError(
-                f'saga "{saga_name}" was given {data!r} ({type(data).__name__}) as data; '
-                "pass an instance of an AbstractSagaData subclass"
+                f'saga "{saga_name}" was given {safe_repr(data)} ({type(data).__name__}) as '
+                "data; pass an instance of an AbstractSagaData subclass"
             )
         plan = plan_for(flow)
-        saga = saga_name
-        clock = self._clock
-        log = logger.isEnabledFor(_INFO)
-        started = clock()
-        if log:
-            logger.info(_LOG_FORMAT, saga, "-", "started", 0.0)
-        history: list[StepRecord] = []
+        observers = self._listeners.plus(listeners) if listeners else self._listeners
+        run = _Run(saga_name, data, self._clock, observers)
+        clock = run.clock
+        started = run.started
+        progress = run.progress
+        history = run.history
         append = history.append
-        undo: list[StepNode | tuple[StepNode, ...]] = []
+        undo = run.undo
+        if progress:
+            run.emit(_SAGA_STARTED, data=data)
         failure: _StepFailed | None = None
         status = SagaStatus.COMPLETED
         node: StepNode | GroupNode | None = None
@@ -145,54 +280,48 @@ class SagaEngine:
                 for node in plan.nodes:
                     if isinstance(node, StepNode) and node.simple:
                         step = node
-                        if log:
-                            logger.info(_LOG_FORMAT, saga, step.name, "started", 0.0)
+                        name = step.name
+                        if progress:
+                            run.emit(_STEP_STARTED, name)
                         t0 = clock()
                         try:
                             out = await step.action(data)
                             if out is not None and out.__class__ is not data.__class__:
-                                _check_output(step.name, out, data)
+                                _check_output(name, out, data)
                         except (Exception, asyncio.CancelledError) as caught:
-                            error = _step_error(step.name, caught)
-                            elapsed = clock() - t0
-                            append(
-                                _new_record(
-                                    StepRecord, (step.name, _FAILED, elapsed, 1, False, error)
-                                )
-                            )
-                            _log_failed(saga, step.name, elapsed, 1, error)
-                            failure = _StepFailed(step.name, error)
+                            error = _step_error(name, caught)
+                            elapsed = run.record(name, _FAILED, t0, 1, False, error)
+                            run.emit(_STEP_FAILED, name, 1, elapsed, error)
+                            failure = _StepFailed(name, error)
                             break
                         elapsed = clock() - t0
                         append(
                             _new_record(
-                                StepRecord, (step.name, _COMMITTED, elapsed, 1, False, None)
+                                StepRecord,
+                                (name, _COMMITTED, elapsed, 1, False, None, t0 - started),
                             )
                         )
                         if out is not None:
                             data = out
                         if step.compensate is not None:
                             undo.append(step)
-                        if log:
-                            logger.info(_LOG_FORMAT, saga, step.name, "completed", elapsed * 1e3)
+                        if progress:
+                            run.emit(_STEP_COMMITTED, name, 1, elapsed, data=data)
                     elif isinstance(node, StepNode):
-                        step = node
                         t0 = clock()
-                        committed, value = await self._attempt(step, data, history, saga)
+                        committed, value = await self._attempt(node, data, run, sequential=True)
                         if committed:
                             if value is not None:
                                 data = value
-                            if step.compensate is not None:
-                                undo.append(step)
+                            if node.compensate is not None:
+                                undo.append(node)
                         elif value is not None:
-                            failure = _StepFailed(step.name, value)
+                            failure = _StepFailed(node.name, value)
                             break
                     else:
                         interrupted = []
                         t0 = clock()
-                        outcome = await self._run_group(
-                            node, data, history, undo, saga, interrupted=interrupted
-                        )
+                        outcome = await self._run_group(node, data, run, interrupted)
                         if isinstance(outcome, _GroupFailed):
                             failure = outcome
                             data = outcome.data  # type: ignore[assignment] # merge keeps the type
@@ -208,122 +337,102 @@ class SagaEngine:
             status = SagaStatus.TIMED_OUT
             running = node.name if node is not None else None
             assert plan.timeout is not None
-            timeout_error = SagaTimeoutError(saga, timedelta(seconds=plan.timeout), running)
+            timeout_error = SagaTimeoutError(saga_name, timedelta(seconds=plan.timeout), running)
             timeout_error.__cause__ = error
             failure = _StepFailed(running or "-", timeout_error)
             if running is not None:
-                attempt = _running_attempt(node, history) if isinstance(node, StepNode) else 1
-                append(StepRecord(running, _FAILED, clock() - t0, attempt, False, timeout_error))
-        except asyncio.CancelledError:
+                attempt, since = 1, t0
+                if isinstance(node, StepNode) and not node.simple:
+                    attempt, since = run.attempt, run.attempt_started
+                elapsed = run.record(running, _FAILED, since, attempt, False, timeout_error)
+                run.emit(_STEP_FAILED, running, attempt, elapsed, timeout_error)
+        except asyncio.CancelledError as cancelled:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
-            logger.warning(
-                _LOG_FORMAT,
-                saga,
-                node.name if node else "-",
-                "cancelled",
-                (clock() - started) * 1e3,
-            )
-            if undo:
-                undo_failures = await self._rollback_shielded(undo, data, history, saga)
-                if undo_failures:  # the data may be inconsistent: the handler must hear of it
-                    cancelled = SagaResult(
-                        saga,
-                        SagaStatus.FAILED,
-                        data,
-                        tuple(history),
-                        clock() - started,
-                        node.name if node else None,
-                        asyncio.CancelledError(),
-                    )
-                    with contextlib.suppress(SagaCompensationFailedError):
-                        await self._handle_compensation_failure(plan, cancelled, undo_failures)
-            raise
+            running = node.name if node is not None else None
+            await self._roll_back(plan, run, data, cancelled=cancelled, failed_step=running)
+            raise  # _roll_back re-raises the cancellation itself; this is for type checkers
         if failure is None:
             elapsed = clock() - started
-            if log:
-                logger.info(_LOG_FORMAT, saga, "-", "completed", elapsed * 1e3)
-            return SagaResult(saga, SagaStatus.COMPLETED, data, tuple(history), elapsed)
+            result = SagaResult(
+                status,
+                data,
+                None,
+                None,
+                tuple(history),
+                timedelta(seconds=elapsed),
+                saga_name,
+                tuple(run.skipped),
+            )
+            if progress:
+                run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
+            return result
         if status is not SagaStatus.TIMED_OUT:
             status = SagaStatus.FAILED
-        failures = await self._rollback_shielded(undo, data, history, saga) if undo else None
-        elapsed = clock() - started
-        result = SagaResult(
-            saga, status, data, tuple(history), elapsed, failure.step, failure.error
+        return await self._roll_back(
+            plan, run, data, status=status, failed_step=failure.step, error=failure.error
         )
-        logger.warning(
-            _LOG_FORMAT + " failed_step=%s error=%r",
-            saga,
-            "-",
-            status.value,
-            elapsed * 1e3,
-            failure.step,
-            failure.error,
-        )
-        if failures:
-            await self._handle_compensation_failure(plan, result, failures)
-        return result
 
     async def _attempt(
-        self, step: StepNode, data: AbstractSagaData, history: list[StepRecord], saga: str
+        self, step: StepNode, data: AbstractSagaData, run: _Run, *, sequential: bool
     ) -> tuple[bool, Any]:
         """Run one step with its strategy, timeout and retries.
 
         Returns (True, output) when it committed, (False, None) when it failed and is
-        skipped, and (False, error) when it failed for good.
+        skipped, and (False, error) when it failed for good. `sequential` steps keep the
+        run's attempt tracker current (group members run side by side and do not).
         """
-        clock = self._clock
-        log = logger.isEnabledFor(_INFO)
+        clock = run.clock
+        progress = run.progress
+        name = step.name
         attempt = 1
         while True:
-            if log:
-                logger.info(_LOG_FORMAT + " attempt=%d", saga, step.name, "started", 0.0, attempt)
+            if progress:
+                run.emit(_STEP_STARTED, name, attempt)
             t0 = clock()
+            if sequential:
+                run.attempt, run.attempt_started = attempt, t0
             try:
                 if step.timeout is None:
                     out = await step.action(data)
                 else:
                     out = await _with_timeout(step, data)
                 if out is not None and out.__class__ is not data.__class__:
-                    _check_output(step.name, out, data)
+                    _check_output(name, out, data)
             except (Exception, asyncio.CancelledError) as caught:
-                error = _step_error(step.name, caught)
-                elapsed = clock() - t0
-                history.append(StepRecord(step.name, _FAILED, elapsed, attempt, False, error))
-                _log_failed(saga, step.name, elapsed, attempt, error)
+                error = _step_error(name, caught)  # a cancellation wins over retry and skip
+                elapsed = run.record(name, _FAILED, t0, attempt, False, error)
+                run.emit(_STEP_FAILED, name, attempt, elapsed, error)
                 if attempt < step.max_attempts:
-                    attempt += 1
-                    delay = step.strategy.delay_before(attempt)  # type: ignore[attr-defined] # max_attempts > 1 only for Retry
-                    logger.info(
-                        _LOG_FORMAT + " attempt=%d delay=%.3fs",
-                        saga,
-                        step.name,
-                        "retry",
-                        elapsed * 1e3,
-                        attempt,
-                        delay,
-                    )
-                    if delay > 0:
-                        await self._sleep(delay)
-                    continue
+                    delay = _retry_delay(step, error, attempt + 1)
+                    if isinstance(delay, float):
+                        attempt += 1
+                        run.emit(_STEP_RETRYING, name, attempt, elapsed, error, delay=delay)
+                        if delay > 0:
+                            await (self._sleep or asyncio.sleep)(delay)
+                        continue
+                    if delay is not None:  # the strategy itself raised: the step fails
+                        return False, delay
                 if step.skip_on_failure:
-                    logger.warning(_LOG_FORMAT, saga, step.name, "skipped", elapsed * 1e3)
+                    run.skipped.append(name)
+                    run.emit(_STEP_SKIPPED, name, attempt, elapsed, error)
                     return False, None
                 return False, error
             elapsed = clock() - t0
-            history.append(StepRecord(step.name, _COMMITTED, elapsed, attempt, False, None))
-            if log:
-                logger.info(_LOG_FORMAT, saga, step.name, "completed", elapsed * 1e3)
+            run.history.append(
+                _new_record(
+                    StepRecord, (name, _COMMITTED, elapsed, attempt, False, None, t0 - run.started)
+                )
+            )
+            if progress:
+                run.emit(_STEP_COMMITTED, name, attempt, elapsed, data=out or data)
             return True, out
 
     async def _run_group(
         self,
         group: GroupNode,
         data: AbstractSagaData,
-        history: list[StepRecord],
-        undo: list[StepNode | tuple[StepNode, ...]],
-        saga: str,
-        *,
+        run: _Run,
         interrupted: list[AbstractSagaData],
     ) -> AbstractSagaData | _GroupFailed:
         """Run members concurrently, wait for all of them, then merge or report failure.
@@ -332,15 +441,16 @@ class SagaEngine:
         siblings; a skipped one contributes nothing). Committed members are registered for
         compensation even if the group is cancelled (saga timeout or caller cancellation)
         while siblings are still running. When the group fails, what its committed members
-        changed is merged anyway, so that their compensations see it.
+        changed is merged anyway, so that their compensations see it; the first failing
+        member in declaration order is the saga's `failed_step`.
         """
         members = group.members
         results: list[Any] = [None] * len(members)
         committed = [False] * len(members)
-        errors: list[Exception | None] = [None] * len(members)
+        errors: list[BaseException | None] = [None] * len(members)
 
         async def run_member(index: int, member: StepNode) -> None:
-            ok, value = await self._attempt(member, data, history, saga)
+            ok, value = await self._attempt(member, data, run, sequential=False)
             if ok:
                 committed[index] = True
                 results[index] = value
@@ -359,130 +469,184 @@ class SagaEngine:
         finally:
             done = tuple(m for m, ok in zip(members, committed, strict=True) if ok and m.compensate)
             if group.concurrent_compensation and len(done) > 1:
-                undo.append(done)
+                run.undo.append(done)
             else:
-                undo.extend(done)
-        failed = [(m.name, e) for m, e in zip(members, errors, strict=True) if e is not None]
-        if failed:
-            latest = merge_committed(group, data, results)
-            if len(failed) == 1:
-                return _GroupFailed(*failed[0], latest)
-            group_error = ExceptionGroup(
-                f"{len(failed)} members of parallel group {group.name} failed",
-                [error for _, error in failed],
-            )
-            return _GroupFailed(" & ".join(name for name, _ in failed), group_error, latest)
-        t0 = self._clock()
+                run.undo.extend(done)
+        for member, error in zip(members, errors, strict=True):
+            if error is not None:
+                return _GroupFailed(member.name, error, merge_committed(group, data, results))
+        t0 = run.clock()
         try:
             return merge_results(group, data, results)
         except Exception as error:
-            elapsed = self._clock() - t0
-            history.append(StepRecord(group.name, _FAILED, elapsed, 1, False, error))
-            _log_failed(saga, group.name, elapsed, 1, error)
+            elapsed = run.record(group.name, _FAILED, t0, 1, False, error)
+            run.emit(_STEP_FAILED, group.name, 1, elapsed, error)
             latest = data if group.merge is not None else merge_committed(group, data, results)
             return _GroupFailed(group.name, error, latest)
 
-    async def _rollback_shielded(
+    async def _roll_back[D: AbstractSagaData](
         self,
-        undo: list[StepNode | tuple[StepNode, ...]],
-        data: AbstractSagaData,
-        history: list[StepRecord],
-        saga: str,
-    ) -> dict[str, BaseException]:
-        """Compensate in its own task; a cancellation waits for it to finish, then re-raises."""
-        # Eager: compensations that never suspend finish here, without a loop iteration.
-        task = asyncio.Task(
-            self._rollback(undo, data, history, saga),
-            loop=asyncio.get_running_loop(),
-            eager_start=True,
-        )
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            while not task.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(task)
-            raise
+        plan: ExecutionPlan,
+        run: _Run,
+        data: D,
+        *,
+        status: SagaStatus = SagaStatus.FAILED,
+        failed_step: str | None = None,
+        error: BaseException | None = None,
+        cancelled: asyncio.CancelledError | None = None,
+    ) -> SagaResult[D]:
+        """Compensate, report, and end the run: return the result, or raise
+        SagaCompensationFailedError, or re-raise the caller's cancellation.
 
-    async def _rollback(
-        self,
-        undo: list[StepNode | tuple[StepNode, ...]],
-        data: AbstractSagaData,
-        history: list[StepRecord],
-        saga: str,
-    ) -> dict[str, BaseException]:
-        """Undo committed steps in reverse; a failed compensation never stops the rest."""
-        failures: dict[str, BaseException] = {}
-        for entry in reversed(undo):
-            if isinstance(entry, tuple):
-                await asyncio.gather(
-                    *(self._compensate(step, data, history, saga, failures) for step in entry)
-                )
-            else:
-                await self._compensate(entry, data, history, saga, failures)
-        return failures
+        The rollback (and the failure handler) runs in its own task, shielded: a cancellation
+        of the caller, however many times it arrives, waits for it, then wins.
+        """
+        outcome = _Rollback()
+        if run.undo:
+            # Eager: compensations that never suspend finish here, without a loop iteration.
+            task = asyncio.Task(
+                self._compensate_all(plan, run, data, outcome),
+                loop=asyncio.get_running_loop(),
+                eager_start=True,
+            )
+            while not task.done():
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError as again:
+                    if task.done() and task.cancelled():  # pragma: no cover - never re-raised
+                        break
+                    cancelled = cancelled or again
+            if not task.cancelled():
+                task.result()  # retrieve it: _compensate_all keeps its own errors
+        elapsed = run.clock() - run.started
+        result: SagaResult[D] = SagaResult(
+            status,
+            data,
+            failed_step,
+            error if cancelled is None else cancelled,
+            tuple(run.history),
+            timedelta(seconds=elapsed),
+            run.name,
+            tuple(run.skipped),
+        )
+        if outcome.fatal is not None:
+            run.emit(_SAGA_ABORTED, elapsed=elapsed, error=outcome.fatal, data=data)
+            raise outcome.fatal
+        if cancelled is not None:
+            run.emit(_SAGA_ABORTED, elapsed=elapsed, error=cancelled, data=data)
+            raise cancelled
+        if outcome.failures:
+            failed = SagaCompensationFailedError(result, outcome.failures)
+            run.emit(_SAGA_ABORTED, elapsed=elapsed, error=failed, data=data)
+            if outcome.handler_error is not None:
+                raise failed from outcome.handler_error
+            raise failed
+        run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
+        return result
+
+    async def _compensate_all(
+        self, plan: ExecutionPlan, run: _Run, data: AbstractSagaData, outcome: _Rollback
+    ) -> None:
+        """Undo committed steps in reverse; a failed compensation never stops the rest.
+
+        If this task is cancelled (the loop shutting down), the compensation running and every
+        later one are recorded as interrupted: reported like failures, never dropped silently.
+        Then the flow's failure handler runs, if anything failed.
+        """
+        entries = list(reversed(run.undo))
+        position = 0
+        try:
+            for position, entry in enumerate(entries):  # noqa: B007 - read after the loop
+                if isinstance(entry, tuple):
+                    await asyncio.gather(
+                        *(self._compensate(step, run, data, outcome) for step in entry)
+                    )
+                else:
+                    await self._compensate(entry, run, data, outcome)
+        except asyncio.CancelledError:
+            for entry in entries[position + 1 :]:
+                for step in entry if isinstance(entry, tuple) else (entry,):
+                    _interrupted(run, step, outcome, started=False)
+        except BaseException as fatal:  # KeyboardInterrupt / SystemExit from a compensation
+            outcome.fatal = fatal
+            for entry in entries[position + 1 :]:
+                for step in entry if isinstance(entry, tuple) else (entry,):
+                    _interrupted(run, step, outcome, started=False)
+            return
+        if outcome.failures and plan.compensation_failure_handler is not None:
+            await _call_handler(plan.compensation_failure_handler, run, data, outcome)
 
     async def _compensate(
-        self,
-        step: StepNode,
-        data: AbstractSagaData,
-        history: list[StepRecord],
-        saga: str,
-        failures: dict[str, BaseException],
+        self, step: StepNode, run: _Run, data: AbstractSagaData, outcome: _Rollback
     ) -> None:
-        clock = self._clock
-        log = logger.isEnabledFor(_INFO)
-        if log:
-            logger.info(_LOG_FORMAT, saga, step.name, "compensating", 0.0)
+        name = step.name
+        if run.progress:
+            run.emit(_COMPENSATION_STARTED, name, data=data)
         compensate = step.compensate
         assert compensate is not None, "only steps with a compensation are put on the undo list"
-        t0 = clock()
+        t0 = run.clock()
         try:
             if self._compensation_timeout is None:
                 await compensate(data)
             else:
                 async with asyncio.timeout(self._compensation_timeout):
                     await compensate(data)
-        except (Exception, asyncio.CancelledError) as caught:
-            error = _step_error(step.name, caught)
-            elapsed = clock() - t0
-            history.append(StepRecord(step.name, _FAILED, elapsed, 1, True, error))
-            failures[_unique_key(failures, step.name)] = error
-            logger.error(
-                _LOG_FORMAT + " compensation=%s error=%r",
-                saga,
-                step.name,
-                "compensation_failed",
-                elapsed * 1e3,
-                step.compensation_name,
-                error,
-            )
+        except asyncio.CancelledError as caught:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the rollback itself is cut off
+                _interrupted(run, step, outcome, started=True, since=t0)
+                raise
+            self._compensation_failed(run, step, outcome, _step_error(name, caught), t0)
             return
-        elapsed = clock() - t0
-        history.append(StepRecord(step.name, _COMPENSATED, elapsed, 1, True, None))
-        if log:
-            logger.info(_LOG_FORMAT, saga, step.name, "compensated", elapsed * 1e3)
+        except Exception as caught:
+            self._compensation_failed(run, step, outcome, caught, t0)
+            return
+        except BaseException as fatal:  # KeyboardInterrupt / SystemExit: record, then go
+            self._compensation_failed(run, step, outcome, fatal, t0)
+            raise
+        elapsed = run.record(name, _COMPENSATED, t0, 1, True)
+        if run.progress:
+            run.emit(_COMPENSATION_DONE, name, elapsed=elapsed, data=data)
 
-    async def _handle_compensation_failure(
-        self,
-        plan: ExecutionPlan,
-        result: SagaResult[Any],
-        failures: dict[str, BaseException],
+    @staticmethod
+    def _compensation_failed(
+        run: _Run, step: StepNode, outcome: _Rollback, error: BaseException, t0: float
     ) -> None:
-        """Call the flow's handler with the result, then raise SagaCompensationFailedError."""
-        error = SagaCompensationFailedError(result, failures)
-        handler = plan.compensation_failure_handler
-        if handler is not None:
-            try:
-                outcome = handler(result)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except Exception as handler_error:
-                logger.exception(
-                    "[saga=%s step=- status=compensation_handler_failed]", result.saga_name
-                )
-                raise error from handler_error
-        raise error
+        elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
+        outcome.failures[_unique_key(outcome.failures, step.name)] = error
+        run.emit(_COMPENSATION_FAILED, step.name, elapsed=elapsed, error=error)
+
+
+def _interrupted(
+    run: _Run, step: StepNode, outcome: _Rollback, *, started: bool, since: float | None = None
+) -> None:
+    """Record a compensation the cut-off rollback did not finish (or never began)."""
+    error = SagaCompensationInterruptedError(step.name, started=started)
+    t0 = run.clock() if since is None else since
+    elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
+    outcome.failures[_unique_key(outcome.failures, step.name)] = error
+    run.emit(_COMPENSATION_FAILED, step.name, elapsed=elapsed, error=error)
+
+
+async def _call_handler(
+    handler: Callable[[Any], Any], run: _Run, data: AbstractSagaData, outcome: _Rollback
+) -> None:
+    """Call the flow's compensation-failure handler with the data; its own error is logged
+    and chained to the SagaCompensationFailedError, never raised in its place."""
+    try:
+        returned = handler(data)
+        if inspect.isawaitable(returned):
+            await returned
+    except (Exception, asyncio.CancelledError) as error:
+        outcome.handler_error = error
+        with contextlib.suppress(Exception):  # a raising log handler must not hide the report
+            logger.error(
+                "[saga=%s status=compensation_handler_failed error=%s]",
+                run.name,
+                type(error).__name__,
+                extra={"saga_id": str(run.saga_id), "saga_error_message": error_text(error)},
+                exc_info=error,
+            )
 
 
 async def _with_timeout(step: StepNode, data: AbstractSagaData) -> Any:
@@ -500,30 +664,45 @@ async def _with_timeout(step: StepNode, data: AbstractSagaData) -> Any:
 def _step_error(step: str, error: Exception | asyncio.CancelledError) -> Exception:
     """What a step's (or compensation's) exception counts as, on the failure path only.
 
-    A CancelledError while the saga's task is being cancelled (by its caller, the saga timeout
-    or a parallel group) is that cancellation: re-raised. One the step raised on its own, from
-    awaiting something cancelled elsewhere, is the step's failure (SagaStepCancelledError),
-    so the saga returns a result instead of cancelling a caller nobody cancelled.
+    While the saga's task is being cancelled (by its caller, the saga timeout or a parallel
+    group), any exception is that cancellation: a step that turns CancelledError into its own
+    exception must not be retried or skipped. A CancelledError the step raised on its own,
+    from awaiting something cancelled elsewhere, is the step's failure
+    (SagaStepCancelledError), so the saga returns a result instead of cancelling a caller
+    nobody cancelled.
     """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        if isinstance(error, asyncio.CancelledError):
+            raise error
+        raise asyncio.CancelledError() from error
     if isinstance(error, Exception):
         return error
-    task = asyncio.current_task()
-    if task is None or task.cancelling():
-        raise error
     failure = SagaStepCancelledError(step)
     failure.__cause__ = error
     return failure
 
 
-def _running_attempt(step: StepNode, history: list[StepRecord]) -> int:
-    """The attempt of `step` that was running when the saga timed out: one past the failed
-    attempts it just recorded (retries append one FAILED record per attempt)."""
-    attempt = 1
-    for record in reversed(history):
-        if attempt == step.max_attempts or record.name != step.name or record.status is _COMMITTED:
-            break
-        attempt += 1
-    return attempt
+def _retry_delay(step: StepNode, error: BaseException, attempt: int) -> float | Exception | None:
+    """Seconds to wait before `attempt`, None when the strategy does not retry `error`, or
+    the exception its code raised (a strategy can never crash the engine: that error fails
+    the step)."""
+    strategy: Any = step.strategy
+    try:
+        if not strategy.should_retry(error):
+            return None
+        delay = float(strategy.delay_before(attempt))
+        if not 0.0 <= delay < math.inf:
+            raise ValueError(f"retry delay must be a finite number of seconds >= 0, got {delay}")
+        return delay
+    except Exception as strategy_error:
+        failure = RuntimeError(
+            f'the error strategy of step "{step.name}" ({safe_repr(strategy)}) raised '
+            f"{error_text(strategy_error)} while deciding on a retry; the step fails"
+        )
+        failure.__cause__ = strategy_error
+        failure.__context__ = error
+        return failure
 
 
 def _unique_key(failures: dict[str, BaseException], name: str) -> str:
@@ -541,27 +720,12 @@ def _check_output(step: str, out: object, data: AbstractSagaData) -> None:
         raise SagaStepResultError(step, out, data.__class__)
 
 
-def _log_failed(saga: str, step: str, elapsed: float, attempt: int, error: BaseException) -> None:
-    """A failed attempt is INFO: the strategy decides what it means, and a saga that ends in
-    failure logs one WARNING naming the step and error."""
-    if logger.isEnabledFor(_INFO):
-        logger.info(
-            _LOG_FORMAT + " attempt=%d error=%r",
-            saga,
-            step,
-            "failed",
-            elapsed * 1e3,
-            attempt,
-            error,
-        )
-
-
 DEFAULT_ENGINE: Final = SagaEngine()
 """The engine `run_saga_flow` and unconnected sagas use."""
 
 
 async def run_saga_flow[D: AbstractSagaData](
-    flow: SagaFlow[D], data: D, *, saga_name: str = "saga"
+    flow: SagaFlow[D], data: D, *, saga_name: str = ANONYMOUS
 ) -> SagaResult[D]:
     """Run `flow` on `data` with the default engine; see `SagaEngine.run`."""
     return await DEFAULT_ENGINE.run(flow, data, saga_name=saga_name)

@@ -114,8 +114,10 @@ def _call_shape(fn: object, bound_args: int) -> tuple[object, ...] | None:
         extra, fn = len(fn.args), fn.func
     elif isinstance(fn, types.MethodType):
         extra, fn = 1, fn.__func__
-    if not isinstance(fn, types.FunctionType) or hasattr(fn, "__wrapped__") or hasattr(
-        fn, "__signature__"
+    if (
+        not isinstance(fn, types.FunctionType)
+        or hasattr(fn, "__wrapped__")
+        or hasattr(fn, "__signature__")
     ):
         return None
     return (

@@ -118,6 +118,10 @@ class Retry(ErrorStrategy):
         if problems:
             raise SagaFlowDefinitionError(*problems)
 
+    def should_retry(self, error: BaseException) -> bool:
+        """Whether `error` is worth another attempt."""
+        return True
+
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt number `attempt` (2 is the first retry)."""
         return self.backoff.delay(attempt - 1)
