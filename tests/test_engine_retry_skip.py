@@ -164,7 +164,9 @@ async def test_retry_with_jitter_sleeps_within_bounds(
 async def test_retry_without_backoff_does_not_sleep(
     engine: SagaEngine, journal: Journal, order: OrderData, sleep: RecordingSleep
 ) -> None:
-    await engine.run(saga_flow(step(journal.fail("b"), on_error=Retry(3))), order)
+    no_backoff = Retry(3, ExponentialBackoff(0.0))
+
+    await engine.run(saga_flow(step(journal.fail("b"), on_error=no_backoff)), order)
 
     assert sleep.delays == []
     assert journal.events == ["b", "b", "b"]

@@ -8,21 +8,29 @@ committed steps are compensated in reverse on failure and a `SagaResult` is retu
 import logging
 
 from spakky_saga.builders import parallel, saga_flow, step
+from spakky_saga.context import StepContext, current_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.descriptor import SagaStepMethod, saga_step
 from spakky_saga.engine import SagaEngine, run_saga_flow
 from spakky_saga.errors import (
     AbstractSpakkySagaError,
+    SagaAlreadyStartedError,
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
+    SagaDataCodecError,
     SagaEngineNotConnectedError,
+    SagaFlowChangedError,
     SagaFlowDefinitionError,
+    SagaLeaseLostError,
     SagaListenerWarning,
     SagaMergeResultError,
     SagaParallelMergeConflictError,
+    SagaRecoveryError,
+    SagaSchemaVersionError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
+    SagaStoreError,
     SagaTimeoutError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
@@ -40,9 +48,14 @@ from spakky_saga.flow import (
 )
 from spakky_saga.listeners import SagaListener
 from spakky_saga.logs import SagaLogListener
+from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.spakky_plugin import PLUGIN_NAME
+from spakky_saga.store import SagaStore, StoredStatus
+from spakky_saga.stores.memory import InMemorySagaStore
+from spakky_saga.stores.postgres import PostgresSagaStore
+from spakky_saga.stores.sqlite import SqliteSagaStore
 from spakky_saga.strategy import Compensate, ErrorStrategy, ExponentialBackoff, Retry, Skip
 
 __version__ = "0.1.0"
@@ -62,36 +75,53 @@ __all__ = [
     "ErrorStrategy",
     "ExponentialBackoff",
     "FlowItem",
+    "InMemorySagaStore",
     "MergeFn",
     "Parallel",
+    "PostgresSagaStore",
+    "RecoveredSaga",
+    "RecoveryPolicy",
+    "RecoveryReport",
     "Retry",
     "Saga",
+    "SagaAlreadyStartedError",
     "SagaCompensationFailedError",
     "SagaCompensationInterruptedError",
+    "SagaDataCodecError",
     "SagaDataT",
     "SagaEngine",
     "SagaEngineNotConnectedError",
     "SagaEvent",
     "SagaEventKind",
     "SagaFlow",
+    "SagaFlowChangedError",
     "SagaFlowDefinitionError",
+    "SagaLeaseLostError",
     "SagaListener",
     "SagaListenerWarning",
     "SagaLogListener",
     "SagaMergeResultError",
     "SagaParallelMergeConflictError",
+    "SagaRecoveryError",
     "SagaResult",
+    "SagaSchemaVersionError",
     "SagaStatus",
     "SagaStep",
     "SagaStepCancelledError",
     "SagaStepMethod",
     "SagaStepResultError",
     "SagaStepTimeoutError",
+    "SagaStore",
+    "SagaStoreError",
     "SagaTimeoutError",
     "Skip",
+    "SqliteSagaStore",
+    "StepContext",
     "StepRecord",
     "StepStatus",
+    "StoredStatus",
     "Transaction",
+    "current_step",
     "parallel",
     "run_saga_flow",
     "saga_flow",

@@ -7,19 +7,24 @@ costs a placeholder, never the real error.
 
 from __future__ import annotations
 
-_MAX_REPR = 500
+_MAX_REPR = 200
 """Longer reprs are cut: a log line or error message is not the place for a whole payload."""
 
 
-def safe_repr(value: object) -> str:
-    """`repr(value)`, or a placeholder naming its type when repr raises."""
+def safe_repr(value: object, limit: int = _MAX_REPR) -> str:
+    """`repr(value)`, shortened to about `limit` characters, or a placeholder naming its type
+    when repr raises."""
     try:
         text = repr(value)
     except Exception as error:  # a hostile __repr__ must not replace the real failure
         return f"<{_type_name(value)} object (repr raised {_type_name(error)})>"
-    if not isinstance(text, str):  # pragma: no cover - repr() itself enforces str
-        return f"<{_type_name(value)} object>"
-    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def type_repr(value: type) -> str:
+    """A class as it is written in code: `ValueError`, `Outer.InnerError`."""
+    name = getattr(value, "__qualname__", None)
+    return name if isinstance(name, str) else safe_repr(value)
 
 
 def safe_str(value: object) -> str:
@@ -39,6 +44,6 @@ def error_text(error: BaseException) -> str:
 
 def _type_name(value: object) -> str:
     try:
-        return type(value).__qualname__
+        return type(value).__name__
     except Exception:  # pragma: no cover - only a metaclass could break this
         return "object"

@@ -2,8 +2,9 @@
 
 The engine runs a compiled plan with per-run state (`_Run`); nothing mutable lives on the
 plan, the flow or the saga class. Every transition goes through the run's event seam
-(`SagaEvent`s to the listeners, the log lines among them). Time and sleeping are injected
-(`clock=`, `sleep=`) so backoff is tested without waiting.
+(`_Run.emit`): a `SagaEvent` to the listeners (the log lines among them) and, for a durable
+engine, to the run's write-ahead journal, which the engine flushes before it acts. Time and
+sleeping are injected (`clock=`, `sleep=`) so backoff is tested without waiting.
 
 The rules of rollback, which the rest of this module keeps:
 - committed compensable steps are compensated exactly once, in reverse commit order, each
@@ -12,7 +13,9 @@ The rules of rollback, which the rest of this module keeps:
   the caller's cancellation is re-raised once it is over, after the failure handler ran;
 - a rollback that is itself cut off (the loop shutting down) records and reports every
   compensation that did not run;
-- observers (listeners, log handlers) and strategy code can never change what happens.
+- observers (listeners, log handlers) and strategy code can never change what happens;
+- a durable run that can no longer write its log (lease lost, store down) stops at once,
+  without acting further: its saga stays unfinished in the store, for recovery.
 """
 
 from __future__ import annotations
@@ -20,31 +23,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import math
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
 from spakky_saga._text import error_text, safe_repr
+from spakky_saga.codec import check_round_trip
+from spakky_saga.context import enter_step, leave_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
     SagaEngineNotConnectedError,
+    SagaFlowChangedError,
     SagaFlowDefinitionError,
+    SagaInterruptedError,
+    SagaLeaseLostError,
+    SagaRecoveryError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
+    SagaStoreError,
     SagaTimeoutError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
+from spakky_saga.fingerprint import (
+    Structure,
+    describe_changes,
+    encode_structure,
+    fingerprint_of,
+    structure_of,
+)
 from spakky_saga.flow import SagaFlow
+from spakky_saga.journal import SagaJournal, begin_record
 from spakky_saga.listeners import ListenerSet
 from spakky_saga.logs import ENGINE_LOGGER, SagaLogListener
 from spakky_saga.merge import merge_committed, merge_results
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, plan_for
+from spakky_saga.recovery import (
+    RecoveredSaga,
+    RecoveryPolicy,
+    RecoveryReport,
+    Replayed,
+    possibly_done,
+    replay,
+    unfinished_group_commits,
+)
 from spakky_saga.result import ANONYMOUS, SagaResult, SagaStatus, StepRecord, StepStatus
+from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate
+from spakky_saga.strategy import DEFAULT_STRATEGY
 
 logger: Final = ENGINE_LOGGER
 
@@ -69,45 +103,76 @@ _SAGA_ABORTED: Final = SagaEventKind.SAGA_ABORTED
 type Clock = Callable[[], float]
 type Sleep = Callable[[float], Awaitable[None]]
 type _UndoEntry = StepNode | tuple[StepNode, ...]
+type FlowSource = SagaFlow[Any] | Callable[[], SagaFlow[Any]]
 
 
-class _Run:
-    """The state of one run: its identity, history, undo list and the event seam."""
+class _Cursor:
+    """What `current_step()` reads: the step (or compensation) running in a task.
+
+    A run is its own cursor for its sequential steps; group members and compensations, which
+    run in tasks of their own, get one each.
+    """
+
+    __slots__ = ("attempt", "compensating", "node", "saga_id", "saga_name")
+
+    def __init__(
+        self,
+        saga_name: str,
+        saga_id: uuid.UUID,
+        node: StepNode | None = None,
+        attempt: int = 1,
+        *,
+        compensating: bool = False,
+    ) -> None:
+        self.saga_name = saga_name
+        self.saga_id = saga_id
+        self.node = node
+        self.attempt = attempt
+        self.compensating = compensating
+
+
+class _Run(_Cursor):
+    """The state of one run: its identity, history, undo list, journal and the event seam."""
 
     __slots__ = (
-        "attempt",
         "attempt_started",
         "clock",
         "history",
+        "journal",
         "listeners",
-        "name",
         "progress",
-        "saga_id",
         "skipped",
         "started",
         "undo",
     )
 
-    def __init__(self, name: str, data: AbstractSagaData, clock: Clock, listeners: ListenerSet):
-        self.name = name
-        self.saga_id = data.saga_id
+    def __init__(
+        self,
+        saga_name: str,
+        saga_id: uuid.UUID,
+        clock: Clock,
+        listeners: ListenerSet,
+        journal: SagaJournal | None = None,
+    ) -> None:
+        super().__init__(saga_name, saga_id)
         self.clock = clock
         self.listeners = listeners
-        self.progress = listeners.wants_progress()
-        """Whether progress events are built at all: no listener wants them, no cost."""
+        self.journal = journal
+        self.progress = journal is not None or listeners.wants_progress()
+        """Whether progress events are built at all: nobody wants them, no cost."""
         self.history: list[StepRecord] = []
         self.undo: list[_UndoEntry] = []
         self.skipped: list[str] = []
-        self.attempt = 1
-        """The attempt of the sequential (non-group) step running now, and its start time:
-        what the record of a step cut off by the saga timeout says."""
         self.attempt_started = 0.0
+        """When the attempt of the sequential step running now started: what the record of a
+        step cut off by the saga timeout says (with `attempt`)."""
         self.started = clock()
 
     def emit(  # noqa: PLR0917 - positional on purpose: called on every step
         self,
         kind: SagaEventKind,
         step: str | None = None,
+        key: str | None = None,
         attempt: int = 1,
         elapsed: float = 0.0,
         error: BaseException | None = None,
@@ -115,22 +180,25 @@ class _Run:
         status: SagaStatus | None = None,
         delay: float = 0.0,
     ) -> None:
-        """Tell the listeners; never raises (ListenerSet contains their errors)."""
-        self.listeners.notify(
-            SagaEvent(
-                kind,
-                self.name,
-                self.saga_id,
-                step,
-                attempt,
-                elapsed,
-                self.clock() - self.started,
-                error,
-                data,
-                status,
-                delay,
-            )
+        """Hand the event to the journal (buffered) and the listeners; never raises for a
+        listener (ListenerSet contains their errors)."""
+        event = SagaEvent(
+            kind,
+            self.saga_name,
+            self.saga_id,
+            step,
+            key,
+            attempt,
+            elapsed,
+            self.clock() - self.started,
+            error,
+            data,
+            status,
+            delay,
         )
+        if self.journal is not None:
+            self.journal.add(event)
+        self.listeners.notify(event)
 
     def record(  # noqa: PLR0917 - positional on purpose: called on every step
         self,
@@ -174,7 +242,8 @@ class _GroupFailed(_StepFailed):
 
 class _Rollback:
     """What a rollback ended with: the failed (or never-run) compensations, the failure
-    handler's own error, and a KeyboardInterrupt/SystemExit a compensation raised."""
+    handler's own error, and an error that stopped it (KeyboardInterrupt/SystemExit from a
+    compensation, or a journal that can no longer write)."""
 
     __slots__ = ("failures", "fatal", "handler_error")
 
@@ -184,17 +253,53 @@ class _Rollback:
         self.fatal: BaseException | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Registration:
+    """A saga name the engine can recover: where its flow comes from, and how."""
+
+    name: str
+    source: FlowSource
+    recovery: RecoveryPolicy | None
+
+    def plan(self) -> ExecutionPlan:
+        flow = self.source if isinstance(self.source, SagaFlow) else self.source()
+        if not isinstance(flow, SagaFlow):
+            raise SagaRecoveryError(
+                f'the flow registered as "{self.name}" is {safe_repr(flow)}, not a SagaFlow'
+            )
+        return plan_for(flow)
+
+
 class SagaEngine:
-    """Runs saga flows.
+    """Runs saga flows, in memory or durably.
 
     `clock` returns monotonic seconds (for `elapsed`); `sleep` waits between retries (by
     default `asyncio.sleep`, looked up when needed, so tests that patch it keep working);
     `compensation_timeout` bounds each compensation (None: no bound); `listeners` observe every
-    run (after the built-in log lines, unless `log=False`). A closed engine refuses new runs
+    run (after the built-in log lines, unless `log=False`).
+
+    With a `store`, runs are durable: written ahead to the saga log, owned through a lease
+    of `lease` (renewed while they run), and finished after a crash by `recover()` with their
+    registered flow (see `register`) according to `recovery`. A closed engine refuses new runs
     with `SagaEngineNotConnectedError`.
     """
 
-    __slots__ = ("_clock", "_closed", "_compensation_timeout", "_listeners", "_sleep")
+    __slots__ = (
+        "_active",
+        "_clock",
+        "_closed",
+        "_compensation_timeout",
+        "_heartbeat",
+        "_lease",
+        "_listeners",
+        "_owner",
+        "_recovery",
+        "_registrations",
+        "_sleep",
+        "_store",
+        "_store_opened",
+        "recover_on_start",
+    )
 
     def __init__(
         self,
@@ -204,22 +309,58 @@ class SagaEngine:
         compensation_timeout: timedelta | None = None,
         listeners: Iterable[object] = (),
         log: bool = True,
+        store: SagaStore | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        recovery: RecoveryPolicy = RecoveryPolicy.COMPENSATE,
+        recover_on_start: bool = False,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        problems = []
         if compensation_timeout is not None and not (
             isinstance(compensation_timeout, timedelta) and compensation_timeout > timedelta(0)
         ):
             # A zero or negative bound would fail every compensation: refuse it up front.
-            raise SagaFlowDefinitionError(
+            problems.append(
                 f"SagaEngine(compensation_timeout={compensation_timeout!r}): must be a positive "
                 "datetime.timedelta, or None to let compensations run to the end"
             )
+        if not (isinstance(lease, timedelta) and lease > timedelta(0)):
+            problems.append(
+                f"SagaEngine(lease={lease!r}): must be a positive datetime.timedelta (how long "
+                "a durable saga stays owned by this engine without a write or heartbeat)"
+            )
+        if not isinstance(recovery, RecoveryPolicy):
+            problems.append(
+                f"SagaEngine(recovery={recovery!r}): must be RecoveryPolicy.COMPENSATE or "
+                "RecoveryPolicy.RESUME"
+            )
+        if store is not None and not isinstance(store, SagaStore):
+            problems.append(
+                f"SagaEngine(store={safe_repr(store)}): must be a SagaStore "
+                "(SqliteSagaStore(path), PostgresSagaStore(dsn), InMemorySagaStore())"
+            )
+        if problems:
+            raise SagaFlowDefinitionError(*problems)
         self._compensation_timeout = (
             compensation_timeout.total_seconds() if compensation_timeout is not None else None
         )
         self._listeners = ListenerSet(((SagaLogListener(),) if log else ()) + tuple(listeners))
         self._closed = False
+        self._store = store
+        self._store_opened = False
+        self._lease = lease.total_seconds()
+        self._recovery = recovery
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._registrations: dict[str, _Registration] = {}
+        self._active: dict[str, SagaJournal] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.recover_on_start = recover_on_start
+        """Whether the spakky integration calls `recover()` when the application starts."""
+
+    def __repr__(self) -> str:
+        store = "" if self._store is None else f"store={self._store!r}, "
+        return f"SagaEngine({store}owner={self._owner!r})"
 
     @property
     def closed(self) -> bool:
@@ -231,11 +372,64 @@ class SagaEngine:
         """The listeners observing every run of this engine, the log listener first."""
         return self._listeners.listeners
 
+    @property
+    def store(self) -> SagaStore | None:
+        """Where durable runs are written; None for an in-memory engine."""
+        return self._store
+
+    @property
+    def owner(self) -> str:
+        """This engine's identity in the store's leases (host, process, random suffix)."""
+        return self._owner
+
     def close(self) -> None:
         """Refuse new runs from now on; runs already started finish normally."""
         self._closed = True
 
-    async def run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
+    async def aclose(self) -> None:
+        """`close()`, then stop the lease heartbeat and close the store."""
+        self.close()
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        if self._store is not None and self._store_opened:
+            self._store_opened = False
+            await self._store.close()
+
+    # --- registrations (what recovery needs) -------------------------------------------------
+
+    def register(
+        self, saga_name: str, flow: FlowSource, *, recovery: RecoveryPolicy | None = None
+    ) -> None:
+        """Make `saga_name` recoverable: its flow (or a function building it) and, optionally,
+        its own recovery policy. Durable runs register their flow under their name themselves;
+        register at start-up too, so that a new process can recover sagas a dead one started.
+        """
+        if not isinstance(saga_name, str) or not saga_name or saga_name == ANONYMOUS:
+            raise SagaFlowDefinitionError(
+                f"SagaEngine.register({saga_name!r}, ...): a durable saga needs a name of its "
+                "own (a non-empty str, not <anonymous>): recovery finds its flow by name"
+            )
+        if not (isinstance(flow, SagaFlow) or callable(flow)):
+            raise SagaFlowDefinitionError(
+                f'SagaEngine.register("{saga_name}", {safe_repr(flow)}): pass the SagaFlow, or '
+                "a function returning it"
+            )
+        if recovery is not None and not isinstance(recovery, RecoveryPolicy):
+            raise SagaFlowDefinitionError(
+                f'SagaEngine.register("{saga_name}", recovery={recovery!r}): must be '
+                "RecoveryPolicy.COMPENSATE or RecoveryPolicy.RESUME"
+            )
+        self._registrations[saga_name] = _Registration(saga_name, flow, recovery)
+
+    def registered(self, saga_name: str) -> bool:
+        return saga_name in self._registrations
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run[D: AbstractSagaData](
         self,
         flow: SagaFlow[D],
         data: D,
@@ -247,7 +441,9 @@ class SagaEngine:
 
         Raises `SagaCompensationFailedError` (carrying the result) when a compensation failed,
         after the flow's failure handler ran, and re-raises `CancelledError` after compensating
-        when the calling task is cancelled. `listeners` observe this run only.
+        when the calling task is cancelled. `listeners` observe this run only. On a durable
+        engine, raises `SagaStoreError` (or `SagaLeaseLostError`) when the log cannot be
+        written: the run stops without acting further, for `recover()` to finish.
         """
         if self._closed:
             raise SagaEngineNotConnectedError(
@@ -260,29 +456,87 @@ class SagaEngine:
             )
         plan = plan_for(flow)
         observers = self._listeners.plus(listeners) if listeners else self._listeners
-        run = _Run(saga_name, data, self._clock, observers)
+        journal = None
+        if self._store is not None:
+            journal = await self._begin_durable(flow, plan, data, saga_name)
+        run = _Run(saga_name, data.saga_id, self._clock, observers, journal)
+        token = enter_step(run)
+        try:
+            if run.progress:
+                run.emit(_SAGA_STARTED, data=data)
+            return await self._drive(plan, run, data)
+        finally:
+            leave_step(token)
+            if journal is not None:
+                self._active.pop(journal.saga_id, None)
+
+    async def _drive[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
+        self, plan: ExecutionPlan, run: _Run, data: D, resume: Replayed | None = None
+    ) -> SagaResult[D]:
+        """The forward pass, from the start (or where a recovered saga stopped), then the
+        result or the rollback."""
         clock = run.clock
         started = run.started
         progress = run.progress
-        history = run.history
-        append = history.append
+        journal = run.journal
+        append = run.history.append
         undo = run.undo
-        if progress:
-            run.emit(_SAGA_STARTED, data=data)
         failure: _StepFailed | None = None
         status = SagaStatus.COMPLETED
         node: StepNode | GroupNode | None = None
         interrupted: list[AbstractSagaData] | None = None  # set while a group runs
         t0 = started  # when the running item started
+        nodes = plan.nodes
+        first = 0 if resume is None else resume.next_index
         scope = asyncio.timeout(plan.timeout) if plan.timeout is not None else _NO_SCOPE
         try:
             async with scope:
-                for node in plan.nodes:
+                if resume is not None and first < len(nodes):
+                    # The item a recovered saga stopped in: its in-doubt attempt runs again
+                    # with the same number; a group runs only its unfinished members.
+                    node = nodes[first]
+                    first += 1
+                    t0 = clock()
+                    if isinstance(node, StepNode):
+                        attempt = resume.in_doubt.get(node.key)
+                        if attempt is None:
+                            attempt = resume.attempts.get(node.key, 0) + 1
+                        committed, value = await self._attempt(
+                            node, data, run, run, first_attempt=attempt
+                        )
+                        if committed:
+                            if value is not None:
+                                data = value
+                            if node.compensate is not None:
+                                undo.append(node)
+                        elif value is not None:
+                            failure = _StepFailed(node.name, value)
+                    else:
+                        interrupted = []
+                        outcome = await self._run_group(
+                            node,
+                            data,
+                            run,
+                            interrupted,
+                            finished=resume.member_results,
+                            resume=resume,
+                        )
+                        if isinstance(outcome, _GroupFailed):
+                            failure = outcome
+                            data = outcome.data  # type: ignore[assignment] # merge keeps type
+                        else:
+                            data = outcome  # type: ignore[assignment] # merge keeps the type
+                remaining = () if failure is not None else nodes[first:] if first else nodes
+                for node in remaining:
                     if isinstance(node, StepNode) and node.simple:
                         step = node
                         name = step.name
                         if progress:
-                            run.emit(_STEP_STARTED, name)
+                            run.emit(_STEP_STARTED, name, step.key)
+                            if journal is not None:
+                                await journal.flush()  # write-ahead: the attempt, then act
+                        run.node = step
+                        run.attempt = 1
                         t0 = clock()
                         try:
                             out = await step.action(data)
@@ -291,7 +545,7 @@ class SagaEngine:
                         except (Exception, asyncio.CancelledError) as caught:
                             error = _step_error(name, caught)
                             elapsed = run.record(name, _FAILED, t0, 1, False, error)
-                            run.emit(_STEP_FAILED, name, 1, elapsed, error)
+                            run.emit(_STEP_FAILED, name, step.key, 1, elapsed, error)
                             failure = _StepFailed(name, error)
                             break
                         elapsed = clock() - t0
@@ -306,10 +560,10 @@ class SagaEngine:
                         if step.compensate is not None:
                             undo.append(step)
                         if progress:
-                            run.emit(_STEP_COMMITTED, name, 1, elapsed, data=data)
+                            run.emit(_STEP_COMMITTED, name, step.key, 1, elapsed, data=data)
                     elif isinstance(node, StepNode):
                         t0 = clock()
-                        committed, value = await self._attempt(node, data, run, sequential=True)
+                        committed, value = await self._attempt(node, data, run, run)
                         if committed:
                             if value is not None:
                                 data = value
@@ -327,8 +581,11 @@ class SagaEngine:
                             data = outcome.data  # type: ignore[assignment] # merge keeps the type
                             break
                         data = outcome  # type: ignore[assignment] # merge keeps the data type
+                        if journal is not None:
+                            journal.merged(data)
                 else:
-                    node = None
+                    if failure is None:
+                        node = None  # finished: nothing was running
         except TimeoutError as error:
             if not isinstance(scope, asyncio.Timeout) or not scope.expired():
                 raise
@@ -337,15 +594,17 @@ class SagaEngine:
             status = SagaStatus.TIMED_OUT
             running = node.name if node is not None else None
             assert plan.timeout is not None
-            timeout_error = SagaTimeoutError(saga_name, timedelta(seconds=plan.timeout), running)
+            timeout_error = SagaTimeoutError(
+                run.saga_name, timedelta(seconds=plan.timeout), running
+            )
             timeout_error.__cause__ = error
             failure = _StepFailed(running or "-", timeout_error)
-            if running is not None:
+            if node is not None:
                 attempt, since = 1, t0
                 if isinstance(node, StepNode) and not node.simple:
                     attempt, since = run.attempt, run.attempt_started
-                elapsed = run.record(running, _FAILED, since, attempt, False, timeout_error)
-                run.emit(_STEP_FAILED, running, attempt, elapsed, timeout_error)
+                elapsed = run.record(node.name, _FAILED, since, attempt, False, timeout_error)
+                run.emit(_STEP_FAILED, node.name, node.key, attempt, elapsed, timeout_error)
         except asyncio.CancelledError as cancelled:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
@@ -359,13 +618,15 @@ class SagaEngine:
                 data,
                 None,
                 None,
-                tuple(history),
+                tuple(run.history),
                 timedelta(seconds=elapsed),
-                saga_name,
+                run.saga_name,
                 tuple(run.skipped),
             )
             if progress:
                 run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
+                if journal is not None:
+                    await journal.flush()
             return result
         if status is not SagaStatus.TIMED_OUT:
             status = SagaStatus.FAILED
@@ -374,24 +635,37 @@ class SagaEngine:
         )
 
     async def _attempt(
-        self, step: StepNode, data: AbstractSagaData, run: _Run, *, sequential: bool
+        self,
+        step: StepNode,
+        data: AbstractSagaData,
+        run: _Run,
+        cursor: _Cursor,
+        *,
+        first_attempt: int = 1,
     ) -> tuple[bool, Any]:
         """Run one step with its strategy, timeout and retries.
 
         Returns (True, output) when it committed, (False, None) when it failed and is
-        skipped, and (False, error) when it failed for good. `sequential` steps keep the
-        run's attempt tracker current (group members run side by side and do not).
+        skipped, and (False, error) when it failed for good. A sequential step's `cursor` is
+        the run itself, which also tracks the attempt for the saga timeout's record; a group
+        member has a cursor of its own.
         """
         clock = run.clock
         progress = run.progress
+        journal = run.journal
         name = step.name
-        attempt = 1
+        key = step.key
+        attempt = first_attempt
+        cursor.node = step
         while True:
+            cursor.attempt = attempt
             if progress:
-                run.emit(_STEP_STARTED, name, attempt)
+                run.emit(_STEP_STARTED, name, key, attempt)
+                if journal is not None:
+                    await journal.flush()
             t0 = clock()
-            if sequential:
-                run.attempt, run.attempt_started = attempt, t0
+            if cursor is run:
+                run.attempt_started = t0
             try:
                 if step.timeout is None:
                     out = await step.action(data)
@@ -402,20 +676,22 @@ class SagaEngine:
             except (Exception, asyncio.CancelledError) as caught:
                 error = _step_error(name, caught)  # a cancellation wins over retry and skip
                 elapsed = run.record(name, _FAILED, t0, attempt, False, error)
-                run.emit(_STEP_FAILED, name, attempt, elapsed, error)
+                run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
                 if attempt < step.max_attempts:
                     delay = _retry_delay(step, error, attempt + 1)
                     if isinstance(delay, float):
                         attempt += 1
-                        run.emit(_STEP_RETRYING, name, attempt, elapsed, error, delay=delay)
+                        run.emit(_STEP_RETRYING, name, key, attempt, elapsed, error, delay=delay)
                         if delay > 0:
+                            if journal is not None:
+                                await journal.flush()  # the failure is known before waiting
                             await (self._sleep or asyncio.sleep)(delay)
                         continue
                     if delay is not None:  # the strategy itself raised: the step fails
                         return False, delay
                 if step.skip_on_failure:
                     run.skipped.append(name)
-                    run.emit(_STEP_SKIPPED, name, attempt, elapsed, error)
+                    run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
                     return False, None
                 return False, error
             elapsed = clock() - t0
@@ -425,7 +701,8 @@ class SagaEngine:
                 )
             )
             if progress:
-                run.emit(_STEP_COMMITTED, name, attempt, elapsed, data=out or data)
+                committed_data = (out or data) if cursor is run else out
+                run.emit(_STEP_COMMITTED, name, key, attempt, elapsed, data=committed_data)
             return True, out
 
     async def _run_group(
@@ -434,6 +711,9 @@ class SagaEngine:
         data: AbstractSagaData,
         run: _Run,
         interrupted: list[AbstractSagaData],
+        *,
+        finished: dict[str, AbstractSagaData | None] | None = None,
+        resume: Replayed | None = None,
     ) -> AbstractSagaData | _GroupFailed:
         """Run members concurrently, wait for all of them, then merge or report failure.
 
@@ -442,15 +722,22 @@ class SagaEngine:
         compensation even if the group is cancelled (saga timeout or caller cancellation)
         while siblings are still running. When the group fails, what its committed members
         changed is merged anyway, so that their compensations see it; the first failing
-        member in declaration order is the saga's `failed_step`.
+        member in declaration order is the saga's `failed_step`. A recovered group passes the
+        members that `finished` before the crash (their results), which do not run again.
         """
         members = group.members
         results: list[Any] = [None] * len(members)
         committed = [False] * len(members)
         errors: list[BaseException | None] = [None] * len(members)
+        committed_before = resume.committed_keys if resume is not None else set()
 
         async def run_member(index: int, member: StepNode) -> None:
-            ok, value = await self._attempt(member, data, run, sequential=False)
+            cursor = _Cursor(run.saga_name, run.saga_id, member)
+            enter_step(cursor)  # this task's own context: no reset needed
+            first = 1
+            if resume is not None:
+                first = resume.in_doubt.get(member.key) or resume.attempts.get(member.key, 0) + 1
+            ok, value = await self._attempt(member, data, run, cursor, first_attempt=first)
             if ok:
                 committed[index] = True
                 results[index] = value
@@ -460,6 +747,10 @@ class SagaEngine:
         try:
             async with asyncio.TaskGroup() as tasks:
                 for index, member in enumerate(members):
+                    if finished is not None and member.key in finished:
+                        results[index] = finished[member.key]
+                        committed[index] = member.key in committed_before
+                        continue
                     tasks.create_task(run_member(index, member))
         except BaseException:
             # Cancelled (saga timeout or caller) with members still running: what the
@@ -480,7 +771,7 @@ class SagaEngine:
             return merge_results(group, data, results)
         except Exception as error:
             elapsed = run.record(group.name, _FAILED, t0, 1, False, error)
-            run.emit(_STEP_FAILED, group.name, 1, elapsed, error)
+            run.emit(_STEP_FAILED, group.name, group.key, 1, elapsed, error)
             latest = data if group.merge is not None else merge_committed(group, data, results)
             return _GroupFailed(group.name, error, latest)
 
@@ -513,8 +804,6 @@ class SagaEngine:
                 try:
                     await asyncio.shield(task)
                 except asyncio.CancelledError as again:
-                    if task.done() and task.cancelled():  # pragma: no cover - never re-raised
-                        break
                     cancelled = cancelled or again
             if not task.cancelled():
                 task.result()  # retrieve it: _compensate_all keeps its own errors
@@ -526,22 +815,32 @@ class SagaEngine:
             error if cancelled is None else cancelled,
             tuple(run.history),
             timedelta(seconds=elapsed),
-            run.name,
+            run.saga_name,
             tuple(run.skipped),
         )
+        journal = run.journal
         if outcome.fatal is not None:
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=outcome.fatal, data=data)
             raise outcome.fatal
         if cancelled is not None:
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=cancelled, data=data)
+            if journal is not None:
+                with contextlib.suppress(Exception):  # recovery finishes it if this is lost
+                    await journal.flush()
             raise cancelled
         if outcome.failures:
             failed = SagaCompensationFailedError(result, outcome.failures)
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=failed, data=data)
+            if journal is not None:
+                await journal.flush()
             if outcome.handler_error is not None:
                 raise failed from outcome.handler_error
             raise failed
-        run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
+        run.emit(
+            _SAGA_FINISHED, failed_step, elapsed=elapsed, error=error, data=data, status=status
+        )
+        if journal is not None:
+            await journal.flush()
         return result
 
     async def _compensate_all(
@@ -567,6 +866,9 @@ class SagaEngine:
             for entry in entries[position + 1 :]:
                 for step in entry if isinstance(entry, tuple) else (entry,):
                     _interrupted(run, step, outcome, started=False)
+        except SagaStoreError as lost:  # the log cannot be written: stop, recovery finishes it
+            outcome.fatal = lost
+            return
         except BaseException as fatal:  # KeyboardInterrupt / SystemExit from a compensation
             outcome.fatal = fatal
             for entry in entries[position + 1 :]:
@@ -581,9 +883,12 @@ class SagaEngine:
     ) -> None:
         name = step.name
         if run.progress:
-            run.emit(_COMPENSATION_STARTED, name, data=data)
+            run.emit(_COMPENSATION_STARTED, name, step.key, data=data)
+            if run.journal is not None:
+                await run.journal.flush()  # write-ahead: the compensation, then act
         compensate = step.compensate
         assert compensate is not None, "only steps with a compensation are put on the undo list"
+        token = enter_step(_Cursor(run.saga_name, run.saga_id, step, compensating=True))
         t0 = run.clock()
         try:
             if self._compensation_timeout is None:
@@ -604,9 +909,11 @@ class SagaEngine:
         except BaseException as fatal:  # KeyboardInterrupt / SystemExit: record, then go
             self._compensation_failed(run, step, outcome, fatal, t0)
             raise
+        finally:
+            leave_step(token)
         elapsed = run.record(name, _COMPENSATED, t0, 1, True)
         if run.progress:
-            run.emit(_COMPENSATION_DONE, name, elapsed=elapsed, data=data)
+            run.emit(_COMPENSATION_DONE, name, step.key, elapsed=elapsed, data=data)
 
     @staticmethod
     def _compensation_failed(
@@ -614,7 +921,274 @@ class SagaEngine:
     ) -> None:
         elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
         outcome.failures[_unique_key(outcome.failures, step.name)] = error
-        run.emit(_COMPENSATION_FAILED, step.name, elapsed=elapsed, error=error)
+        run.emit(_COMPENSATION_FAILED, step.name, step.key, elapsed=elapsed, error=error)
+
+    # --- durability -------------------------------------------------------------------------
+
+    async def _begin_durable(
+        self, flow: SagaFlow[Any], plan: ExecutionPlan, data: AbstractSagaData, saga_name: str
+    ) -> SagaJournal:
+        """Check, register and open the log of a durable run (nothing is written yet: the
+        saga's row goes out with its first write-ahead batch)."""
+        assert self._store is not None
+        registration = self._registrations.get(saga_name)
+        if registration is None:
+            self.register(saga_name, flow)  # also refuses a missing or anonymous name
+            registration = self._registrations[saga_name]
+        structure = _structure(plan)
+        registered = registration.plan()
+        if registered is not plan and _structure(registered) != structure:
+            changes = describe_changes(_structure(registered), structure)
+            raise SagaFlowDefinitionError(
+                f'saga "{saga_name}" is registered with another flow ({"; ".join(changes)}); '
+                "one name must always mean one flow, or recovery would run the wrong steps"
+            )
+        text = check_round_trip(data)  # refuse data that cannot be stored, before any step
+        await self._open_store()
+        saga_id = str(data.saga_id)
+        journal = SagaJournal(
+            self._store,
+            saga_id,
+            self._owner,
+            self._lease,
+            begin=begin_record(
+                saga_id=saga_id,
+                saga_name=saga_name,
+                owner=self._owner,
+                fingerprint=fingerprint_of(structure),
+                structure=encode_structure(structure),
+                policy=(registration.recovery or self._recovery).value,
+                data_text=text,
+                data=data,
+                now=time.time(),
+            ),
+        )
+        self._track(journal)
+        return journal
+
+    async def _open_store(self) -> None:
+        assert self._store is not None
+        if not self._store_opened:
+            await self._store.open()
+            self._store_opened = True
+
+    def _track(self, journal: SagaJournal) -> None:
+        """Keep `journal`'s lease alive while its run lasts (one heartbeat task per engine)."""
+        self._active[journal.saga_id] = journal
+        beat = self._heartbeat
+        if beat is None or beat.done() or beat.get_loop() is not asyncio.get_running_loop():
+            self._heartbeat = asyncio.get_running_loop().create_task(
+                self._beat(), name=f"spakky-saga lease heartbeat {self._owner}"
+            )
+
+    async def _beat(self) -> None:
+        """Renew the leases of running sagas every third of a lease; a saga found taken over
+        stops at its next write."""
+        assert self._store is not None
+        while self._active:
+            await asyncio.sleep(self._lease / 3)
+            journals = dict(self._active)
+            if not journals:
+                break
+            try:
+                kept = await self._store.renew(self._owner, list(journals), self._lease)
+            except Exception as error:  # the store is down: writes will say so
+                logger.warning(
+                    "[saga=- status=lease_renewal_failed error=%s]",
+                    type(error).__name__,
+                    extra={"saga_error_message": error_text(error)},
+                )
+                continue
+            for saga_id, journal in journals.items():
+                if saga_id not in kept and saga_id in self._active:
+                    journal.lose(SagaLeaseLostError(saga_id, self._owner))
+
+    async def recover(
+        self,
+        *,
+        limit: int = 100,
+        saga_ids: Sequence[str] = (),
+        compensate_by_name: bool = False,
+        listeners: Iterable[object] = (),
+    ) -> RecoveryReport:
+        """Finish unfinished sagas from the store whose owner's lease expired (or every
+        unfinished saga among `saga_ids`, once their lease expired).
+
+        Each is claimed (so no other engine runs it), checked against its registered flow,
+        then finished by its recovery policy: its committed steps compensated (COMPENSATE),
+        or the forward pass resumed (RESUME); a saga that was already compensating is
+        compensated. A saga whose name is not registered, whose flow changed, or whose data
+        no longer loads is refused and released, untouched; `compensate_by_name=True`
+        compensates a changed flow's committed steps by their names instead. One saga's
+        failure never stops the others.
+        """
+        if self._store is None:
+            raise SagaEngineNotConnectedError(
+                None, "recover() needs a durable engine: SagaEngine(store=...)"
+            )
+        await self._open_store()
+        claimed = await self._store.claim(self._owner, self._lease, limit, saga_ids)
+        observers = self._listeners.plus(listeners) if listeners else self._listeners
+        outcomes = []
+        for record in claimed:
+            outcomes.append(await self._recover_one(record, observers, compensate_by_name))
+        return RecoveryReport(tuple(outcomes))
+
+    async def retry_compensation(
+        self, saga_id: str, *, listeners: Iterable[object] = ()
+    ) -> RecoveredSaga:
+        """Run the failed compensations of a COMPENSATION_FAILED saga again (after its
+        participant was repaired), and the ones that never ran."""
+        if self._store is None:
+            raise SagaEngineNotConnectedError(
+                None, "retry_compensation() needs a durable engine: SagaEngine(store=...)"
+            )
+        await self._open_store()
+        record = await self._store.reopen(saga_id, self._owner, self._lease)
+        observers = self._listeners.plus(listeners) if listeners else self._listeners
+        return await self._recover_one(record, observers, False, retry_failed=True)
+
+    async def _recover_one(
+        self,
+        record: SagaRecord,
+        observers: ListenerSet,
+        compensate_by_name: bool,
+        *,
+        retry_failed: bool = False,
+    ) -> RecoveredSaga:
+        assert self._store is not None
+        try:
+            plan = self._recovery_plan(record, compensate_by_name)
+            state = replay(record, plan, {})
+        except Exception as refusal:
+            with contextlib.suppress(Exception):  # let an engine that knows it take it
+                await self._store.append(
+                    record.saga_id, self._owner, (), SagaUpdate(release=True), self._lease
+                )
+            logger.warning(
+                "[saga=%s status=recovery_refused error=%s]",
+                record.saga_name,
+                type(refusal).__name__,
+                extra={"saga_id": record.saga_id, "saga_error_message": error_text(refusal)},
+            )
+            return RecoveredSaga(record.saga_id, record.saga_name, "refused", error=refusal)
+        journal = SagaJournal(self._store, record.saga_id, self._owner, self._lease, seq=state.seq)
+        run = _Run(record.saga_name, state.data.saga_id, self._clock, observers, journal)
+        run.started -= max(0.0, time.time() - state.started_at)  # offsets from the saga start
+        run.history.extend(state.history)
+        run.skipped.extend(state.skipped)
+        self._track(journal)
+        token = enter_step(run)
+        policy = RecoveryPolicy(record.policy)
+        try:
+            if retry_failed:
+                run.undo.extend(_failed_compensations(plan, state))
+            if state.rolling_back or retry_failed or policy is RecoveryPolicy.COMPENSATE:
+                run.undo.extend(state.undo)
+                if not state.rolling_back and not retry_failed:
+                    run.undo.extend(unfinished_group_commits(state, plan))
+                    run.undo.extend(possibly_done(state, plan))  # at-least-once: maybe done
+                result = await self._roll_back(
+                    plan,
+                    run,
+                    state.data,
+                    failed_step=state.failed_step,
+                    error=_interrupted_error(record, state),
+                )
+                outcome = "compensated"
+            else:
+                run.undo.extend(state.undo)
+                result = await self._drive(plan, run, state.data, resume=state)
+                outcome = "completed" if result.succeeded else "compensated"
+        except SagaCompensationFailedError as failed:
+            return RecoveredSaga(
+                record.saga_id, record.saga_name, "compensation_failed", failed.result, failed
+            )
+        except SagaStoreError as stopped:
+            return RecoveredSaga(record.saga_id, record.saga_name, "stopped", error=stopped)
+        finally:
+            leave_step(token)
+            self._active.pop(record.saga_id, None)
+        return RecoveredSaga(record.saga_id, record.saga_name, outcome, result)
+
+    def _recovery_plan(self, record: SagaRecord, compensate_by_name: bool) -> ExecutionPlan:
+        """The registered plan of `record`'s saga, refused when its structure changed."""
+        registration = self._registrations.get(record.saga_name)
+        if registration is None:
+            known = ", ".join(sorted(self._registrations)) or "none"
+            raise SagaRecoveryError(
+                f'no flow is registered as "{record.saga_name}" (registered: {known}); call '
+                f'engine.register("{record.saga_name}", flow) before recover(), or let the '
+                "spakky container register its @Saga() classes"
+            )
+        plan = registration.plan()
+        structure = _structure(plan)
+        if fingerprint_of(structure) == record.fingerprint:
+            return plan
+        old: Structure = json.loads(record.structure)
+        if not compensate_by_name:
+            raise SagaFlowChangedError(record.saga_name, describe_changes(old, structure))
+        return _plan_by_name(old, plan)
+
+
+def _structure(plan: ExecutionPlan) -> Structure:
+    return structure_of(plan)
+
+
+def _plan_by_name(old: Structure, current: ExecutionPlan) -> ExecutionPlan:
+    """The old flow's positions, with the compensations the current flow has for each step
+    name (None for names it no longer has): enough to compensate what committed."""
+    by_name: dict[str, StepNode] = {}
+    for node in current.nodes:
+        for member in node.members if isinstance(node, GroupNode) else (node,):
+            by_name.setdefault(member.name, member)
+
+    def step(item: dict[str, Any]) -> StepNode:
+        found = by_name.get(item["step"])
+        return StepNode(
+            name=item["step"],
+            action=found.action if found is not None else None,
+            compensate=found.compensate if found is not None else None,
+            compensation_name=found.compensation_name if found is not None else "",
+            strategy=DEFAULT_STRATEGY,
+            max_attempts=1,
+            skip_on_failure=False,
+            timeout=None,
+            simple=True,
+            key=item["key"],
+        )
+
+    nodes: list[StepNode | GroupNode] = []
+    for item in old:
+        if "group" in item:
+            members = tuple(step(m) for m in item["group"])
+            nodes.append(
+                GroupNode(
+                    name=" & ".join(m.name for m in members),
+                    members=members,
+                    merge=None,
+                    concurrent_compensation=False,
+                    key=item["key"],
+                )
+            )
+        else:
+            nodes.append(step(item))
+    handler = current.compensation_failure_handler
+    return ExecutionPlan(nodes=tuple(nodes), timeout=None, compensation_failure_handler=handler)
+
+
+def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode]:
+    """The steps whose compensation failed, for `retry_compensation` (oldest commit first)."""
+    failed: list[StepNode] = []
+    for node in plan.nodes:
+        for member in node.members if isinstance(node, GroupNode) else (node,):
+            if member.key in state.compensation_failures and member.compensate is not None:
+                failed.append(member)
+    return failed
+
+
+def _interrupted_error(record: SagaRecord, state: Replayed) -> BaseException:
+    return SagaInterruptedError(record.saga_name, state.failed_step, state.error)
 
 
 def _interrupted(
@@ -625,7 +1199,7 @@ def _interrupted(
     t0 = run.clock() if since is None else since
     elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
     outcome.failures[_unique_key(outcome.failures, step.name)] = error
-    run.emit(_COMPENSATION_FAILED, step.name, elapsed=elapsed, error=error)
+    run.emit(_COMPENSATION_FAILED, step.name, step.key, elapsed=elapsed, error=error)
 
 
 async def _call_handler(
@@ -642,7 +1216,7 @@ async def _call_handler(
         with contextlib.suppress(Exception):  # a raising log handler must not hide the report
             logger.error(
                 "[saga=%s status=compensation_handler_failed error=%s]",
-                run.name,
+                run.saga_name,
                 type(error).__name__,
                 extra={"saga_id": str(run.saga_id), "saga_error_message": error_text(error)},
                 exc_info=error,

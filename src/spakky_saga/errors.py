@@ -273,3 +273,132 @@ class SagaMergeResultError(SagaStepResultError):
 class SagaListenerWarning(RuntimeWarning):
     """A saga listener (a log handler through the log listener, a metrics hook, an exporter)
     raised. Reported once per listener; the saga's run is never affected by it."""
+
+
+class SagaDataCodecError(AbstractSpakkySagaError, TypeError):
+    """Saga data cannot be written to (or read back from) a durable saga log.
+
+    Raised when a durable saga starts, before any step runs, if its data does not survive a
+    round trip through JSON; `data_class` and `field` say where.
+    """
+
+    message = "Saga data cannot be stored"
+
+    def __init__(
+        self, data_class: type | None = None, field: str | None = None, reason: str = ""
+    ) -> None:
+        self.data_class = data_class
+        self.field = field
+        if data_class is None and not reason:
+            super().__init__()
+            return
+        where = data_class.__qualname__ if data_class is not None else "saga data"
+        if field is not None:
+            where += f' field "{field}"'
+        super().__init__(f"{where} cannot be stored in the saga log: {reason}")
+
+
+class SagaStoreError(AbstractSpakkySagaError, RuntimeError):
+    """The saga store failed or refused an operation (a database error, a corrupt or foreign
+    file). A run that cannot write its log stops at once; the saga stays unfinished in the
+    store and is recovered later."""
+
+    message = "Saga store error"
+
+
+class SagaSchemaVersionError(SagaStoreError):
+    """The store's schema was written by a newer (or unknown) version of this library."""
+
+    message = "Unsupported saga store schema version"
+
+
+class SagaLeaseLostError(SagaStoreError):
+    """Another engine took over this saga (its lease had expired): this engine stops before its
+    next write, so two engines never run one saga at once."""
+
+    message = "Saga lease lost to another engine"
+
+    def __init__(self, saga_id: object = None, owner: str | None = None) -> None:
+        self.saga_id = saga_id
+        self.owner = owner
+        if saga_id is None:
+            super().__init__()
+            return
+        super().__init__(
+            f"saga {saga_id} is no longer owned by engine {owner}: its lease expired and "
+            "another engine claimed it; this engine stopped before writing again"
+        )
+
+
+class SagaAlreadyStartedError(SagaStoreError):
+    """A durable saga was started with data whose `saga_id` the store already knows."""
+
+    message = "Saga already started"
+
+    def __init__(self, saga_id: object = None) -> None:
+        self.saga_id = saga_id
+        if saga_id is None:
+            super().__init__()
+            return
+        super().__init__(
+            f"the saga store already has saga {saga_id}: `data.saga_id` identifies one durable "
+            "run; start a new run with fresh data (dataclasses.replace keeps the id, so pass "
+            "saga_id=uuid4() to it, or build the data anew)"
+        )
+
+
+class SagaRecoveryError(AbstractSpakkySagaError):
+    """A saga found unfinished in the store cannot be recovered as it is: its name is not
+    registered, its flow changed, or its data no longer loads. It is left untouched."""
+
+    message = "Saga cannot be recovered"
+
+
+class SagaFlowChangedError(SagaRecoveryError):
+    """The registered flow of an unfinished saga differs from the flow it started with.
+
+    `changes` lists what changed, step by step. Put the old definition back to recover it, or
+    recover with `compensate_by_name=True` to compensate its committed steps by step name.
+    """
+
+    message = "Saga flow changed since the saga started"
+
+    def __init__(self, saga_name: str | None = None, changes: tuple[str, ...] = ()) -> None:
+        self.saga_name = saga_name
+        self.changes = changes
+        if saga_name is None:
+            super().__init__()
+            return
+        listed = "; ".join(changes)
+        super().__init__(
+            f'the flow registered as "{saga_name}" is not the flow this saga started with '
+            f"({listed}); put the old definition back to recover it, or recover with "
+            "compensate_by_name=True to compensate its committed steps by step name"
+        )
+
+
+class SagaInterruptedError(AbstractSpakkySagaError):
+    """The engine running a durable saga stopped (a crash, a deploy, a lost lease) before the
+    saga finished; `recover()` compensated it. The `SagaResult.error` of such a saga."""
+
+    message = "Saga was interrupted and recovered"
+
+    def __init__(
+        self,
+        saga_name: str | None = None,
+        failed_step: str | None = None,
+        step_error: str | None = None,
+    ) -> None:
+        self.saga_name = saga_name
+        self.failed_step = failed_step
+        self.step_error = step_error
+        if saga_name is None:
+            super().__init__()
+            return
+        cause = (
+            f'; step "{failed_step}" had failed ({step_error})' if failed_step is not None else ""
+        )
+        super().__init__(
+            f'saga "{saga_name}" was interrupted (its engine stopped before it finished) and '
+            f"was compensated on recovery{cause}"
+        )
