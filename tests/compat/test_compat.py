@@ -32,7 +32,7 @@ def _upstream_python() -> str:
             f"no upstream interpreter at {python}: run scripts/upstream-venv.sh (it creates "
             f".venv/upstream with spakky-saga 8.5.0), or set {UPSTREAM_PYTHON_VARIABLE}"
         )
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
             pytest.fail(message)
         pytest.skip(message)
     return python
