@@ -56,6 +56,14 @@ class SagaFlowDefinitionError(AbstractSpakkySagaError, ValueError):
         super().__init__(text)
 
 
+class SagaFlowOperatorError(SagaFlowDefinitionError, TypeError):
+    """An operator (`>>`, `&`, `|`) was given an operand it cannot take.
+
+    A definition error like any other, and also a `TypeError`, as Python's own "unsupported
+    operand" errors are: code that catches `TypeError` around flow operators still works.
+    """
+
+
 class SagaStepTimeoutError(AbstractSpakkySagaError, TimeoutError):
     """A step ran longer than its `timeout=`; routed through the step's `on_error` strategy."""
 

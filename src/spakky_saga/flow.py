@@ -20,7 +20,7 @@ from typing_extensions import deprecated
 
 from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.errors import SagaFlowDefinitionError
+from spakky_saga.errors import SagaFlowDefinitionError, SagaFlowOperatorError
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy
 
 SagaDataT = TypeVar("SagaDataT", bound=AbstractSagaData)
@@ -258,7 +258,10 @@ class _Action[D: AbstractSagaData]:
     def __or__(self, strategy: ErrorStrategy, /) -> Self:
         """Attach an error strategy: `step | Retry(3)` is the same kind of item."""
         if not isinstance(strategy, ErrorStrategy):
-            check_strategy(strategy, f'step "{self.name}"')  # always raises: says what it got
+            try:
+                check_strategy(strategy, f'step "{self.name}"')  # always raises: says what
+            except SagaFlowDefinitionError as error:
+                raise SagaFlowOperatorError(*error.problems) from None
         return dataclasses.replace(self, on_error=strategy)
 
     def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
@@ -274,12 +277,12 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
     def __rshift__(self, compensate: SagaStep[D] | CompensateFn[D], /) -> Transaction[D]:
         """Bind a compensation: `action >> compensation` is a Transaction."""
         if isinstance(compensate, _Action | Parallel) and not isinstance(compensate, SagaStep):
-            raise SagaFlowDefinitionError(
+            raise SagaFlowOperatorError(
                 f'step "{self.name}" >> {type(compensate).__name__} "{_item_name(compensate)}": '
                 "a compensation must be a single step or async function, not a "
                 f"{type(compensate).__name__}"
             )
-        if not callable(compensate):
+        if not callable(compensate):  # a definition error, as in the documented package
             raise SagaFlowDefinitionError(
                 f'step "{self.name}" >> {safe_repr(compensate)}: a compensation must be an async '
                 f"function taking the saga data, or a step; got {_kind(compensate)}"
@@ -333,7 +336,7 @@ class Transaction[D: AbstractSagaData](_Action[D]):
     @deprecated("a Transaction already has a compensation; bind one per action")
     def __rshift__(self, compensate: object, /) -> Never:
         """Always an error: a compensation is bound once (the mypy plugin reports it too)."""
-        raise SagaFlowDefinitionError(
+        raise SagaFlowOperatorError(
             f'transaction "{self.name}" already has compensation "{self.compensation_name}"; '
             f'cannot bind "{_item_name(compensate)}" as a second one. Bind one compensation '
             "per action, or put the extra undo work inside the existing compensation"
@@ -408,7 +411,7 @@ class Parallel[D: AbstractSagaData]:
         Typed to accept nothing, so type checkers report `(a & b) | Retry()` too.
         """
         given = safe_repr(strategy)
-        raise SagaFlowDefinitionError(
+        raise SagaFlowOperatorError(
             f'parallel group "{self.name}" | {given}: a parallel group takes no error strategy; '
             "attach strategies to its members instead, e.g. `(a | Retry()) & b`"
         )
@@ -447,7 +450,7 @@ def _flatten_members[D: AbstractSagaData](
 def _parallel_of[D: AbstractSagaData](left: _Action[D] | Parallel[D], right: object) -> Parallel[D]:
     if not (isinstance(right, _Action | Parallel) or callable(right)):
         what = "parallel group" if isinstance(left, Parallel) else "step"
-        raise SagaFlowDefinitionError(
+        raise SagaFlowOperatorError(
             f'{what} "{left.name}" & {safe_repr(right)}: a parallel member must be a step, '
             f"transaction, parallel group or async function; got {_kind(right)}"
         )

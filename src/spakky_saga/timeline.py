@@ -78,8 +78,14 @@ def rows_from_events(events: Sequence[StoredEvent]) -> list[TimelineRow]:
             key = (event.step_key, event.attempt, compensation)
             open_rows[key] = (len(rows), event.at - origin)
             rows.append(
-                TimelineRow(event.step or "-", "RUNNING", event.attempt, event.at - origin, 0.0,
-                            compensation=compensation)
+                TimelineRow(
+                    event.step or "-",
+                    "RUNNING",
+                    event.attempt,
+                    event.at - origin,
+                    0.0,
+                    compensation=compensation,
+                )
             )
         elif event.kind in _ENDS:
             status, compensation = _ENDS[event.kind]
@@ -87,8 +93,13 @@ def rows_from_events(events: Sequence[StoredEvent]) -> list[TimelineRow]:
             key = (event.step_key, event.attempt, compensation)
             start = event.at - origin - event.elapsed
             row = TimelineRow(
-                event.step or "-", status, event.attempt, max(0.0, start), event.elapsed,
-                error, compensation,
+                event.step or "-",
+                status,
+                event.attempt,
+                max(0.0, start),
+                event.elapsed,
+                error,
+                compensation,
             )
             opened = open_rows.pop(key, None)
             if opened is None:

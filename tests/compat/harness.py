@@ -32,6 +32,9 @@ class Deliberate:
 
     reason: str
     keys: tuple[str, ...]
+    unordered: tuple[str, ...] = ()
+    """Keys (lists) holding the same items in another order, e.g. what parallel members
+    logged: compared as multisets."""
 
 
 DELIBERATE: dict[str, Deliberate] = {}
@@ -45,11 +48,13 @@ def scenario(fn: Scenario) -> Scenario:
     return fn
 
 
-def deliberate(reason: str, *, keys: tuple[str, ...]) -> Callable[[Scenario], Scenario]:
+def deliberate(
+    reason: str, *, keys: tuple[str, ...] = (), unordered: tuple[str, ...] = ()
+) -> Callable[[Scenario], Scenario]:
     """Mark a scenario (registered below this decorator) as a deliberate difference."""
 
     def mark(fn: Scenario) -> Scenario:
-        DELIBERATE[fn.__name__] = Deliberate(reason, keys)
+        DELIBERATE[fn.__name__] = Deliberate(reason, keys, unordered)
         return fn
 
     return mark

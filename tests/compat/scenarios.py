@@ -52,7 +52,8 @@ NON_DATA_RESULT = (
 )
 SAGA_TIMEOUT_NAMES_STEP = (
     "the saga timeout names the running step: failed_step and error are set, the cut step "
-    "gets a FAILED record and a failed log line (upstream reports neither)"
+    "gets a FAILED record and a failed log line (upstream reports neither); a group member "
+    "that committed before the timeout is compensated too (upstream drops it)"
 )
 ROLLBACK_CONTINUES = (
     "rollback continues past a failed compensation: every other committed step is still "
@@ -72,6 +73,26 @@ BUILD_TIME = (
     "or not at all)"
 )
 ERROR_LEVEL = "a failed compensation is logged at ERROR (upstream: WARNING)"
+MEMBERS_AS_THEY_FINISH = (
+    "parallel members are recorded and logged as each finishes (upstream: after the whole "
+    "group, in declaration order): the same lines and records, in the order things happened"
+)
+READABLE_NAMES = (
+    "step names: a functools.partial is named after its function and a callable object after "
+    "its class (upstream: <unknown>)"
+)
+PROMOTED_FUNCTIONS = (
+    "`step & async_function` promotes the function to a step, as parallel() does (upstream "
+    "keeps the bare function, and the saga aborts with AttributeError when it runs)"
+)
+OPERATOR_ERRORS = (
+    "operator misuse is a SagaFlowDefinitionError (also a TypeError, so `except TypeError` "
+    "still catches it) with a message saying what to write instead (upstream: a bare TypeError)"
+)
+ROOT_MESSAGE = (
+    "AbstractSpakkySagaError has a class message too ('Saga error'), so every saga error, the "
+    "root included, constructs without arguments with a meaningful str()"
+)
 
 
 # ---------------------------------------------------------------- sequential flows
@@ -163,6 +184,7 @@ async def sequential_same_function_twice(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(READABLE_NAMES, keys=("logs", "result.history"))
 async def step_names_of_callables(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     keep = p.keep("k")
@@ -506,7 +528,7 @@ async def saga_timeout_not_reached(kit: Kit) -> Observation:
 @scenario
 @deliberate(
     SAGA_TIMEOUT_NAMES_STEP,
-    keys=("result.failed_step", "result.error", "result.history", "logs"),
+    keys=("result.failed_step", "result.error", "result.history", "logs", "events"),
 )
 async def saga_timeout_during_parallel_group(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
@@ -521,7 +543,7 @@ async def saga_timeout_during_parallel_group(kit: Kit) -> Observation:
 
 
 @scenario
-@deliberate(MERGED_PARALLEL, keys=("result.data",))
+@deliberate(MERGED_PARALLEL, keys=("result.data",), unordered=("logs", "result.history"))
 async def parallel_results_merged(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(s.parallel(p.inc("a"), p.set_m("b", 5)))
@@ -529,6 +551,7 @@ async def parallel_results_merged(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_members_returning_none(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(p.inc("first"), s.parallel(p.keep("a"), p.keep("b")), p.inc("last"))
@@ -536,6 +559,7 @@ async def parallel_members_returning_none(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_via_and_operator(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(s.step(p.keep("a")) & s.step(p.keep("b")) & s.step(p.keep("c")))
@@ -543,6 +567,7 @@ async def parallel_via_and_operator(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(PROMOTED_FUNCTIONS, keys=("result", "events", "logs", "raised"))
 async def parallel_via_and_operator_with_plain_function(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(s.step(p.keep("a")) & p.keep("b"))
@@ -550,6 +575,7 @@ async def parallel_via_and_operator_with_plain_function(kit: Kit) -> Observation
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_member_failure_compensates_committed(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(
@@ -560,6 +586,7 @@ async def parallel_member_failure_compensates_committed(kit: Kit) -> Observation
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_several_members_fail(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(
@@ -570,6 +597,7 @@ async def parallel_several_members_fail(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_transactions_compensated(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(
@@ -583,6 +611,7 @@ async def parallel_transactions_compensated(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_constructor_items(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     group = s.Parallel(items=(s.step(p.keep("a")), s.step(p.keep("b"))))
@@ -592,6 +621,7 @@ async def parallel_constructor_items(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_nested_groups_flattened(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     group = s.parallel(s.parallel(p.keep("a"), p.keep("b")), p.keep("c"))
@@ -623,6 +653,7 @@ async def parallel_member_retry(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_member_timeout(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(
@@ -633,6 +664,7 @@ async def parallel_member_timeout(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(PROMOTED_FUNCTIONS, keys=("and_step_fn",))
 async def parallel_promotes_plain_functions(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     return {
@@ -643,6 +675,7 @@ async def parallel_promotes_plain_functions(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(MEMBERS_AS_THEY_FINISH, unordered=("logs", "result.history"))
 async def parallel_groups_in_sequence(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     flow = s.saga_flow(
@@ -803,12 +836,14 @@ async def definition_rshift_text(kit: Kit) -> Observation:
 
 
 @scenario
+@deliberate(OPERATOR_ERRORS, keys=("build.raised",))
 async def definition_parallel_or_retry(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     return {"build": attempt(lambda: (s.step(p.keep("a")) & s.step(p.keep("b"))) | s.Retry())}
 
 
 @scenario
+@deliberate(OPERATOR_ERRORS, keys=("build.raised",))
 async def definition_transaction_rshift_again(kit: Kit) -> Observation:
     p, s = Probe(kit), kit.s
     return {"build": attempt(lambda: s.step(p.keep("a")) >> p.undo("u") >> p.undo("v"))}
@@ -1056,6 +1091,7 @@ _ERRORS = (
 
 
 @scenario
+@deliberate(ROOT_MESSAGE, keys=("AbstractSpakkySagaError.message",))
 async def error_classes_messages(kit: Kit) -> Observation:
     s = kit.s
     observed: Observation = {}
