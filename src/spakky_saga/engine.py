@@ -1,8 +1,8 @@
 """How a flow runs: the one place that executes steps, retries, merges and compensates.
 
-The engine runs a compiled plan with per-run state (`_Run`); nothing mutable lives on the
-plan, the flow or the saga class. Every transition goes through the run's event seam
-(`_Run.emit`): a `SagaEvent` to the listeners (the log lines among them) and, for a durable
+The engine runs a compiled plan with per-run state (`SagaRun`, run.py); nothing mutable lives
+on the plan, the flow or the saga class. Every transition goes through the run's event seam
+(`SagaRun.emit`): a `SagaEvent` to the listeners (the log lines among them) and, for a durable
 engine, to the run's write-ahead journal, which the engine flushes before it acts. Time and
 sleeping are injected (`clock=`, `sleep=`) so backoff is tested without waiting.
 
@@ -23,62 +23,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
 from spakky_saga._text import error_text, safe_repr
-from spakky_saga.codec import check_round_trip
 from spakky_saga.context import enter_step, leave_step
 from spakky_saga.data import AbstractSagaData
+from spakky_saga.durable import DurableRuns
 from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
     SagaEngineNotConnectedError,
-    SagaFlowChangedError,
     SagaFlowDefinitionError,
-    SagaInterruptedError,
-    SagaLeaseLostError,
-    SagaRecoveryError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
     SagaStoreError,
     SagaTimeoutError,
 )
-from spakky_saga.events import SagaEvent, SagaEventKind
-from spakky_saga.fingerprint import (
-    Structure,
-    describe_changes,
-    encode_structure,
-    fingerprint_of,
-    structure_of,
-)
+from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
-from spakky_saga.journal import SagaJournal, begin_record
 from spakky_saga.listeners import ListenerSet
 from spakky_saga.logs import ENGINE_LOGGER, SagaLogListener
 from spakky_saga.merge import merge_committed, merge_results
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, plan_for
-from spakky_saga.recovery import (
-    RecoveredSaga,
-    RecoveryPolicy,
-    RecoveryReport,
-    Replayed,
-    possibly_done,
-    replay,
-    unfinished_group_commits,
-)
+from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport, Replayed
+from spakky_saga.registry import FlowSource, SagaRegistry
 from spakky_saga.result import ANONYMOUS, SagaResult, SagaStatus, StepRecord, StepStatus
-from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate
-from spakky_saga.strategy import DEFAULT_STRATEGY
+from spakky_saga.run import Clock, Cursor, SagaRun
+from spakky_saga.store import SagaStore
 
 logger: Final = ENGINE_LOGGER
 
@@ -100,124 +79,7 @@ _COMPENSATION_FAILED: Final = SagaEventKind.COMPENSATION_FAILED
 _SAGA_FINISHED: Final = SagaEventKind.SAGA_FINISHED
 _SAGA_ABORTED: Final = SagaEventKind.SAGA_ABORTED
 
-type Clock = Callable[[], float]
 type Sleep = Callable[[float], Awaitable[None]]
-type _UndoEntry = StepNode | tuple[StepNode, ...]
-type FlowSource = SagaFlow[Any] | Callable[[], SagaFlow[Any]]
-
-
-class _Cursor:
-    """What `current_step()` reads: the step (or compensation) running in a task.
-
-    A run is its own cursor for its sequential steps; group members and compensations, which
-    run in tasks of their own, get one each.
-    """
-
-    __slots__ = ("attempt", "compensating", "node", "saga_id", "saga_name")
-
-    def __init__(
-        self,
-        saga_name: str,
-        saga_id: uuid.UUID,
-        node: StepNode | None = None,
-        attempt: int = 1,
-        *,
-        compensating: bool = False,
-    ) -> None:
-        self.saga_name = saga_name
-        self.saga_id = saga_id
-        self.node = node
-        self.attempt = attempt
-        self.compensating = compensating
-
-
-class _Run(_Cursor):
-    """The state of one run: its identity, history, undo list, journal and the event seam."""
-
-    __slots__ = (
-        "attempt_started",
-        "clock",
-        "history",
-        "journal",
-        "listeners",
-        "progress",
-        "skipped",
-        "started",
-        "undo",
-    )
-
-    def __init__(
-        self,
-        saga_name: str,
-        saga_id: uuid.UUID,
-        clock: Clock,
-        listeners: ListenerSet,
-        journal: SagaJournal | None = None,
-    ) -> None:
-        super().__init__(saga_name, saga_id)
-        self.clock = clock
-        self.listeners = listeners
-        self.journal = journal
-        self.progress = journal is not None or listeners.wants_progress()
-        """Whether progress events are built at all: nobody wants them, no cost."""
-        self.history: list[StepRecord] = []
-        self.undo: list[_UndoEntry] = []
-        self.skipped: list[str] = []
-        self.attempt_started = 0.0
-        """When the attempt of the sequential step running now started: what the record of a
-        step cut off by the saga timeout says (with `attempt`)."""
-        self.started = clock()
-
-    def emit(  # noqa: PLR0917 - positional on purpose: called on every step
-        self,
-        kind: SagaEventKind,
-        step: str | None = None,
-        key: str | None = None,
-        attempt: int = 1,
-        elapsed: float = 0.0,
-        error: BaseException | None = None,
-        data: AbstractSagaData | None = None,
-        status: SagaStatus | None = None,
-        delay: float = 0.0,
-    ) -> None:
-        """Hand the event to the journal (buffered) and the listeners; never raises for a
-        listener (ListenerSet contains their errors)."""
-        event = SagaEvent(
-            kind,
-            self.saga_name,
-            self.saga_id,
-            step,
-            key,
-            attempt,
-            elapsed,
-            self.clock() - self.started,
-            error,
-            data,
-            status,
-            delay,
-        )
-        if self.journal is not None:
-            self.journal.add(event)
-        self.listeners.notify(event)
-
-    def record(  # noqa: PLR0917 - positional on purpose: called on every step
-        self,
-        name: str,
-        status: StepStatus,
-        t0: float,
-        attempt: int = 1,
-        compensation: bool = False,
-        error: BaseException | None = None,
-    ) -> float:
-        """Append a history record of something that started at `t0`; returns its elapsed."""
-        elapsed = self.clock() - t0
-        self.history.append(
-            _new_record(
-                StepRecord,
-                (name, status, elapsed, attempt, compensation, error, t0 - self.started),
-            )
-        )
-        return elapsed
 
 
 class _StepFailed:
@@ -253,23 +115,6 @@ class _Rollback:
         self.fatal: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Registration:
-    """A saga name the engine can recover: where its flow comes from, and how."""
-
-    name: str
-    source: FlowSource
-    recovery: RecoveryPolicy | None
-
-    def plan(self) -> ExecutionPlan:
-        flow = self.source if isinstance(self.source, SagaFlow) else self.source()
-        if not isinstance(flow, SagaFlow):
-            raise SagaRecoveryError(
-                f'the flow registered as "{self.name}" is {safe_repr(flow)}, not a SagaFlow'
-            )
-        return plan_for(flow)
-
-
 class SagaEngine:
     """Runs saga flows, in memory or durably.
 
@@ -285,19 +130,14 @@ class SagaEngine:
     """
 
     __slots__ = (
-        "_active",
         "_clock",
         "_closed",
         "_compensation_timeout",
-        "_heartbeat",
-        "_lease",
+        "_durable",
         "_listeners",
         "_owner",
-        "_recovery",
-        "_registrations",
+        "_registry",
         "_sleep",
-        "_store",
-        "_store_opened",
         "recover_on_start",
     )
 
@@ -347,19 +187,25 @@ class SagaEngine:
         )
         self._listeners = ListenerSet(((SagaLogListener(),) if log else ()) + tuple(listeners))
         self._closed = False
-        self._store = store
-        self._store_opened = False
-        self._lease = lease.total_seconds()
-        self._recovery = recovery
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._registrations: dict[str, _Registration] = {}
-        self._active: dict[str, SagaJournal] = {}
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._registry = SagaRegistry()
+        self._durable = (
+            None
+            if store is None
+            else DurableRuns(
+                store,
+                self._registry,
+                lease=lease.total_seconds(),
+                recovery=recovery,
+                owner=self._owner,
+                clock=clock,
+            )
+        )
         self.recover_on_start = recover_on_start
         """Whether the spakky integration calls `recover()` when the application starts."""
 
     def __repr__(self) -> str:
-        store = "" if self._store is None else f"store={self._store!r}, "
+        store = "" if self._durable is None else f"store={self._durable.store!r}, "
         return f"SagaEngine({store}owner={self._owner!r})"
 
     @property
@@ -375,7 +221,7 @@ class SagaEngine:
     @property
     def store(self) -> SagaStore | None:
         """Where durable runs are written; None for an in-memory engine."""
-        return self._store
+        return None if self._durable is None else self._durable.store
 
     @property
     def owner(self) -> str:
@@ -389,16 +235,10 @@ class SagaEngine:
     async def aclose(self) -> None:
         """`close()`, then stop the lease heartbeat and close the store."""
         self.close()
-        heartbeat, self._heartbeat = self._heartbeat, None
-        if heartbeat is not None:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-        if self._store is not None and self._store_opened:
-            self._store_opened = False
-            await self._store.close()
+        if self._durable is not None:
+            await self._durable.aclose()
 
-    # --- registrations (what recovery needs) -------------------------------------------------
+    # --- durability ---------------------------------------------------------------------------
 
     def register(
         self, saga_name: str, flow: FlowSource, *, recovery: RecoveryPolicy | None = None
@@ -407,25 +247,56 @@ class SagaEngine:
         its own recovery policy. Durable runs register their flow under their name themselves;
         register at start-up too, so that a new process can recover sagas a dead one started.
         """
-        if not isinstance(saga_name, str) or not saga_name or saga_name == ANONYMOUS:
-            raise SagaFlowDefinitionError(
-                f"SagaEngine.register({saga_name!r}, ...): a durable saga needs a name of its "
-                "own (a non-empty str, not <anonymous>): recovery finds its flow by name"
-            )
-        if not (isinstance(flow, SagaFlow) or callable(flow)):
-            raise SagaFlowDefinitionError(
-                f'SagaEngine.register("{saga_name}", {safe_repr(flow)}): pass the SagaFlow, or '
-                "a function returning it"
-            )
-        if recovery is not None and not isinstance(recovery, RecoveryPolicy):
-            raise SagaFlowDefinitionError(
-                f'SagaEngine.register("{saga_name}", recovery={recovery!r}): must be '
-                "RecoveryPolicy.COMPENSATE or RecoveryPolicy.RESUME"
-            )
-        self._registrations[saga_name] = _Registration(saga_name, flow, recovery)
+        self._registry.register(saga_name, flow, recovery)
 
     def registered(self, saga_name: str) -> bool:
-        return saga_name in self._registrations
+        """Whether `saga_name` has a flow registered for recovery."""
+        return saga_name in self._registry
+
+    async def recover(
+        self,
+        *,
+        limit: int = 100,
+        saga_ids: Sequence[str] = (),
+        compensate_by_name: bool = False,
+        listeners: Iterable[object] = (),
+    ) -> RecoveryReport:
+        """Finish unfinished sagas from the store whose owner's lease expired (or every
+        unfinished saga among `saga_ids`, once their lease expired).
+
+        Each is claimed (so no other engine runs it), checked against its registered flow,
+        then finished by its recovery policy: its committed steps compensated (COMPENSATE),
+        or the forward pass resumed (RESUME); a saga that was already compensating is
+        compensated. A saga whose name is not registered, whose flow changed, or whose data
+        no longer loads is refused and released, untouched; `compensate_by_name=True`
+        compensates a changed flow's committed steps by their names instead. One saga's
+        failure never stops the others. See docs/durability.md.
+        """
+        durable = self._needs_store("recover()")
+        observers = self._listeners.plus(listeners) if listeners else self._listeners
+        return await durable.recover(
+            self,
+            observers,
+            limit=limit,
+            saga_ids=saga_ids,
+            compensate_by_name=compensate_by_name,
+        )
+
+    async def retry_compensation(
+        self, saga_id: str, *, listeners: Iterable[object] = ()
+    ) -> RecoveredSaga:
+        """Run the failed compensations of a COMPENSATION_FAILED saga again (after its
+        participant was repaired)."""
+        durable = self._needs_store("retry_compensation()")
+        observers = self._listeners.plus(listeners) if listeners else self._listeners
+        return await durable.retry_compensation(self, observers, saga_id)
+
+    def _needs_store(self, what: str) -> DurableRuns:
+        if self._durable is None:
+            raise SagaEngineNotConnectedError(
+                None, f"{what} needs a durable engine: SagaEngine(store=SqliteSagaStore(...))"
+            )
+        return self._durable
 
     # --- running ------------------------------------------------------------------------------
 
@@ -457,9 +328,9 @@ class SagaEngine:
         plan = plan_for(flow)
         observers = self._listeners.plus(listeners) if listeners else self._listeners
         journal = None
-        if self._store is not None:
-            journal = await self._begin_durable(flow, plan, data, saga_name)
-        run = _Run(saga_name, data.saga_id, self._clock, observers, journal)
+        if self._durable is not None:
+            journal = await self._durable.begin(flow, plan, data, saga_name)
+        run = SagaRun(saga_name, data.saga_id, self._clock, observers, journal)
         token = enter_step(run)
         try:
             if run.progress:
@@ -467,11 +338,11 @@ class SagaEngine:
             return await self._drive(plan, run, data)
         finally:
             leave_step(token)
-            if journal is not None:
-                self._active.pop(journal.saga_id, None)
+            if journal is not None and self._durable is not None:
+                self._durable.done(journal)
 
     async def _drive[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
-        self, plan: ExecutionPlan, run: _Run, data: D, resume: Replayed | None = None
+        self, plan: ExecutionPlan, run: SagaRun, data: D, resume: Replayed | None = None
     ) -> SagaResult[D]:
         """The forward pass, from the start (or where a recovered saga stopped), then the
         result or the rollback."""
@@ -638,8 +509,8 @@ class SagaEngine:
         self,
         step: StepNode,
         data: AbstractSagaData,
-        run: _Run,
-        cursor: _Cursor,
+        run: SagaRun,
+        cursor: Cursor,
         *,
         first_attempt: int = 1,
     ) -> tuple[bool, Any]:
@@ -709,7 +580,7 @@ class SagaEngine:
         self,
         group: GroupNode,
         data: AbstractSagaData,
-        run: _Run,
+        run: SagaRun,
         interrupted: list[AbstractSagaData],
         *,
         finished: dict[str, AbstractSagaData | None] | None = None,
@@ -732,7 +603,7 @@ class SagaEngine:
         committed_before = resume.committed_keys if resume is not None else set()
 
         async def run_member(index: int, member: StepNode) -> None:
-            cursor = _Cursor(run.saga_name, run.saga_id, member)
+            cursor = Cursor(run.saga_name, run.saga_id, member)
             enter_step(cursor)  # this task's own context: no reset needed
             first = 1
             if resume is not None:
@@ -778,7 +649,7 @@ class SagaEngine:
     async def _roll_back[D: AbstractSagaData](
         self,
         plan: ExecutionPlan,
-        run: _Run,
+        run: SagaRun,
         data: D,
         *,
         status: SagaStatus = SagaStatus.FAILED,
@@ -844,7 +715,7 @@ class SagaEngine:
         return result
 
     async def _compensate_all(
-        self, plan: ExecutionPlan, run: _Run, data: AbstractSagaData, outcome: _Rollback
+        self, plan: ExecutionPlan, run: SagaRun, data: AbstractSagaData, outcome: _Rollback
     ) -> None:
         """Undo committed steps in reverse; a failed compensation never stops the rest.
 
@@ -879,7 +750,7 @@ class SagaEngine:
             await _call_handler(plan.compensation_failure_handler, run, data, outcome)
 
     async def _compensate(
-        self, step: StepNode, run: _Run, data: AbstractSagaData, outcome: _Rollback
+        self, step: StepNode, run: SagaRun, data: AbstractSagaData, outcome: _Rollback
     ) -> None:
         name = step.name
         if run.progress:
@@ -888,7 +759,7 @@ class SagaEngine:
                 await run.journal.flush()  # write-ahead: the compensation, then act
         compensate = step.compensate
         assert compensate is not None, "only steps with a compensation are put on the undo list"
-        token = enter_step(_Cursor(run.saga_name, run.saga_id, step, compensating=True))
+        token = enter_step(Cursor(run.saga_name, run.saga_id, step, compensating=True))
         t0 = run.clock()
         try:
             if self._compensation_timeout is None:
@@ -917,282 +788,15 @@ class SagaEngine:
 
     @staticmethod
     def _compensation_failed(
-        run: _Run, step: StepNode, outcome: _Rollback, error: BaseException, t0: float
+        run: SagaRun, step: StepNode, outcome: _Rollback, error: BaseException, t0: float
     ) -> None:
         elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
         outcome.failures[_unique_key(outcome.failures, step.name)] = error
         run.emit(_COMPENSATION_FAILED, step.name, step.key, elapsed=elapsed, error=error)
 
-    # --- durability -------------------------------------------------------------------------
-
-    async def _begin_durable(
-        self, flow: SagaFlow[Any], plan: ExecutionPlan, data: AbstractSagaData, saga_name: str
-    ) -> SagaJournal:
-        """Check, register and open the log of a durable run (nothing is written yet: the
-        saga's row goes out with its first write-ahead batch)."""
-        assert self._store is not None
-        registration = self._registrations.get(saga_name)
-        if registration is None:
-            self.register(saga_name, flow)  # also refuses a missing or anonymous name
-            registration = self._registrations[saga_name]
-        structure = _structure(plan)
-        registered = registration.plan()
-        if registered is not plan and _structure(registered) != structure:
-            changes = describe_changes(_structure(registered), structure)
-            raise SagaFlowDefinitionError(
-                f'saga "{saga_name}" is registered with another flow ({"; ".join(changes)}); '
-                "one name must always mean one flow, or recovery would run the wrong steps"
-            )
-        text = check_round_trip(data)  # refuse data that cannot be stored, before any step
-        await self._open_store()
-        saga_id = str(data.saga_id)
-        journal = SagaJournal(
-            self._store,
-            saga_id,
-            self._owner,
-            self._lease,
-            begin=begin_record(
-                saga_id=saga_id,
-                saga_name=saga_name,
-                owner=self._owner,
-                fingerprint=fingerprint_of(structure),
-                structure=encode_structure(structure),
-                policy=(registration.recovery or self._recovery).value,
-                data_text=text,
-                data=data,
-                now=time.time(),
-            ),
-        )
-        self._track(journal)
-        return journal
-
-    async def _open_store(self) -> None:
-        assert self._store is not None
-        if not self._store_opened:
-            await self._store.open()
-            self._store_opened = True
-
-    def _track(self, journal: SagaJournal) -> None:
-        """Keep `journal`'s lease alive while its run lasts (one heartbeat task per engine)."""
-        self._active[journal.saga_id] = journal
-        beat = self._heartbeat
-        if beat is None or beat.done() or beat.get_loop() is not asyncio.get_running_loop():
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat(), name=f"spakky-saga lease heartbeat {self._owner}"
-            )
-
-    async def _beat(self) -> None:
-        """Renew the leases of running sagas every third of a lease; a saga found taken over
-        stops at its next write."""
-        assert self._store is not None
-        while self._active:
-            await asyncio.sleep(self._lease / 3)
-            journals = dict(self._active)
-            if not journals:
-                break
-            try:
-                kept = await self._store.renew(self._owner, list(journals), self._lease)
-            except Exception as error:  # the store is down: writes will say so
-                logger.warning(
-                    "[saga=- status=lease_renewal_failed error=%s]",
-                    type(error).__name__,
-                    extra={"saga_error_message": error_text(error)},
-                )
-                continue
-            for saga_id, journal in journals.items():
-                if saga_id not in kept and saga_id in self._active:
-                    journal.lose(SagaLeaseLostError(saga_id, self._owner))
-
-    async def recover(
-        self,
-        *,
-        limit: int = 100,
-        saga_ids: Sequence[str] = (),
-        compensate_by_name: bool = False,
-        listeners: Iterable[object] = (),
-    ) -> RecoveryReport:
-        """Finish unfinished sagas from the store whose owner's lease expired (or every
-        unfinished saga among `saga_ids`, once their lease expired).
-
-        Each is claimed (so no other engine runs it), checked against its registered flow,
-        then finished by its recovery policy: its committed steps compensated (COMPENSATE),
-        or the forward pass resumed (RESUME); a saga that was already compensating is
-        compensated. A saga whose name is not registered, whose flow changed, or whose data
-        no longer loads is refused and released, untouched; `compensate_by_name=True`
-        compensates a changed flow's committed steps by their names instead. One saga's
-        failure never stops the others.
-        """
-        if self._store is None:
-            raise SagaEngineNotConnectedError(
-                None, "recover() needs a durable engine: SagaEngine(store=...)"
-            )
-        await self._open_store()
-        claimed = await self._store.claim(self._owner, self._lease, limit, saga_ids)
-        observers = self._listeners.plus(listeners) if listeners else self._listeners
-        outcomes = []
-        for record in claimed:
-            outcomes.append(await self._recover_one(record, observers, compensate_by_name))
-        return RecoveryReport(tuple(outcomes))
-
-    async def retry_compensation(
-        self, saga_id: str, *, listeners: Iterable[object] = ()
-    ) -> RecoveredSaga:
-        """Run the failed compensations of a COMPENSATION_FAILED saga again (after its
-        participant was repaired), and the ones that never ran."""
-        if self._store is None:
-            raise SagaEngineNotConnectedError(
-                None, "retry_compensation() needs a durable engine: SagaEngine(store=...)"
-            )
-        await self._open_store()
-        record = await self._store.reopen(saga_id, self._owner, self._lease)
-        observers = self._listeners.plus(listeners) if listeners else self._listeners
-        return await self._recover_one(record, observers, False, retry_failed=True)
-
-    async def _recover_one(
-        self,
-        record: SagaRecord,
-        observers: ListenerSet,
-        compensate_by_name: bool,
-        *,
-        retry_failed: bool = False,
-    ) -> RecoveredSaga:
-        assert self._store is not None
-        try:
-            plan = self._recovery_plan(record, compensate_by_name)
-            state = replay(record, plan, {})
-        except Exception as refusal:
-            with contextlib.suppress(Exception):  # let an engine that knows it take it
-                await self._store.append(
-                    record.saga_id, self._owner, (), SagaUpdate(release=True), self._lease
-                )
-            logger.warning(
-                "[saga=%s status=recovery_refused error=%s]",
-                record.saga_name,
-                type(refusal).__name__,
-                extra={"saga_id": record.saga_id, "saga_error_message": error_text(refusal)},
-            )
-            return RecoveredSaga(record.saga_id, record.saga_name, "refused", error=refusal)
-        journal = SagaJournal(self._store, record.saga_id, self._owner, self._lease, seq=state.seq)
-        run = _Run(record.saga_name, state.data.saga_id, self._clock, observers, journal)
-        run.started -= max(0.0, time.time() - state.started_at)  # offsets from the saga start
-        run.history.extend(state.history)
-        run.skipped.extend(state.skipped)
-        self._track(journal)
-        token = enter_step(run)
-        policy = RecoveryPolicy(record.policy)
-        try:
-            if retry_failed:
-                run.undo.extend(_failed_compensations(plan, state))
-            if state.rolling_back or retry_failed or policy is RecoveryPolicy.COMPENSATE:
-                run.undo.extend(state.undo)
-                if not state.rolling_back and not retry_failed:
-                    run.undo.extend(unfinished_group_commits(state, plan))
-                    run.undo.extend(possibly_done(state, plan))  # at-least-once: maybe done
-                result = await self._roll_back(
-                    plan,
-                    run,
-                    state.data,
-                    failed_step=state.failed_step,
-                    error=_interrupted_error(record, state),
-                )
-                outcome = "compensated"
-            else:
-                run.undo.extend(state.undo)
-                result = await self._drive(plan, run, state.data, resume=state)
-                outcome = "completed" if result.succeeded else "compensated"
-        except SagaCompensationFailedError as failed:
-            return RecoveredSaga(
-                record.saga_id, record.saga_name, "compensation_failed", failed.result, failed
-            )
-        except SagaStoreError as stopped:
-            return RecoveredSaga(record.saga_id, record.saga_name, "stopped", error=stopped)
-        finally:
-            leave_step(token)
-            self._active.pop(record.saga_id, None)
-        return RecoveredSaga(record.saga_id, record.saga_name, outcome, result)
-
-    def _recovery_plan(self, record: SagaRecord, compensate_by_name: bool) -> ExecutionPlan:
-        """The registered plan of `record`'s saga, refused when its structure changed."""
-        registration = self._registrations.get(record.saga_name)
-        if registration is None:
-            known = ", ".join(sorted(self._registrations)) or "none"
-            raise SagaRecoveryError(
-                f'no flow is registered as "{record.saga_name}" (registered: {known}); call '
-                f'engine.register("{record.saga_name}", flow) before recover(), or let the '
-                "spakky container register its @Saga() classes"
-            )
-        plan = registration.plan()
-        structure = _structure(plan)
-        if fingerprint_of(structure) == record.fingerprint:
-            return plan
-        old: Structure = json.loads(record.structure)
-        if not compensate_by_name:
-            raise SagaFlowChangedError(record.saga_name, describe_changes(old, structure))
-        return _plan_by_name(old, plan)
-
-
-def _structure(plan: ExecutionPlan) -> Structure:
-    return structure_of(plan)
-
-
-def _plan_by_name(old: Structure, current: ExecutionPlan) -> ExecutionPlan:
-    """The old flow's positions, with the compensations the current flow has for each step
-    name (None for names it no longer has): enough to compensate what committed."""
-    by_name: dict[str, StepNode] = {}
-    for node in current.nodes:
-        for member in node.members if isinstance(node, GroupNode) else (node,):
-            by_name.setdefault(member.name, member)
-
-    def step(item: dict[str, Any]) -> StepNode:
-        found = by_name.get(item["step"])
-        return StepNode(
-            name=item["step"],
-            action=found.action if found is not None else None,
-            compensate=found.compensate if found is not None else None,
-            compensation_name=found.compensation_name if found is not None else "",
-            strategy=DEFAULT_STRATEGY,
-            max_attempts=1,
-            skip_on_failure=False,
-            timeout=None,
-            simple=True,
-            key=item["key"],
-        )
-
-    nodes: list[StepNode | GroupNode] = []
-    for item in old:
-        if "group" in item:
-            members = tuple(step(m) for m in item["group"])
-            nodes.append(
-                GroupNode(
-                    name=" & ".join(m.name for m in members),
-                    members=members,
-                    merge=None,
-                    concurrent_compensation=False,
-                    key=item["key"],
-                )
-            )
-        else:
-            nodes.append(step(item))
-    handler = current.compensation_failure_handler
-    return ExecutionPlan(nodes=tuple(nodes), timeout=None, compensation_failure_handler=handler)
-
-
-def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode]:
-    """The steps whose compensation failed, for `retry_compensation` (oldest commit first)."""
-    failed: list[StepNode] = []
-    for node in plan.nodes:
-        for member in node.members if isinstance(node, GroupNode) else (node,):
-            if member.key in state.compensation_failures and member.compensate is not None:
-                failed.append(member)
-    return failed
-
-
-def _interrupted_error(record: SagaRecord, state: Replayed) -> BaseException:
-    return SagaInterruptedError(record.saga_name, state.failed_step, state.error)
-
 
 def _interrupted(
-    run: _Run, step: StepNode, outcome: _Rollback, *, started: bool, since: float | None = None
+    run: SagaRun, step: StepNode, outcome: _Rollback, *, started: bool, since: float | None = None
 ) -> None:
     """Record a compensation the cut-off rollback did not finish (or never began)."""
     error = SagaCompensationInterruptedError(step.name, started=started)
@@ -1203,7 +807,7 @@ def _interrupted(
 
 
 async def _call_handler(
-    handler: Callable[[Any], Any], run: _Run, data: AbstractSagaData, outcome: _Rollback
+    handler: Callable[[Any], Any], run: SagaRun, data: AbstractSagaData, outcome: _Rollback
 ) -> None:
     """Call the flow's compensation-failure handler with the data; its own error is logged
     and chained to the SagaCompensationFailedError, never raised in its place."""

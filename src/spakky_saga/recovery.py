@@ -271,6 +271,9 @@ class RecoveredSaga:
     """"completed", "compensated", "compensation_failed", "refused" or "stopped"."""
     result: SagaResult[Any] | None = None
     error: BaseException | None = None
+    uncompensated: tuple[str, ...] = ()
+    """Committed steps with no compensation to run: under `compensate_by_name`, names the
+    current flow no longer has."""
 
 
 @dataclass(frozen=True, slots=True)
