@@ -9,7 +9,7 @@ key (`.../undo`).
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from uuid import UUID
@@ -47,12 +47,15 @@ class StepCursor(Protocol):
     compensating: bool
 
 
-_CURRENT: Final[ContextVar[StepCursor | None]] = ContextVar("spakky_saga_step", default=None)
+_CURSORS: Final[dict[object, StepCursor]] = {}
+"""The cursor of each task running a saga step. A dict keyed by task rather than a ContextVar:
+a ContextVar set per run copies the task's context mapping, which costs every in-flight saga
+a few hundred bytes; an entry here costs a few dozen."""
 
 
 def current_step() -> StepContext:
     """The step running in this task; raises LookupError outside a step or compensation."""
-    cursor = _CURRENT.get()
+    cursor = _CURSORS.get(asyncio.current_task())
     node = None if cursor is None else cursor.node
     if cursor is None or node is None:
         raise LookupError(
@@ -69,10 +72,19 @@ def current_step() -> StepContext:
     )
 
 
-def enter_step(cursor: StepCursor) -> Token[StepCursor | None]:
-    """Make `cursor` current for this task; returns the token to `leave_step` with."""
-    return _CURRENT.set(cursor)
+def enter_step(cursor: StepCursor) -> StepCursor | None:
+    """Make `cursor` current for this task; returns what was current (a saga run inside a
+    step of another saga), to hand back to `leave_step`."""
+    task = asyncio.current_task()
+    previous = _CURSORS.get(task)
+    _CURSORS[task] = cursor
+    return previous
 
 
-def leave_step(token: Token[StepCursor | None]) -> None:
-    _CURRENT.reset(token)
+def leave_step(previous: StepCursor | None) -> None:
+    """Undo `enter_step`: restore what was current for this task."""
+    task = asyncio.current_task()
+    if previous is None:
+        _CURSORS.pop(task, None)
+    else:
+        _CURSORS[task] = previous

@@ -241,7 +241,7 @@ class DurableRuns:
         run = SagaRun(record.saga_name, state.data.saga_id, self._clock, observers, journal)
         run.started -= max(0.0, time.time() - state.started_at)  # offsets from the saga start
         run.history.extend(state.history)
-        run.skipped.extend(state.skipped)
+        run.skipped = list(state.skipped) or None
         self.track(journal)
         token = enter_step(run)
         policy = RecoveryPolicy(record.policy)

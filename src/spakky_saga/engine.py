@@ -492,7 +492,7 @@ class SagaEngine:
                 tuple(run.history),
                 timedelta(seconds=elapsed),
                 run.saga_name,
-                tuple(run.skipped),
+                tuple(run.skipped or ()),
             )
             if progress:
                 run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
@@ -561,6 +561,8 @@ class SagaEngine:
                     if delay is not None:  # the strategy itself raised: the step fails
                         return False, delay
                 if step.skip_on_failure:
+                    if run.skipped is None:
+                        run.skipped = []
                     run.skipped.append(name)
                     run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
                     return False, None
@@ -604,11 +606,14 @@ class SagaEngine:
 
         async def run_member(index: int, member: StepNode) -> None:
             cursor = Cursor(run.saga_name, run.saga_id, member)
-            enter_step(cursor)  # this task's own context: no reset needed
             first = 1
             if resume is not None:
                 first = resume.in_doubt.get(member.key) or resume.attempts.get(member.key, 0) + 1
-            ok, value = await self._attempt(member, data, run, cursor, first_attempt=first)
+            previous = enter_step(cursor)  # the member's own task
+            try:
+                ok, value = await self._attempt(member, data, run, cursor, first_attempt=first)
+            finally:
+                leave_step(previous)
             if ok:
                 committed[index] = True
                 results[index] = value
@@ -687,7 +692,7 @@ class SagaEngine:
             tuple(run.history),
             timedelta(seconds=elapsed),
             run.saga_name,
-            tuple(run.skipped),
+            tuple(run.skipped or ()),
         )
         journal = run.journal
         if outcome.fatal is not None:

@@ -83,7 +83,8 @@ class SagaRun(Cursor):
         """Whether progress events are built at all: nobody wants them, no cost."""
         self.history: list[StepRecord] = []
         self.undo: list[UndoEntry] = []
-        self.skipped: list[str] = []
+        self.skipped: list[str] | None = None
+        """Steps whose failure was skipped; created on the first (most runs have none)."""
         self.attempt_started = 0.0
         """When the attempt of the sequential step running now started: what the record of a
         step cut off by the saga timeout says (with `attempt`)."""
