@@ -5,7 +5,8 @@
     spakky-saga recover --app MODULE:ENGINE [--limit N] [--compensate-by-name] [--json]
     spakky-saga retry-compensation SAGA_ID --app MODULE:ENGINE [--json]
 
-`--store` is `sqlite:///path/to/sagas.db` (or a plain file path) or a PostgreSQL URL
+`--store` is `sqlite:////absolute/sagas.db`, `sqlite:///relative.db` (or a plain file path)
+or a PostgreSQL URL
 (`postgresql://user@host/db`, with `--schema` for a schema other than public). `recover` and
 `retry-compensation` run compensations and steps, so they need the application's flows:
 `--app` names a `SagaEngine` (or a function returning one) whose flows are registered,
@@ -51,13 +52,17 @@ def open_store(url: str, schema: str = "public") -> SagaStore:
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresSagaStore(url, schema=schema)
     if url.startswith("sqlite:"):
-        path = url.removeprefix("sqlite:").removeprefix("//")
-        if not path:
-            raise UsageError(f"--store {url}: give a file, e.g. sqlite:///var/lib/app/sagas.db")
+        rest = url.removeprefix("sqlite:")
+        path = rest.removeprefix("///") if rest.startswith("///") else rest
+        if not path or path.startswith("//"):
+            raise UsageError(
+                f"--store {url}: give a file, as SQLAlchemy URLs do: sqlite:///relative.db or "
+                "sqlite:////absolute/path/sagas.db (or just the path)"
+            )
         return SqliteSagaStore(path)
     if "://" in url:
         raise UsageError(
-            f"--store {url}: use sqlite:///path/to/sagas.db or postgresql://user@host/db"
+            f"--store {url}: use sqlite:////path/to/sagas.db or postgresql://user@host/db"
         )
     return SqliteSagaStore(url)
 
@@ -213,7 +218,9 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
 
     def store_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--store", required=True, help="sqlite:///file.db or postgresql://...")
+        command.add_argument(
+            "--store", required=True, help="sqlite:////abs/file.db, a path, or postgresql://..."
+        )
         command.add_argument("--schema", default="public", help="PostgreSQL schema (public)")
         command.add_argument("--json", action="store_true", help="machine-readable output")
 
