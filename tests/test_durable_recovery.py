@@ -366,8 +366,11 @@ def test_a_rollback_cut_off_by_shutdown_is_finished_by_recovery(
 ) -> None:
     stuck = asyncio.Event()
 
+    reached: list[asyncio.Event] = []
+
     async def slow_undo(data: Ticket) -> None:
         ledger.entries.append(("undoing b", "-"))
+        reached[0].set()
         await stuck.wait()
 
     slow_undo.__name__ = "undo_b"  # the same flow, as the next process defines it
@@ -381,11 +384,11 @@ def test_a_rollback_cut_off_by_shutdown_is_finished_by_recovery(
     crashed, recovering = engines(store, flow)
 
     async def first_process() -> None:
+        reached.append(asyncio.Event())
         asyncio.get_running_loop().create_task(
             crashed.run(flow, Ticket(order_id=1), saga_name="order")
         )
-        while "undoing b" not in ledger.names():
-            await asyncio.sleep(0)
+        await reached[0].wait()
         # main returns: asyncio.run cancels the saga's tasks, cutting its rollback off
 
     asyncio.run(first_process())
