@@ -372,6 +372,25 @@ def test_the_demo_order_saga_is_drawn_with_its_group_retry_and_timeout(
     assert chart.nodes["start"].lines == ["start", "saga timeout 5s"]
 
 
+def test_the_docs_example_shows_the_chart_and_repr_its_flow_gives() -> None:
+    page = (ROOT / "docs" / "observability.md").read_text()
+    section = page[page.index("## Diagrams") :]
+    section = section[: section.find("\n## ")] if "\n## " in section else section
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    code = next(text for kind, text in blocks if kind == "python")
+    namespace: dict[str, Any] = {"__name__": "observability_example"}
+    exec(compile(code, "docs/observability.md", "exec", dont_inherit=True), namespace)
+    flow = namespace["flow"]
+
+    assert next(text for kind, text in blocks if kind == "mermaid") == flow.to_mermaid() + "\n"
+    assert next(text for kind, text in blocks if kind == "text") == repr(flow) + "\n"
+    assert parse(flow.to_mermaid()).path() == [
+        "reserve_stock",
+        ("charge_card", "issue_ticket"),
+        "send_email",
+    ]
+
+
 # `spakky-saga graph`
 
 
