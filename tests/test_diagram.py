@@ -466,6 +466,15 @@ def returns_text() -> str:
 class WrongFlow(AbstractSaga[Data]):
     def flow(self) -> SagaFlow[Data]:
         return "not a flow"  # type: ignore
+
+
+class PlainWrongFlow:
+    def flow(self) -> str:
+        return "not a flow"
+
+
+def returns_coroutine():  # type: ignore
+    return async_factory()
 '''
 
 
@@ -478,6 +487,7 @@ def targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.syspath_prepend(str(tmp_path))
     yield name
     sys.modules.pop(name, None)
+    sys.modules.pop(f"{name}_broken", None)
 
 
 def graph(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -574,6 +584,7 @@ def test_graph_of_the_demo_saga_class_asks_for_its_flow_instead(
         ("{m}:needs_arguments", "needs_arguments takes arguments (name) that the graph command"),
         ("{m}:async_factory", "async_factory is an async function, and the graph command runs"),
         ("{m}:returns_text", "returns_text() returned 'flow', expected a SagaFlow or a saga"),
+        ("{m}:returns_coroutine", "returns_coroutine() returned <coroutine object"),
     ],
 )
 def test_graph_usage_errors_exit_2_and_say_what_to_write(
@@ -592,6 +603,7 @@ def test_graph_usage_errors_exit_2_and_say_what_to_write(
         ("fails", "fails() raised RuntimeError: database down"),
         ("broken", "broken() raised SagaFlowDefinitionError: "),
         ("WrongFlow", "WrongFlow.flow() raised SagaFlowDefinitionError: WrongFlow.flow() returned"),
+        ("PlainWrongFlow", "PlainWrongFlow.flow() returned 'not a flow', expected a SagaFlow"),
     ],
 )
 def test_graph_of_a_target_whose_code_fails_exits_1_with_its_error(
@@ -601,6 +613,20 @@ def test_graph_of_a_target_whose_code_fails_exits_1_with_its_error(
 
     assert (code, out) == (1, "")
     assert message in err
+
+
+def test_graph_of_a_module_whose_import_fails_exits_1_with_its_error(
+    targets: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path(f"{targets}_broken.py").write_text("raise RuntimeError('no config')\n")
+
+    code, out, err = graph(capsys, f"{targets}_broken:flow")
+
+    assert (code, out) == (1, "")
+    assert err == (
+        f"spakky-saga: graph {targets}_broken:flow: importing {targets}_broken raised "
+        "RuntimeError: no config\n"
+    )
 
 
 def test_graph_without_a_target_is_an_argparse_usage_error(
