@@ -12,7 +12,8 @@
 `--app` names a `SagaEngine` (or a function returning one) whose flows are registered,
 importable from the current directory. `graph` prints a flow's Mermaid flowchart: TARGET is a
 SagaFlow, a saga class whose constructor takes no arguments, a saga instance, or a function
-returning a flow or a saga.
+returning a flow or a saga; it exits 1 when the target's own code fails or builds an invalid
+flow.
 
 Exit codes, for scripts: 0 done; 1 something needs attention (a saga refused, a compensation
 failed again); 2 wrong usage; 3 no such saga; 4 the store failed or was refused.
@@ -386,7 +387,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="MODULE:TARGET",
         help="a SagaFlow, a saga class (no constructor arguments), or a function returning a flow",
     )
-    graph.add_argument("--format", choices=["mermaid"], default="mermaid", help="mermaid")
+    graph.add_argument("--format", choices=["mermaid"], default="mermaid", help="the only one")
     graph.add_argument("--markdown", action="store_true", help="wrap it in a ```mermaid fence")
     graph.add_argument("--direction", choices=DIRECTIONS, default="TD", help="TD or LR (TD)")
     graph.set_defaults(run=_graph)
