@@ -13,7 +13,7 @@ import subprocess
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -417,6 +417,26 @@ async def test_a_failing_parallel_member_compensates_its_committed_sibling(
     assert attrs(named(exporter, "saga compensation hotel"))["saga.outcome"] == "compensated"
 
 
+async def test_a_failed_merge_fails_the_saga_span_and_compensates_the_members(
+    engine: SagaEngine, journal: Journal, order: OrderData, exporter: InMemorySpanExporter
+) -> None:
+    def merge(data: OrderData, results: Sequence[OrderData | None]) -> OrderData:
+        raise Boom("conflicting bookings")
+
+    flow = saga_flow(
+        parallel(journal.transaction("hotel"), journal.transaction("flight"), merge=merge)
+    )
+
+    result = await engine.run(flow, order, saga_name="trip")
+
+    assert result.failed_step == "hotel & flight"
+    assert {attrs(s)["saga.outcome"] for s in spans(exporter) if "step" in s.name} == {"committed"}
+    saga = named(exporter, "saga trip")
+    assert attrs(saga)["saga.failed_step"] == "hotel & flight"
+    assert exception_types(saga) == ["tests.support.Boom"]
+    assert len([s for s in spans(exporter) if s.name.startswith("saga compensation")]) == 2
+
+
 # --- runs that end early ----------------------------------------------------------------------
 
 
@@ -737,10 +757,13 @@ def test_events_of_a_run_without_a_start_get_a_saga_span_of_their_own(
     assert parent_of(named(exporter, "saga step ship")) == span_id(saga)
 
 
-def test_a_step_left_open_when_its_saga_ends_is_ended_and_no_longer_current(
+def test_spans_left_open_when_their_saga_ends_are_ended_and_no_longer_current(
     listener: SagaTelemetryListener, exporter: InMemorySpanExporter, order: OrderData
 ) -> None:
     cancelled = asyncio.CancelledError()
+    listener.compensation_started(
+        SagaEvent(SagaEventKind.COMPENSATION_STARTED, "order", order.saga_id, "reserve", "1")
+    )
     listener.step_started(
         SagaEvent(SagaEventKind.STEP_STARTED, "order", order.saga_id, "ship", "3")
     )
@@ -751,6 +774,7 @@ def test_a_step_left_open_when_its_saga_ends_is_ended_and_no_longer_current(
     ship = named(exporter, "saga step ship")
     assert attrs(ship)["saga.outcome"] == "cancelled"
     assert ship.status.description == "cut off: the saga ended cancelled: CancelledError"
+    assert attrs(named(exporter, "saga compensation reserve"))["saga.outcome"] == "interrupted"
     assert attrs(named(exporter, "saga order"))["saga.outcome"] == "cancelled"
     # no_leaks checks that the step's context was detached
 
