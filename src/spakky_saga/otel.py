@@ -109,6 +109,7 @@ class _RunSpans:
         "attributes",
         "compensations",
         "context",
+        "cut",
         "failed",
         "saga_id",
         "saga_name",
@@ -131,6 +132,9 @@ class _RunSpans:
         self.steps: dict[tuple[str, int], _Open] = {}
         self.compensations: dict[str, _Open] = {}
         self.failed: _Failed | None = None
+        self.cut: list[_Open] = []
+        """Step spans ended while their context was current in another task: detached at the
+        end of the run, if that is the run's task."""
         self.task = _current_task()
         self.tokens: tuple[Token[Context], Token[_RunSpans | None]] | None = None
         """Set when the run's span was made current (at saga_started): undone at its end."""
@@ -325,6 +329,8 @@ class SagaTelemetryListener(SagaListener):
     @_contained
     def compensation_started(self, event: SagaEvent) -> None:
         run = self._run(event)
+        if run.steps:
+            self._cut_steps(run, "cancelled", "cut off: the saga was cancelled while it ran")
         step = event.step or "-"
         key = event.step_key or step
         attributes = run.attributes.copy()
@@ -347,6 +353,8 @@ class SagaTelemetryListener(SagaListener):
     @_contained
     def compensation_failed(self, event: SagaEvent) -> None:
         run = self._run(event)
+        if run.steps:
+            self._cut_steps(run, "cancelled", "cut off: the saga was cancelled while it ran")
         step = event.step or "-"
         key = event.step_key or step
         open_ = run.compensations.pop(key, None)
@@ -411,6 +419,17 @@ class SagaTelemetryListener(SagaListener):
             elapsed, {SAGA_NAME: run.saga_name, STEP: open_.step, SAGA_OUTCOME: outcome}
         )
 
+    def _cut_steps(self, run: _RunSpans, outcome: str, description: str) -> None:
+        """End the spans of the steps the run left running: the rollback began (or the run
+        ended) without their end events, so a cancellation cut them off."""
+        for open_ in reversed(run.steps.values()):
+            _detach(open_)
+            if open_.token is not None:
+                run.cut.append(open_)
+            _fail(open_.span, None, description)
+            self._end_step(run, open_, outcome)
+        run.steps.clear()
+
     def _end_compensation(self, run: _RunSpans, open_: _Open, outcome: str) -> None:
         open_.span.set_attribute(SAGA_OUTCOME, outcome)
         open_.span.end()
@@ -423,20 +442,20 @@ class SagaTelemetryListener(SagaListener):
         timeout or a cancellation), and undo what it made current, in this task. Without an
         `event` the run is abandoned: its end was never reported, and what it made current is
         left alone (undoing it now, out of order, would undo what came after)."""
-        cut = outcome if outcome in ("timed_out", "abandoned") else "cancelled"
-        error = event.error if event is not None else None
-        for open_ in reversed(run.steps.values()):  # at most one per task: its own context
-            if event is not None:
-                _detach(open_)
-            _fail(open_.span, error, f"cut off: the saga ended {outcome}")
-            self._end_step(run, open_, cut)
+        description = f"cut off: the saga ended ({outcome}) while it ran"
+        if run.steps:
+            cut = outcome if outcome in ("timed_out", "abandoned") else "cancelled"
+            self._cut_steps(run, cut, description)
         for open_ in reversed(run.compensations.values()):
             if event is not None:
                 _detach(open_)
-            _fail(open_.span, error, f"cut off: the saga ended {outcome}")
+            _fail(open_.span, None, description)
             self._end_compensation(run, open_, "interrupted")
-        run.steps.clear()
         run.compensations.clear()
+        if event is not None:
+            for open_ in reversed(run.cut):
+                _detach(open_)
+        run.cut.clear()
         if run.tokens is not None and event is not None and run.task is _current_task():
             otel_context.detach(run.tokens[0])
             self._current.reset(run.tokens[1])
