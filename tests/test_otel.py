@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import subprocess
 import sys
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -811,6 +813,24 @@ def test_runs_whose_end_never_comes_are_ended_abandoned_beyond_a_limit(
         (("saga.name", "order"), ("saga.outcome", "abandoned")): 1,
         (("saga.name", "order"), ("saga.outcome", "aborted")): 1024,
     }
+
+
+# --- docs -------------------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "observability.md"
+
+
+def test_the_docs_example_prints_the_trace_the_page_shows() -> None:
+    section = DOCS.read_text(encoding="utf-8").split("## OpenTelemetry", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    shown = re.search(r"```text\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    assert shown is not None
+
+    done = run_python(code.group(1))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == shown.group(1)
 
 
 # --- packaging --------------------------------------------------------------------------------
