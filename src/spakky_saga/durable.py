@@ -28,6 +28,7 @@ from spakky_saga.errors import (
     SagaRecoveryError,
     SagaStoreError,
 )
+from spakky_saga.events import SagaEventKind
 from spakky_saga.fingerprint import (
     Structure,
     describe_changes,
@@ -244,6 +245,7 @@ class DurableRuns:
         self.track(journal)
         token = enter_step(run)
         policy = RecoveryPolicy(record.policy)
+        run.emit(SagaEventKind.SAGA_RECOVERED, data=state.data)
         try:
             if retry_failed:
                 run.undo.extend(_failed_compensations(plan, state))
@@ -266,7 +268,11 @@ class DurableRuns:
                 record.saga_id, record.saga_name, "compensation_failed", failed.result, failed
             )
         except SagaStoreError as stopped:
+            run.abort_unended(stopped)
             return RecoveredSaga(record.saga_id, record.saga_name, "stopped", error=stopped)
+        except BaseException as error:
+            run.abort_unended(error)
+            raise
         finally:
             leave_step(token)
             self.done(journal)

@@ -336,6 +336,9 @@ class SagaEngine:
             if run.progress:
                 run.emit(_SAGA_STARTED, data=data)
             return await self._drive(plan, run, data)
+        except BaseException as error:
+            run.abort_unended(error)
+            raise
         finally:
             leave_step(token)
             if journal is not None and self._durable is not None:
@@ -359,7 +362,10 @@ class SagaEngine:
         t0 = started  # when the running item started
         nodes = plan.nodes
         first = 0 if resume is None else resume.next_index
-        scope = asyncio.timeout(plan.timeout) if plan.timeout is not None else _NO_SCOPE
+        scope: Any = _NO_SCOPE
+        if plan.timeout is not None:
+            scope = asyncio.timeout(plan.timeout)
+            run.deadline = (scope, plan.timeout)
         try:
             async with scope:
                 if resume is not None and first < len(nodes):
@@ -408,17 +414,19 @@ class SagaEngine:
                                 await journal.flush()  # write-ahead: the attempt, then act
                         run.node = step
                         run.attempt = 1
-                        t0 = clock()
+                        t0 = run.attempt_started = clock()
                         try:
                             out = await step.action(data)
                             if out is not None and out.__class__ is not data.__class__:
                                 _check_output(name, out, data)
                         except (Exception, asyncio.CancelledError) as caught:
                             error = _step_error(name, caught)
+                            run.node = None
                             elapsed = run.record(name, _FAILED, t0, 1, False, error)
                             run.emit(_STEP_FAILED, name, step.key, 1, elapsed, error)
                             failure = _StepFailed(name, error)
                             break
+                        run.node = None
                         elapsed = clock() - t0
                         append(
                             _new_record(
@@ -470,15 +478,15 @@ class SagaEngine:
             )
             timeout_error.__cause__ = error
             failure = _StepFailed(running or "-", timeout_error)
-            if node is not None:
-                attempt, since = 1, t0
-                if isinstance(node, StepNode) and not node.simple:
-                    attempt, since = run.attempt, run.attempt_started
-                elapsed = run.record(node.name, _FAILED, since, attempt, False, timeout_error)
-                run.emit(_STEP_FAILED, node.name, node.key, attempt, elapsed, timeout_error)
+            if isinstance(node, GroupNode):
+                elapsed = run.record(node.name, _FAILED, t0, 1, False, timeout_error)
+                run.emit(_STEP_FAILED, node.name, node.key, 1, elapsed, timeout_error)
+            else:
+                _cut(run, run, timeout_error)  # nothing, when it was waiting to retry
         except asyncio.CancelledError as cancelled:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
+            _cut(run, run, cancelled)
             running = node.name if node is not None else None
             await self._roll_back(plan, run, data, cancelled=cancelled, failed_step=running)
             raise  # _roll_back re-raises the cancellation itself; this is for type checkers
@@ -494,6 +502,7 @@ class SagaEngine:
                 run.saga_name,
                 tuple(run.skipped or ()),
             )
+            run.ended = True
             if progress:
                 run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
                 if journal is not None:
@@ -527,16 +536,13 @@ class SagaEngine:
         name = step.name
         key = step.key
         attempt = first_attempt
-        cursor.node = step
         while True:
-            cursor.attempt = attempt
             if progress:
                 run.emit(_STEP_STARTED, name, key, attempt)
                 if journal is not None:
                     await journal.flush()
-            t0 = clock()
-            if cursor is run:
-                run.attempt_started = t0
+            cursor.node, cursor.attempt = step, attempt
+            t0 = cursor.attempt_started = clock()
             try:
                 if step.timeout is None:
                     out = await step.action(data)
@@ -546,6 +552,7 @@ class SagaEngine:
                     _check_output(name, out, data)
             except (Exception, asyncio.CancelledError) as caught:
                 error = _step_error(name, caught)  # a cancellation wins over retry and skip
+                cursor.node = None
                 elapsed = run.record(name, _FAILED, t0, attempt, False, error)
                 run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
                 if attempt < step.max_attempts:
@@ -567,6 +574,7 @@ class SagaEngine:
                     run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
                     return False, None
                 return False, error
+            cursor.node = None
             elapsed = clock() - t0
             run.history.append(
                 _new_record(
@@ -603,9 +611,10 @@ class SagaEngine:
         committed = [False] * len(members)
         errors: list[BaseException | None] = [None] * len(members)
         committed_before = resume.committed_keys if resume is not None else set()
+        cursors = [Cursor(run.saga_name, run.saga_id) for _ in members]
 
         async def run_member(index: int, member: StepNode) -> None:
-            cursor = Cursor(run.saga_name, run.saga_id, member)
+            cursor = cursors[index]
             first = 1
             if resume is not None:
                 first = resume.in_doubt.get(member.key) or resume.attempts.get(member.key, 0) + 1
@@ -628,9 +637,13 @@ class SagaEngine:
                         committed[index] = member.key in committed_before
                         continue
                     tasks.create_task(run_member(index, member))
-        except BaseException:
-            # Cancelled (saga timeout or caller) with members still running: what the
-            # committed ones changed is the latest data their compensations must see.
+        except BaseException as cut:
+            # Cancelled (saga timeout or caller) with members still running: each running one
+            # gets its FAILED record, and what the committed ones changed is the latest data
+            # their compensations must see.
+            for cursor in cursors:
+                if cursor.node is not None:
+                    _cut(run, cursor, _cut_reason(run, cursor.node, cut))
             interrupted.append(merge_committed(group, data, results))
             raise
         finally:
@@ -695,6 +708,7 @@ class SagaEngine:
             tuple(run.skipped or ()),
         )
         journal = run.journal
+        run.ended = True
         if outcome.fatal is not None:
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=outcome.fatal, data=data)
             raise outcome.fatal
@@ -798,6 +812,25 @@ class SagaEngine:
         elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
         outcome.failures[_unique_key(outcome.failures, step.name)] = error
         run.emit(_COMPENSATION_FAILED, step.name, step.key, elapsed=elapsed, error=error)
+
+
+def _cut_reason(run: SagaRun, step: StepNode, caught: BaseException) -> BaseException:
+    """What cut `step` off: the saga timeout (a SagaTimeoutError naming it), or `caught`."""
+    deadline, seconds = run.deadline
+    if deadline is None or not deadline.expired():
+        return caught
+    return SagaTimeoutError(run.saga_name, timedelta(seconds=seconds), step.name)
+
+
+def _cut(run: SagaRun, cursor: Cursor, error: BaseException) -> None:
+    """Record the attempt `cursor` was running when a cancellation or the saga timeout cut it
+    off (nothing, when none was: between steps, or waiting to retry)."""
+    step = cursor.node
+    if step is None:
+        return
+    cursor.node = None
+    elapsed = run.record(step.name, _FAILED, cursor.attempt_started, cursor.attempt, False, error)
+    run.emit(_STEP_FAILED, step.name, step.key, cursor.attempt, elapsed, error)
 
 
 def _interrupted(

@@ -22,6 +22,9 @@ class SagaEventKind(Enum):
     """The transitions of a saga run, in the order a run can go through them."""
 
     SAGA_STARTED = "saga_started"
+    SAGA_RECOVERED = "saga_recovered"
+    """`recover()` takes over a saga another engine left unfinished (instead of SAGA_STARTED);
+    `data` is the data its log ends with."""
     STEP_STARTED = "step_started"
     """An attempt of an action is about to run (`attempt` counts from 1)."""
     STEP_COMMITTED = "step_committed"

@@ -304,6 +304,10 @@ class SagaTelemetryListener(SagaListener):
             _fail(open_.span, error, "cut off by the saga timeout")
             self._end_step(run, open_, "timed_out", event.elapsed_seconds)
             return
+        if isinstance(error, asyncio.CancelledError):  # the engine's record of a cut attempt
+            _fail(open_.span, None, "cut off: the saga was cancelled while it ran")
+            self._end_step(run, open_, "cancelled", event.elapsed_seconds)
+            return
         _fail(open_.span, error, f"step {open_.step} failed")
         run.failed = _Failed(open_, event.elapsed_seconds)  # retrying or skipped may follow
 

@@ -10,6 +10,7 @@ tasks of their own, get a `Cursor` each.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Final
@@ -31,10 +32,12 @@ class Cursor:
     """What `current_step()` reads: the step (or compensation) running in a task.
 
     A run is its own cursor for its sequential steps; group members and compensations, which
-    run in tasks of their own, get one each.
+    run in tasks of their own, get one each. `node` is None between attempts (a retry's
+    backoff): what a cancellation or the saga timeout cuts is what `node` names, the attempt
+    `attempt` that started at `attempt_started`.
     """
 
-    __slots__ = ("attempt", "compensating", "node", "saga_id", "saga_name")
+    __slots__ = ("attempt", "attempt_started", "compensating", "node", "saga_id", "saga_name")
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class Cursor:
         self.saga_id = saga_id
         self.node = node
         self.attempt = attempt
+        self.attempt_started = 0.0
         self.compensating = compensating
 
 
@@ -56,8 +60,9 @@ class SagaRun(Cursor):
     """The state of one run: its identity, history, undo list, journal and the event seam."""
 
     __slots__ = (
-        "attempt_started",
         "clock",
+        "deadline",
+        "ended",
         "history",
         "journal",
         "listeners",
@@ -85,9 +90,11 @@ class SagaRun(Cursor):
         self.undo: list[UndoEntry] = []
         self.skipped: list[str] | None = None
         """Steps whose failure was skipped; created on the first (most runs have none)."""
-        self.attempt_started = 0.0
-        """When the attempt of the sequential step running now started: what the record of a
-        step cut off by the saga timeout says (with `attempt`)."""
+        self.deadline: tuple[asyncio.Timeout | None, float] = (None, 0.0)
+        """The saga timeout's scope, while the forward pass runs under one: tells a cut made
+        by the saga timeout from one made by the caller's cancellation."""
+        self.ended = False
+        """Whether SAGA_FINISHED or SAGA_ABORTED went out: a run ends exactly once."""
         self.started = clock()
 
     def emit(  # noqa: PLR0917 - positional on purpose: called on every step
@@ -121,6 +128,14 @@ class SagaRun(Cursor):
         if self.journal is not None:
             self.journal.add(event)
         self.listeners.notify(event)
+
+    def abort_unended(self, error: BaseException) -> None:
+        """A run that leaves by an exception the engine does not report itself (a
+        KeyboardInterrupt out of a step, a log it can no longer write) still ends, once, for
+        its listeners: SAGA_ABORTED with that exception."""
+        if not self.ended:
+            self.ended = True
+            self.emit(SagaEventKind.SAGA_ABORTED, elapsed=self.clock() - self.started, error=error)
 
     def record(  # noqa: PLR0917 - positional on purpose: called on every step
         self,
