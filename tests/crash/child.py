@@ -61,6 +61,7 @@ async def run_one(args: argparse.Namespace) -> None:
 
 async def run_fleet(args: argparse.Namespace) -> None:
     participant = Participant(Path(args.effects), NO_KILL)
+    participant.slow = True
     engine = SagaEngine(
         store=open_store("postgres", args.target, args.schema),
         lease=timedelta(milliseconds=args.lease_ms),
