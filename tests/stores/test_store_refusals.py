@@ -36,7 +36,7 @@ async def _a_saga_store_with_sagas(path: Path) -> None:
     async def reserve(data: Ticket) -> None:
         return None
 
-    engine = SagaEngine(store=SqliteSagaStore(path), log=False)
+    engine = SagaEngine(store=SqliteSagaStore(path, synchronous="NORMAL"), log=False)
     for order in range(40):
         await engine.run(saga_flow(reserve), Ticket(order_id=order), saga_name="order")
     await engine.aclose()
