@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
@@ -24,6 +25,7 @@ from pathlib import Path
 from spakky_saga import (
     PostgresSagaStore,
     RecoveryPolicy,
+    SagaCompensationFailedError,
     SagaEngine,
     SagaStore,
     SqliteSagaStore,
@@ -53,6 +55,14 @@ async def run_one(args: argparse.Namespace) -> None:
     )
     flow = FLOWS[args.scenario](participant)
     data = Order(order_id=args.order_id, saga_id=uuid.UUID(args.saga_id))
+    if args.scenario == "refund":  # fail the refund, repair it, retry it (and die in it)
+        participant.refund_broken = True
+        with contextlib.suppress(SagaCompensationFailedError):
+            await engine.run(flow, data, saga_name=args.scenario)
+        participant.refund_broken = False
+        await engine.retry_compensation(args.saga_id)
+        say("SURVIVED retry_compensation")
+        return
     result = await engine.run(flow, data, saga_name=args.scenario)
     if participant.kill.at == "end":
         die()

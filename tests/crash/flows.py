@@ -114,6 +114,8 @@ class Participant:
         self.effects = effects
         self.kill = kill
         self.announce = announce or _say
+        self.refund_broken = False
+        """The `refund` flow's refund fails while this is set (the payment API is down)."""
         self.slow = False
         """The fleet's steps wait 30 ms each (in the process that is killed)."""
         self.crashing = kill.at != "none"
@@ -297,6 +299,27 @@ def rollback_flow(p: Participant) -> SagaFlow[Order]:
     )
 
 
+def refund_flow(p: Participant) -> SagaFlow[Order]:
+    """`decline` fails; the refund of `charge` fails too while `p.refund_broken`: the saga
+    ends COMPENSATION_FAILED, for `retry_compensation()` (in which the child dies)."""
+
+    async def decline(data: Order) -> None:
+        p.record("fail", "decline", current_step().idempotency_key)
+        raise ValueError("card declined")
+
+    async def refund(data: Order) -> None:
+        if p.refund_broken:
+            p.record("fail", "charge", current_step().idempotency_key)
+            raise ConnectionError("payment API down")
+        p.act("undo", "charge")
+
+    return saga_flow(
+        p.transaction("reserve"),
+        step(p.action("charge"), compensate=_named(refund, "refund")),
+        _named(decline, "decline"),
+    )
+
+
 FLEET_STEPS: Final = ("reserve", "charge", "ship", "notify")
 
 
@@ -326,6 +349,7 @@ FLOWS: Final[dict[str, Callable[[Participant], SagaFlow[Order]]]] = {
     "backoff": backoff_flow,
     "group": group_flow,
     "rollback": rollback_flow,
+    "refund": refund_flow,
     "fleet_compensate": fleet_flow,
     "fleet_resume": fleet_flow,
 }

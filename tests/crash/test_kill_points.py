@@ -88,6 +88,9 @@ def _cases() -> list[Case]:
             cases.append(
                 Case(f"rollback-{policy}-{when}", "rollback", policy, KillPlan("undo", "b", when))
             )
+    for when in WHENS:
+        kill = KillPlan("undo", "charge", when)
+        cases.append(Case(f"retry-compensation-{when}", "refund", "compensate", kill))
     return cases
 
 
@@ -487,3 +490,42 @@ def test_a_kill_during_a_compensation_finishes_the_rollback_repeating_only_the_c
         ("compensation_done", "a", 1),
         ("saga_finished", "decline", 1),
     ]
+
+
+# --- during retry_compensation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "retry-compensation-before",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="recovery.replay keeps a compensation that failed once as done even "
+                "when a later retry_compensation() started it again and died: recover() then "
+                "ends the saga FAILED without the refund (see test_found_bugs.py)",
+            ),
+        ),
+        "retry-compensation-after",
+    ],
+)
+def test_a_kill_during_retry_compensation_still_runs_the_failed_compensation(
+    crashed: dict[str, Crashed], name: str
+) -> None:
+    outcome = _case(crashed, name)
+
+    assert [(e.verb, e.step) for e in outcome.effects][:5] == [
+        ("do", "reserve"),
+        ("do", "charge"),
+        ("fail", "decline"),
+        ("fail", "charge"),  # the refund failed: COMPENSATION_FAILED
+        ("undo", "reserve"),
+    ]
+    refunds = [e for e in outcome.effects if e.verb == "undo" and e.step == "charge"]
+    assert refunds  # at least once: the refund started by the dead child runs again
+    assert len({e.key for e in refunds}) == 1
+    assert outcome.undos().count("reserve") == 1
+    assert outcome.after.status is StoredStatus.FAILED
+    assert outcome.recovered is not None
+    assert outcome.recovered.outcome == "compensated"
