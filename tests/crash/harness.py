@@ -110,7 +110,7 @@ async def wait_for_leases(store: SagaStore, saga_ids: Iterable[str]) -> None:
 
 
 async def recover_until_finished(
-    engine: SagaEngine, store: SagaStore, saga_ids: Sequence[str], *, deadline: float = 20.0
+    engine: SagaEngine, store: SagaStore, saga_ids: Sequence[str], *, deadline: float = 60.0
 ) -> dict[str, RecoveredSaga]:
     """Call `recover()` until none of `saga_ids` is unfinished; what happened to each."""
     recovered: dict[str, RecoveredSaga] = {}

