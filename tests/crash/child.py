@@ -7,7 +7,8 @@ Modes:
 - `fleet`: start `--count` slow sagas at once (half of them RESUME, half COMPENSATE), print
   MIDWAY once every saga has begun and `--midway` actions are done, and go on until killed;
 - `recover`: call `recover()` in a loop until no saga is unfinished, then print a JSON
-  summary of what this process did.
+  summary of what this process did;
+- `fork-server`: fork a process per `saga` case read from stdin (see `fork_server`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
+import traceback
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -40,13 +43,18 @@ def open_store(kind: str, target: str, schema: str) -> SagaStore:
     return PostgresSagaStore(target, schema=schema, max_size=10)
 
 
+class _Output:
+    prefix = ""
+    """In a process forked by the fork server: its case name, before every line it says."""
+
+
 def say(line: str) -> None:
-    sys.stdout.write(line + "\n")
+    sys.stdout.write(_Output.prefix + line + "\n")
     sys.stdout.flush()
 
 
 async def run_one(args: argparse.Namespace) -> None:
-    participant = Participant(Path(args.effects), KillPlan.parse(args.kill))
+    participant = Participant(Path(args.effects), KillPlan.parse(args.kill), announce=say)
     engine = SagaEngine(
         store=open_store(args.store, args.target, args.schema),
         lease=timedelta(milliseconds=args.lease_ms),
@@ -119,13 +127,47 @@ async def run_recoverer(args: argparse.Namespace) -> None:
     await engine.aclose()
 
 
+def fork_server(parser: argparse.ArgumentParser, stderr_dir: Path) -> None:
+    """Fork one process per line of stdin (JSON: `[case, *arguments of saga mode]`), each
+    running `saga` mode with everything already imported: dozens of crash cases without
+    dozens of interpreter start-ups. Says `FORKED <case> <pid>`, then `EXIT <case> <code>` as
+    each ends (-9: SIGKILL); a forked process's own lines go out as `<case> <line>`, its
+    stderr to `<stderr_dir>/<case>.err`. No event loop, thread or connection exists here
+    when it forks: each forked process starts its own."""
+    import psycopg_pool  # noqa: F401, PLC0415 - warm the driver's import for the forks
+
+    cases: dict[int, str] = {}
+    for line in sys.stdin:
+        case, *argv = json.loads(line)
+        pid = os.fork()
+        if pid == 0:  # the forked process: run the case, never return to this loop
+            code = 1
+            try:
+                _Output.prefix = f"{case} "
+                error = os.open(stderr_dir / f"{case}.err", os.O_WRONLY | os.O_CREAT, 0o644)
+                os.dup2(error, 2)
+                asyncio.run(run_one(parser.parse_args(["saga", *argv])))
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        cases[pid] = case
+        say(f"FORKED {case} {pid}")
+    while cases:
+        pid, status = os.wait()
+        say(f"EXIT {cases.pop(pid)} {os.waitstatus_to_exitcode(status)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.crash.child")
-    parser.add_argument("mode", choices=["saga", "fleet", "recover"])
+    parser.add_argument("mode", choices=["saga", "fleet", "recover", "fork-server"])
+    parser.add_argument("--stderr-dir", default=".")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="postgres")
-    parser.add_argument("--target", required=True, help="SQLite path or PostgreSQL DSN")
+    parser.add_argument("--target", default="", help="SQLite path or PostgreSQL DSN")
     parser.add_argument("--schema", default="public")
-    parser.add_argument("--effects", required=True)
+    parser.add_argument("--effects", default="effects.log")
     parser.add_argument("--lease-ms", type=int, default=300)
     parser.add_argument("--scenario", default="line")
     parser.add_argument("--policy", default="compensate")
@@ -137,6 +179,9 @@ def main() -> None:
     parser.add_argument("--seed", default="fleet")
     parser.add_argument("--limit", type=int, default=100)
     args = parser.parse_args()
+    if args.mode == "fork-server":
+        fork_server(parser, Path(args.stderr_dir))
+        return
     run = {"saga": run_one, "fleet": run_fleet, "recover": run_recoverer}[args.mode]
     asyncio.run(run(args))
 

@@ -8,6 +8,8 @@ answers with SIGKILL) or by its own SIGKILL: never by sleeping and hoping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -96,6 +98,78 @@ async def run_child(*args: str, kill_on: Iterable[str] = (KILL_ME,)) -> Ended:
             f"child {' '.join(args)} still ran after {CHILD_TIMEOUT} s; stdout: {lines}"
         ) from None
     return Ended(process.pid, returncode, lines, stderr)
+
+
+async def run_forked(cases: dict[str, list[str]], stderr_dir: Path) -> dict[str, Ended]:
+    """Run each case (`saga` mode arguments) in a process of its own, forked by one
+    `fork-server` child that imported everything once; SIGKILL a case's process when it
+    prints KILL-ME. How each ended, by case."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.crash.child",
+        "fork-server",
+        f"--stderr-dir={stderr_dir}",
+        cwd=ROOT,
+        env=child_env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
+    assert server.stderr is not None
+    server.stdin.write(
+        "".join(json.dumps([case, *args]) + "\n" for case, args in cases.items()).encode()
+    )
+    await server.stdin.drain()
+    server.stdin.close()
+    errors = asyncio.ensure_future(server.stderr.read())
+    pids: dict[str, int] = {}
+    codes: dict[str, int] = {}
+    lines: dict[str, list[str]] = {case: [] for case in cases}
+    to_kill: set[str] = set()
+
+    async def read() -> None:
+        assert server.stdout is not None
+        async for raw in server.stdout:
+            head, _, rest = raw.decode().rstrip("\n").partition(" ")
+            if head == "FORKED":
+                case, pid = rest.split(" ")
+                pids[case] = int(pid)
+                if case in to_kill:
+                    os.kill(pids[case], signal.SIGKILL)
+            elif head == "EXIT":
+                case, code = rest.split(" ")
+                codes[case] = int(code)
+            else:
+                lines[head].append(rest)
+                if rest == KILL_ME and head not in codes:
+                    to_kill.add(head)
+                    if head in pids:
+                        os.kill(pids[head], signal.SIGKILL)
+
+    try:
+        async with asyncio.timeout(CHILD_TIMEOUT):
+            await read()
+            server_errors = (await errors).decode()
+            await server.wait()
+    except TimeoutError:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.kill()
+        await server.wait()
+        raise AssertionError(f"crash cases still ran after {CHILD_TIMEOUT} s: {lines}") from None
+    assert server.returncode == 0, f"the fork server failed:\n{server_errors}"
+    ended = {}
+    for case in cases:
+        assert case in codes, f"case {case} never ended; fork server:\n{server_errors}"
+        stderr = stderr_dir / f"{case}.err"
+        ended[case] = Ended(
+            pids[case], codes[case], lines[case], stderr.read_text() if stderr.exists() else ""
+        )
+    return ended
 
 
 async def wait_for_leases(store: SagaStore, saga_ids: Iterable[str]) -> None:

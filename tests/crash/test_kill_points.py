@@ -1,8 +1,9 @@
 """Real processes killed with SIGKILL at every point of a saga, then recovered by another
 engine on the same store (a SQLite file; the machine's PostgreSQL).
 
-For each store, every case below runs in a child process of its own, all at once: the child
-runs one saga and dies where its kill plan says (inside step k+1 for every k, before or after
+For each store, every case below runs in a process of its own, all at once (forked by one
+child that imported the library once, to spare dozens of interpreter start-ups): it runs one
+saga and dies where its kill plan says (inside step k+1 for every k, before or after
 that step's side effect; after the run returned; during a retry backoff; inside a parallel
 group with some members committed; during a compensation). The parent then waits out the
 children's leases, recovers every crashed saga with one engine, and each test checks one case
@@ -52,7 +53,7 @@ from tests.crash.harness import (
     check_log_shape,
     kinds,
     recover_until_finished,
-    run_child,
+    run_forked,
     wait_for_leases,
 )
 from tests.postgres_support import postgres_schema
@@ -160,10 +161,9 @@ async def _batch(
     if kind == "sqlite":  # create the schema once, before the children race to
         await store.open()
         await store.close()
-    ended = await asyncio.gather(
-        *(
-            run_child(
-                "saga",
+    ended = await run_forked(
+        {
+            name: [
                 f"--store={kind}",
                 f"--target={target}",
                 f"--schema={schema}",
@@ -173,9 +173,10 @@ async def _batch(
                 f"--policy={case.policy}",
                 f"--kill={case.kill}",
                 f"--saga-id={ids[name]}",
-            )
+            ]
             for name, case in CASES.items()
-        )
+        },
+        directory,
     )
     engine = SagaEngine(store=store, lease=timedelta(seconds=5))
     participant = Participant(effects)
@@ -191,7 +192,8 @@ async def _batch(
         await engine.aclose()
     lines = read_effects(effects)
     crashed = {}
-    for (name, case), child in zip(CASES.items(), ended, strict=True):
+    for name, case in CASES.items():
+        child = ended[name]
         record = after[name]
         assert record is not None, f"{name}: saga {ids[name]} is not in the store\n" + (
             child.describe()
