@@ -7,7 +7,7 @@ Modes:
 - `fleet`: start `--count` slow sagas at once (half of them RESUME, half COMPENSATE), print
   MIDWAY once every saga has begun and `--midway` actions are done, and go on until killed;
 - `recover`: call `recover()` in a loop until no saga is unfinished, then print a JSON
-  summary of what this process did;
+  summary of what this process did (or die where `--kill` says, while recovering);
 - `fork-server`: fork a process per `saga` case read from stdin (see `fork_server`).
 """
 
@@ -37,9 +37,9 @@ from spakky_saga import (
 from tests.crash.flows import FLOWS, MIDWAY, NO_KILL, KillPlan, Order, Participant, die
 
 
-def open_store(kind: str, target: str, schema: str) -> SagaStore:
+def open_store(kind: str, target: str, schema: str, synchronous: str = "FULL") -> SagaStore:
     if kind == "sqlite":
-        return SqliteSagaStore(target)
+        return SqliteSagaStore(target, synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
     return PostgresSagaStore(target, schema=schema, max_size=10)
 
 
@@ -56,7 +56,7 @@ def say(line: str) -> None:
 async def run_one(args: argparse.Namespace) -> None:
     participant = Participant(Path(args.effects), KillPlan.parse(args.kill), announce=say)
     engine = SagaEngine(
-        store=open_store(args.store, args.target, args.schema),
+        store=open_store(args.store, args.target, args.schema, args.synchronous),
         lease=timedelta(milliseconds=args.lease_ms),
         recovery=RecoveryPolicy(args.policy),
         sleep=participant.sleep,
@@ -108,8 +108,8 @@ async def run_fleet(args: argparse.Namespace) -> None:
 
 
 async def run_recoverer(args: argparse.Namespace) -> None:
-    participant = Participant(Path(args.effects), NO_KILL)
-    store = open_store("postgres", args.target, args.schema)
+    participant = Participant(Path(args.effects), KillPlan.parse(args.kill), announce=say)
+    store = open_store(args.store, args.target, args.schema, args.synchronous)
     engine = SagaEngine(store=store, lease=timedelta(milliseconds=args.lease_ms))
     for name, build in FLOWS.items():
         engine.register(name, build(participant))
@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--target", default="", help="SQLite path or PostgreSQL DSN")
     parser.add_argument("--schema", default="public")
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--effects", default="effects.log")
     parser.add_argument("--lease-ms", type=int, default=300)
     parser.add_argument("--scenario", default="line")

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from spakky_saga import (
+    PostgresSagaStore,
     RecoveredSaga,
     SagaEngine,
     SagaStatus,
@@ -37,6 +38,7 @@ from spakky_saga import (
 )
 from spakky_saga.errors import SagaInterruptedError  # not exported by spakky_saga (yet)
 from spakky_saga.store import SagaRecord
+from spakky_saga.stores.sqlite import Synchronous
 from tests.crash.flows import (
     FLOWS,
     GROUP_MEMBERS,
@@ -143,30 +145,28 @@ class Crashed:
 
 
 async def _crash_and_recover(kind: str, directory: Path) -> dict[str, Crashed]:
-    if kind == "sqlite":
+    """Every case on a new store of `kind`; the children create its schema, racing."""
+    if kind.startswith("sqlite"):
         path = str(directory / "sagas.db")
-        return await _batch(kind, path, "public", SqliteSagaStore(path), directory)
-    from spakky_saga import PostgresSagaStore  # noqa: PLC0415 - the optional driver
-
+        synchronous: Synchronous = "NORMAL" if kind == "sqlite-normal" else "FULL"
+        sqlite = SqliteSagaStore(path, synchronous=synchronous)
+        args = ["--store=sqlite", f"--synchronous={synchronous}"]
+        return await _batch(args, path, sqlite, directory)
     async with postgres_schema() as (dsn, schema):
-        store = PostgresSagaStore(dsn, schema=schema)
-        return await _batch(kind, dsn, schema, store, directory)
+        postgres = PostgresSagaStore(dsn, schema=schema)
+        return await _batch(["--store=postgres", f"--schema={schema}"], dsn, postgres, directory)
 
 
 async def _batch(
-    kind: str, target: str, schema: str, store: SagaStore, directory: Path
+    store_args: list[str], target: str, store: SagaStore, directory: Path
 ) -> dict[str, Crashed]:
     effects = directory / "effects.log"
     ids = {name: str(uuid.uuid4()) for name in CASES}
-    if kind == "sqlite":  # create the schema once, before the children race to
-        await store.open()
-        await store.close()
     ended = await run_forked(
         {
             name: [
-                f"--store={kind}",
+                *store_args,
                 f"--target={target}",
-                f"--schema={schema}",
                 f"--effects={effects}",
                 f"--lease-ms={LEASE // timedelta(milliseconds=1)}",
                 f"--scenario={case.scenario}",
@@ -211,11 +211,13 @@ async def _batch(
     return crashed
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "sqlite-normal", "postgres"])
 def crashed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Crashed]:
-    """Every case, crashed and recovered, on one store (run once per store)."""
+    """Every case, crashed and recovered, on one store (run once per store): a SQLite file
+    with synchronous FULL, one with NORMAL (documented to survive a process crash), and a
+    PostgreSQL schema."""
     kind: str = request.param
     directory = tmp_path_factory.mktemp(f"crash-{kind}")
     return asyncio.run(_crash_and_recover(kind, directory))
@@ -259,7 +261,7 @@ def test_no_crashed_saga_is_lost_and_its_owners_never_overlap(
     assert outcome.after.owner is None  # released: nobody holds it any more
     assert outcome.before is not None  # begun before the kill
     assert outcome.before.events
-    check_handover(outcome.after, outcome.crasher, LEASE.total_seconds())
+    check_handover(outcome.after, {outcome.crasher: LEASE.total_seconds()})
     owners = {event.owner for event in outcome.after.events}
     assert owners <= {outcome.crasher, outcome.recoverer}
 

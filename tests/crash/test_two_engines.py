@@ -135,7 +135,7 @@ def _check_finished(
         if record.saga_name == "fleet_resume":
             assert record.status is StoredStatus.COMPLETED, f"saga {saga_id}: {record.status}"
         check_log_shape(record)
-        check_handover(record, a_owner, A_LEASE.total_seconds())
+        check_handover(record, {a_owner: A_LEASE.total_seconds()})
         owners = {event.owner for event in record.events} - {a_owner}
         assert len(owners) <= 1, f"saga {saga_id} was recovered by {owners}"
         if before[saga_id].status.unfinished:
