@@ -114,6 +114,8 @@ class Crashed:
     """The saga after recovery, with its whole log."""
     effects: list[Effect]
     recoverer: str
+    listed: StoredStatus | None
+    """The saga's status in `store.list()` after recovery (None: not listed)."""
 
     @property
     def crasher(self) -> str:
@@ -188,6 +190,7 @@ async def _batch(
         await wait_for_leases(store, ids.values())
         recovered = await recover_until_finished(engine, store, list(ids.values()))
         after = {name: await store.load(saga_id) for name, saga_id in ids.items()}
+        listed = {record.saga_id: record.status for record in await store.list(limit=1000)}
     finally:
         await engine.aclose()
     lines = read_effects(effects)
@@ -207,6 +210,7 @@ async def _batch(
             after=record,
             effects=[e for e in lines if e.key.startswith(ids[name] + "/")],
             recoverer=engine.owner,
+            listed=listed.get(ids[name]),
         )
     return crashed
 
@@ -257,6 +261,8 @@ def test_no_crashed_saga_is_lost_and_its_owners_never_overlap(
 ) -> None:
     outcome = _case(crashed, name)
 
+    assert outcome.listed is not None  # store.list() shows it...
+    assert not outcome.listed.unfinished  # ...finished
     assert not outcome.after.status.unfinished
     assert outcome.after.owner is None  # released: nobody holds it any more
     assert outcome.before is not None  # begun before the kill

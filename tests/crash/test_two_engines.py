@@ -122,9 +122,14 @@ def _effects_by_saga(path: Path) -> dict[str, list[tuple[str, str, str]]]:
 
 
 def _check_finished(
-    before: dict[str, SagaRecord], after: dict[str, SagaRecord], effects: Path
+    before: dict[str, SagaRecord],
+    after: dict[str, SagaRecord],
+    listed: list[SagaRecord],
+    effects: Path,
 ) -> tuple[str, Counter[str | None]]:
     """Every saga finished with a sound log; A's owner id and who finished how many."""
+    assert sorted(record.saga_id for record in listed) == sorted(after)  # none lost
+    assert not [record for record in listed if record.status.unfinished]
     [a_owner] = {record.events[0].owner for record in before.values()}
     assert a_owner is not None
     effects_of = _effects_by_saga(effects)
@@ -166,11 +171,12 @@ async def test_a_killed_engine_s_sagas_are_all_finished_by_another_engine_after_
             await wait_for_leases(store, ids)
             recovered = await recover_until_finished(engine, store, ids)
             after = await _load_all(store, ids)
+            listed = await store.list(limit=10 * COUNT)
         finally:
             await engine.aclose()
 
     unfinished = _died_mid_way(before)
-    _, finishers = _check_finished(before, after, effects)
+    _, finishers = _check_finished(before, after, listed, effects)
     assert finishers == Counter({engine.owner: len(unfinished)})
     assert sorted(recovered) == sorted(unfinished)
     outcomes = Counter(saga.outcome for saga in recovered.values())
@@ -198,6 +204,7 @@ async def test_two_engines_recovering_at_once_never_both_run_one_saga(tmp_path: 
                 )
             )
             after = await _load_all(store, ids)
+            listed = await store.list(limit=10 * COUNT)
         finally:
             await store.close()
 
@@ -205,7 +212,7 @@ async def test_two_engines_recovering_at_once_never_both_run_one_saga(tmp_path: 
         assert ended.returncode == 0, ended.describe()
     summaries = [json.loads(ended.stdout[-1]) for ended in recoverers]
     unfinished = _died_mid_way(before)
-    _, finishers = _check_finished(before, after, effects)
+    _, finishers = _check_finished(before, after, listed, effects)
     assert set(finishers) <= {summary["owner"] for summary in summaries}
     assert sum(finishers.values()) == len(unfinished)
     finished_by_summary = sum(
