@@ -1,9 +1,9 @@
 """The flows the crash tests run, shared by the child process (which dies) and the parent
 (which recovers): same module, same step names, so the same fingerprint.
 
-Every step is a `Participant` action: it appends one line to an effects file (append, flush,
-fsync: the line survives a SIGKILL right after it) with its idempotency key, exactly what a
-participant that deduplicates would see. A `KillPlan` says where the child dies: inside an
+Every step is a `Participant` action: it appends one line to an effects file (O_APPEND, one
+write, fsync: the line survives a SIGKILL right after it) with its idempotency key, exactly
+what a participant that deduplicates would see. A `KillPlan` says where the child dies: inside an
 action or compensation (before or after its effect is recorded), after the run returned, or
 while the engine sleeps in a retry backoff (the child says so on stdout; the parent kills it).
 """
