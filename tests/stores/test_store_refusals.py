@@ -179,4 +179,3 @@ async def test_a_postgres_schema_from_a_newer_version_is_refused_and_kept() -> N
             assert schema in str(refused.value)
             cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
             assert await cursor.fetchall() == [(99,)]
-
