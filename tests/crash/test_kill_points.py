@@ -36,7 +36,7 @@ from spakky_saga import (
     StepStatus,
     StoredStatus,
 )
-from spakky_saga.errors import SagaInterruptedError  # not exported by spakky_saga (yet)
+from spakky_saga.errors import SagaInterruptedError
 from spakky_saga.store import SagaRecord
 from spakky_saga.stores.sqlite import Synchronous
 from tests.crash.flows import (
