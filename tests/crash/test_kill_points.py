@@ -136,7 +136,12 @@ class Crashed:
         return kinds(e for e in self.after.events if e.owner == self.crasher)
 
     def recovery_log(self) -> list[tuple[str, str | None, int]]:
-        return kinds(e for e in self.after.events if e.owner != self.crasher)
+        """What recovery wrote, after the `saga_recovered` entry it starts with (if any)."""
+        log = kinds(e for e in self.after.events if e.owner != self.crasher)
+        if not log:
+            return log
+        assert log[0] == ("saga_recovered", None, 1), log[:1]
+        return log[1:]
 
     def result_history(self) -> list[tuple[str, StepStatus, int, bool]]:
         assert self.recovered is not None
