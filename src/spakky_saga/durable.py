@@ -168,9 +168,9 @@ class DurableRuns:
         stops at its next write."""
         while self._active:
             await asyncio.sleep(self.lease / 3)
-            journals = dict(self._active)
+            journals = {i: j for i, j in self._active.items() if j.begun}
             if not journals:
-                break
+                continue
             try:
                 kept = await self.store.renew(self.owner, list(journals), self.lease)
             except Exception as error:  # the store is down: the runs' writes will say so

@@ -24,7 +24,6 @@ from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
-    SagaLeaseLostError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.result import SagaStatus
@@ -42,6 +41,7 @@ class SagaJournal:
 
     __slots__ = (
         "_begin",
+        "_begun",
         "_cut_off",
         "_data",
         "_data_type",
@@ -50,6 +50,7 @@ class SagaJournal:
         "_failure",
         "_finished",
         "_last_data",
+        "_lock",
         "_pending",
         "_release",
         "_status",
@@ -91,6 +92,14 @@ class SagaJournal:
         self._cut_off = False
         self._failure: BaseException | None = None
         self._last_data: AbstractSagaData | None = None
+        self._lock: asyncio.Lock | None = None
+        self._begun = begin is None  # a recovered saga's row is there already
+
+    @property
+    def begun(self) -> bool:
+        """Whether the saga's row is in the store (its first batch was written): before that,
+        there is no lease to renew."""
+        return self._begun
 
     @property
     def failed(self) -> BaseException | None:
@@ -153,30 +162,39 @@ class SagaJournal:
             self._data, self._data_type = encode(data), type_name(type(data))
 
     async def flush(self) -> None:
-        """Write what is buffered, in one batch; raise if this run may not write any more."""
+        """Write what is buffered, in one batch; raise if this run may not write any more.
+
+        Batches are written one at a time, in order (group members flush concurrently): a
+        store sees the saga's row before any append, and the log never has a gap.
+        """
         if self._failure is not None:
             raise self._failure
         if not self._pending and self._begin is None:
             return
-        events, self._pending = self._pending, []
-        try:
-            if self._begin is not None:
-                begin, self._begin = self._begin, None
-                await self.store.begin(begin, events, self.lease_seconds)
-                if self._has_update():
-                    await self.store.append(
-                        self.saga_id, self.owner, (), self._take_update(), self.lease_seconds
-                    )
-                return
-            await self.store.append(
-                self.saga_id, self.owner, events, self._take_update(), self.lease_seconds
-            )
-        except SagaLeaseLostError as error:
-            self._failure = error
-            raise
-        except Exception as error:
-            self._failure = error
-            raise
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if not self._pending and self._begin is None:
+                return  # a concurrent flush wrote this batch already
+            events, self._pending = self._pending, []
+            try:
+                if self._begin is not None:
+                    await self.store.begin(self._begin, events, self.lease_seconds)
+                    self._begin = None
+                    self._begun = True
+                    if self._has_update():
+                        await self.store.append(
+                            self.saga_id, self.owner, (), self._take_update(), self.lease_seconds
+                        )
+                    return
+                await self.store.append(
+                    self.saga_id, self.owner, events, self._take_update(), self.lease_seconds
+                )
+            except Exception as error:  # a lost lease, or the store failed: stop writing
+                self._failure = error
+                raise
 
     def _finish(self, event: SagaEvent) -> None:
         assert event.status is not None

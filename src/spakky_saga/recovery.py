@@ -127,6 +127,8 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
             state.history.append(_record(node.name, StepStatus.COMMITTED, event, offset))
             resolved.add(key)
             state.committed_keys.add(key)
+            if state.failed_step == node.name:  # an earlier attempt failed, this one did not
+                state.failed_step = state.error = None
             result = (
                 None
                 if event.data is None
@@ -159,6 +161,8 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
                 _close_group(state, member_of, resolved, committed)
         elif kind is SagaEventKind.COMPENSATION_STARTED:
             state.rolling_back = True
+            compensated.discard(key)  # run again (retry_compensation): done only once it ends
+            state.compensation_failures.pop(key, None)
         elif kind is SagaEventKind.COMPENSATION_DONE:
             compensated.add(key)
             state.history.append(

@@ -1,6 +1,6 @@
-"""Bugs the crash tests found, each as the smallest test that shows it (in one process, on
-the in-memory store, so they run in milliseconds). Strict xfail: when the fix lands, the
-test passes, xfail fails, and the marker comes off.
+"""Bugs the crash tests found, each kept as the smallest test that showed it (in one process,
+on the in-memory store, so they run in milliseconds): an unserialised journal, a heartbeat
+ahead of the first write, a retried compensation replay forgot, a stale failed_step.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from spakky_saga import (
     Retry,
     SagaCompensationFailedError,
     SagaEngine,
-    SagaLeaseLostError,
     SagaStatus,
     current_step,
     parallel,
@@ -39,13 +38,6 @@ class SlowFirstWrite(InMemorySagaStore):
         await super().begin(record, events, lease_seconds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SagaLeaseLostError,
-    reason="engine._track starts the lease heartbeat before the saga's first write (begin) "
-    "landed; a renew in between finds no row and journal.lose() stops the run with "
-    "SagaLeaseLostError although no other engine exists",
-)
 async def test_a_slow_first_write_does_not_make_the_heartbeat_declare_the_saga_lost() -> None:
     async def reserve(data: Ticket) -> None:
         return None
@@ -60,12 +52,6 @@ async def test_a_slow_first_write_does_not_make_the_heartbeat_declare_the_saga_l
     assert result.status is SagaStatus.COMPLETED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="recovery.replay sets failed_step/error on STEP_FAILED and clears them on "
-    "STEP_SKIPPED, but not when a retry of the same step commits afterwards",
-)
 async def test_a_step_that_committed_on_retry_is_not_reported_as_the_failed_step() -> None:
     async def reserve(data: Ticket) -> None:
         return None
@@ -112,13 +98,6 @@ class SlowBegin(InMemorySagaStore):
         await super().begin(record, events, lease_seconds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BaseExceptionGroup,
-    reason="SagaJournal.flush is not serialised: the members of a group that starts the flow "
-    "flush at once, one calls store.begin, the others store.append, which can run first "
-    "(another PostgreSQL connection) and find no row: SagaLeaseLostError, in an ExceptionGroup",
-)
 async def test_a_flow_that_starts_with_a_parallel_group_runs_durably() -> None:
     # On PostgreSQL, with no slow store needed, 48 runs in 50 of such a flow failed this way.
     async def email(data: Ticket) -> None:
@@ -156,13 +135,6 @@ class SlowWriteOf(InMemorySagaStore):
         await super().append(saga_id, owner, events, update, lease_seconds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="SagaJournal.flush is not serialised: a later batch of one saga can be written "
-    "while an earlier one is still in flight; if the process dies then, the log has a gap, "
-    "against the store contract (seq from 1, no gaps)",
-)
 async def test_a_crash_while_a_group_member_s_write_is_in_flight_leaves_no_gap_in_the_log() -> None:
     async def reserve(data: Ticket) -> None:
         return None
@@ -191,13 +163,6 @@ async def test_a_crash_while_a_group_member_s_write_is_in_flight_leaves_no_gap_i
     assert seqs == list(range(1, len(seqs) + 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="recovery.replay adds a key to `compensated` on COMPENSATION_FAILED and a later "
-    "COMPENSATION_STARTED (retry_compensation) does not take it out: recover() after a crash "
-    "inside retry_compensation ends the saga FAILED without running the compensation",
-)
 async def test_a_crash_inside_retry_compensation_leaves_the_compensation_to_recovery() -> None:
     refunds: list[str] = []
     refund_api = {"state": "down"}

@@ -513,15 +513,7 @@ def test_a_kill_during_a_compensation_finishes_the_rollback_repeating_only_the_c
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(
-            "retry-compensation-before",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="recovery.replay keeps a compensation that failed once as done even "
-                "when a later retry_compensation() started it again and died: recover() then "
-                "ends the saga FAILED without the refund (see test_found_bugs.py)",
-            ),
-        ),
+        "retry-compensation-before",
         "retry-compensation-after",
     ],
 )

@@ -91,11 +91,6 @@ async def test_a_saga_store_with_damaged_pages_fails_with_a_store_error(tmp_path
         await _open_and_list(SqliteSagaStore(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stores/sqlite._store_error wraps errors after open as 'SQLite saga store: "
-    "database disk image is malformed': it does not say which file, nor what to do",
-)
 async def test_a_damaged_saga_store_s_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "sagas.db"
     await _a_saga_store_with_sagas(path)

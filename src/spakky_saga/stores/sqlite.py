@@ -370,7 +370,7 @@ class SqliteSagaStore:
                     job.done(error=error)
                     continue
             if not job.batchable:
-                _run_one(db, job)
+                _run_one(db, job, self.path)
                 continue
             batch = [job]
             while True:  # take every write already waiting: they share one commit
@@ -385,7 +385,7 @@ class SqliteSagaStore:
                     pending = more  # runs next, on its own
                     break
                 batch.append(more)
-            _run_batch(db, batch)
+            _run_batch(db, batch, self.path)
         if db is not None:
             db.close()
 
@@ -439,7 +439,7 @@ class SqliteSagaStore:
             db.execute("UPDATE spakky_saga_schema SET version = ?", (step,))
 
 
-def _run_one(db: sqlite3.Connection, job: _Job) -> None:
+def _run_one(db: sqlite3.Connection, job: _Job, path: Path) -> None:
     try:
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -449,15 +449,15 @@ def _run_one(db: sqlite3.Connection, job: _Job) -> None:
             raise
         db.execute("COMMIT")
     except BaseException as error:
-        job.done(error=_store_error(error))
+        job.done(error=_store_error(error, path))
         return
     job.done(result)
 
 
-def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
+def _run_batch(db: sqlite3.Connection, batch: list[_Job], path: Path) -> None:
     """One transaction, one savepoint a job: a refused job is undone alone."""
     if len(batch) == 1:  # nothing to keep apart: no savepoint
-        _run_one(db, batch[0])
+        _run_one(db, batch[0], path)
         return
     outcomes: list[tuple[_Job, BaseException | None]] = []
     try:
@@ -478,15 +478,23 @@ def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         for job in batch:
-            job.done(error=_store_error(error))
+            job.done(error=_store_error(error, path))
         return
     for job, failure in outcomes:
-        job.done(error=None if failure is None else _store_error(failure))
+        job.done(error=None if failure is None else _store_error(failure, path))
 
 
-def _store_error(error: BaseException) -> BaseException:
+def _store_error(error: BaseException, path: Path) -> BaseException:
+    if isinstance(error, sqlite3.DatabaseError) and "malformed" in str(error):
+        wrapped = SagaStoreError(
+            f"SQLite saga store {path}: {error}; the file is damaged: restore it from a backup "
+            "(the sagas in it cannot be recovered from a damaged file), or move it away to start "
+            "a new store"
+        )
+        wrapped.__cause__ = error
+        return wrapped
     if isinstance(error, sqlite3.Error):
-        wrapped = SagaStoreError(f"SQLite saga store: {error}")
+        wrapped = SagaStoreError(f"SQLite saga store {path}: {error}")
         wrapped.__cause__ = error
         return wrapped
     return error
