@@ -35,9 +35,6 @@ STEP_BUILDER: Final = "spakky_saga.builders.step"
 PARALLEL_BUILDER: Final = "spakky_saga.builders.parallel"
 SAGA_FLOW_BUILDER: Final = "spakky_saga.builders.saga_flow"
 
-SAGA_STEREOTYPE: Final = "spakky_saga.saga.Saga"
-"""The `@Saga()` class decorator (a spakky Pod stereotype) for saga classes."""
-
 ABSTRACT_SAGA: Final = "spakky_saga.saga.AbstractSaga"
 """Base of saga classes, generic in their data type; `flow()` builds the saga."""
 

@@ -35,7 +35,7 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import builders, decorator, operators, saga_class, strategies
+from spakky_saga_mypy import builders, decorator, operators, strategies
 
 _DEBUG_ENV: Final = "SPAKKY_SAGA_MYPY_DEBUG"
 """Set to 1 to let a hook's exception propagate instead of falling back to mypy's default."""
@@ -158,11 +158,6 @@ class SpakkySagaPlugin(Plugin):
     def get_function_hook(self, fullname: str) -> Callable[[FunctionContext], Type] | None:
         base = self._our_name(fullname, self._FUNCTION_HOOKS)
         return self._guard(self._FUNCTION_HOOKS[base]) if base else None
-
-    def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
-        if fullname == names.SAGA_STEREOTYPE:
-            return self._guard(saga_class.saga_decorator_callback)
-        return None
 
     def get_method_signature_hook(
         self, fullname: str

@@ -1,5 +1,7 @@
-"""Saga classes: the data type an `AbstractSaga[D]` subclass runs on, check 2, and the
-`@Saga()` stereotype on a class that is not a saga.
+"""Saga classes: the data type an `AbstractSaga[D]` subclass runs on, and check 2.
+
+`@Saga()` itself is not checked: it marks any orchestrator class (a spakky `Pod`), which may
+derive from `AbstractSaga[D]` or drive `run_saga_flow` itself.
 
 Builders called inside a saga's `flow()` check every item against the saga's `D`, whether
 or not `flow()` is annotated, and type lambdas' data parameter as `D`.
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from mypy.checker import TypeChecker
 from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import FuncDef, TypeInfo
-from mypy.plugin import CheckerPluginInterface, ClassDefContext
+from mypy.plugin import CheckerPluginInterface
 from mypy.subtypes import is_subtype
 from mypy.types import Instance, ProperType, get_proper_type
 from mypy.typevars import fill_typevars
@@ -73,21 +75,3 @@ def check_flow_items(
         )
         ok = False
     return ok
-
-
-def saga_decorator_callback(ctx: ClassDefContext) -> bool:
-    """`@Saga()` on a class that does not derive from `AbstractSaga` (check 8).
-
-    Runs after placeholders are resolved. When another class hook asks for another pass it
-    runs again and reports the same error, which mypy's error list de-duplicates; keeping no
-    state keeps it right in the daemon too, where classes are re-analysed.
-    """
-    info = ctx.cls.info
-    if not info.has_base(names.ABSTRACT_SAGA):
-        ctx.api.fail(
-            f'@Saga() applied to "{info.name}", which does not derive from AbstractSaga; '
-            "derive it from AbstractSaga[YourSagaData] and implement flow()",
-            ctx.reason,
-            code=errorcodes.DEFINITION,
-        )
-    return True
