@@ -50,5 +50,8 @@ EXPONENTIAL_BACKOFF: Final = "spakky_saga.strategy.ExponentialBackoff"
 RSHIFT: Final = "__rshift__"
 AND: Final = "__and__"
 OR: Final = "__or__"
-OPERATOR_METHODS: Final = (f".{RSHIFT}", f".{AND}", f".{OR}")
+ROR: Final = "__ror__"
+"""Not defined by strategies: mypy names `type.__ror__` after the class it is called on, and
+tries it on `step | Skip` when `__or__` fails."""
+OPERATOR_METHODS: Final = (f".{RSHIFT}", f".{AND}", f".{OR}", f".{ROR}")
 """Suffixes of the hooked operator methods' full names."""

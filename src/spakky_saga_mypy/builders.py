@@ -21,7 +21,9 @@ from mypy.nodes import (
     ArgKind,
     Expression,
     LambdaExpr,
+    RefExpr,
     TupleExpr,
+    TypeInfo,
 )
 from mypy.plugin import CheckerPluginInterface, FunctionContext, FunctionSigContext
 from mypy.types import (
@@ -34,6 +36,7 @@ from mypy.types import (
     get_proper_type,
 )
 
+from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
 from spakky_saga_mypy._checks import (
     check_action,
@@ -41,6 +44,8 @@ from spakky_saga_mypy._checks import (
     check_flow_item,
     check_group_member,
     check_same_data,
+    describe_kind,
+    report_strategy_class,
 )
 from spakky_saga_mypy._items import (
     FlowOperand,
@@ -66,9 +71,14 @@ class BuilderSpec:
     optional: frozenset[Formal] = frozenset()
     container: bool = False
     """True when the item parameter takes a tuple of items (the classes' `items=`)."""
+    strategies: frozenset[Formal] = frozenset()
+    """Parameters taking an error strategy: widened only where a strategy class is passed,
+    so that the function hook can say "did you mean Skip()?" instead of mypy's arg-type."""
 
 
-STEP: Final = BuilderSpec("step()", (0,), frozenset({0, "compensate"}))
+STEP: Final = BuilderSpec(
+    "step()", (0,), frozenset({0, "compensate"}), strategies=frozenset({"on_error"})
+)
 PARALLEL: Final = BuilderSpec(
     "parallel()", (0, 1, "rest"), frozenset({0, 1, "rest", "merge"}), frozenset({1})
 )
@@ -81,16 +91,16 @@ PARALLEL_CLASS: Final = BuilderSpec(
 )
 
 
-def formal_index(names: Sequence[str | None], formal: Formal) -> int | None:
+def formal_index(arg_names: Sequence[str | None], formal: Formal) -> int | None:
     """The index of `formal` among a signature's parameters, if it has it."""
     if isinstance(formal, int):
-        return formal if formal < len(names) else None
-    return names.index(formal) if formal in names else None
+        return formal if formal < len(arg_names) else None
+    return arg_names.index(formal) if formal in arg_names else None
 
 
-def _formals_of(names: Sequence[str | None]) -> list[set[Formal]]:
+def _formals_of(arg_names: Sequence[str | None]) -> list[set[Formal]]:
     """For each parameter, every way a spec can refer to it."""
-    return [{index, name} if name else {index} for index, name in enumerate(names)]
+    return [{index, name} if name else {index} for index, name in enumerate(arg_names)]
 
 
 _ANY: Final = AnyType(TypeOfAny.special_form)
@@ -115,7 +125,9 @@ def _widen(ctx: FunctionSigContext, spec: BuilderSpec) -> FunctionLike:
         formals, signature.arg_kinds, signature.arg_types, ctx.args, strict=True
     ):
         arg_kinds.append(ARG_OPT if keys & spec.optional and kind == ARG_POS else kind)
-        if not keys & spec.widened:
+        if keys & spec.strategies and any(map(_names_strategy_class, actuals)):
+            arg_types.append(_ANY)
+        elif not keys & spec.widened:
             arg_types.append(arg_type)
         elif actuals and all(_has_lambda(actual) for actual in actuals):
             # Keep the context a lambda needs; inside a saga, its data is the saga's.
@@ -124,6 +136,15 @@ def _widen(ctx: FunctionSigContext, spec: BuilderSpec) -> FunctionLike:
         else:
             arg_types.append(_ANY)
     return signature.copy_modified(arg_types=arg_types, arg_kinds=arg_kinds)
+
+
+def _names_strategy_class(expr: Expression) -> bool:
+    """`Skip` or `strategies.Retry`: a reference to an error strategy class."""
+    return (
+        isinstance(expr, RefExpr)
+        and isinstance(expr.node, TypeInfo)
+        and expr.node.has_base(names.ERROR_STRATEGY)
+    )
 
 
 def _has_lambda(expr: Expression) -> bool:
@@ -205,10 +226,14 @@ def step_callback(ctx: FunctionContext) -> Type:
             ctx.api,
             action.node,
             f'step() takes an action (an async function or a @saga_step), but "{action.label}" '
-            f"is a {action.kind_name or errorcodes.show(ctx.api, action.typ)}",
+            f"is {describe_kind(ctx.api, action)}",
         )
         return errored(ctx.default_return_type)
     if not check_action(ctx.api, action):
+        return errored(ctx.default_return_type)
+    on_error = _single(ctx, "on_error")
+    if on_error is not None and on_error.kind is ItemKind.STRATEGY_CLASS:
+        report_strategy_class(ctx.api, on_error, "step(on_error=...): ")
         return errored(ctx.default_return_type)
     operands = [action]
     if compensation is not None:

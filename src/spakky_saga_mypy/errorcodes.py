@@ -142,6 +142,22 @@ def strategy(api: CheckerPluginInterface, context: Context, message: str) -> Non
     api.fail(message, context, code=STRATEGY)
 
 
+def strategy_class(
+    api: CheckerPluginInterface, context: Context, lead: str, name: str, *, is_base: bool
+) -> None:
+    """Check 7: a strategy class where a strategy instance belongs (`step | Skip`)."""
+    if is_base:
+        problem = (
+            f'"{name}" is the base class of the strategies; use Compensate(), Skip() or '
+            "Retry(...)"
+        )
+    else:
+        problem = (
+            f'"{name}" is the strategy class itself, not an instance; did you mean {name}()?'
+        )
+    api.fail(f"{lead}{problem}", context, code=STRATEGY)
+
+
 def definition(api: CheckerPluginInterface, context: Context, message: str) -> None:
     """Check 8: anything else the runtime rejects when the flow is built."""
     api.fail(message, context, code=DEFINITION)

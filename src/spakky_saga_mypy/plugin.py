@@ -136,7 +136,12 @@ class SpakkySagaPlugin(Plugin):
         (names.ACTION, names.AND): operators.parallel_callback,
         (names.PARALLEL, names.AND): operators.parallel_callback,
         (names.ACTION, names.OR): operators.strategy_callback,
+        (names.ERROR_STRATEGY, names.ROR): operators.reflected_strategy_class_callback,
     }
+    _UNWIDENED_METHODS: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {(names.TRANSACTION, names.RSHIFT), (names.ERROR_STRATEGY, names.ROR)}
+    )
+    """Operator methods whose right operand keeps its declared type."""
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
@@ -163,7 +168,7 @@ class SpakkySagaPlugin(Plugin):
         self, fullname: str
     ) -> Callable[[MethodSigContext], FunctionLike] | None:
         key = self._method_key(fullname)
-        if key is None or key[0] == names.TRANSACTION:
+        if key is None or key in self._UNWIDENED_METHODS:
             return None
         return self._guard(operators.operand_signature_callback)
 

@@ -10,7 +10,8 @@ from mypy.types import AnyType, FunctionLike, Instance, Type, TypeOfAny, get_pro
 
 from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
-from spakky_saga_mypy._items import literal_number
+from spakky_saga_mypy._checks import report_strategy_class
+from spakky_saga_mypy._items import describe, literal_number, strategy_class
 
 _THEN: Final = "then"
 
@@ -56,23 +57,33 @@ def retry_callback(ctx: FunctionContext) -> Type:
             )
     then = _argument(ctx, _THEN)
     if then is not None:
-        node, then_type = then
-        proper = get_proper_type(then_type)
-        if isinstance(proper, Instance) and proper.type.has_base(names.RETRY):
-            errorcodes.strategy(
-                ctx.api,
-                node,
-                "Retry(then=Retry(...)): a retry cannot be followed by another retry; raise "
-                "max_attempts instead",
-            )
-        elif not isinstance(proper, AnyType) and not _is_final_strategy(proper):
-            errorcodes.strategy(
-                ctx.api,
-                node,
-                f'Retry(then=...): got "{errorcodes.show(ctx.api, proper)}"; then must be '
-                "Compensate() or Skip()",
-            )
+        _check_then(ctx, *then)
     return ctx.default_return_type  # a strategy is not generic: nothing to degrade
+
+
+def _check_then(ctx: FunctionContext, node: Expression, then_type: Type) -> None:
+    """`then=` must be Compensate() or Skip(): not a retry, not a class, nothing else."""
+    proper = get_proper_type(then_type)
+    cls = strategy_class(proper)
+    if (cls is not None and cls.has_base(names.RETRY)) or (
+        isinstance(proper, Instance) and proper.type.has_base(names.RETRY)
+    ):
+        errorcodes.strategy(
+            ctx.api,
+            node,
+            "Retry(then=Retry(...)): a retry cannot be followed by another retry; raise "
+            "max_attempts instead",
+        )
+    elif cls is not None:
+        operand = describe(node, proper)
+        report_strategy_class(ctx.api, operand, "Retry(then=...): ")
+    elif not isinstance(proper, AnyType) and not _is_final_strategy(proper):
+        errorcodes.strategy(
+            ctx.api,
+            node,
+            f'Retry(then=...): got "{errorcodes.show(ctx.api, proper)}"; then must be '
+            "Compensate() or Skip()",
+        )
 
 
 def _is_final_strategy(typ: Type) -> bool:
