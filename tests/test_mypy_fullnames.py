@@ -50,3 +50,28 @@ def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method:
 
     assert inspect.isclass(cls)
     assert method in vars(cls), f"{owner}.{method} moved: the plugin's hook would not fire"
+
+
+@pytest.mark.parametrize(
+    ("owner", "parameter"),
+    [
+        (names.STEP_BUILDER, "compensate"),
+        (names.STEP_BUILDER, "on_error"),
+        (names.STEP_BUILDER, "timeout"),
+        (names.PARALLEL_BUILDER, "merge"),
+        (names.PARALLEL_BUILDER, "compensate"),
+        (names.RETRY, "max_attempts"),
+        (names.RETRY, "then"),
+        (names.RETRY, "retry_on"),
+        (names.EXPONENTIAL_BACKOFF, "base"),
+        (names.EXPONENTIAL_BACKOFF, "max_delay"),
+        (names.EXPONENTIAL_BACKOFF, "jitter"),
+    ],
+)
+def test_parameters_the_hooks_read_are_still_there(owner: str, parameter: str) -> None:
+    target = _resolve(owner)
+
+    assert callable(target)
+    assert parameter in inspect.signature(target).parameters, (
+        f"{owner}({parameter}=...) is gone: the plugin's check of it would never fire"
+    )
