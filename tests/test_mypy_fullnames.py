@@ -43,6 +43,7 @@ def test_every_library_full_name_is_checked() -> None:
         (names.ACTION, names.OR),
         (names.PARALLEL, names.AND),
         (names.ABSTRACT_SAGA, names.FLOW_METHOD_NAME),
+        (names.SAGA_FLOW, names.TIMEOUT_METHOD),
     ],
 )
 def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method: str) -> None:
@@ -66,6 +67,7 @@ def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method:
         (names.EXPONENTIAL_BACKOFF, "base"),
         (names.EXPONENTIAL_BACKOFF, "max_delay"),
         (names.EXPONENTIAL_BACKOFF, "jitter"),
+        (names.SAGA_FLOW, "saga_timeout"),
     ],
 )
 def test_parameters_the_hooks_read_are_still_there(owner: str, parameter: str) -> None:

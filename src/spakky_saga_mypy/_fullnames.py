@@ -38,6 +38,12 @@ SAGA_FLOW_BUILDER: Final = "spakky_saga.builders.saga_flow"
 ABSTRACT_SAGA: Final = "spakky_saga.saga.AbstractSaga"
 """Base of saga classes, generic in their data type; `flow()` builds the saga."""
 
+TIMEOUT_METHOD: Final = "timeout"
+"""`SagaFlow.timeout(timedelta)`: the saga-wide timeout, which must be positive."""
+
+TIMEDELTA: Final = "datetime.timedelta"
+"""Timeouts written as `timedelta(...)` literals are checked (zero or negative)."""
+
 FLOW_METHOD_NAME: Final = "flow"
 """The `AbstractSaga` method whose items must all work on the saga's data type."""
 

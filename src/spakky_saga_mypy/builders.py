@@ -56,6 +56,7 @@ from spakky_saga_mypy._items import (
     with_data,
 )
 from spakky_saga_mypy.saga_class import check_flow_items, enclosing_saga
+from spakky_saga_mypy.timeouts import check_timeout
 
 type Formal = int | str
 """A parameter: its position (positional-only ones have no name in mypy) or its name."""
@@ -74,17 +75,27 @@ class BuilderSpec:
     strategies: frozenset[Formal] = frozenset()
     """Parameters taking an error strategy: widened only where a strategy class is passed,
     so that the function hook can say "did you mean Skip()?" instead of mypy's arg-type."""
+    timeouts: tuple[tuple[str, str], ...] = ()
+    """(parameter, how messages name it) of the timeouts a literal may make invalid."""
 
 
 STEP: Final = BuilderSpec(
-    "step()", (0,), frozenset({0, "compensate"}), strategies=frozenset({"on_error"})
+    "step()",
+    (0,),
+    frozenset({0, "compensate"}),
+    strategies=frozenset({"on_error"}),
+    timeouts=(("timeout", "step(timeout=...)"),),
 )
 PARALLEL: Final = BuilderSpec(
     "parallel()", (0, 1, "rest"), frozenset({0, 1, "rest", "merge"}), frozenset({1})
 )
 SAGA_FLOW: Final = BuilderSpec("saga_flow()", (0, "rest"), frozenset({0, "rest"}), frozenset({0}))
 SAGA_FLOW_CLASS: Final = BuilderSpec(
-    "SagaFlow(items=...)", ("items",), frozenset({"items"}), container=True
+    "SagaFlow(items=...)",
+    ("items",),
+    frozenset({"items"}),
+    container=True,
+    timeouts=(("saga_timeout", "SagaFlow(saga_timeout=...)"),),
 )
 PARALLEL_CLASS: Final = BuilderSpec(
     "Parallel(members=...)", ("members",), frozenset({"members", "merge"}), container=True
@@ -212,8 +223,17 @@ def _single(ctx: FunctionContext, formal: Formal) -> FlowOperand | None:
     return describe(ctx.args[index][0], ctx.arg_types[index][0])
 
 
+def _check_timeouts(ctx: FunctionContext, spec: BuilderSpec) -> None:
+    """Check 8 for timeouts written as literals; the result's type does not depend on them."""
+    for formal, where in spec.timeouts:
+        index = formal_index(ctx.callee_arg_names, formal)
+        if index is not None and len(ctx.args[index]) == 1:
+            check_timeout(ctx.api, ctx.args[index][0], where, none_allowed=True)
+
+
 def step_callback(ctx: FunctionContext) -> Type:
     """`step(f)` / `step(f, compensate=g)`: checks 1, 3, 4, 5, 8."""
+    _check_timeouts(ctx, STEP)
     action = _single(ctx, 0)
     if action is None:
         return ctx.default_return_type
@@ -277,6 +297,7 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
     """The function hook of `saga_flow()` or `SagaFlow(items=...)`: checks 1, 2, 3, 6, 8."""
 
     def callback(ctx: FunctionContext) -> Type:
+        _check_timeouts(ctx, spec)
         items = _collect(ctx, spec)
         if items.counted and not items.operands:
             errorcodes.group_size(

@@ -35,7 +35,7 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import builders, decorator, operators, strategies
+from spakky_saga_mypy import builders, decorator, operators, strategies, timeouts
 
 _DEBUG_ENV: Final = "SPAKKY_SAGA_MYPY_DEBUG"
 """Set to 1 to let a hook's exception propagate instead of falling back to mypy's default."""
@@ -138,6 +138,10 @@ class SpakkySagaPlugin(Plugin):
         (names.ACTION, names.OR): operators.strategy_callback,
         (names.ERROR_STRATEGY, names.ROR): operators.reflected_strategy_class_callback,
     }
+    _NAMED_METHOD_HOOKS: ClassVar[Mapping[str, Callable[[MethodContext], Type]]] = {
+        f"{names.SAGA_FLOW}.{names.TIMEOUT_METHOD}": timeouts.flow_timeout_callback,
+    }
+    """Plain methods, by the full name of the class that defines them."""
     _UNWIDENED_METHODS: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {(names.TRANSACTION, names.RSHIFT), (names.ERROR_STRATEGY, names.ROR)}
     )
@@ -173,6 +177,9 @@ class SpakkySagaPlugin(Plugin):
         return self._guard(operators.operand_signature_callback)
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
+        named = self._NAMED_METHOD_HOOKS.get(fullname)
+        if named is not None:
+            return self._guard(named)
         key = self._method_key(fullname)
         return self._guard(self._METHOD_HOOKS[key]) if key else None
 
