@@ -310,6 +310,8 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
             return errored(ctx.default_return_type)
         saga = enclosing_saga(ctx.api)
         if saga is not None and saga.in_flow:
+            if saga.wrong_flow_type is not None:  # reported on the `def flow` line, not per item
+                return errored(ctx.default_return_type)
             if not check_flow_items(ctx.api, saga, items.operands):
                 return errored(ctx.default_return_type)
             return with_data(ctx.default_return_type, saga.data)

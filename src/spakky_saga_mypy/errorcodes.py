@@ -10,7 +10,7 @@ from typing import Final
 from mypy.errorcodes import ErrorCode
 from mypy.messages import format_type_bare
 from mypy.nodes import Context
-from mypy.plugin import CheckerPluginInterface
+from mypy.plugin import CheckerPluginInterface, SemanticAnalyzerPluginInterface
 from mypy.types import Type
 
 _CATEGORY: Final = "spakky-saga"
@@ -60,7 +60,7 @@ ALL_CODES: Final = (
 )
 
 
-def show(api: CheckerPluginInterface, typ: Type) -> str:
+def show(api: CheckerPluginInterface | SemanticAnalyzerPluginInterface, typ: Type) -> str:
     """A type as mypy prints it in messages, without the quotes."""
     return format_type_bare(typ, api.options)
 
@@ -97,6 +97,26 @@ def flow_data(
         f'Saga "{saga}" runs on "{show(api, saga_data)}" but its flow item {item} works on '
         f'"{show(api, item_data)}"; every item of flow() must take "{show(api, saga_data)}" '
         "or a base class of it",
+        context,
+        code=FLOW_DATA,
+    )
+
+
+def flow_annotation(
+    api: CheckerPluginInterface | SemanticAnalyzerPluginInterface,
+    context: Context,
+    *,
+    saga: str,
+    saga_data: Type,
+    returned: Type,
+    returned_data: Type,
+) -> None:
+    """Check 2 on the `def flow` line: flow() is declared over another data type."""
+    data, other = show(api, saga_data), show(api, returned_data)
+    api.fail(
+        f'Saga "{saga}" runs on "{data}" but its flow() is declared to return '
+        f'"{show(api, returned)}"; declare it "-> SagaFlow[{data}]", or derive "{saga}" from '
+        f'AbstractSaga[{other}] if the saga runs on "{other}"',
         context,
         code=FLOW_DATA,
     )
