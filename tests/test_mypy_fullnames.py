@@ -68,6 +68,9 @@ def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method:
         (names.EXPONENTIAL_BACKOFF, "max_delay"),
         (names.EXPONENTIAL_BACKOFF, "jitter"),
         (names.SAGA_FLOW, "saga_timeout"),
+        (names.SAGA_FLOW, "items"),
+        (names.PARALLEL, "items"),
+        (names.PARALLEL, "merge"),
     ],
 )
 def test_parameters_the_hooks_read_are_still_there(owner: str, parameter: str) -> None:

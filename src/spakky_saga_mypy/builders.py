@@ -98,7 +98,7 @@ SAGA_FLOW_CLASS: Final = BuilderSpec(
     timeouts=(("saga_timeout", "SagaFlow(saga_timeout=...)"),),
 )
 PARALLEL_CLASS: Final = BuilderSpec(
-    "Parallel(members=...)", ("members",), frozenset({"members", "merge"}), container=True
+    "Parallel(items=...)", ("items",), frozenset({"items", "merge"}), container=True
 )
 
 
@@ -267,7 +267,7 @@ def step_callback(ctx: FunctionContext) -> Type:
 
 
 def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
-    """The function hook of `parallel()` or `Parallel(members=...)`: checks 1, 3, 6, 8."""
+    """The function hook of `parallel()` or `Parallel(items=...)`: checks 1, 3, 6, 8."""
 
     def callback(ctx: FunctionContext) -> Type:
         items = _collect(ctx, spec)
