@@ -176,7 +176,8 @@ def _collect(ctx: FunctionContext, spec: BuilderSpec) -> _Items:
     counted = True
     for formal in spec.items:
         index = formal_index(ctx.callee_arg_names, formal)
-        if index is None:
+        if index is None:  # not this library version's signature: count nothing
+            counted = False
             continue
         for expr, typ, kind in zip(
             ctx.args[index], ctx.arg_types[index], ctx.arg_kinds[index], strict=True
