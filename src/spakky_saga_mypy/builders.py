@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
+from mypy.checker import TypeChecker
 from mypy.expandtype import expand_type
 from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import (
@@ -19,8 +20,11 @@ from mypy.nodes import (
     ARG_STAR,
     ARG_STAR2,
     ArgKind,
+    CallExpr,
     Expression,
     LambdaExpr,
+    MemberExpr,
+    NameExpr,
     RefExpr,
     TupleExpr,
     TypeInfo,
@@ -30,9 +34,12 @@ from mypy.types import (
     AnyType,
     FunctionLike,
     Instance,
+    ProperType,
     TupleType,
     Type,
     TypeOfAny,
+    TypeVarId,
+    UnionType,
     get_proper_type,
 )
 
@@ -43,6 +50,7 @@ from spakky_saga_mypy._checks import (
     check_compensation,
     check_flow_item,
     check_group_member,
+    check_lambda_data,
     check_same_data,
     describe_kind,
     report_strategy_class,
@@ -51,8 +59,10 @@ from spakky_saga_mypy._items import (
     FlowOperand,
     ItemKind,
     base_info,
+    data_argument,
     describe,
     errored,
+    most_specific,
     with_data,
 )
 from spakky_saga_mypy.saga_class import check_flow_items, enclosing_saga
@@ -128,10 +138,18 @@ def signature_callback(spec: BuilderSpec) -> Callable[[FunctionSigContext], Func
 
 def _widen(ctx: FunctionSigContext, spec: BuilderSpec) -> FunctionLike:
     signature = ctx.default_signature
-    saga = enclosing_saga(ctx.api)
     arg_types: list[Type] = []
     arg_kinds: list[ArgKind] = []
     formals = _formals_of(signature.arg_names)
+    found: list[dict[TypeVarId, Type]] = []
+
+    def lambda_data() -> dict[TypeVarId, Type]:
+        """The builder's type variable bound to the lambdas' data type, computed once."""
+        if not found:
+            data = _lambda_data(ctx, spec, formals)
+            found.append({v.id: data for v in signature.variables} if data else {})
+        return found[0]
+
     for keys, kind, arg_type, actuals in zip(
         formals, signature.arg_kinds, signature.arg_types, ctx.args, strict=True
     ):
@@ -141,12 +159,37 @@ def _widen(ctx: FunctionSigContext, spec: BuilderSpec) -> FunctionLike:
         elif not keys & spec.widened:
             arg_types.append(arg_type)
         elif actuals and all(_has_lambda(actual) for actual in actuals):
-            # Keep the context a lambda needs; inside a saga, its data is the saga's.
-            replacements = {v.id: saga.data for v in signature.variables} if saga else {}
-            arg_types.append(expand_type(arg_type, replacements))
+            # Keep the context a lambda needs, with the data type known around it.
+            arg_types.append(expand_type(arg_type, lambda_data()))
+        elif actuals and all(_builds_with_lambda(actual) for actual in actuals) and lambda_data():
+            # `saga_flow(step(lambda d: ...))`: pass the data type on to the inner builder.
+            arg_types.append(expand_type(arg_type, lambda_data()))
         else:
             arg_types.append(_ANY)
     return signature.copy_modified(arg_types=arg_types, arg_kinds=arg_kinds)
+
+
+def _lambda_data(
+    ctx: FunctionSigContext, spec: BuilderSpec, formals: Sequence[set[Formal]]
+) -> ProperType | None:
+    """The data type lambdas of this call work on: the saga's inside a saga, else the one of
+    the other arguments that name a step or function (`step(reserve, compensate=lambda
+    d: ...)`) when they agree, else the one the call is expected to build; None leaves the
+    lambda to mypy's own context."""
+    saga = enclosing_saga(ctx.api)
+    if saga is not None:
+        return saga.data
+    siblings = [
+        describe(actual, ctx.api.get_expression_type(actual))
+        for keys, actuals in zip(formals, ctx.args, strict=True)
+        if keys & spec.widened
+        for actual in actuals
+        if isinstance(actual, NameExpr | MemberExpr)
+    ]
+    data, clash = most_specific(siblings)
+    if clash is None and isinstance(data, Instance):
+        return data
+    return _expected_data(ctx.api)
 
 
 def _names_strategy_class(expr: Expression) -> bool:
@@ -158,10 +201,45 @@ def _names_strategy_class(expr: Expression) -> bool:
     )
 
 
+def _expected_data(api: CheckerPluginInterface) -> ProperType | None:
+    """`D` of the flow type the call is expected to build (`x: SagaFlow[D] = saga_flow(...)`,
+    a function returning `SagaStep[D]`), when there is such a type context."""
+    if not isinstance(api, TypeChecker):  # the type context stack is a checker internal
+        return None
+    contexts = api.expr_checker.type_context
+    if not contexts or contexts[-1] is None:
+        return None
+    expected = get_proper_type(contexts[-1])
+    # A union when the call is an item of an outer builder (`FlowItem[D] | ActionFn[D]`).
+    options = expected.items if isinstance(expected, UnionType) else [expected]
+    found: list[Instance] = []
+    for option in map(get_proper_type, options):
+        if not isinstance(option, Instance):
+            continue
+        for flow_type in _FLOW_TYPES:
+            data = data_argument(option, flow_type)
+            if isinstance(data, Instance) and data not in found:
+                found.append(data)
+    return found[0] if len(found) == 1 else None
+
+
+_FLOW_TYPES: Final = (names.SAGA_FLOW, names.PARALLEL, names.SAGA_STEP, names.TRANSACTION)
+
+
 def _has_lambda(expr: Expression) -> bool:
     if isinstance(expr, TupleExpr):
         return any(_has_lambda(item) for item in expr.items)
     return isinstance(expr, LambdaExpr)
+
+
+def _builds_with_lambda(expr: Expression) -> bool:
+    """`step(lambda d: ...)` or `parallel(..., lambda d: ...)`: a builder call with a lambda."""
+    return (
+        isinstance(expr, CallExpr)
+        and isinstance(expr.callee, RefExpr)
+        and expr.callee.fullname in (names.STEP_BUILDER, names.PARALLEL_BUILDER)
+        and any(_has_lambda(arg) or _builds_with_lambda(arg) for arg in expr.args)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +340,9 @@ def step_callback(ctx: FunctionContext) -> Type:
             return errored(ctx.default_return_type)
         operands.append(compensation)
     data, ok = check_same_data(ctx.api, "step()", operands)
-    if not ok:
+    if not ok or not check_lambda_data(
+        ctx.api, operands, where=STEP.where, result=ctx.default_return_type
+    ):
         return errored(ctx.default_return_type)
     return with_data(ctx.default_return_type, data)
 
@@ -287,7 +367,9 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
         if merge is not None and merge.kind is ItemKind.FUNCTION:
             operands.append(replace(merge, name=f"merge={merge.label}"))
         data, ok = check_same_data(ctx.api, spec.where, operands)
-        if not ok:
+        if not ok or not check_lambda_data(
+            ctx.api, operands, where=spec.where, result=ctx.default_return_type
+        ):
             return errored(ctx.default_return_type)
         return with_data(ctx.default_return_type, data)
 
@@ -317,7 +399,9 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
                 return errored(ctx.default_return_type)
             return with_data(ctx.default_return_type, saga.data)
         data, ok = check_same_data(ctx.api, spec.where, items.operands)
-        if not ok:
+        if not ok or not check_lambda_data(
+            ctx.api, items.operands, where=spec.where, result=ctx.default_return_type
+        ):
             return errored(ctx.default_return_type)
         return with_data(ctx.default_return_type, data)
 

@@ -47,6 +47,11 @@ STRATEGY: Final = ErrorCode(
 DEFINITION: Final = ErrorCode(
     "saga-definition", "Another flow definition the runtime rejects when it is built", _CATEGORY
 )
+UNTYPED_LAMBDA: Final = ErrorCode(
+    "saga-untyped-lambda",
+    "A lambda step whose saga-data type nothing tells (its data argument would be Any)",
+    _CATEGORY,
+)
 
 ALL_CODES: Final = (
     DATA_MISMATCH,
@@ -57,6 +62,7 @@ ALL_CODES: Final = (
     GROUP_SIZE,
     STRATEGY,
     DEFINITION,
+    UNTYPED_LAMBDA,
 )
 
 
@@ -181,3 +187,16 @@ def strategy_class(
 def definition(api: CheckerPluginInterface, context: Context, message: str) -> None:
     """Check 8: anything else the runtime rejects when the flow is built."""
     api.fail(message, context, code=DEFINITION)
+
+
+def untyped_lambda(
+    api: CheckerPluginInterface, context: Context, *, where: str, parameter: str, example: str
+) -> None:
+    """Check 9: nothing gives a lambda step's data argument a type."""
+    api.fail(
+        f'Cannot tell which saga data the lambda in {where} receives: "{parameter}" would be '
+        f"Any and the lambda unchecked; annotate the variable ({example}), or use an "
+        "`async def` with a typed data parameter",
+        context,
+        code=UNTYPED_LAMBDA,
+    )
