@@ -251,11 +251,12 @@ class _Items:
 
 def _collect(ctx: FunctionContext, spec: BuilderSpec) -> _Items:
     operands: list[FlowOperand] = []
-    counted = True
-    for formal in spec.items:
-        index = formal_index(ctx.callee_arg_names, formal)
-        if index is None:  # not this library version's signature: count nothing
-            counted = False
+    indexes = [formal_index(ctx.callee_arg_names, formal) for formal in spec.items]
+    # No item parameter at all: not this library version's signature, so count nothing.
+    # (One overload of parallel() has no *rest: its two items still count.)
+    counted = any(index is not None for index in indexes)
+    for index in indexes:
+        if index is None:
             continue
         for expr, typ, kind in zip(
             ctx.args[index], ctx.arg_types[index], ctx.arg_kinds[index], strict=True
