@@ -7,7 +7,6 @@ so that the hook can degrade its result and stop.
 
 from collections.abc import Mapping, Sequence
 
-from mypy.checker import TypeChecker
 from mypy.nodes import (
     ARG_OPT,
     ARG_POS,
@@ -29,9 +28,7 @@ from mypy.types import (
     Instance,
     NoneType,
     ProperType,
-    Type,
     TypeVarType,
-    UninhabitedType,
     UnionType,
     get_proper_type,
 )
@@ -283,50 +280,6 @@ def report_strategy_class(api: CheckerPluginInterface, operand: FlowOperand, lea
     errorcodes.strategy_class(
         api, operand.node, lead, info.name, is_base=info.fullname == names.ERROR_STRATEGY
     )
-
-
-def check_lambda_data(
-    api: CheckerPluginInterface, operands: Sequence[FlowOperand], *, where: str, result: Type
-) -> bool:
-    """Check 9: a lambda whose data type nothing tells, neither another item of the call
-    nor a type context (an annotated variable, a typed return, a saga's method)."""
-    if any(operand.data is not None for operand in operands):
-        return True
-    untyped = next((operand for operand in operands if _is_untyped_lambda(operand)), None)
-    if untyped is None or not _has_no_type_context(api):
-        return True
-    assert isinstance(untyped.node, LambdaExpr)  # _is_untyped_lambda checked it
-    proper = get_proper_type(result)
-    kind = proper.type.name if isinstance(proper, Instance) else "SagaStep"
-    call = where.partition("(")[0]
-    errorcodes.untyped_lambda(
-        api,
-        untyped.node,
-        where=where,
-        parameter=untyped.node.arg_names[0] or "data",
-        example=f"x: {kind}[YourData] = {call}(...)",
-    )
-    return False
-
-
-def _is_untyped_lambda(operand: FlowOperand) -> bool:
-    """A lambda taking at least one argument, typed Any because nothing said otherwise."""
-    function = operand.function
-    return (
-        isinstance(operand.node, LambdaExpr)
-        and bool(operand.node.arg_names)
-        and function is not None
-        and bool(function.arg_types)
-        and isinstance(get_proper_type(function.arg_types[0]), AnyType | UninhabitedType)
-    )
-
-
-def _has_no_type_context(api: CheckerPluginInterface) -> bool:
-    """True when the call being checked has no expected type (`x = step(...)`)."""
-    if not isinstance(api, TypeChecker):  # the type context stack is a checker internal
-        return False
-    contexts = api.expr_checker.type_context
-    return bool(contexts) and contexts[-1] is None
 
 
 def describe_kind(api: CheckerPluginInterface, operand: FlowOperand) -> str:

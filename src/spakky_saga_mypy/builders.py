@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
-from mypy.checker import TypeChecker
 from mypy.expandtype import expand_type
 from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import (
@@ -20,9 +19,7 @@ from mypy.nodes import (
     ARG_STAR,
     ARG_STAR2,
     ArgKind,
-    CallExpr,
     Expression,
-    LambdaExpr,
     MemberExpr,
     NameExpr,
     RefExpr,
@@ -39,7 +36,6 @@ from mypy.types import (
     Type,
     TypeOfAny,
     TypeVarId,
-    UnionType,
     get_proper_type,
 )
 
@@ -50,7 +46,6 @@ from spakky_saga_mypy._checks import (
     check_compensation,
     check_flow_item,
     check_group_member,
-    check_lambda_data,
     check_same_data,
     describe_kind,
     report_strategy_class,
@@ -59,11 +54,16 @@ from spakky_saga_mypy._items import (
     FlowOperand,
     ItemKind,
     base_info,
-    data_argument,
     describe,
     errored,
     most_specific,
     with_data,
+)
+from spakky_saga_mypy.lambdas import (
+    builds_with_lambda,
+    check_lambda_data,
+    expected_data,
+    has_lambda,
 )
 from spakky_saga_mypy.saga_class import check_flow_items, enclosing_saga
 from spakky_saga_mypy.timeouts import check_timeout
@@ -158,10 +158,10 @@ def _widen(ctx: FunctionSigContext, spec: BuilderSpec) -> FunctionLike:
             arg_types.append(_ANY)
         elif not keys & spec.widened:
             arg_types.append(arg_type)
-        elif actuals and all(_has_lambda(actual) for actual in actuals):
+        elif actuals and all(has_lambda(actual) for actual in actuals):
             # Keep the context a lambda needs, with the data type known around it.
             arg_types.append(expand_type(arg_type, lambda_data()))
-        elif actuals and all(_builds_with_lambda(actual) for actual in actuals) and lambda_data():
+        elif actuals and all(builds_with_lambda(actual) for actual in actuals) and lambda_data():
             # `saga_flow(step(lambda d: ...))`: pass the data type on to the inner builder.
             arg_types.append(expand_type(arg_type, lambda_data()))
         else:
@@ -189,7 +189,7 @@ def _lambda_data(
     data, clash = most_specific(siblings)
     if clash is None and isinstance(data, Instance):
         return data
-    return _expected_data(ctx.api)
+    return expected_data(ctx.api)
 
 
 def _names_strategy_class(expr: Expression) -> bool:
@@ -198,47 +198,6 @@ def _names_strategy_class(expr: Expression) -> bool:
         isinstance(expr, RefExpr)
         and isinstance(expr.node, TypeInfo)
         and expr.node.has_base(names.ERROR_STRATEGY)
-    )
-
-
-def _expected_data(api: CheckerPluginInterface) -> ProperType | None:
-    """`D` of the flow type the call is expected to build (`x: SagaFlow[D] = saga_flow(...)`,
-    a function returning `SagaStep[D]`), when there is such a type context."""
-    if not isinstance(api, TypeChecker):  # the type context stack is a checker internal
-        return None
-    contexts = api.expr_checker.type_context
-    if not contexts or contexts[-1] is None:
-        return None
-    expected = get_proper_type(contexts[-1])
-    # A union when the call is an item of an outer builder (`FlowItem[D] | ActionFn[D]`).
-    options = expected.items if isinstance(expected, UnionType) else [expected]
-    found: list[Instance] = []
-    for option in map(get_proper_type, options):
-        if not isinstance(option, Instance):
-            continue
-        for flow_type in _FLOW_TYPES:
-            data = data_argument(option, flow_type)
-            if isinstance(data, Instance) and data not in found:
-                found.append(data)
-    return found[0] if len(found) == 1 else None
-
-
-_FLOW_TYPES: Final = (names.SAGA_FLOW, names.PARALLEL, names.SAGA_STEP, names.TRANSACTION)
-
-
-def _has_lambda(expr: Expression) -> bool:
-    if isinstance(expr, TupleExpr):
-        return any(_has_lambda(item) for item in expr.items)
-    return isinstance(expr, LambdaExpr)
-
-
-def _builds_with_lambda(expr: Expression) -> bool:
-    """`step(lambda d: ...)` or `parallel(..., lambda d: ...)`: a builder call with a lambda."""
-    return (
-        isinstance(expr, CallExpr)
-        and isinstance(expr.callee, RefExpr)
-        and expr.callee.fullname in (names.STEP_BUILDER, names.PARALLEL_BUILDER)
-        and any(_has_lambda(arg) or _builds_with_lambda(arg) for arg in expr.args)
     )
 
 
