@@ -42,6 +42,7 @@ def test_every_library_full_name_is_checked() -> None:
         (names.ACTION, names.AND),
         (names.ACTION, names.OR),
         (names.PARALLEL, names.AND),
+        (names.PARALLEL, names.OR),
         (names.ABSTRACT_SAGA, names.FLOW_METHOD_NAME),
         (names.SAGA_FLOW, names.TIMEOUT_METHOD),
     ],

@@ -109,6 +109,27 @@ def strategy_callback(ctx: MethodContext) -> Type:
     return ctx.default_return_type
 
 
+def group_strategy_callback(ctx: MethodContext) -> Type:
+    """`(a & b) | strategy`: a group has no strategy of its own (the runtime refuses it)."""
+    operands = _operands(ctx)
+    if operands is None:
+        return ctx.default_return_type
+    left, right = operands
+    if right.kind is ItemKind.UNKNOWN:
+        return ctx.default_return_type
+    _report_group_strategy(ctx, left, right)
+    return errored(ctx.default_return_type)
+
+
+def _report_group_strategy(ctx: MethodContext, group: FlowOperand, right: FlowOperand) -> None:
+    errorcodes.strategy(
+        ctx.api,
+        right.node,
+        f'"|" on the parallel group "{group.label}": a group has no error strategy of its '
+        "own; attach one to each member that needs it, e.g. (a | Retry()) & b",
+    )
+
+
 def reflected_strategy_class_callback(ctx: MethodContext) -> Type:
     """`step | Skip`, second try: mypy calls the class's `type.__ror__` (the runtime union
     operator) when `__or__` fails. Fail it too, with the same message, so that mypy reports
@@ -117,9 +138,14 @@ def reflected_strategy_class_callback(ctx: MethodContext) -> Type:
         return ctx.default_return_type
     right = describe(ctx.context.right, ctx.type)
     left = describe(ctx.args[0][0], ctx.arg_types[0][0])
-    if right.kind is not ItemKind.STRATEGY_CLASS or left.kind not in _STRATEGY_TAKERS:
+    if right.kind is not ItemKind.STRATEGY_CLASS:
         return ctx.default_return_type
-    report_strategy_class(ctx.api, right, _attach_lead(left))
+    if left.kind is ItemKind.PARALLEL:
+        _report_group_strategy(ctx, left, right)
+    elif left.kind in _STRATEGY_TAKERS:
+        report_strategy_class(ctx.api, right, _attach_lead(left))
+    else:
+        return ctx.default_return_type
     return errored(ctx.default_return_type)
 
 

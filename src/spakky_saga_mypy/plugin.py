@@ -136,6 +136,7 @@ class SpakkySagaPlugin(Plugin):
         (names.ACTION, names.AND): operators.parallel_callback,
         (names.PARALLEL, names.AND): operators.parallel_callback,
         (names.ACTION, names.OR): operators.strategy_callback,
+        (names.PARALLEL, names.OR): operators.group_strategy_callback,
         (names.ERROR_STRATEGY, names.ROR): operators.reflected_strategy_class_callback,
     }
     _NAMED_METHOD_HOOKS: ClassVar[Mapping[str, Callable[[MethodContext], Type]]] = {
