@@ -73,6 +73,11 @@ def make_flaky(failures: int) -> Callable[[BenchData], Awaitable[BenchData]]:
 
 # --- hand-written baselines: the same awaits, a history list and an undo list -------------
 
+HAND_LOGGER = logging.getLogger("bench.hand")
+"""Where the baselines log what the documented behaviour logs at WARNING: each failed attempt
+(the engine's `status=failed` line), so failure paths compare the engine's own work."""
+FAILED_LINE = "[saga=%s step=%s status=failed error=%s]"
+
 
 @dataclass(slots=True)
 class HandRecord:
@@ -92,8 +97,9 @@ async def hand_sequential(
         t0 = clock()
         try:
             out = await action(data)
-        except Exception:
+        except Exception as error:
             history.append(HandRecord(name, False, clock() - t0))
+            HAND_LOGGER.warning(FAILED_LINE, "bench", name, type(error).__name__)
             for comp_name, comp in reversed(compensations):
                 c0 = clock()
                 await comp(data)
@@ -134,8 +140,9 @@ async def hand_retry(
         t0 = clock()
         try:
             await action(data)
-        except Exception:
+        except Exception as error:
             history.append(HandRecord("flaky", False, clock() - t0))
+            HAND_LOGGER.warning(FAILED_LINE, "bench", "flaky", type(error).__name__)
             continue
         history.append(HandRecord("flaky", True, clock() - t0))
         break
@@ -347,7 +354,9 @@ async def info_logging_case(engine: SagaEngine, runs: int, repeats: int) -> Row:
 
 
 async def main(runs: int, repeats: int, sagas: int) -> None:
-    logging.getLogger("spakky_saga").setLevel(logging.WARNING)
+    for name in ("spakky_saga", "bench.hand"):  # the same handlers and level on both sides
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("bench.hand").addHandler(logging.NullHandler())
     engine = SagaEngine()
     rows = [
         await sequential_case(engine, runs, repeats),

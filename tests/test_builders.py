@@ -5,6 +5,7 @@ what was given and what was expected."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from tests.support import (
     OrderData,
     charge,
     notify,
+    refund,
     regular,
     release,
     reserve,
@@ -173,8 +175,12 @@ def test_step_with_an_invalid_strategy_names_the_step_and_the_value() -> None:
     ("timeout", "expected"),
     [
         (5, 'step "reserve": timeout must be a datetime.timedelta, got 5'),
-        (timedelta(0), 'step "reserve": timeout must be positive, got 0:00:00'),
-        (timedelta(seconds=-1), 'step "reserve": timeout must be positive, got -1 day, 23:59:59'),
+        (timedelta(0), 'step "reserve": timeout must be positive, got datetime.timedelta(0)'),
+        (
+            timedelta(seconds=-1),
+            'step "reserve": timeout must be positive, got '
+            "datetime.timedelta(days=-1, seconds=86399)",
+        ),
     ],
 )
 def test_step_with_an_invalid_timeout_names_the_step_and_the_value(
@@ -187,29 +193,61 @@ def test_parallel_builds_a_group_of_promoted_functions() -> None:
     group = parallel(reserve, step(charge) >> release, notify)
 
     assert isinstance(group, Parallel)
-    assert [member.name for member in group.members] == ["reserve", "charge", "notify"]
-    assert isinstance(group.members[1], Transaction)
+    assert [member.name for member in group.items] == ["reserve", "charge", "notify"]
+    assert isinstance(group.items[1], Transaction)
 
 
 def test_parallel_flattens_nested_groups() -> None:
-    group = parallel(reserve, parallel(charge, notify))
+    group = parallel(reserve, parallel(charge, notify), step(refund) & release)
 
-    assert [member.name for member in group.members] == ["reserve", "charge", "notify"]
+    assert [member.name for member in group.items] == [
+        "reserve",
+        "charge",
+        "notify",
+        "refund",
+        "release",
+    ]
 
 
-def test_parallel_needs_at_least_two_items_in_its_signature() -> None:
+def test_parallel_with_one_item_is_a_definition_error_at_run_time() -> None:
+    one: Any = parallel  # the signature shows type checkers that two are needed
+
+    assert definition_error(one, reserve) == (
+        'parallel("reserve"): a parallel group needs at least two items, got 1; put a single '
+        "step directly in the flow instead"
+    )
+
+
+def test_parallel_of_a_single_group_is_a_definition_error_as_upstream() -> None:
     one: Any = parallel
 
-    with pytest.raises(TypeError, match="second"):
-        one(reserve)
+    assert "needs at least two items, got 1" in definition_error(one, step(reserve) & charge)
+
+
+def test_parallel_with_no_items_is_a_definition_error_at_run_time() -> None:
+    none: Any = parallel
+
+    assert definition_error(none) == (
+        "parallel(): a parallel group needs at least two items, got 0; pass the steps to run "
+        "concurrently"
+    )
 
 
 def test_parallel_group_with_one_member_is_a_definition_error() -> None:
-    assert definition_error(Parallel, members=(step(reserve),)) == (
+    assert definition_error(Parallel, items=(step(reserve),)) == (
         "parallel group with 1 member(s): a group needs at least two; put a single step "
         "directly in the flow instead"
     )
-    assert "members must be a tuple of steps, got 5" in definition_error(Parallel, members=5)
+    assert "items must be a tuple of steps, got 5" in definition_error(Parallel, items=5)
+    assert "items must be a tuple of steps, got 'ab'" in definition_error(Parallel, items="ab")
+
+
+def test_parallel_class_takes_items_like_upstream_and_keeps_members_as_an_alias() -> None:
+    group = Parallel(items=wrong((reserve, step(charge) >> release)))
+
+    assert [member.name for member in group.items] == ["reserve", "charge"]
+    assert group.items == group.items
+    assert isinstance(group.items, tuple)
 
 
 def test_parallel_lists_every_bad_member_by_position() -> None:
@@ -241,11 +279,17 @@ def test_saga_flow_keeps_items_in_order_and_promotes_functions() -> None:
     assert flow.compensation_failure_handler is None
 
 
-def test_saga_flow_needs_at_least_one_item_in_its_signature() -> None:
-    empty: Any = saga_flow
+def test_saga_flow_with_no_items_is_a_definition_error_at_run_time() -> None:
+    empty: Any = saga_flow  # the signature shows type checkers that one is needed
 
-    with pytest.raises(TypeError, match="first"):
-        empty()
+    assert definition_error(empty) == (
+        "saga_flow(): a saga needs at least one item; pass the steps to run in order"
+    )
+
+
+def test_builders_take_any_number_of_items_at_run_time_like_upstream() -> None:
+    assert str(inspect.signature(saga_flow)).startswith("(*items")
+    assert str(inspect.signature(parallel)).startswith("(*items")
 
 
 def test_saga_flow_lists_every_bad_item_by_position() -> None:
@@ -282,7 +326,10 @@ def test_sagaflow_constructor_validates_its_fields() -> None:
         SagaFlow, items=(reserve,), saga_timeout=5, compensation_failure_handler=5
     )
     assert "SagaFlow: timeout must be a datetime.timedelta, got 5" in error
-    assert "SagaFlow: compensation_failure_handler must be callable, got 5" in error
+    assert (
+        "SagaFlow: compensation_failure_handler must be a function taking the saga data, got 5"
+        in error
+    )
 
 
 def test_sagaflow_accepts_a_list_of_items() -> None:
@@ -308,9 +355,32 @@ def test_timeout_and_handler_return_new_flows() -> None:
     assert timed.compensation_failure_handler is None
 
 
+def test_compensation_failure_handler_takes_the_saga_data_sync_or_async() -> None:
+    async def page_on_call(data: OrderData) -> None:
+        return None
+
+    def log_it(data: OrderData) -> None:
+        return None
+
+    flow = saga_flow(reserve)
+
+    assert flow.on_compensation_failure(page_on_call).compensation_failure_handler is page_on_call
+    assert flow.on_compensation_failure(log_it).compensation_failure_handler is log_it
+
+
+def test_a_compensation_failure_handler_with_the_wrong_arity_is_rejected_when_set() -> None:
+    def page(data: OrderData, channel: str) -> None:
+        return None
+
+    assert definition_error(saga_flow(reserve).on_compensation_failure, wrong(page)) == (
+        'SagaFlow: compensation failure handler "page" must take exactly one argument, the '
+        "saga data, but its signature is (data: 'OrderData', channel: 'str') -> 'None'"
+    )
+
+
 def test_a_non_positive_saga_timeout_is_rejected_when_set() -> None:
     assert definition_error(saga_flow(reserve).timeout, timedelta(0)) == (
-        "SagaFlow: timeout must be positive, got 0:00:00"
+        "SagaFlow: timeout must be positive, got datetime.timedelta(0)"
     )
 
 

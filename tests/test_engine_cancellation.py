@@ -12,7 +12,6 @@ from spakky_saga import (
     Retry,
     SagaCompensationFailedError,
     SagaEngine,
-    SagaResult,
     SagaStatus,
     SagaStepCancelledError,
     StepStatus,
@@ -121,9 +120,9 @@ async def test_cancellation_and_its_rollback_are_logged(
         await task
 
     assert saga_messages(caplog)[-3:] == [
-        "[saga=S step=slow status=cancelled elapsed=0.000ms]",
-        "[saga=S step=a status=compensating elapsed=0.000ms]",
-        "[saga=S step=a status=compensated elapsed=0.000ms]",
+        "[saga=S step=a status=compensating]",
+        "[saga=S step=a status=compensated elapsed=0ms]",
+        "[saga=S status=aborted error=CancelledError elapsed=0ms]",
     ]
 
 
@@ -231,7 +230,7 @@ async def test_cancelling_during_a_retry_backoff_compensates_committed_steps(
 async def test_a_failed_compensation_after_cancellation_reaches_the_handler_then_reraises(
     engine: SagaEngine, journal: Journal, order: OrderData
 ) -> None:
-    handled: list[SagaResult[OrderData]] = []
+    handled: list[OrderData] = []
     flow = saga_flow(
         step(journal.ok("a"), compensate=journal.undo_fail("a")),
         step(journal.ok("b"), compensate=journal.undo("b")),
@@ -244,10 +243,5 @@ async def test_a_failed_compensation_after_cancellation_reaches_the_handler_then
 
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(handled) == 1
-    result = handled[0]
-    assert result.status is SagaStatus.FAILED
-    assert result.failed_step == "slow"
-    assert isinstance(result.error, asyncio.CancelledError)
-    assert [(r.name, r.status) for r in result.compensation_failures] == [("a", StepStatus.FAILED)]
+    assert handled == [order]
     assert journal.events == ["a", "b", "slow", "undo b", "undo a failed"]

@@ -8,7 +8,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -17,7 +16,6 @@ from spakky_saga import (
     SagaEngine,
     SagaFlow,
     SagaFlowDefinitionError,
-    SagaResult,
     SagaStatus,
     StepRecord,
     StepStatus,
@@ -54,7 +52,9 @@ async def test_the_failed_records_error_is_the_steps_exception(
 
     result = await engine.run(saga_flow(journal.fail("charge", error)), order)
 
-    assert result.history == (StepRecord("charge", StepStatus.FAILED, 0.0, 1, False, error),)
+    assert result.history == (
+        StepRecord("charge", StepStatus.FAILED, timedelta(0), 1, False, error),
+    )
     assert result.error is error
 
 
@@ -102,8 +102,10 @@ async def test_compensation_elapsed_comes_from_the_engine_clock(
 
     result = await SagaEngine(clock=clock).run(flow, order)
 
-    assert result.history[-1] == StepRecord("a", StepStatus.COMPENSATED, 0.5, 1, True, None)
-    assert result.elapsed == 0.5
+    assert result.history[-1] == StepRecord(
+        "a", StepStatus.COMPENSATED, timedelta(seconds=0.5), 1, True, None
+    )
+    assert result.elapsed == timedelta(seconds=0.5)
 
 
 async def test_failed_compensation_does_not_stop_remaining_compensations(
@@ -124,6 +126,7 @@ async def test_failed_compensation_does_not_stop_remaining_compensations(
     error = raised.value
     assert error.failures == {"b": refusal}
     result = error.result
+    assert result is not None
     assert result.status is SagaStatus.FAILED
     assert result.failed_step == "d"
     assert [(r.name, r.status) for r in result.history if r.compensation] == [
@@ -132,7 +135,7 @@ async def test_failed_compensation_does_not_stop_remaining_compensations(
         ("a", StepStatus.COMPENSATED),
     ]
     assert result.compensation_failures == (
-        StepRecord("b", StepStatus.FAILED, 0.0, 1, True, refusal),
+        StepRecord("b", StepStatus.FAILED, timedelta(0), 1, True, refusal),
     )
     assert "compensation of \"b\" (Boom('refund refused')) failed" in str(error)
 
@@ -150,11 +153,12 @@ async def test_every_failed_compensation_is_reported(
         await engine.run(flow, order)
 
     assert list(raised.value.failures) == ["b", "a"]
+    assert raised.value.result is not None
     assert [r.name for r in raised.value.result.compensation_failures] == ["b", "a"]
 
 
 def failing_compensation_flow(
-    journal: Journal, handler: Callable[[SagaResult[Any]], Awaitable[None] | None]
+    journal: Journal, handler: Callable[[OrderData], Awaitable[None] | None]
 ) -> SagaFlow[OrderData]:
     """A flow whose only compensation fails, with `handler` for compensation failures."""
     return saga_flow(
@@ -163,32 +167,34 @@ def failing_compensation_flow(
     ).on_compensation_failure(handler)
 
 
-async def test_sync_handler_gets_the_result_before_the_error_is_raised(
+async def test_sync_handler_gets_the_data_before_the_error_is_raised(
     engine: SagaEngine, journal: Journal, order: OrderData
 ) -> None:
-    seen: list[SagaResult[Any]] = []
+    seen: list[OrderData] = []
 
-    def handler(result: SagaResult[Any]) -> None:
+    def handler(data: OrderData) -> None:
         journal.record("handler")
-        seen.append(result)
+        seen.append(data)
 
     with pytest.raises(SagaCompensationFailedError) as raised:
         await engine.run(failing_compensation_flow(journal, handler), order)
 
     assert journal.events == ["a", "b", "undo a failed", "handler"]
-    assert seen == [raised.value.result]
+    assert raised.value.result is not None
+    assert seen == [raised.value.result.data]
 
 
 async def test_async_handler_is_awaited_before_the_error_is_raised(
     engine: SagaEngine, journal: Journal, order: OrderData
 ) -> None:
-    async def handler(result: SagaResult[Any]) -> None:
-        journal.record(f"async handler {result.failed_step}")
+    async def handler(data: OrderData) -> None:
+        await asyncio.sleep(0)
+        journal.record(f"async handler {data.order_id}")
 
     with pytest.raises(SagaCompensationFailedError):
         await engine.run(failing_compensation_flow(journal, handler), order)
 
-    assert journal.events[-1] == "async handler b"
+    assert journal.events[-1] == "async handler 1"
 
 
 async def test_a_failing_handler_is_logged_and_chained_to_the_error(
@@ -196,7 +202,7 @@ async def test_a_failing_handler_is_logged_and_chained_to_the_error(
 ) -> None:
     pager_down = Boom("pager down")
 
-    def handler(result: SagaResult[Any]) -> None:
+    def handler(data: OrderData) -> None:
         raise pager_down
 
     caplog.set_level(logging.ERROR, logger="spakky_saga")
@@ -205,7 +211,7 @@ async def test_a_failing_handler_is_logged_and_chained_to_the_error(
 
     assert raised.value.__cause__ is pager_down
     assert any(
-        r.getMessage() == "[saga=saga step=- status=compensation_handler_failed]"
+        r.getMessage() == "[saga=<anonymous> status=compensation_handler_failed error=Boom]"
         and r.exc_info is not None
         and r.exc_info[1] is pager_down
         for r in caplog.records

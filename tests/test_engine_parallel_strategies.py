@@ -88,7 +88,7 @@ async def test_retried_member_retries_alone_while_its_siblings_run() -> None:
 async def test_retried_member_runs_each_attempt_on_the_group_input() -> None:
     trace = Trace()
     flow = saga_flow(
-        (trace.fails("charge", times=2, payment="charged") | Retry(3))
+        (trace.fails("charge", times=2, payment="charged") | Retry(3, ExponentialBackoff(0.0)))
         & trace.sets("reserve", stock="reserved"),
     )
     data = Fanout()
@@ -167,7 +167,8 @@ async def test_skipped_member_gives_the_custom_merge_none() -> None:
 async def test_retry_then_skip_records_each_attempt_and_the_group_succeeds() -> None:
     trace = Trace()
     flow = saga_flow(
-        (trace.fails("notify") | Retry(2, then=Skip())) & trace.sets("charge", payment="P")
+        (trace.fails("notify") | Retry(2, ExponentialBackoff(0.0), Skip()))
+        & trace.sets("charge", payment="P")
     )
 
     result = await run(flow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 
 import pytest
 
@@ -40,9 +41,9 @@ async def test_items_run_in_order_and_the_saga_completes(
     assert result.failed_step is None
     assert result.error is None
     assert result.history == (
-        StepRecord("a", StepStatus.COMMITTED, 0.0),
-        StepRecord("b", StepStatus.COMMITTED, 0.0),
-        StepRecord("c", StepStatus.COMMITTED, 0.0),
+        StepRecord("a", StepStatus.COMMITTED, timedelta(0)),
+        StepRecord("b", StepStatus.COMMITTED, timedelta(0)),
+        StepRecord("c", StepStatus.COMMITTED, timedelta(0)),
     )
 
 
@@ -127,8 +128,15 @@ async def test_step_and_saga_elapsed_come_from_the_engine_clock(
 
     result = await engine.run(flow, order)
 
-    assert [record.elapsed for record in result.history] == [0.25, 1.5]
-    assert result.elapsed == 1.75
+    assert [record.elapsed for record in result.history] == [
+        timedelta(seconds=0.25),
+        timedelta(seconds=1.5),
+    ]
+    assert [record.offset for record in result.history] == [
+        timedelta(0),
+        timedelta(seconds=0.25),
+    ]
+    assert result.elapsed == timedelta(seconds=1.75)
 
 
 async def test_a_flow_can_be_run_many_times_and_concurrently(
@@ -157,8 +165,8 @@ async def test_run_saga_flow_uses_the_default_engine(journal: Journal, order: Or
     result = await run_saga_flow(saga_flow(journal.ok("a")), order)
 
     assert result.status is SagaStatus.COMPLETED
-    assert result.saga_name == "saga"
-    assert result.elapsed >= 0.0
+    assert result.saga_name == "<anonymous>"
+    assert result.elapsed >= timedelta(0)
 
 
 async def test_a_failed_saga_is_a_result_not_an_exception(

@@ -37,7 +37,7 @@ async def audit(data: OrderData) -> OrderData | None:
 
 
 def names(group: Parallel[OrderData]) -> list[str]:
-    return [member.name for member in group.members]
+    return [member.name for member in group.items]
 
 
 def test_rshift_binds_a_compensation_into_a_transaction() -> None:
@@ -100,11 +100,23 @@ def test_rshift_with_a_regular_function_names_the_compensation() -> None:
         _ = step(reserve) >> wrong(regular)
 
 
-def test_rshift_with_a_foreign_operand_is_a_type_error() -> None:
-    foreign: Any = 42
+def test_rshift_with_text_is_a_definition_error_naming_the_step_and_the_text() -> None:
+    foreign: Any = "release"
 
-    with pytest.raises(TypeError, match="unsupported operand"):
+    with pytest.raises(SagaFlowDefinitionError) as raised:
         _ = step(reserve) >> foreign
+
+    assert str(raised.value) == (
+        "step \"reserve\" >> 'release': a compensation must be an async function taking the "
+        "saga data, or a step; got a str"
+    )
+
+
+def test_rshift_with_a_number_or_a_strategy_says_what_it_got() -> None:
+    with pytest.raises(SagaFlowDefinitionError, match=r'step "reserve" >> 42: .* got an int$'):
+        _ = step(reserve) >> wrong(42)
+    with pytest.raises(SagaFlowDefinitionError, match=r"got the strategy Skip\(\)"):
+        _ = step(reserve) >> wrong(Skip())
 
 
 def test_and_makes_a_parallel_group_of_both() -> None:
@@ -132,7 +144,7 @@ def test_and_flattens_nested_groups_on_either_side() -> None:
 def test_and_keeps_transactions_and_promotes_async_functions() -> None:
     group = (step(reserve) >> release) & charge
 
-    first, second = group.members
+    first, second = group.items
     assert isinstance(first, Transaction)
     assert first.compensate is release
     assert isinstance(second, SagaStep)
@@ -144,13 +156,19 @@ def test_and_with_a_regular_function_names_the_member() -> None:
         _ = step(reserve) & wrong(regular)
 
 
-def test_and_with_a_foreign_operand_is_a_type_error() -> None:
+def test_and_with_a_foreign_operand_is_a_definition_error_naming_both_sides() -> None:
     foreign: Any = "charge"
 
-    with pytest.raises(TypeError, match="unsupported operand"):
+    with pytest.raises(SagaFlowDefinitionError) as raised:
         _ = step(reserve) & foreign
-    with pytest.raises(TypeError, match="unsupported operand"):
-        _ = (step(reserve) & step(charge)) & foreign
+    assert str(raised.value) == (
+        "step \"reserve\" & 'charge': a parallel member must be a step, transaction, parallel "
+        "group or async function; got a str"
+    )
+
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        _ = (step(reserve) & step(charge)) & wrong(5)
+    assert str(raised.value).startswith('parallel group "reserve & charge" & 5: ')
 
 
 def test_a_group_with_its_own_merge_does_not_flatten() -> None:
@@ -187,11 +205,34 @@ def test_operators_leave_their_operands_unchanged() -> None:
     assert not isinstance(plain, Transaction)
 
 
-def test_or_with_a_foreign_operand_is_a_type_error() -> None:
+def test_or_with_a_foreign_operand_is_a_definition_error_naming_the_step() -> None:
     foreign: Any = 3
 
-    with pytest.raises(TypeError, match="unsupported operand"):
+    with pytest.raises(SagaFlowDefinitionError) as raised:
         _ = step(reserve) | foreign
+
+    assert str(raised.value) == (
+        'step "reserve": on_error must be Compensate(), Skip() or Retry(...), got 3'
+    )
+
+
+def test_a_strategy_on_a_parallel_group_is_a_definition_error_pointing_at_the_members() -> None:
+    group: Any = step(reserve) & step(charge)
+
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        _ = group | Retry()
+
+    assert str(raised.value) == (
+        'parallel group "reserve & charge" | Retry(max_attempts=3, backoff=ExponentialBackoff('
+        "base=1.0), then=Compensate()): a parallel group takes no error strategy; attach "
+        "strategies to its members instead, e.g. `(a | Retry()) & b`"
+    )
+
+
+def test_a_strategy_on_a_member_of_a_group_is_kept() -> None:
+    group = (step(reserve) | Retry(2)) & step(charge)
+
+    assert [member.on_error for member in group.items] == [Retry(2), Compensate()]
 
 
 def test_or_with_the_abstract_strategy_base_is_a_definition_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 import pytest
 
@@ -22,16 +23,45 @@ def test_statuses_are_the_documented_ones() -> None:
     assert [s.name for s in StepStatus] == ["COMMITTED", "FAILED", "COMPENSATED"]
 
 
-def test_step_record_defaults_to_a_first_attempt_of_an_action() -> None:
-    record = StepRecord("issue", StepStatus.COMMITTED, 0.5)
+def test_status_values_are_their_upper_case_names_as_documented() -> None:
+    assert [s.value for s in SagaStatus] == [s.name for s in SagaStatus]
+    assert [s.value for s in StepStatus] == [s.name for s in StepStatus]
+    assert SagaStatus("COMPLETED") is SagaStatus.COMPLETED
 
-    assert (record.name, record.status, record.elapsed) == ("issue", StepStatus.COMMITTED, 0.5)
+
+def test_step_record_defaults_to_a_first_attempt_of_an_action() -> None:
+    record = StepRecord("issue", StepStatus.COMMITTED, timedelta(milliseconds=500))
+
+    assert (record.name, record.status) == ("issue", StepStatus.COMMITTED)
+    assert record.elapsed == timedelta(milliseconds=500)
+    assert record.elapsed_seconds == 0.5
     assert (record.attempt, record.compensation, record.error) == (1, False, None)
+    assert record.offset == timedelta(0)
+
+
+def test_step_record_constructs_with_keywords_as_documented() -> None:
+    record = StepRecord(name="issue", status=StepStatus.FAILED, elapsed=timedelta(0))
+
+    assert record == StepRecord("issue", StepStatus.FAILED, timedelta(0))
+    assert record.elapsed.total_seconds() == 0.0
+
+
+def test_step_record_refuses_an_elapsed_that_is_not_a_duration() -> None:
+    with pytest.raises(TypeError, match=r"StepRecord\(elapsed='1s'\): expected"):
+        StepRecord("issue", StepStatus.FAILED, "1s")  # type: ignore[arg-type] # the point
+
+
+def test_result_constructs_with_status_and_data_only(order: OrderData) -> None:
+    result = SagaResult(status=SagaStatus.COMPLETED, data=order)
+
+    assert (result.failed_step, result.error, result.history) == (None, None, ())
+    assert result.elapsed == timedelta(0)
+    assert (result.saga_name, result.skipped) == ("<anonymous>", ())
 
 
 def test_result_is_immutable_and_knows_if_it_succeeded(order: OrderData) -> None:
-    done = SagaResult("S", SagaStatus.COMPLETED, order, (), 0.1)
-    timed_out = SagaResult("S", SagaStatus.TIMED_OUT, order, (), 0.1, "b", TimeoutError())
+    done = SagaResult(SagaStatus.COMPLETED, order, elapsed=timedelta(seconds=0.1))
+    timed_out = SagaResult(SagaStatus.TIMED_OUT, order, "b", TimeoutError())
 
     assert done.succeeded
     assert not timed_out.succeeded
@@ -42,14 +72,15 @@ def test_result_is_immutable_and_knows_if_it_succeeded(order: OrderData) -> None
 
 def test_compensation_failures_lists_only_failed_compensations(order: OrderData) -> None:
     refused = Boom("refused")
+    zero = timedelta(0)
     history = (
-        StepRecord("a", StepStatus.COMMITTED, 0.0),
-        StepRecord("b", StepStatus.FAILED, 0.0, 1, False, Boom()),
-        StepRecord("a", StepStatus.FAILED, 0.0, 1, True, refused),
-        StepRecord("c", StepStatus.COMPENSATED, 0.0, 1, True),
+        StepRecord("a", StepStatus.COMMITTED, zero),
+        StepRecord("b", StepStatus.FAILED, zero, 1, False, Boom()),
+        StepRecord("a", StepStatus.FAILED, zero, 1, True, refused),
+        StepRecord("c", StepStatus.COMPENSATED, zero, 1, True),
     )
 
-    result = SagaResult("S", SagaStatus.FAILED, order, history, 0.0, "b")
+    result = SagaResult(SagaStatus.FAILED, order, "b", history=history)
 
     assert result.compensation_failures == (history[2],)
 

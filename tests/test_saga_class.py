@@ -1,5 +1,6 @@
-"""Sagas as classes: `@Saga()` marks `AbstractSaga[D]` subclasses; `execute(data)` runs
-`flow()` under the class name, on the connected engine or the default one."""
+"""Sagas as classes: `@Saga()` marks orchestrator classes (`AbstractSaga[D]` subclasses or
+not); `execute(data)` runs `flow()` under the class name, on the connected engine or the
+default one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gc
 import itertools
 import logging
 import weakref
+from typing import Any
 
 import pytest
 from spakky.core.pod.annotations.pod import Pod
@@ -132,7 +134,7 @@ async def test_run_saga_flow_runs_a_flow_without_a_class() -> None:
 
     assert named.saga_name == "adhoc"
     assert named.data.ticket_id == 103
-    assert default.saga_name == "saga"
+    assert default.saga_name == "<anonymous>"
 
 
 async def test_connect_engine_runs_the_saga_on_that_engine() -> None:
@@ -143,7 +145,7 @@ async def test_connect_engine_runs_the_saga_on_that_engine() -> None:
     result = await saga.execute(OrderData(order_id=1))
 
     assert result.status is SagaStatus.COMPLETED
-    assert [record.elapsed for record in result.history] == [1.0, 1.0]  # one tick per step
+    assert [record.elapsed_seconds for record in result.history] == [1.0, 1.0]  # a tick a step
 
 
 async def test_a_saga_on_a_closed_engine_refuses_to_execute() -> None:
@@ -186,21 +188,60 @@ def test_saga_stereotype_is_a_spakky_pod() -> None:
     assert Pod.exists(CreateOrderSaga)
 
 
-def test_saga_stereotype_only_accepts_saga_classes() -> None:
-    with pytest.raises(SagaFlowDefinitionError) as raised:
+@Saga()
+class PlainOrchestrator:
+    """An orchestrator that is not an AbstractSaga: it runs its flow itself."""
 
-        @Saga()  # type: ignore[saga-definition] # the mistake under test, also caught by mypy
-        class Plain:
+    async def place(self, order_id: int) -> SagaStatus:
+        result = await run_saga_flow(CreateOrderSaga().flow(), OrderData(order_id=order_id))
+        return result.status
+
+
+async def test_saga_stereotype_marks_a_class_that_does_not_derive_from_abstract_saga() -> None:
+    assert Saga.exists(PlainOrchestrator)
+    assert Pod.exists(PlainOrchestrator)
+    assert await PlainOrchestrator().place(4) is SagaStatus.COMPLETED
+
+
+def test_saga_stereotype_keeps_the_pod_options() -> None:
+    @Saga(name="orders", scope=Pod.Scope.PROTOTYPE)
+    class NamedSaga(NotASagaFlow):
+        pass
+
+    assert (Saga.get(NamedSaga).name, Saga.get(NamedSaga).scope) == (
+        "orders",
+        Pod.Scope.PROTOTYPE,
+    )
+
+
+def test_saga_without_parentheses_says_to_write_saga_with_parentheses() -> None:
+    saga_stereotype: Any = Saga  # the mistake under test, which mypy reports too
+
+    with pytest.raises(TypeError) as raised:
+
+        @saga_stereotype
+        class Forgotten(NotASagaFlow):
             pass
 
-    assert "derive the class from AbstractSaga[YourSagaData] and implement flow()" in str(
-        raised.value
+    assert str(raised.value) == (
+        "@Saga applied without parentheses to test_saga_without_parentheses_says_to_write_saga_"
+        "with_parentheses.<locals>.Forgotten: write @Saga() (a stereotype is an instance, like "
+        "@Pod()), or @Saga(name=..., scope=...)"
     )
-    assert "test_saga_stereotype_only_accepts_saga_classes.<locals>.Plain" in str(raised.value)
+
+
+def test_saga_stereotype_rejects_what_is_neither_a_class_nor_a_function() -> None:
+    with pytest.raises(TypeError) as raised:
+        Saga()(wrong(42))
+
+    assert str(raised.value) == (
+        "@Saga() applied to 42 (int): it marks a saga orchestrator class (or a factory "
+        "function returning one)"
+    )
 
 
 async def test_run_rejects_data_that_is_not_saga_data(engine: SagaEngine) -> None:
-    with pytest.raises(TypeError, match=r'saga "saga" was given \{\} \(dict\) as data'):
+    with pytest.raises(TypeError, match=r'saga "<anonymous>" was given \{\} \(dict\) as data'):
         await engine.run(CreateOrderSaga().flow(), wrong({}))
 
 

@@ -8,21 +8,34 @@ committed steps are compensated in reverse on failure and a `SagaResult` is retu
 import logging
 
 from spakky_saga.builders import parallel, saga_flow, step
+from spakky_saga.context import StepContext, current_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.descriptor import SagaStepMethod, saga_step
 from spakky_saga.engine import SagaEngine, run_saga_flow
 from spakky_saga.errors import (
     AbstractSpakkySagaError,
+    SagaAlreadyStartedError,
     SagaCompensationFailedError,
+    SagaCompensationInterruptedError,
+    SagaDataCodecError,
     SagaEngineNotConnectedError,
+    SagaFlowChangedError,
     SagaFlowDefinitionError,
+    SagaFlowOperatorError,
+    SagaInterruptedError,
+    SagaLeaseLostError,
+    SagaListenerWarning,
     SagaMergeResultError,
     SagaParallelMergeConflictError,
+    SagaRecoveryError,
+    SagaSchemaVersionError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
+    SagaStoreError,
     SagaTimeoutError,
 )
+from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.flow import (
     ActionFn,
     CompensateFn,
@@ -35,8 +48,16 @@ from spakky_saga.flow import (
     SagaStep,
     Transaction,
 )
+from spakky_saga.listeners import SagaListener
+from spakky_saga.logs import SagaLogListener
+from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
 from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.spakky_plugin import PLUGIN_NAME
+from spakky_saga.store import SagaStore, StoredStatus
+from spakky_saga.stores.memory import InMemorySagaStore
+from spakky_saga.stores.postgres import PostgresSagaStore
+from spakky_saga.stores.sqlite import SqliteSagaStore
 from spakky_saga.strategy import Compensate, ErrorStrategy, ExponentialBackoff, Retry, Skip
 
 __version__ = "0.1.0"
@@ -45,6 +66,7 @@ __version__ = "0.1.0"
 logging.getLogger("spakky_saga").addHandler(logging.NullHandler())
 
 __all__ = [
+    "PLUGIN_NAME",
     "AbstractSaga",
     "AbstractSagaData",
     "AbstractSpakkySagaError",
@@ -55,30 +77,55 @@ __all__ = [
     "ErrorStrategy",
     "ExponentialBackoff",
     "FlowItem",
+    "InMemorySagaStore",
     "MergeFn",
     "Parallel",
+    "PostgresSagaStore",
+    "RecoveredSaga",
+    "RecoveryPolicy",
+    "RecoveryReport",
     "Retry",
     "Saga",
+    "SagaAlreadyStartedError",
     "SagaCompensationFailedError",
+    "SagaCompensationInterruptedError",
+    "SagaDataCodecError",
     "SagaDataT",
     "SagaEngine",
     "SagaEngineNotConnectedError",
+    "SagaEvent",
+    "SagaEventKind",
     "SagaFlow",
+    "SagaFlowChangedError",
     "SagaFlowDefinitionError",
+    "SagaFlowOperatorError",
+    "SagaInterruptedError",
+    "SagaLeaseLostError",
+    "SagaListener",
+    "SagaListenerWarning",
+    "SagaLogListener",
     "SagaMergeResultError",
     "SagaParallelMergeConflictError",
+    "SagaRecoveryError",
     "SagaResult",
+    "SagaSchemaVersionError",
     "SagaStatus",
     "SagaStep",
     "SagaStepCancelledError",
     "SagaStepMethod",
     "SagaStepResultError",
     "SagaStepTimeoutError",
+    "SagaStore",
+    "SagaStoreError",
     "SagaTimeoutError",
     "Skip",
+    "SqliteSagaStore",
+    "StepContext",
     "StepRecord",
     "StepStatus",
+    "StoredStatus",
     "Transaction",
+    "current_step",
     "parallel",
     "run_saga_flow",
     "saga_flow",

@@ -2,7 +2,7 @@
 
 Overloads make `step(f)` a `SagaStep[D]` and `step(f, compensate=g)` a `Transaction[D]`
 for every type checker, and the signatures show that `parallel` needs two members and
-`saga_flow` one item.
+`saga_flow` one item; at run time, fewer raise `SagaFlowDefinitionError`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, cast, overload
 
+from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError
 from spakky_saga.flow import (
@@ -22,6 +23,8 @@ from spakky_saga.flow import (
     SagaFlow,
     SagaStep,
     Transaction,
+    callable_name,
+    check_name,
 )
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy
 
@@ -60,6 +63,7 @@ def step[D: AbstractSagaData](
             f'step({type(action).__name__} "{action.name}"): step() takes an action '
             "(an async function or a @saga_step); a transaction already has its compensation"
         )
+    check_name(name, f'step "{_name_of(action)}"')  # before `name or ...` hides a falsy non-str
     base_name = name
     if isinstance(action, SagaStep):
         base_name = name or action.name
@@ -77,34 +81,77 @@ def step[D: AbstractSagaData](
         # `>>` answers NotImplemented here (a TypeError about operands); a builder names it.
         raise SagaFlowDefinitionError(
             f'transaction "{built.name}": compensate= must be an async function taking the '
-            f"saga data, or a @saga_step, got {compensate!r}"
+            f"saga data, or a @saga_step, got {safe_repr(compensate)}"
         )
     return built >> compensate
 
 
+type _Item[D: AbstractSagaData] = FlowItem[D] | ActionFn[D]
+
+
+# `parallel` and `saga_flow` show type checkers the documented arity (two members, one item),
+# while at run time any number of arguments reaches the validation, so `parallel(a)` and
+# `saga_flow()` raise SagaFlowDefinitionError instead of a bare TypeError. Two overloads
+# because a function needs at least two; they accept the same calls.
+@overload
 def parallel[D: AbstractSagaData](
-    first: FlowItem[D] | ActionFn[D],
-    second: FlowItem[D] | ActionFn[D],
+    first: _Item[D],
+    second: _Item[D],
     /,
-    *rest: FlowItem[D] | ActionFn[D],
+    *,
+    merge: MergeFn[D] | None = ...,
+    compensate: CompensationOrder = ...,
+) -> Parallel[D]: ...
+@overload
+def parallel[D: AbstractSagaData](
+    first: _Item[D],
+    second: _Item[D],
+    /,
+    *rest: _Item[D],
+    merge: MergeFn[D] | None = ...,
+    compensate: CompensationOrder = ...,
+) -> Parallel[D]: ...
+def parallel[D: AbstractSagaData](
+    *items: _Item[D],
     merge: MergeFn[D] | None = None,
     compensate: CompensationOrder = "reverse",
 ) -> Parallel[D]:
-    """Build a group whose members run concurrently (at least two; nested groups flatten).
+    """Build a group whose members run concurrently (at least two; nested groups flatten,
+    plain async functions become steps).
 
     `merge=` replaces the default field-by-field merge of the members' results;
     `compensate="concurrent"` undoes committed members together instead of in
     reverse declaration order.
     """
-    return Parallel(
-        members=cast(Any, (first, second, *rest)),
-        merge=merge,
-        compensation_order=compensate,
-    )
+    if len(items) < 2:
+        given = ", ".join(f'"{_name_of(item)}"' for item in items)
+        raise SagaFlowDefinitionError(
+            f"parallel({given}): a parallel group needs at least two items, got {len(items)}; "
+            + (
+                "put a single step directly in the flow instead"
+                if items
+                else "pass the steps to run concurrently"
+            )
+        )
+    return Parallel(items=cast(Any, items), merge=merge, compensation_order=compensate)
 
 
-def saga_flow[D: AbstractSagaData](
-    first: FlowItem[D] | ActionFn[D], /, *rest: FlowItem[D] | ActionFn[D]
-) -> SagaFlow[D]:
-    """Build a flow from items run in order (at least one)."""
-    return SagaFlow(items=cast(Any, (first, *rest)))
+@overload
+def saga_flow[D: AbstractSagaData](only: _Item[D], /) -> SagaFlow[D]: ...
+@overload
+def saga_flow[D: AbstractSagaData](first: _Item[D], /, *rest: _Item[D]) -> SagaFlow[D]: ...
+def saga_flow[D: AbstractSagaData](*items: _Item[D]) -> SagaFlow[D]:
+    """Build a flow from items run in order (at least one; plain async functions become
+    steps)."""
+    if not items:
+        raise SagaFlowDefinitionError(
+            "saga_flow(): a saga needs at least one item; pass the steps to run in order"
+        )
+    return SagaFlow(items=cast(Any, items))
+
+
+def _name_of(item: object) -> str:
+    """A member's name for a message: a flow item's name, else the callable's, else its repr."""
+    if isinstance(item, SagaStep | Transaction | Parallel):
+        return item.name
+    return callable_name(item) if callable(item) else safe_repr(item)

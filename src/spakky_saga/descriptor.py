@@ -12,6 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, cast, overload
 
+from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError
 from spakky_saga.flow import SagaStep, check_callable
@@ -65,7 +66,7 @@ def saga_step[S, D: AbstractSagaData](
     """Mark an `async def step(self, data) -> data | None` method as a composable saga step."""
     if isinstance(function, SagaStepMethod | staticmethod | classmethod):
         raise SagaFlowDefinitionError(
-            f"@saga_step applied to {function!r}: it decorates a plain async instance method "
-            "(def step(self, data)); apply it once, directly above the `async def`"
+            f"@saga_step applied to {safe_repr(function)}: it decorates a plain async instance "
+            "method (def step(self, data)); apply it once, directly above the `async def`"
         )
     return SagaStepMethod(function)

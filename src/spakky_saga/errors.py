@@ -1,7 +1,9 @@
 """Every error a saga user can cause or observe, under one root.
 
 Errors carry structured context (step name, field, result) as attributes, so callers can act
-on them without parsing messages.
+on them without parsing messages. Every class keeps the documented `message` class attribute
+and constructs with no arguments, as in the documented package; the context arguments are
+optional, and `str()` is the detailed text when there is context, the class message otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from abc import ABC
 from typing import TYPE_CHECKING, Any
 
 from spakky.core.common.error import AbstractSpakkyFrameworkError
+
+from spakky_saga._text import safe_repr
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -52,15 +56,28 @@ class SagaFlowDefinitionError(AbstractSpakkySagaError, ValueError):
         super().__init__(text)
 
 
+class SagaFlowOperatorError(SagaFlowDefinitionError, TypeError):
+    """An operator (`>>`, `&`, `|`) was given an operand it cannot take.
+
+    A definition error like any other, and also a `TypeError`, as Python's own "unsupported
+    operand" errors are: code that catches `TypeError` around flow operators still works.
+    """
+
+
 class SagaStepTimeoutError(AbstractSpakkySagaError, TimeoutError):
     """A step ran longer than its `timeout=`; routed through the step's `on_error` strategy."""
 
     message = "Saga step timed out"
 
-    def __init__(self, step_name: str, timeout: timedelta) -> None:
+    def __init__(self, step_name: str | None = None, timeout: timedelta | None = None) -> None:
         self.step_name = step_name
         self.timeout = timeout
-        super().__init__(f'step "{step_name}" did not finish within {timeout.total_seconds():g}s')
+        if step_name is None or timeout is None:
+            super().__init__()
+        else:
+            super().__init__(
+                f'step "{step_name}" did not finish within {timeout.total_seconds():g}s'
+            )
 
 
 class SagaStepCancelledError(AbstractSpakkySagaError):
@@ -74,12 +91,16 @@ class SagaStepCancelledError(AbstractSpakkySagaError):
 
     message = "Saga step was cancelled from inside"
 
-    def __init__(self, step_name: str) -> None:
+    def __init__(self, step_name: str | None = None) -> None:
         self.step_name = step_name
-        super().__init__(
-            f'step "{step_name}" raised CancelledError, but the saga was not cancelled (the '
-            "step awaited something that was cancelled elsewhere); counted as the step's failure"
-        )
+        if step_name is None:
+            super().__init__()
+        else:
+            super().__init__(
+                f'step "{step_name}" raised CancelledError, but the saga was not cancelled (the '
+                "step awaited something that was cancelled elsewhere); counted as the step's "
+                "failure"
+            )
 
 
 class SagaTimeoutError(AbstractSpakkySagaError, TimeoutError):
@@ -87,10 +108,18 @@ class SagaTimeoutError(AbstractSpakkySagaError, TimeoutError):
 
     message = "Saga timed out"
 
-    def __init__(self, saga_name: str, timeout: timedelta, running_step: str | None) -> None:
+    def __init__(
+        self,
+        saga_name: str | None = None,
+        timeout: timedelta | None = None,
+        running_step: str | None = None,
+    ) -> None:
         self.saga_name = saga_name
         self.timeout = timeout
         self.running_step = running_step
+        if saga_name is None or timeout is None:
+            super().__init__()
+            return
         where = f' while step "{running_step}" was running' if running_step else ""
         super().__init__(
             f'saga "{saga_name}" exceeded its timeout of {timeout.total_seconds():g}s{where}'
@@ -100,14 +129,23 @@ class SagaTimeoutError(AbstractSpakkySagaError, TimeoutError):
 class SagaParallelMergeConflictError(AbstractSpakkySagaError):
     """Several members of a parallel group changed one field to different values."""
 
-    message = "Parallel steps modified the same field with different values"
+    message = "Parallel steps modified the same field"
 
-    def __init__(self, field: str, members: tuple[str, ...], values: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        field: str | None = None,
+        members: tuple[str, ...] = (),
+        values: tuple[Any, ...] = (),
+    ) -> None:
         self.field = field
         self.members = members
         self.values = values
+        if field is None:
+            super().__init__()
+            return
         writes = ", ".join(
-            f'"{member}" wrote {value!r}' for member, value in zip(members, values, strict=True)
+            f'"{member}" wrote {safe_repr(value)}'
+            for member, value in zip(members, values, strict=True)
         )
         super().__init__(
             f'parallel members changed field "{field}" to different values ({writes}); '
@@ -116,7 +154,8 @@ class SagaParallelMergeConflictError(AbstractSpakkySagaError):
 
 
 class SagaCompensationFailedError(AbstractSpakkySagaError):
-    """One or more compensations failed during rollback.
+    """One or more compensations failed during rollback (or never ran, because the rollback
+    itself was cut off).
 
     Raised after every remaining compensation has been attempted and the flow's
     compensation-failure handler has run. `result` is the full `SagaResult`: its history shows
@@ -124,15 +163,46 @@ class SagaCompensationFailedError(AbstractSpakkySagaError):
     (steps sharing a name are told apart as `name #2`, `name #3`, ...).
     """
 
-    message = "Compensation failed during rollback"
+    message = "Saga compensation failed"
 
-    def __init__(self, result: SagaResult[Any], failures: dict[str, BaseException]) -> None:
+    def __init__(
+        self,
+        result: SagaResult[Any] | None = None,
+        failures: dict[str, BaseException] | None = None,
+    ) -> None:
         self.result = result
-        self.failures = failures
-        names = ", ".join(f'"{name}" ({error!r})' for name, error in failures.items())
+        self.failures = dict(failures or {})
+        if result is None:
+            super().__init__()
+            return
+        names = ", ".join(f'"{name}" ({safe_repr(error)})' for name, error in self.failures.items())
         super().__init__(
             f'saga "{result.saga_name}" could not be rolled back: compensation of {names} '
             "failed; the data may be inconsistent and needs manual repair"
+        )
+
+
+class SagaCompensationInterruptedError(AbstractSpakkySagaError):
+    """A compensation that did not run to its end because the rollback itself was cancelled
+    (the event loop shutting down, or every task being cancelled).
+
+    Recorded in the history as that compensation's failure, so a cut-off rollback is reported
+    like any failed one: `started` tells whether the compensation had begun.
+    """
+
+    message = "Saga compensation was interrupted"
+
+    def __init__(self, step_name: str | None = None, *, started: bool = False) -> None:
+        self.step_name = step_name
+        self.started = started
+        if step_name is None:
+            super().__init__()
+            return
+        what = "was cut off while running" if started else "never ran"
+        super().__init__(
+            f'compensation of step "{step_name}" {what}: the rollback was cancelled (the event '
+            "loop shutting down, or all tasks cancelled); an in-memory engine cannot finish it "
+            "later, so it needs manual repair (a durable engine recovers it)"
         )
 
 
@@ -141,9 +211,12 @@ class SagaEngineNotConnectedError(AbstractSpakkySagaError, RuntimeError):
 
     message = "Saga engine is not connected"
 
-    def __init__(self, saga_name: str, reason: str) -> None:
+    def __init__(self, saga_name: str | None = None, reason: str | None = None) -> None:
         self.saga_name = saga_name
-        super().__init__(f'cannot execute saga "{saga_name}": {reason}')
+        if saga_name is None:
+            super().__init__(reason)
+        else:
+            super().__init__(f'cannot execute saga "{saga_name}": {reason or type(self).message}')
 
 
 class SagaStepResultError(AbstractSpakkySagaError, TypeError):
@@ -155,12 +228,17 @@ class SagaStepResultError(AbstractSpakkySagaError, TypeError):
 
     message = "Saga step returned an invalid value"
 
-    def __init__(self, step_name: str, value: object, expected: type) -> None:
+    def __init__(
+        self, step_name: str | None = None, value: object = None, expected: type | None = None
+    ) -> None:
         self.step_name = step_name
         self.value = value
+        if step_name is None or expected is None:
+            super().__init__()
+            return
         super().__init__(
-            f'step "{step_name}" returned {value!r} ({type(value).__name__}), but the saga '
-            f"data is {expected.__name__}; return a {expected.__name__} (or a subclass) to "
+            f'step "{step_name}" returned {safe_repr(value)} ({type(value).__name__}), but the '
+            f"saga data is {expected.__name__}; return a {expected.__name__} (or a subclass) to "
             "replace the data, or None to keep it"
         )
 
@@ -174,10 +252,19 @@ class SagaMergeResultError(SagaStepResultError):
 
     message = "Parallel merge function returned an invalid value"
 
-    def __init__(self, group_name: str, merge_name: str, value: object, expected: type) -> None:
+    def __init__(
+        self,
+        group_name: str | None = None,
+        merge_name: str | None = None,
+        value: object = None,
+        expected: type | None = None,
+    ) -> None:
         self.step_name = group_name
         self.merge_name = merge_name
         self.value = value
+        if group_name is None or expected is None:
+            AbstractSpakkySagaError.__init__(self)
+            return
         fix = (
             "declare it with `def`, not `async def`: the engine calls it without awaiting"
             if inspect.isawaitable(value)
@@ -186,6 +273,140 @@ class SagaMergeResultError(SagaStepResultError):
         AbstractSpakkySagaError.__init__(
             self,
             f'merge function "{merge_name}" of parallel group "{group_name}" returned '
-            f"{value!r} ({type(value).__name__}), but the saga data is {expected.__name__}; "
-            f"{fix}",
+            f"{safe_repr(value)} ({type(value).__name__}), but the saga data is "
+            f"{expected.__name__}; {fix}",
+        )
+
+
+class SagaListenerWarning(RuntimeWarning):
+    """A saga listener (a log handler through the log listener, a metrics hook, an exporter)
+    raised. Reported once per listener; the saga's run is never affected by it."""
+
+
+class SagaDataCodecError(AbstractSpakkySagaError, TypeError):
+    """Saga data cannot be written to (or read back from) a durable saga log.
+
+    Raised when a durable saga starts, before any step runs, if its data does not survive a
+    round trip through JSON; `data_class` and `field` say where.
+    """
+
+    message = "Saga data cannot be stored"
+
+    def __init__(
+        self, data_class: type | None = None, field: str | None = None, reason: str = ""
+    ) -> None:
+        self.data_class = data_class
+        self.field = field
+        if data_class is None and not reason:
+            super().__init__()
+            return
+        where = data_class.__qualname__ if data_class is not None else "saga data"
+        if field is not None:
+            where += f' field "{field}"'
+        super().__init__(f"{where} cannot be stored in the saga log: {reason}")
+
+
+class SagaStoreError(AbstractSpakkySagaError, RuntimeError):
+    """The saga store failed or refused an operation (a database error, a corrupt or foreign
+    file). A run that cannot write its log stops at once; the saga stays unfinished in the
+    store and is recovered later."""
+
+    message = "Saga store error"
+
+
+class SagaSchemaVersionError(SagaStoreError):
+    """The store's schema was written by a newer (or unknown) version of this library."""
+
+    message = "Unsupported saga store schema version"
+
+
+class SagaLeaseLostError(SagaStoreError):
+    """Another engine took over this saga (its lease had expired): this engine stops before its
+    next write, so two engines never run one saga at once."""
+
+    message = "Saga lease lost to another engine"
+
+    def __init__(self, saga_id: object = None, owner: str | None = None) -> None:
+        self.saga_id = saga_id
+        self.owner = owner
+        if saga_id is None:
+            super().__init__()
+            return
+        super().__init__(
+            f"saga {saga_id} is no longer owned by engine {owner}: its lease expired and "
+            "another engine claimed it; this engine stopped before writing again"
+        )
+
+
+class SagaAlreadyStartedError(SagaStoreError):
+    """A durable saga was started with data whose `saga_id` the store already knows."""
+
+    message = "Saga already started"
+
+    def __init__(self, saga_id: object = None) -> None:
+        self.saga_id = saga_id
+        if saga_id is None:
+            super().__init__()
+            return
+        super().__init__(
+            f"the saga store already has saga {saga_id}: `data.saga_id` identifies one durable "
+            "run; start a new run with fresh data (dataclasses.replace keeps the id, so pass "
+            "saga_id=uuid4() to it, or build the data anew)"
+        )
+
+
+class SagaRecoveryError(AbstractSpakkySagaError):
+    """A saga found unfinished in the store cannot be recovered as it is: its name is not
+    registered, its flow changed, or its data no longer loads. It is left untouched."""
+
+    message = "Saga cannot be recovered"
+
+
+class SagaFlowChangedError(SagaRecoveryError):
+    """The registered flow of an unfinished saga differs from the flow it started with.
+
+    `changes` lists what changed, step by step. Put the old definition back to recover it, or
+    recover with `compensate_by_name=True` to compensate its committed steps by step name.
+    """
+
+    message = "Saga flow changed since the saga started"
+
+    def __init__(self, saga_name: str | None = None, changes: tuple[str, ...] = ()) -> None:
+        self.saga_name = saga_name
+        self.changes = changes
+        if saga_name is None:
+            super().__init__()
+            return
+        listed = "; ".join(changes)
+        super().__init__(
+            f'the flow registered as "{saga_name}" is not the flow this saga started with '
+            f"({listed}); put the old definition back to recover it, or recover with "
+            "compensate_by_name=True to compensate its committed steps by step name"
+        )
+
+
+class SagaInterruptedError(AbstractSpakkySagaError):
+    """The engine running a durable saga stopped (a crash, a deploy, a lost lease) before the
+    saga finished; `recover()` compensated it. The `SagaResult.error` of such a saga."""
+
+    message = "Saga was interrupted and recovered"
+
+    def __init__(
+        self,
+        saga_name: str | None = None,
+        failed_step: str | None = None,
+        step_error: str | None = None,
+    ) -> None:
+        self.saga_name = saga_name
+        self.failed_step = failed_step
+        self.step_error = step_error
+        if saga_name is None:
+            super().__init__()
+            return
+        cause = (
+            f'; step "{failed_step}" had failed ({step_error})' if failed_step is not None else ""
+        )
+        super().__init__(
+            f'saga "{saga_name}" was interrupted (its engine stopped before it finished) and '
+            f"was compensated on recovery{cause}"
         )

@@ -18,8 +18,9 @@ from typing import Any, Literal, Never, Self, TypeVar, cast
 
 from typing_extensions import deprecated
 
+from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.errors import SagaFlowDefinitionError
+from spakky_saga.errors import SagaFlowDefinitionError, SagaFlowOperatorError
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy
 
 SagaDataT = TypeVar("SagaDataT", bound=AbstractSagaData)
@@ -43,6 +44,8 @@ type FlowItem[D: AbstractSagaData] = SagaStep[D] | Transaction[D] | Parallel[D]
 
 def callable_name(fn: object) -> str:
     """A readable name for a step built from `fn`: the function or method name."""
+    if isinstance(fn, _AwaitableCheck):
+        return callable_name(fn.function)
     name = getattr(fn, "__name__", None)
     if isinstance(name, str):
         return name
@@ -52,20 +55,45 @@ def callable_name(fn: object) -> str:
     return type(fn).__name__
 
 
-def _is_async_callable(fn: object) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
+type _Awaitability = Literal["async", "unknown", "sync"]
+
+
+def _awaitability(fn: object) -> _Awaitability:
+    """Whether calling `fn` returns an awaitable: known ("async": an `async def`, a partial or
+    bound method of one, an object with an async `__call__`), knowable only by calling it
+    ("unknown": a lambda, or a plain function decorating an async one), or not ("sync")."""
+    if isinstance(fn, _AwaitableCheck):
+        return "unknown"
     call = getattr(type(fn), "__call__", None)  # noqa: B004 - want the class's __call__
-    return inspect.iscoroutinefunction(call) or getattr(fn, "__name__", "") == "<lambda>"
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
+        return "async"
+    inner = fn
+    while isinstance(inner, functools.partial | types.MethodType):
+        inner = inner.func if isinstance(inner, functools.partial) else inner.__func__
+    if not isinstance(inner, types.FunctionType):
+        return "sync"
+    if inner.__code__.co_name == "<lambda>":  # a lambda cannot be async, but can return a
+        return "unknown"  # coroutine: `lambda data: reserve(data)`
+    try:
+        wrapped = inspect.unwrap(inner)
+    except ValueError:  # a __wrapped__ cycle
+        return "sync"
+    if wrapped is not inner and _awaitability(wrapped) == "async":
+        return "unknown"  # a plain decorator's wrapper around an async function
+    return "sync"
 
 
 def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) -> None:
-    """Raise a definition error unless `fn` is an async callable taking the saga data."""
+    """Raise a definition error unless `fn` is an async callable taking the saga data.
+
+    Callables whose async-ness only a call can tell (lambdas) pass; `guard_awaitable` makes
+    their first call that returns no awaitable fail clearly.
+    """
     if not callable(fn):
         raise SagaFlowDefinitionError(
-            f"{where}: {role} must be an async function taking the saga data, got {fn!r}"
+            f"{where}: {role} must be an async function taking the saga data, got {safe_repr(fn)}"
         )
-    if not _is_async_callable(fn):
+    if _awaitability(fn) == "sync":
         if inspect.isasyncgenfunction(fn):
             raise SagaFlowDefinitionError(
                 f'{where}: {role} "{callable_name(fn)}" is an async generator (it contains '
@@ -75,12 +103,69 @@ def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) ->
             f'{where}: {role} "{callable_name(fn)}" is a regular function; '
             "declare it with `async def` so the engine can await it"
         )
+    if isinstance(fn, _AwaitableCheck):
+        fn = fn.function  # its own signature was checked when it was wrapped
     problem = _signature_problem(fn, bound_args)
     if problem is not None:
         expected = "the saga data" if bound_args == 1 else "self and the saga data"
         raise SagaFlowDefinitionError(
             f'{where}: {role} "{callable_name(fn)}" must take exactly one argument, '
             f"{expected}, but its signature is {problem}"
+        )
+
+
+class _AwaitableCheck:
+    """Calls a callable whose async-ness only a call can tell (a lambda) and fails clearly,
+    naming the step, when it returned something that cannot be awaited.
+
+    `async def` functions and objects with an async `__call__` are never wrapped, so the
+    engine's calls to them cost nothing extra.
+    """
+
+    __slots__ = ("function", "label")
+
+    def __init__(self, function: Callable[[Any], object], label: str) -> None:
+        self.function = function
+        self.label = label
+
+    def __call__(self, data: Any, /) -> Awaitable[Any]:
+        result = self.function(data)
+        if inspect.isawaitable(result):
+            return result
+        raise SagaFlowDefinitionError(
+            f"{self.label} returned {safe_repr(result)} ({type(result).__name__}) instead of "
+            "an awaitable; it must return one, e.g. `lambda data: do_it(data)` with an "
+            "`async def do_it`, or be declared with `async def` itself"
+        )
+
+    def __repr__(self) -> str:
+        return safe_repr(self.function)
+
+
+def guard_awaitable[F](fn: F, label: str) -> F:
+    """`fn`, or, when only a call can tell whether it returns an awaitable (a lambda), `fn`
+    wrapped so that a call returning none raises SagaFlowDefinitionError naming `label`."""
+    if isinstance(fn, _AwaitableCheck):
+        if fn.label == label:
+            return fn
+        fn = cast(F, fn.function)
+    if _awaitability(fn) != "unknown":
+        return fn
+    return cast(F, _AwaitableCheck(cast(Callable[[Any], object], fn), label))
+
+
+def check_name(name: object, where: str, field_name: str = "name") -> None:
+    """Raise a definition error unless `name` is a str that is empty (use the function's name)
+    or not blank."""
+    if not isinstance(name, str):
+        raise SagaFlowDefinitionError(
+            f'{where}: {field_name} must be a str (or "" for the function\'s name), got '
+            f"{safe_repr(name)} ({type(name).__name__})"
+        )
+    if name and not name.strip():
+        raise SagaFlowDefinitionError(
+            f"{where}: {field_name} {name!r} is blank; give a name that shows in logs and "
+            'history, or "" for the function\'s name'
         )
 
 
@@ -114,8 +199,10 @@ def _call_shape(fn: object, bound_args: int) -> tuple[object, ...] | None:
         extra, fn = len(fn.args), fn.func
     elif isinstance(fn, types.MethodType):
         extra, fn = 1, fn.__func__
-    if not isinstance(fn, types.FunctionType) or hasattr(fn, "__wrapped__") or hasattr(
-        fn, "__signature__"
+    if (
+        not isinstance(fn, types.FunctionType)
+        or hasattr(fn, "__wrapped__")
+        or hasattr(fn, "__signature__")
     ):
         return None
     return (
@@ -132,10 +219,12 @@ def check_timeout(timeout: object, where: str) -> timedelta | None:
         return None
     if not isinstance(timeout, timedelta):
         raise SagaFlowDefinitionError(
-            f"{where}: timeout must be a datetime.timedelta, got {timeout!r}"
+            f"{where}: timeout must be a datetime.timedelta, got {safe_repr(timeout)}"
         )
     if timeout <= timedelta(0):
-        raise SagaFlowDefinitionError(f"{where}: timeout must be positive, got {timeout}")
+        raise SagaFlowDefinitionError(
+            f"{where}: timeout must be positive, got {safe_repr(timeout)}"
+        )
     return timeout
 
 
@@ -149,12 +238,16 @@ class _Action[D: AbstractSagaData]:
     timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
+        action = self.action
+        given = f'step "{callable_name(action)}"' if callable(action) else None
+        check_name(self.name, given or f"step({safe_repr(action)})")
         if not self.name:
-            if not callable(self.action):  # no name to give: say what was passed instead
-                check_callable(self.action, "action", f"step({self.action!r})")
-            object.__setattr__(self, "name", callable_name(self.action))
+            if given is None:  # no name to give: say what was passed instead
+                check_callable(action, "action", f"step({safe_repr(action)})")
+            object.__setattr__(self, "name", callable_name(action))
         where = f'step "{self.name}"'
-        check_callable(self.action, "action", where)
+        check_callable(action, "action", where)
+        object.__setattr__(self, "action", guard_awaitable(action, where))
         check_strategy(self.on_error, where)
         check_timeout(self.timeout, where)
 
@@ -165,9 +258,10 @@ class _Action[D: AbstractSagaData]:
     def __or__(self, strategy: ErrorStrategy, /) -> Self:
         """Attach an error strategy: `step | Retry(3)` is the same kind of item."""
         if not isinstance(strategy, ErrorStrategy):
-            if isinstance(strategy, type) and issubclass(strategy, ErrorStrategy):
-                check_strategy(strategy, f'step "{self.name}"')  # `step | Skip`: explain
-            return NotImplemented
+            try:
+                check_strategy(strategy, f'step "{self.name}"')  # always raises: says what
+            except SagaFlowDefinitionError as error:
+                raise SagaFlowOperatorError(*error.problems) from None
         return dataclasses.replace(self, on_error=strategy)
 
     def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
@@ -183,13 +277,16 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
     def __rshift__(self, compensate: SagaStep[D] | CompensateFn[D], /) -> Transaction[D]:
         """Bind a compensation: `action >> compensation` is a Transaction."""
         if isinstance(compensate, _Action | Parallel) and not isinstance(compensate, SagaStep):
-            raise SagaFlowDefinitionError(
+            raise SagaFlowOperatorError(
                 f'step "{self.name}" >> {type(compensate).__name__} "{_item_name(compensate)}": '
                 "a compensation must be a single step or async function, not a "
                 f"{type(compensate).__name__}"
             )
-        if not callable(compensate):
-            return NotImplemented
+        if not callable(compensate):  # a definition error, as in the documented package
+            raise SagaFlowDefinitionError(
+                f'step "{self.name}" >> {safe_repr(compensate)}: a compensation must be an async '
+                f"function taking the saga data, or a step; got {_kind(compensate)}"
+            )
         return Transaction(
             action=self.action,
             compensate=_compensation_fn(compensate),
@@ -228,14 +325,18 @@ class Transaction[D: AbstractSagaData](_Action[D]):
 
     def __post_init__(self) -> None:
         _Action.__post_init__(self)
+        where = f'transaction "{self.name}"'
+        check_name(self.compensation_name, where, "compensation_name")
         if not self.compensation_name:
             object.__setattr__(self, "compensation_name", callable_name(self.compensate))
-        check_callable(self.compensate, "compensation", f'transaction "{self.name}"')
+        check_callable(self.compensate, "compensation", where)
+        label = f'compensation "{self.compensation_name}" of {where}'
+        object.__setattr__(self, "compensate", guard_awaitable(self.compensate, label))
 
     @deprecated("a Transaction already has a compensation; bind one per action")
     def __rshift__(self, compensate: object, /) -> Never:
         """Always an error: a compensation is bound once (the mypy plugin reports it too)."""
-        raise SagaFlowDefinitionError(
+        raise SagaFlowOperatorError(
             f'transaction "{self.name}" already has compensation "{self.compensation_name}"; '
             f'cannot bind "{_item_name(compensate)}" as a second one. Bind one compensation '
             "per action, or put the extra undo work inside the existing compensation"
@@ -254,18 +355,18 @@ class Parallel[D: AbstractSagaData]:
     `merge` and docs/parallel.md.
     """
 
-    members: tuple[ParallelMember[D], ...]
+    items: tuple[ParallelMember[D], ...]
     merge: MergeFn[D] | None = None
     compensation_order: CompensationOrder = "reverse"
 
     def __post_init__(self) -> None:
-        members = tuple(self.members) if isinstance(self.members, Sequence) else None
-        if members is None:
+        items = self.items
+        if isinstance(items, str | bytes) or not isinstance(items, Sequence):
             raise SagaFlowDefinitionError(
-                f"parallel group: members must be a tuple of steps, got {self.members!r}"
+                f"parallel group: items must be a tuple of steps, got {safe_repr(items)}"
             )
-        flat: tuple[ParallelMember[D], ...] = _flatten_members(members, "parallel group")
-        object.__setattr__(self, "members", flat)
+        flat: tuple[ParallelMember[D], ...] = _flatten_members(tuple(items), "parallel group")
+        object.__setattr__(self, "items", flat)
         problems: list[str] = []
         if len(flat) < 2:
             problems.append(
@@ -273,7 +374,9 @@ class Parallel[D: AbstractSagaData]:
                 "put a single step directly in the flow instead"
             )
         if self.merge is not None and not callable(self.merge):
-            problems.append(f"parallel group: merge must be a function, got {self.merge!r}")
+            problems.append(
+                f"parallel group: merge must be a function, got {safe_repr(self.merge)}"
+            )
         elif self.merge is not None and inspect.iscoroutinefunction(self.merge):
             problems.append(
                 f'parallel group: merge function "{callable_name(self.merge)}" is `async def`; '
@@ -283,19 +386,35 @@ class Parallel[D: AbstractSagaData]:
         if self.compensation_order not in ("reverse", "concurrent"):
             problems.append(
                 f"parallel group: compensation_order must be 'reverse' or 'concurrent', "
-                f"got {self.compensation_order!r}"
+                f"got {safe_repr(self.compensation_order)}"
             )
         if problems:
             raise SagaFlowDefinitionError(*problems)
 
     @property
+    def members(self) -> tuple[ParallelMember[D], ...]:
+        """The same as `items` (this field's name before upstream's `items` was adopted)."""
+        return self.items
+
+    @property
     def name(self) -> str:
         """`a & b & c`: the members' names, used in logs and error messages."""
-        return " & ".join(member.name for member in self.members)
+        return " & ".join(member.name for member in self.items)
 
     def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
         """Add to the group: nested groups flatten, async functions are promoted to steps."""
         return _parallel_of(self, other)
+
+    def __or__(self, strategy: Never, /) -> Never:
+        """Always an error: a group has no strategy of its own; each member keeps its own.
+
+        Typed to accept nothing, so type checkers report `(a & b) | Retry()` too.
+        """
+        given = safe_repr(strategy)
+        raise SagaFlowOperatorError(
+            f'parallel group "{self.name}" | {given}: a parallel group takes no error strategy; '
+            "attach strategies to its members instead, e.g. `(a | Retry()) & b`"
+        )
 
 
 def _flatten_members[D: AbstractSagaData](
@@ -310,7 +429,7 @@ def _flatten_members[D: AbstractSagaData](
                     f"{where}, member {position}: a nested group with its own merge= or "
                     "compensation order cannot be flattened; keep it as a separate flow item"
                 )
-            flat.extend(cast(Parallel[D], item).members)
+            flat.extend(cast(Parallel[D], item).items)
         elif isinstance(item, SagaStep | Transaction):
             flat.append(cast(ParallelMember[D], item))
         elif callable(item):
@@ -321,17 +440,29 @@ def _flatten_members[D: AbstractSagaData](
         else:
             problems.append(
                 f"{where}, member {position}: expected a step, transaction, parallel group or "
-                f"async function, got {item!r}"
+                f"async function, got {safe_repr(item)}"
             )
     if problems:
         raise SagaFlowDefinitionError(*problems)
     return tuple(flat)
 
 
-def _parallel_of[D: AbstractSagaData](left: object, right: object) -> Parallel[D]:
+def _parallel_of[D: AbstractSagaData](left: _Action[D] | Parallel[D], right: object) -> Parallel[D]:
     if not (isinstance(right, _Action | Parallel) or callable(right)):
-        return cast(Parallel[D], NotImplemented)
-    return Parallel(members=cast(Any, (left, right)))
+        what = "parallel group" if isinstance(left, Parallel) else "step"
+        raise SagaFlowOperatorError(
+            f'{what} "{left.name}" & {safe_repr(right)}: a parallel member must be a step, '
+            f"transaction, parallel group or async function; got {_kind(right)}"
+        )
+    return Parallel(items=cast(Any, (left, right)))
+
+
+def _kind(value: object) -> str:
+    """`a str`, `an int`, `the strategy Retry(...)`: what a wrong operand is, for messages."""
+    if isinstance(value, ErrorStrategy):
+        return f"the strategy {safe_repr(value)} (attach strategies with `|`)"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _item_name(item: object) -> str:
@@ -346,7 +477,7 @@ def as_flow_item[D: AbstractSagaData](item: object, where: str) -> FlowItem[D]:
         return cast(FlowItem[D], item)
     if isinstance(item, ErrorStrategy):
         raise SagaFlowDefinitionError(
-            f"{where}: got the strategy {item!r} on its own; attach it to a step with "
+            f"{where}: got the strategy {safe_repr(item)} on its own; attach it to a step with "
             "`step | strategy` or step(..., on_error=strategy)"
         )
     if callable(item):
@@ -355,12 +486,14 @@ def as_flow_item[D: AbstractSagaData](item: object, where: str) -> FlowItem[D]:
         except SagaFlowDefinitionError as error:
             raise SagaFlowDefinitionError(*(f"{where}: {p}" for p in error.problems)) from None
     raise SagaFlowDefinitionError(
-        f"{where}: expected a step, transaction, parallel group or async function, got {item!r}"
+        f"{where}: expected a step, transaction, parallel group or async function, "
+        f"got {safe_repr(item)}"
     )
 
 
-type CompensationFailureHandler[D: AbstractSagaData] = Callable[[Any], Awaitable[None] | None]
-"""Called with the `SagaResult` after a rollback in which a compensation failed."""
+type CompensationFailureHandler[D: AbstractSagaData] = Callable[[D], Awaitable[None] | None]
+"""Called with the saga data after a rollback in which a compensation failed, to escalate
+(alert, open a ticket): `async def handler(data) -> None`, or a plain function."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
@@ -381,7 +514,7 @@ class SagaFlow[D: AbstractSagaData]:
     def __post_init__(self) -> None:
         if isinstance(self.items, str | bytes) or not isinstance(self.items, Sequence):
             raise SagaFlowDefinitionError(
-                f"SagaFlow(items=...): expected a tuple of flow items, got {self.items!r}"
+                f"SagaFlow(items=...): expected a tuple of flow items, got {safe_repr(self.items)}"
             )
         if not self.items:
             raise SagaFlowDefinitionError("SagaFlow(items=()): a saga needs at least one step")
@@ -399,7 +532,13 @@ class SagaFlow[D: AbstractSagaData]:
         handler = self.compensation_failure_handler
         if handler is not None and not callable(handler):
             problems.append(
-                f"SagaFlow: compensation_failure_handler must be callable, got {handler!r}"
+                "SagaFlow: compensation_failure_handler must be a function taking the saga "
+                f"data, got {safe_repr(handler)}"
+            )
+        elif handler is not None and (signature := _signature_problem(handler, 1)) is not None:
+            problems.append(
+                f'SagaFlow: compensation failure handler "{callable_name(handler)}" must take '
+                f"exactly one argument, the saga data, but its signature is {signature}"
             )
         if problems:
             raise SagaFlowDefinitionError(*problems)
@@ -410,5 +549,6 @@ class SagaFlow[D: AbstractSagaData]:
         return dataclasses.replace(self, saga_timeout=timeout)
 
     def on_compensation_failure(self, handler: CompensationFailureHandler[D], /) -> SagaFlow[D]:
-        """A copy of this flow that calls `handler(result)` when a compensation fails."""
+        """A copy of this flow that calls `handler(data)` (awaited if it returns an awaitable)
+        with the saga data when a compensation fails during rollback."""
         return dataclasses.replace(self, compensation_failure_handler=handler)

@@ -31,6 +31,10 @@ from spakky_saga.plan import GroupNode, StepNode
 
 logger: Final = logging.getLogger("spakky_saga.merge")
 
+_IDENTITY: Final = "saga_id"
+"""Never merged: the group's output keeps the input's saga id, even from members that built
+fresh data with the constructor (which draws a new id)."""
+
 _CLASS: Final = "__class__"
 """The pseudo-field a conflict names when members returned unrelated subclasses."""
 
@@ -167,7 +171,7 @@ def _merge_plain(
             # Only a field holding another object can have changed; of those, an equal copy
             # of the input's value is no change.
             for name, new in [(n, v) for n, v in out.__dict__.items() if v is not state[n]]:
-                if name not in field_names or new == state[name]:
+                if name not in field_names or name == _IDENTITY or new == state[name]:
                     continue
                 first = setdefault(name, new)
                 if not (first is new or first == new):
@@ -193,8 +197,8 @@ def _merge_general(
         if out.__class__ is not data.__class__:
             subclassed.append((member.name, out))
         for name, new, old in zip(fields, shape.values_of(out), inputs, strict=False):
-            if new is old or new == old or name not in init_fields:
-                continue  # unchanged, or derived (init=False): __post_init__ recomputes it
+            if new is old or name == _IDENTITY or name not in init_fields or new == old:
+                continue  # unchanged, the saga id, or derived (init=False: __post_init__)
             written = writes.get(name)
             if written is None:
                 writes[name] = [(member.name, new)]
@@ -204,9 +208,11 @@ def _merge_general(
     base = data
     if subclassed:
         base = _most_specific(data, subclassed, conflicts)
-    if not writes:
-        return base, conflicts
     merged: dict[str, Any] = {}
+    if base is not data and getattr(base, _IDENTITY) != getattr(data, _IDENTITY):
+        merged[_IDENTITY] = getattr(data, _IDENTITY)
+    if not writes:
+        return (_with_values(base, merged) if merged else base), conflicts
     for name, written in writes.items():
         first = written[0][1]
         for _, value in written[1:]:

@@ -28,6 +28,10 @@ class StepNode:
     timeout: float | None
     simple: bool
     """True when the step has no timeout and compensates on failure: the engine's fast path."""
+    key: str
+    """Where the step stands in the flow: `3` for the third item, `2.1` for the first member
+    of a group in second place. Stable for a given flow structure, unlike names, which may
+    repeat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,8 @@ class GroupNode:
     members: tuple[StepNode, ...]
     merge: MergeFn[Any] | None
     concurrent_compensation: bool
+    key: str
+    """The group's position in the flow (its members' keys are `key.1`, `key.2`, ...)."""
 
 
 type PlanNode = StepNode | GroupNode
@@ -70,18 +76,22 @@ def plan_for(flow: SagaFlow[Any]) -> ExecutionPlan:
 def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
     """Compile a validated flow into its plan."""
     nodes: list[PlanNode] = []
-    for item in flow.items:
+    for position, item in enumerate(flow.items, start=1):
         if isinstance(item, Parallel):
             nodes.append(
                 GroupNode(
                     name=item.name,
-                    members=tuple(_step_node(member) for member in item.members),
+                    members=tuple(
+                        _step_node(member, f"{position}.{index}")
+                        for index, member in enumerate(item.items, start=1)
+                    ),
                     merge=item.merge,
                     concurrent_compensation=item.compensation_order == "concurrent",
+                    key=str(position),
                 )
             )
         else:
-            nodes.append(_step_node(item))
+            nodes.append(_step_node(item, str(position)))
     timeout = flow.saga_timeout.total_seconds() if flow.saga_timeout is not None else None
     return ExecutionPlan(
         nodes=tuple(nodes),
@@ -90,7 +100,7 @@ def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
     )
 
 
-def _step_node(item: Any) -> StepNode:
+def _step_node(item: Any, key: str) -> StepNode:
     strategy = item.on_error
     final = strategy.then if isinstance(strategy, Retry) else strategy
     compensate = item.compensate if isinstance(item, Transaction) else None
@@ -105,4 +115,5 @@ def _step_node(item: Any) -> StepNode:
         skip_on_failure=isinstance(final, Skip),
         timeout=timeout,
         simple=isinstance(strategy, Compensate) and timeout is None,
+        key=key,
     )

@@ -1,51 +1,119 @@
-"""What a run returns: a `SagaResult` (never an exception for a failed saga) and its history."""
+"""What a run returns: a `SagaResult` (never an exception for a failed saga) and its history.
+
+Field names, order of the documented fields, defaults and enum values are those of the
+documented package, so results built or read by code written for it work unchanged; our extra
+fields come after, with defaults.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
+from spakky_saga._text import error_text
 from spakky_saga.data import AbstractSagaData
+from spakky_saga.timeline import format_timeline, mermaid_gantt, rows_from_history
 
 
 class SagaStatus(Enum):
     """Where a saga run is, or how it ended."""
 
-    STARTED = "started"
-    RUNNING = "running"
-    COMPENSATING = "compensating"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
+    STARTED = "STARTED"
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
 
 
 class StepStatus(Enum):
     """What happened to one step attempt or compensation."""
 
-    COMMITTED = "committed"
+    COMMITTED = "COMMITTED"
     """The action succeeded."""
-    FAILED = "failed"
+    FAILED = "FAILED"
     """The action (or, with `compensation=True`, the compensation) raised."""
-    COMPENSATED = "compensated"
+    COMPENSATED = "COMPENSATED"
     """The compensation of a committed action succeeded."""
 
 
-class StepRecord(NamedTuple):
-    """One entry of a run's history, in the order things happened.
+ANONYMOUS: Final = "<anonymous>"
+"""The saga name when none is given, as in the documented package."""
 
-    `attempt` counts retries (1 for the first try). `compensation` is True for records about
-    running a compensation. `error` is the exception of a failed record. A named tuple, so
-    the engine records a step for the cost of a tuple.
-    """
+_ZERO: Final = timedelta(0)
 
+
+class _RecordFields(NamedTuple):
     name: str
     status: StepStatus
-    elapsed: float
-    """Seconds the attempt took."""
-    attempt: int = 1
-    compensation: bool = False
-    error: BaseException | None = None
+    elapsed_seconds: float
+    attempt: int
+    compensation: bool
+    error: BaseException | None
+    offset_seconds: float
+
+
+class StepRecord(_RecordFields):
+    """One entry of a run's history, in the order things happened.
+
+    `StepRecord(name, status, elapsed)` as documented; `attempt` counts retries (1 for the
+    first try), `compensation` is True for records about running a compensation, `error` is
+    the exception of a failed record, and `offset` is when it started, relative to the start
+    of the saga. A tuple underneath, holding seconds: the engine records a step for the cost
+    of a tuple, and `elapsed` / `offset` become `timedelta`s when read.
+    """
+
+    __slots__ = ()
+
+    def __new__(  # noqa: PLR0917 - the documented positional order
+        cls,
+        name: str,
+        status: StepStatus,
+        elapsed: timedelta = _ZERO,
+        attempt: int = 1,
+        compensation: bool = False,
+        error: BaseException | None = None,
+        offset: timedelta = _ZERO,
+    ) -> StepRecord:
+        return tuple.__new__(
+            cls,
+            (
+                name,
+                status,
+                _seconds(elapsed, "elapsed"),
+                attempt,
+                compensation,
+                error,
+                _seconds(offset, "offset"),
+            ),
+        )
+
+    @property
+    def elapsed(self) -> timedelta:
+        """How long the attempt or compensation took."""
+        return timedelta(seconds=self.elapsed_seconds)
+
+    @property
+    def offset(self) -> timedelta:
+        """When it started, counted from the start of the saga."""
+        return timedelta(seconds=self.offset_seconds)
+
+    def __repr__(self) -> str:
+        return (
+            f"StepRecord(name={self.name!r}, status={self.status!r}, elapsed={self.elapsed!r}, "
+            f"attempt={self.attempt}, compensation={self.compensation}, "
+            f"error={'None' if self.error is None else error_text(self.error)!s})"
+        )
+
+
+def _seconds(value: timedelta | float, what: str) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"StepRecord({what}={value!r}): expected a datetime.timedelta")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +122,18 @@ class SagaResult[D: AbstractSagaData]:
 
     `data` is the latest data: the final data when COMPLETED, the data at the failure point
     otherwise. `failed_step` and `error` name the step that failed and why (None when
-    COMPLETED). `elapsed` is the run's wall time in seconds.
+    COMPLETED). `elapsed` is the run's wall time. `saga_name` is the name it ran under and
+    `skipped` the steps whose failure a `Skip` strategy let pass.
     """
 
-    saga_name: str
     status: SagaStatus
     data: D
-    history: tuple[StepRecord, ...]
-    elapsed: float
     failed_step: str | None = None
     error: BaseException | None = None
+    history: tuple[StepRecord, ...] = ()
+    elapsed: timedelta = _ZERO
+    saga_name: str = ANONYMOUS
+    skipped: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -75,6 +145,14 @@ class SagaResult[D: AbstractSagaData]:
         """The compensations that raised during rollback, in the order they ran."""
         return tuple(r for r in self.history if r.compensation and r.status is StepStatus.FAILED)
 
+    def format_timeline(self) -> str:
+        """The run as a timeline: step, status, attempt, start offset, elapsed, error."""
+        return format_timeline(rows_from_history(self.history))
+
+    def to_mermaid_gantt(self) -> str:
+        """The run as a Mermaid gantt chart (GitHub renders it in Markdown)."""
+        return mermaid_gantt(rows_from_history(self.history), self.saga_name)
+
     def format_history(self) -> str:
         """The history as a plain-text table, for logs and the demo."""
         rows = [("#", "step", "status", "attempt", "elapsed", "error")]
@@ -84,12 +162,10 @@ class SagaResult[D: AbstractSagaData]:
                 (
                     str(index),
                     name,
-                    record.status.value,
+                    record.status.value.lower(),
                     str(record.attempt),
-                    f"{record.elapsed * 1000:.2f}ms",
-                    ""
-                    if record.error is None
-                    else f"{type(record.error).__name__}: {record.error}",
+                    f"{record.elapsed_seconds * 1000:.2f}ms",
+                    "" if record.error is None else error_text(record.error),
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -1,32 +1,41 @@
-"""The spakky integration: loaded by `SpakkyApplication.load_plugins()` via the
-`spakky.plugins` entry point.
+"""The spakky integration: what `SpakkyApplication.load_plugins()` adds to an application
+(see `spakky_saga.main.initialize`, the `spakky-saga` entry point of `spakky.plugins`).
 
-It registers a post-processor that connects every saga the container creates to the
-container's `SagaEngine`, when the application registers one (to configure compensation
-timeouts, or, later, a durable log); otherwise sagas use the default engine. When the
-application stops, the engines it connected are closed, so a saga kept past shutdown refuses
-new runs (`SagaEngineNotConnectedError`) while runs already started finish.
+`@Saga()` sagas get the container's `SagaEngine` from the container itself (see
+`spakky_saga.saga.Saga`), so they run on it with or without the plugin. The plugin ties the
+engines to the application's lifecycle: when the application stops, every `SagaEngine` its
+container created is closed, so a saga kept past shutdown refuses new runs
+(`SagaEngineNotConnectedError`) while runs already started finish. It also connects sagas
+registered with a plain `@Pod()` instead of `@Saga()`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 
-from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.plugin import Plugin
 from spakky.core.pod.annotations.pod import Pod
 from spakky.core.pod.interfaces.aware.container_aware import IContainerAware
 from spakky.core.pod.interfaces.container import IContainer
 from spakky.core.pod.interfaces.post_processor import IPostProcessor
-from spakky.core.service.interfaces.service import IService
+from spakky.core.service.interfaces.service import IAsyncService, IService
 
 from spakky_saga.engine import SagaEngine
-from spakky_saga.saga import AbstractSaga
+from spakky_saga.saga import AbstractSaga, Saga
+
+logger = logging.getLogger("spakky_saga.spakky")
+
+PLUGIN_NAME = Plugin(name="spakky-saga")
+"""The plugin, for `SpakkyApplication.load_plugins(include={PLUGIN_NAME})`."""
 
 
 @Pod()
 class SagaEngineConnector(IPostProcessor, IContainerAware, IService):
-    """Connects container-made sagas to the container's SagaEngine, if there is one, and
-    closes that engine when the application stops."""
+    """Closes the engines the container created when the application stops, and connects
+    `@Pod()`-registered sagas (which the `@Saga()` stereotype does not see) to the
+    container's engine."""
 
     def __init__(self) -> None:
         self._container: IContainer | None = None
@@ -36,25 +45,78 @@ class SagaEngineConnector(IPostProcessor, IContainerAware, IService):
         self._container = container
 
     def post_process(self, pod: object) -> object:
-        if isinstance(pod, AbstractSaga) and self._container is not None:
-            engine = self._container.get_or_none(SagaEngine)
-            if engine is not None:
-                pod.connect_engine(engine)
-                if engine not in self._engines:
-                    self._engines.append(engine)
+        if isinstance(pod, SagaEngine):
+            self._engines.append(pod)  # the container post-processes each pod it creates once
+        elif (
+            isinstance(pod, AbstractSaga)
+            and not Saga.exists(type(pod))
+            and self._container is not None
+            and (engine := self._container.get_or_none(SagaEngine)) is not None
+        ):
+            pod.connect_engine(engine)
         return pod
 
     def set_stop_event(self, stop_event: threading.Event) -> None:
         """Nothing runs in the background, so there is nothing to signal."""
 
     def start(self) -> None:
-        """Sagas are connected as the container creates them; nothing to start."""
+        """Engines are collected as the container creates them; nothing to start."""
 
     def stop(self) -> None:
         for engine in self._engines:
             engine.close()
 
+    @property
+    def engines(self) -> tuple[SagaEngine, ...]:
+        """The engines the container created, in order."""
+        return tuple(self._engines)
 
-def initialize(app: SpakkyApplication) -> None:
-    """Entry point of the `spakky-saga` plugin."""
-    app.add(SagaEngineConnector)
+
+@Pod()
+class SagaRecoveryService(IAsyncService):
+    """Recovers the unfinished sagas of every durable engine built with
+    `recover_on_start=True` when the application starts (on the application's event loop),
+    and closes durable engines' stores when it stops.
+
+    By then the container has created its sagas, which registered their flows with their
+    engine; a saga refused by recovery (unknown name, changed flow) is logged and left for an
+    operator (`spakky-saga recover`).
+    """
+
+    def __init__(self, connector: SagaEngineConnector) -> None:
+        self._connector = connector
+
+    def set_stop_event(self, stop_event: asyncio.Event) -> None:
+        """Recovery runs once at start; nothing runs in the background."""
+
+    async def start_async(self) -> None:
+        for engine in self._connector.engines:
+            if engine.store is None or not engine.recover_on_start:
+                continue
+            report = await engine.recover()
+            logger.info(
+                "[saga=- status=recovered sagas=%d refused=%d]",
+                len(report),
+                len(report.refused),
+                extra={"saga_engine": engine.owner},
+            )
+            for refused in report.refused:
+                logger.error(
+                    "[saga=%s status=recovery_refused error=%s]",
+                    refused.saga_name,
+                    type(refused.error).__name__,
+                    extra={"saga_id": refused.saga_id, "saga_error_message": str(refused.error)},
+                )
+
+    async def stop_async(self) -> None:
+        for engine in self._connector.engines:
+            if engine.store is None:
+                continue
+            try:
+                await engine.aclose()
+            except Exception:  # a store opened on another loop: its owner closes it
+                logger.warning(
+                    "[saga=- status=store_close_failed]",
+                    exc_info=True,
+                    extra={"saga_engine": engine.owner},
+                )

@@ -1,16 +1,25 @@
 """What to do when a step fails: small frozen value objects, validated when built.
 
-A strategy decides; the engine acts. `Retry.delay_before(attempt)` is pure, so backoff is
+A strategy decides; the engine acts. `Retry.delay_before(attempt)` and
+`Retry.should_retry(error)` are pure and never raise, so backoff and error filtering are
 tested without sleeping and the engine stays the one place with side effects.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import random
+import sys
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Final
 
+from spakky_saga._text import safe_repr, type_repr
 from spakky_saga.errors import SagaFlowDefinitionError
 
 
@@ -45,31 +54,61 @@ class ExponentialBackoff:
         problems = []
         if not (_is_number(self.base) and 0 <= self.base < math.inf):  # also rejects NaN
             problems.append(
-                f"ExponentialBackoff(base={self.base!r}): base must be a finite number of "
-                "seconds >= 0"
+                f"ExponentialBackoff(base={safe_repr(self.base)}): base must be a finite number "
+                "of seconds >= 0"
             )
         if self.max_delay is not None and not (_is_number(self.max_delay) and self.max_delay >= 0):
             problems.append(
-                f"ExponentialBackoff(max_delay={self.max_delay!r}): max_delay must be >= 0 "
-                "seconds, or None for no cap"
+                f"ExponentialBackoff(max_delay={safe_repr(self.max_delay)}): max_delay must be "
+                ">= 0 seconds, or None for no cap"
             )
         if not (_is_number(self.jitter) and 0.0 <= self.jitter <= 1.0):
             problems.append(
-                f"ExponentialBackoff(jitter={self.jitter!r}): jitter must be a fraction "
-                "between 0.0 and 1.0"
+                f"ExponentialBackoff(jitter={safe_repr(self.jitter)}): jitter must be a "
+                "fraction between 0.0 and 1.0"
             )
         if problems:
             raise SagaFlowDefinitionError(*problems)
 
-    def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number `retry_number` (the first retry is 1)."""
-        delay = self.base * (2.0 ** (retry_number - 1))
-        if self.max_delay is not None and delay > self.max_delay:
-            delay = self.max_delay
+    def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (1-indexed: the first retry is 1).
+
+        `base * 2**(attempt-1)`, capped at `max_delay`, then jittered. Never raises and is
+        always finite: a delay too long to compute saturates at `MAX_DELAY_SECONDS` (about
+        2.7 million years, the longest `datetime.timedelta`), so a run with a thousand
+        retries and no cap waits "forever" rather than failing on a float overflow.
+        """
+        delay = _doubled(self.base, attempt - 1)
+        if self.max_delay is not None:
+            delay = min(delay, float(self.max_delay))
+        delay = min(delay, MAX_DELAY_SECONDS)  # also turns inf (uncapped overflow) into a number
         if self.jitter:
             low = delay * (1.0 - self.jitter)
             delay = (rng or _JITTER_RANDOM).uniform(low, delay)
         return delay
+
+    def __repr__(self) -> str:
+        extras = "" if self.max_delay is None else f", max_delay={self.max_delay!r}"
+        extras += f", jitter={self.jitter!r}" if self.jitter else ""
+        return f"ExponentialBackoff(base={self.base!r}{extras})"
+
+
+MAX_DELAY_SECONDS: Final = timedelta.max.days * 86_400.0
+"""The longest backoff delay, in seconds: 999,999,999 days, the longest whole-day `timedelta`.
+Longer delays saturate here, so every delay is finite and converts to a `timedelta`."""
+
+_LARGEST_FINITE_EXPONENT: Final = sys.float_info.max_exp - 1
+_SMALLEST_USEFUL_EXPONENT: Final = sys.float_info.min_exp - sys.float_info.mant_dig - 1
+
+
+def _doubled(base: float, doublings: int) -> float:
+    """`base * 2.0**doublings` without OverflowError: inf when it would not fit a float."""
+    if base == 0:
+        return 0.0
+    if doublings > _LARGEST_FINITE_EXPONENT:  # 2.0**1024 raises; the product is inf anyway
+        return math.inf
+    # 2.0**n underflows to 0.0 quietly, but a huge negative int cannot become a float.
+    return base * 2.0 ** max(doublings, _SMALLEST_USEFUL_EXPONENT)  # x * big -> inf, no raise
 
 
 def _is_number(value: object) -> bool:
@@ -78,7 +117,12 @@ def _is_number(value: object) -> bool:
 
 
 _JITTER_RANDOM: Final = random.Random()
-_NO_BACKOFF: Final = ExponentialBackoff(base=0.0)
+_DEFAULT_BACKOFF: Final = ExponentialBackoff()
+
+type RetryOn = (
+    type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+)
+"""Which errors `Retry` retries: an exception class, a tuple of them, or a predicate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +130,23 @@ class Retry(ErrorStrategy):
     """Run the step up to `max_attempts` times in total, waiting `backoff` between attempts,
     then apply `then` (Compensate or Skip) if every attempt failed.
 
-    `Retry(3, ExponentialBackoff(1.0), Compensate())` works positionally, as documented.
+    `Retry()` is `Retry(3, ExponentialBackoff(1.0), Compensate())`, which also works
+    positionally, as documented. `retry_on=` (keyword-only) limits which errors are retried:
+    an exception class, a tuple of them, or a predicate `(error) -> bool`. An error it does
+    not match skips the remaining attempts, and `then` applies at once.
     """
 
-    max_attempts: int
-    backoff: ExponentialBackoff = field(default=_NO_BACKOFF)
+    max_attempts: int = 3
+    backoff: ExponentialBackoff = _DEFAULT_BACKOFF
     then: Compensate | Skip = field(default_factory=Compensate)
+    retry_on: RetryOn | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         problems = []
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
             problems.append(
-                f"Retry(max_attempts={self.max_attempts!r}): max_attempts must be an int >= 1"
+                f"Retry(max_attempts={safe_repr(self.max_attempts)}): max_attempts must be an "
+                "int >= 1"
             )
         elif self.max_attempts < 1:
             problems.append(
@@ -106,7 +155,7 @@ class Retry(ErrorStrategy):
             )
         if not isinstance(self.backoff, ExponentialBackoff):
             problems.append(
-                f"Retry(backoff={self.backoff!r}): backoff must be an ExponentialBackoff"
+                f"Retry(backoff={safe_repr(self.backoff)}): backoff must be an ExponentialBackoff"
             )
         if isinstance(self.then, Retry):
             problems.append(
@@ -114,13 +163,144 @@ class Retry(ErrorStrategy):
                 "raise max_attempts instead"
             )
         elif not isinstance(self.then, Compensate | Skip):
-            problems.append(f"Retry(then={self.then!r}): then must be Compensate() or Skip()")
+            problems.append(
+                f"Retry(then={safe_repr(self.then)}): then must be Compensate() or Skip()"
+            )
+        problems.extend(_retry_on_problems(self.retry_on))
         if problems:
             raise SagaFlowDefinitionError(*problems)
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt number `attempt` (2 is the first retry)."""
-        return self.backoff.delay(attempt - 1)
+        return self.backoff.delay_for(attempt - 1)
+
+    def should_retry(self, error: BaseException) -> bool:
+        """Whether a failed attempt's `error` is worth another attempt (if any are left).
+
+        True when `retry_on` is None or matches `error`. Never raises: a `retry_on` predicate
+        that raises (or returns an awaitable) counts as "no", since repeating an action
+        nobody can vouch for is the riskier choice, and a note on `error` says why. A
+        `SagaFlowDefinitionError` (a broken flow, such as a lambda step that returned no
+        awaitable) is never retried: another attempt cannot fix it.
+        """
+        if isinstance(error, SagaFlowDefinitionError):
+            return False
+        retry_on = self.retry_on
+        if retry_on is None:
+            return True
+        if isinstance(retry_on, type | tuple):
+            return isinstance(error, retry_on)
+        verdict, problem = _ask(retry_on, error)
+        if problem is not None:
+            _add_note(
+                error,
+                f"Retry(retry_on={_describe_retry_on(retry_on)}) {problem}; the error was "
+                "treated as not retryable",
+            )
+        return verdict
+
+    def __repr__(self) -> str:
+        text = (
+            f"Retry(max_attempts={self.max_attempts!r}, backoff={self.backoff!r}, "
+            f"then={self.then!r}"
+        )
+        if self.retry_on is not None:
+            text += f", retry_on={_describe_retry_on(self.retry_on)}"
+        return text + ")"
+
+
+def _retry_on_problems(retry_on: object) -> list[str]:
+    """What is wrong with a `retry_on=` value, one message per problem (none when valid)."""
+    if retry_on is None:
+        return []
+    where = f"Retry(retry_on={_describe_retry_on(retry_on)})"
+    expected = (
+        "retry_on takes an exception class, a tuple of exception classes, or a function "
+        "(error) -> bool"
+    )
+    if isinstance(retry_on, type):
+        if issubclass(retry_on, BaseException):
+            return []
+        return [f"{where}: {type_repr(retry_on)} is not an exception class; {expected}"]
+    if isinstance(retry_on, tuple):
+        if not retry_on:
+            return [
+                f"{where}: an empty tuple matches no error, so nothing would ever be retried; "
+                "omit retry_on to retry every error"
+            ]
+        return [
+            f"{where}: item {position}, {safe_repr(item)}, is not an exception class; {expected}"
+            for position, item in enumerate(retry_on, start=1)
+            if not (isinstance(item, type) and issubclass(item, BaseException))
+        ]
+    if isinstance(retry_on, BaseException):
+        return [
+            f"{where}: got an exception instance; pass its class, "
+            f"{type_repr(type(retry_on))}, to retry every error of that type"
+        ]
+    if isinstance(retry_on, types.UnionType):
+        written = ", ".join(_describe_retry_on(member) for member in typing.get_args(retry_on))
+        return [f"{where}: write a union of exception classes as a tuple, ({written})"]
+    if not callable(retry_on):
+        return [f"{where}: {expected}"]
+    call = getattr(type(retry_on), "__call__", None)  # noqa: B004 - want the class's __call__
+    if inspect.iscoroutinefunction(retry_on) or inspect.iscoroutinefunction(call):
+        return [
+            f"{where}: the predicate is `async def`; it must return a bool right away, so "
+            "declare it with `def`"
+        ]
+    try:
+        inspect.signature(retry_on).bind(None)
+    except TypeError:
+        return [f"{where}: the predicate must take exactly one argument, the error"]
+    except ValueError:  # builtins without a signature: trust them
+        pass
+    return []
+
+
+def _describe_retry_on(retry_on: object) -> str:
+    """`ValueError`, `(ValueError, KeyError)`, `is_transient`: as the user wrote it."""
+    if isinstance(retry_on, type):
+        return type_repr(retry_on)
+    if isinstance(retry_on, tuple):
+        inner = ", ".join(
+            type_repr(item) if isinstance(item, type) else safe_repr(item) for item in retry_on
+        )
+        return f"({inner},)" if len(retry_on) == 1 else f"({inner})"
+    name = getattr(retry_on, "__qualname__", None)
+    if callable(retry_on) and isinstance(name, str):
+        return name
+    return safe_repr(retry_on)
+
+
+def _ask(
+    predicate: Callable[[BaseException], object], error: BaseException
+) -> tuple[bool, str | None]:
+    """The predicate's answer, or False and what went wrong; never raises."""
+    try:
+        verdict = predicate(error)
+        if inspect.isawaitable(verdict):
+            if inspect.iscoroutine(verdict):
+                verdict.close()  # never awaited: spare the user a "never awaited" warning
+            return False, (
+                "returned an awaitable instead of a bool; declare the predicate with `def`, "
+                "not `async def`"
+            )
+        return bool(verdict), None
+    except Exception as problem:  # a strategy never raises during a run
+        return False, f"raised {type(problem).__name__}: {_safe_str(problem)}"
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:  # formatting a user's error can raise
+        return "<str() raised>"
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    with contextlib.suppress(Exception):  # a frozen or odd exception: the note is a courtesy
+        error.add_note(note)
 
 
 DEFAULT_STRATEGY: Final = Compensate()
@@ -134,5 +314,6 @@ def check_strategy(strategy: object, where: str) -> ErrorStrategy:
     if isinstance(strategy, type) and issubclass(strategy, ErrorStrategy):
         hint = f" (the class itself; did you mean {strategy.__name__}(...)?)"
     raise SagaFlowDefinitionError(
-        f"{where}: on_error must be Compensate(), Skip() or Retry(...), got {strategy!r}{hint}"
+        f"{where}: on_error must be Compensate(), Skip() or Retry(...), got "
+        f"{safe_repr(strategy)}{hint}"
     )

@@ -1,6 +1,8 @@
-"""The order saga of the test application and the ticket service it needs.
+"""The sagas of the test application and the ticket service they need.
 
-`OrderSaga` is created by the container, which injects `TicketService` (another Pod).
+The container creates `OrderSaga` and `CancelOrderSaga` (`@Saga()` sagas), `RefundSaga` (an
+`AbstractSaga` registered with a plain `@Pod()`) and `OrderDesk` (a `@Saga()` orchestrator
+that is not an `AbstractSaga`), injecting `TicketService` (another Pod) into each.
 """
 
 from __future__ import annotations
@@ -9,7 +11,17 @@ import dataclasses
 
 from spakky.core.pod.annotations.pod import Pod
 
-from spakky_saga import AbstractSaga, AbstractSagaData, Saga, SagaFlow, saga_flow, saga_step
+from spakky_saga import (
+    AbstractSaga,
+    AbstractSagaData,
+    Saga,
+    SagaEngine,
+    SagaFlow,
+    SagaResult,
+    run_saga_flow,
+    saga_flow,
+    saga_step,
+)
 
 
 class OrderSagaData(AbstractSagaData):
@@ -77,3 +89,39 @@ class CancelOrderSaga(AbstractSaga[OrderSagaData]):
 
     def flow(self) -> SagaFlow[OrderSagaData]:
         return saga_flow(self.cancel_ticket)
+
+
+@Pod()
+class RefundSaga(AbstractSaga[OrderSagaData]):
+    """Registered with `@Pod()` rather than `@Saga()`: the plugin connects it to the engine."""
+
+    def __init__(self, tickets: TicketService) -> None:
+        self.tickets = tickets
+
+    @saga_step
+    async def refund(self, data: OrderSagaData) -> None:
+        await self.tickets.cancel(data.order_id)
+
+    def flow(self) -> SagaFlow[OrderSagaData]:
+        return saga_flow(self.refund)
+
+
+@Saga()
+class OrderDesk:
+    """A `@Saga()` orchestrator that does not derive from AbstractSaga: it takes the engine in
+    its constructor, when the application has one, and runs its flow itself."""
+
+    def __init__(self, tickets: TicketService, engine: SagaEngine | None = None) -> None:
+        self.tickets = tickets
+        self.engine = engine
+
+    async def issue(self, data: OrderSagaData) -> OrderSagaData:
+        ticket_id = await self.tickets.issue(data.order_id)
+        return dataclasses.replace(data, ticket_id=ticket_id)
+
+    async def place(self, order_id: int) -> SagaResult[OrderSagaData]:
+        flow = saga_flow(self.issue)
+        data = OrderSagaData(order_id=order_id)
+        if self.engine is None:
+            return await run_saga_flow(flow, data, saga_name="order-desk")
+        return await self.engine.run(flow, data, saga_name="order-desk")

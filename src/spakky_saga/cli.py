@@ -1,0 +1,273 @@
+"""`spakky-saga` (and `python -m spakky_saga`): operations on durable sagas.
+
+    spakky-saga list --store URL [--status STATUS ...] [--limit N] [--json]
+    spakky-saga show SAGA_ID --store URL [--json]
+    spakky-saga recover --app MODULE:ENGINE [--limit N] [--compensate-by-name] [--json]
+    spakky-saga retry-compensation SAGA_ID --app MODULE:ENGINE [--json]
+
+`--store` is `sqlite:////absolute/sagas.db`, `sqlite:///relative.db` (or a plain file path)
+or a PostgreSQL URL
+(`postgresql://user@host/db`, with `--schema` for a schema other than public). `recover` and
+`retry-compensation` run compensations and steps, so they need the application's flows:
+`--app` names a `SagaEngine` (or a function returning one) whose flows are registered,
+importable from the current directory.
+
+Exit codes, for scripts: 0 done; 1 something needs attention (a saga refused, a compensation
+failed again); 2 wrong usage; 3 no such saga; 4 the store failed or was refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from spakky_saga._text import error_text
+from spakky_saga.engine import SagaEngine
+from spakky_saga.errors import SagaStoreError
+from spakky_saga.recovery import RecoveredSaga
+from spakky_saga.store import SagaRecord, SagaStore, StoredStatus
+from spakky_saga.stores.postgres import PostgresSagaStore
+from spakky_saga.stores.sqlite import SqliteSagaStore
+from spakky_saga.timeline import format_timeline, rows_from_events
+
+OK: Final = 0
+ATTENTION: Final = 1
+USAGE: Final = 2
+NOT_FOUND: Final = 3
+STORE_FAILED: Final = 4
+
+
+class UsageError(Exception):
+    """A command line that cannot work: said on stderr, exit code 2."""
+
+
+def open_store(url: str, schema: str = "public") -> SagaStore:
+    """The store a `--store` URL names."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresSagaStore(url, schema=schema)
+    if url.startswith("sqlite:"):
+        rest = url.removeprefix("sqlite:")
+        path = rest.removeprefix("///") if rest.startswith("///") else rest
+        if not path or path.startswith("//"):
+            raise UsageError(
+                f"--store {url}: give a file, as SQLAlchemy URLs do: sqlite:///relative.db or "
+                "sqlite:////absolute/path/sagas.db (or just the path)"
+            )
+        return SqliteSagaStore(path)
+    if "://" in url:
+        raise UsageError(
+            f"--store {url}: use sqlite:////path/to/sagas.db or postgresql://user@host/db"
+        )
+    return SqliteSagaStore(url)
+
+
+def load_engine(spec: str) -> SagaEngine:
+    """The `SagaEngine` that `module:attribute` names (or a function returning one)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"--app {spec}: write MODULE:ATTRIBUTE, e.g. myapp.sagas:engine")
+    sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as error:
+        raise UsageError(f"--app {spec}: cannot import it ({error_text(error)})") from error
+    if callable(target) and not isinstance(target, SagaEngine):
+        target = target()
+    if not isinstance(target, SagaEngine) or target.store is None:
+        raise UsageError(
+            f"--app {spec}: expected a SagaEngine with a store (SagaEngine(store=...)) whose "
+            f"flows are registered, got {target!r}"
+        )
+    return target
+
+
+def _record_json(record: SagaRecord) -> dict[str, Any]:
+    return {
+        "saga_id": record.saga_id,
+        "saga_name": record.saga_name,
+        "status": record.status.value,
+        "owner": record.owner,
+        "lease_expires": record.lease_expires,
+        "created": record.created,
+        "updated": record.updated,
+        "failed_step": record.failed_step,
+        "error": record.error,
+    }
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+async def _list(args: argparse.Namespace) -> int:
+    store = open_store(args.store, args.schema)
+    try:
+        await store.open()
+        statuses = [StoredStatus(s) for s in args.status]
+        records = await store.list(statuses, args.limit)
+    finally:
+        await store.close()
+    if args.json:
+        print(json.dumps([_record_json(r) for r in records], indent=2))
+        return OK
+    if not records:
+        print("no sagas")
+        return OK
+    table = [("saga id", "name", "status", "updated", "owner")]
+    table += [
+        (r.saga_id, r.saga_name, r.status.value, _when(r.updated), r.owner or "-") for r in records
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return OK
+
+
+async def _show(args: argparse.Namespace) -> int:
+    store = open_store(args.store, args.schema)
+    try:
+        await store.open()
+        record = await store.load(args.saga_id)
+    finally:
+        await store.close()
+    if record is None:
+        print(f"no saga {args.saga_id} in the store", file=sys.stderr)
+        return NOT_FOUND
+    rows = rows_from_events(record.events)
+    if args.json:
+        print(
+            json.dumps(
+                _record_json(record)
+                | {"data": json.loads(record.data), "timeline": [r._asdict() for r in rows]},
+                indent=2,
+            )
+        )
+        return OK
+    print(f"saga {record.saga_id} ({record.saga_name}): {record.status.value}")
+    print(f"  started {_when(record.created)}, updated {_when(record.updated)}")
+    if record.owner:
+        print(f"  owned by {record.owner} until {_when(record.lease_expires)}")
+    if record.failed_step:
+        print(f'  failed step "{record.failed_step}": {record.error}')
+    elif record.error:
+        print(f"  error: {record.error}")
+    print(f"  data: {record.data}")
+    print()
+    print(format_timeline(rows))
+    return OK
+
+
+def _report(sagas: Sequence[RecoveredSaga], as_json: bool) -> int:
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "saga_id": s.saga_id,
+                        "saga_name": s.saga_name,
+                        "outcome": s.outcome,
+                        "status": None if s.result is None else s.result.status.value,
+                        "error": None if s.error is None else error_text(s.error),
+                    }
+                    for s in sagas
+                ],
+                indent=2,
+            )
+        )
+    elif not sagas:
+        print("nothing to recover")
+    for saga in [] if as_json else sagas:
+        detail = "" if saga.error is None else f": {error_text(saga.error)}"
+        print(f"{saga.saga_id} ({saga.saga_name}): {saga.outcome}{detail}")
+    return ATTENTION if any(s.outcome in ("refused", "compensation_failed") for s in sagas) else OK
+
+
+async def _recover(args: argparse.Namespace) -> int:
+    engine = load_engine(args.app)
+    try:
+        report = await engine.recover(limit=args.limit, compensate_by_name=args.compensate_by_name)
+    finally:
+        await engine.aclose()
+    return _report(report.sagas, args.json)
+
+
+async def _retry(args: argparse.Namespace) -> int:
+    engine = load_engine(args.app)
+    try:
+        outcome = await engine.retry_compensation(args.saga_id)
+    finally:
+        await engine.aclose()
+    return _report([outcome], args.json)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="spakky-saga",
+        description="Operations on durable sagas (see docs/durability.md).",
+    )
+    commands = main.add_subparsers(dest="command", required=True)
+
+    def store_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--store", required=True, help="sqlite:////abs/file.db, a path, or postgresql://..."
+        )
+        command.add_argument("--schema", default="public", help="PostgreSQL schema (public)")
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+
+    listing = commands.add_parser("list", help="list sagas, newest first")
+    store_options(listing)
+    listing.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        choices=[s.value for s in StoredStatus],
+        help="only these statuses (repeatable)",
+    )
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(run=_list)
+
+    show = commands.add_parser("show", help="one saga and its timeline")
+    show.add_argument("saga_id")
+    store_options(show)
+    show.set_defaults(run=_show)
+
+    recover = commands.add_parser("recover", help="finish sagas whose engine stopped")
+    recover.add_argument("--app", required=True, help="MODULE:ENGINE, a SagaEngine with flows")
+    recover.add_argument("--limit", type=int, default=100)
+    recover.add_argument(
+        "--compensate-by-name",
+        action="store_true",
+        help="compensate sagas whose flow changed, matching steps by name",
+    )
+    recover.add_argument("--json", action="store_true", help="machine-readable output")
+    recover.set_defaults(run=_recover)
+
+    retry = commands.add_parser("retry-compensation", help="re-run failed compensations")
+    retry.add_argument("saga_id")
+    retry.add_argument("--app", required=True, help="MODULE:ENGINE, a SagaEngine with flows")
+    retry.add_argument("--json", action="store_true", help="machine-readable output")
+    retry.set_defaults(run=_retry)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = asyncio.run(args.run(args))
+    except UsageError as error:
+        print(f"spakky-saga: {error}", file=sys.stderr)
+        return USAGE
+    except SagaStoreError as error:
+        print(f"spakky-saga: {error_text(error)}", file=sys.stderr)
+        return STORE_FAILED
+    return code

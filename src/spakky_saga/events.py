@@ -1,0 +1,68 @@
+"""What happens in a saga run, as data: the engine's one event seam.
+
+Every transition of a run (saga started; step attempt started, committed, failed, retrying,
+skipped; compensation started, done, failed; saga finished or aborted) is a `SagaEvent`. Two
+kinds of consumers read them: listeners (observers such as the log lines or OpenTelemetry;
+never awaited, never able to change the run) and, for durable engines, the saga log (awaited
+before the engine moves on: write-ahead).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, NamedTuple
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from spakky_saga.data import AbstractSagaData
+    from spakky_saga.result import SagaStatus
+
+
+class SagaEventKind(Enum):
+    """The transitions of a saga run, in the order a run can go through them."""
+
+    SAGA_STARTED = "saga_started"
+    STEP_STARTED = "step_started"
+    """An attempt of an action is about to run (`attempt` counts from 1)."""
+    STEP_COMMITTED = "step_committed"
+    """The attempt succeeded; `data` is the data after it."""
+    STEP_FAILED = "step_failed"
+    """The attempt raised (`error`); its strategy decides what happens next."""
+    STEP_RETRYING = "step_retrying"
+    """Another attempt follows after `delay_seconds`; `attempt` is the next attempt."""
+    STEP_SKIPPED = "step_skipped"
+    """The step failed for good and a `Skip` strategy lets the saga go on."""
+    COMPENSATION_STARTED = "compensation_started"
+    COMPENSATION_DONE = "compensation_done"
+    COMPENSATION_FAILED = "compensation_failed"
+    SAGA_FINISHED = "saga_finished"
+    """The run returns a result: `status` is COMPLETED, FAILED or TIMED_OUT."""
+    SAGA_ABORTED = "saga_aborted"
+    """The run raises `error` instead of returning: a compensation failed (after the failure
+    handler ran) or the task running the saga was cancelled (after compensating)."""
+
+
+class SagaEvent(NamedTuple):
+    """One transition of one saga run.
+
+    Every event names its saga (`saga_name`, `saga_id`) so concurrent sagas can be told
+    apart. `step` is None for saga-level events, except SAGA_FINISHED, where it is the failed
+    step (if any). For STEP_COMMITTED `data` is the data after the step (for a group member,
+    what the member returned, or None). `elapsed_seconds` is how long the attempt or
+    compensation took (the whole run for SAGA_FINISHED / SAGA_ABORTED, 0 for *_STARTED), and
+    `offset_seconds` when the event happened, from the start of the saga.
+    """
+
+    kind: SagaEventKind
+    saga_name: str
+    saga_id: UUID
+    step: str | None = None
+    step_key: str | None = None
+    """Where the step stands in the flow (`3`; `2.1` for a group member; `2` for a group)."""
+    attempt: int = 1
+    elapsed_seconds: float = 0.0
+    offset_seconds: float = 0.0
+    error: BaseException | None = None
+    data: AbstractSagaData | None = None
+    status: SagaStatus | None = None
+    delay_seconds: float = 0.0

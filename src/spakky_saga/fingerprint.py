@@ -1,0 +1,69 @@
+"""A flow's structure, as recorded by a durable saga, and what changed in it since.
+
+Recovery re-runs or compensates steps by their position in the flow, so it must refuse a flow
+whose structure differs from the one the saga started with. The structure is what positions
+mean: each item's step name and compensation name, and the members of each group. Strategies
+and timeouts are not part of it (changing them is safe for an unfinished saga).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
+
+type Structure = list[dict[str, Any]]
+
+
+def structure_of(plan: ExecutionPlan) -> Structure:
+    """The flow's items, in order: `{"key", "step", "compensation"}` or `{"key", "group"}`."""
+    items: Structure = []
+    for node in plan.nodes:
+        if isinstance(node, GroupNode):
+            items.append({"key": node.key, "group": [_step(m) for m in node.members]})
+        else:
+            items.append(_step(node))
+    return items
+
+
+def _step(node: StepNode) -> dict[str, Any]:
+    return {"key": node.key, "step": node.name, "compensation": node.compensation_name or None}
+
+
+def encode_structure(structure: Structure) -> str:
+    return json.dumps(structure, separators=(",", ":"), sort_keys=True)
+
+
+def fingerprint_of(structure: Structure) -> str:
+    """A short stable hash of the structure."""
+    return hashlib.sha256(encode_structure(structure).encode()).hexdigest()[:32]
+
+
+def describe_changes(old: Structure, new: Structure) -> tuple[str, ...]:
+    """What differs between two structures, item by item, in words."""
+    changes: list[str] = []
+    for position in range(max(len(old), len(new))):
+        before = old[position] if position < len(old) else None
+        after = new[position] if position < len(new) else None
+        if before == after:
+            continue
+        label = f"item {position + 1}"
+        if before is None:
+            changes.append(f"{label} {_describe(after)} was added")
+        elif after is None:
+            changes.append(f"{label} {_describe(before)} was removed")
+        else:
+            changes.append(f"{label} was {_describe(before)}, is now {_describe(after)}")
+    return tuple(changes)
+
+
+def _describe(item: dict[str, Any] | None) -> str:
+    if item is None:  # pragma: no cover - callers pass an item
+        return "nothing"
+    if "group" in item:
+        return "group (" + " & ".join(_describe(m) for m in item["group"]) + ")"
+    compensation = item.get("compensation")
+    undo = f" >> {compensation}" if compensation else ""
+    return f'"{item["step"]}{undo}"'

@@ -1,0 +1,253 @@
+"""One durable run's write-ahead log: the durable consumer of the engine's event seam.
+
+The engine hands every `SagaEvent` of a durable run to its `SagaJournal` (`add`, cheap: it
+converts and buffers), and awaits `flush()` before it acts: before an action attempt, before a
+compensation, before a retry's backoff, and before the run ends. So an attempt is in the log
+before its action runs, and a commit (with the data it produced) is in the log before the
+next action starts; the commit of one step and the attempt of the next share one write.
+
+A journal whose saga was taken over by another engine (lease lost) or whose store failed
+raises on every later flush without writing: the engine stops the run at once and the saga
+stays unfinished in the store, for recovery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+from spakky_saga._text import safe_str
+from spakky_saga.codec import CODEC_VERSION, encode, type_name
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.errors import (
+    SagaCompensationFailedError,
+    SagaCompensationInterruptedError,
+    SagaLeaseLostError,
+)
+from spakky_saga.events import SagaEvent, SagaEventKind
+from spakky_saga.result import SagaStatus
+from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate, StoredEvent, StoredStatus
+
+_FINAL_STATUS: Final = {
+    SagaStatus.COMPLETED: StoredStatus.COMPLETED,
+    SagaStatus.FAILED: StoredStatus.FAILED,
+    SagaStatus.TIMED_OUT: StoredStatus.TIMED_OUT,
+}
+
+
+class SagaJournal:
+    """Buffers one run's events as log entries and writes them in batches."""
+
+    __slots__ = (
+        "_begin",
+        "_data",
+        "_data_type",
+        "_error",
+        "_failed_step",
+        "_failure",
+        "_finished",
+        "_last_data",
+        "_pending",
+        "_release",
+        "_status",
+        "lease_seconds",
+        "owner",
+        "saga_id",
+        "seq",
+        "store",
+        "wall_clock",
+    )
+
+    def __init__(
+        self,
+        store: SagaStore,
+        saga_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        begin: SagaRecord | None = None,
+        seq: int = 0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.saga_id = saga_id
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.seq = seq
+        """The last sequence number used (a recovered saga continues its log)."""
+        self.wall_clock = wall_clock
+        self._begin = begin
+        self._pending: list[StoredEvent] = []
+        self._status: StoredStatus | None = None
+        self._data: str | None = None
+        self._data_type: str | None = None
+        self._failed_step: str | None = None
+        self._error: str | None = None
+        self._release = False
+        self._finished = False
+        self._failure: BaseException | None = None
+        self._last_data: AbstractSagaData | None = None
+
+    @property
+    def failed(self) -> BaseException | None:
+        """Why this journal stopped writing (lease lost, store error), or None."""
+        return self._failure
+
+    def lose(self, error: BaseException) -> None:
+        """Stop writing: every later flush raises `error` (the heartbeat found the lease gone)."""
+        if self._failure is None:
+            self._failure = error
+
+    def add(self, event: SagaEvent) -> None:
+        """Turn `event` into a log entry and buffer it (nothing is written yet)."""
+        if self._failure is not None or self._finished:
+            return
+        kind = event.kind
+        step_key = event.step_key
+        data_text = data_type = None
+        if kind is SagaEventKind.SAGA_STARTED and event.data is not None:
+            data_text, data_type = encode(event.data), type_name(type(event.data))
+            self._last_data = event.data
+        elif kind is SagaEventKind.STEP_COMMITTED and event.data is not None:
+            if event.data is not self._last_data:  # unchanged data is not written again
+                data_text, data_type = encode(event.data), type_name(type(event.data))
+                if step_key is not None and "." not in step_key:  # sequential: the new data
+                    self._data, self._data_type = data_text, data_type
+                    self._last_data = event.data
+        elif kind is SagaEventKind.COMPENSATION_STARTED and self._status is None:
+            self._status = StoredStatus.COMPENSATING
+        elif kind is SagaEventKind.SAGA_FINISHED:
+            self._finish(event)
+        elif kind is SagaEventKind.SAGA_ABORTED:
+            self._abort(event)
+        error = event.error
+        self.seq += 1
+        self._pending.append(
+            StoredEvent(
+                seq=self.seq,
+                kind=kind.value,
+                at=self.wall_clock(),
+                step_key=step_key,
+                step=event.step,
+                attempt=event.attempt,
+                elapsed=event.elapsed_seconds,
+                error_type=None if error is None else type(error).__qualname__,
+                error=None if error is None else safe_str(error),
+                data=data_text,
+                data_type=data_type,
+                owner=self.owner,
+            )
+        )
+
+    def merged(self, data: AbstractSagaData) -> None:
+        """A group's members merged into `data`: the saga row's data follows."""
+        if self._failure is None:
+            self._data, self._data_type = encode(data), type_name(type(data))
+
+    async def flush(self) -> None:
+        """Write what is buffered, in one batch; raise if this run may not write any more."""
+        if self._failure is not None:
+            raise self._failure
+        if not self._pending and self._begin is None:
+            return
+        events, self._pending = self._pending, []
+        try:
+            if self._begin is not None:
+                begin, self._begin = self._begin, None
+                await self.store.begin(begin, events, self.lease_seconds)
+                if self._has_update():
+                    await self.store.append(
+                        self.saga_id, self.owner, (), self._take_update(), self.lease_seconds
+                    )
+                return
+            await self.store.append(
+                self.saga_id, self.owner, events, self._take_update(), self.lease_seconds
+            )
+        except SagaLeaseLostError as error:
+            self._failure = error
+            raise
+        except Exception as error:
+            self._failure = error
+            raise
+
+    def _finish(self, event: SagaEvent) -> None:
+        assert event.status is not None
+        self._status = _FINAL_STATUS[event.status]
+        if event.error is not None:
+            self._failed_step = event.step
+            self._error = safe_str(event.error)
+        self._release = True
+        self._finished_after_this()
+
+    def _abort(self, event: SagaEvent) -> None:
+        error = event.error
+        if isinstance(error, SagaCompensationFailedError):
+            failures = error.failures.values()
+            if any(isinstance(f, SagaCompensationInterruptedError) for f in failures):
+                # The rollback was cut off (shutdown): the saga stays COMPENSATING, and its
+                # lease runs out, so that recovery finishes it.
+                self._finished_after_this()
+                return
+            self._status = StoredStatus.COMPENSATION_FAILED
+        elif isinstance(error, BaseException) and type(error).__name__ == "CancelledError":
+            self._status = StoredStatus.CANCELLED
+        else:  # KeyboardInterrupt or SystemExit from a compensation: leave it to recovery
+            self._finished_after_this()
+            return
+        self._error = safe_str(error)
+        self._release = True
+        self._finished_after_this()
+
+    def _finished_after_this(self) -> None:
+        self._finished = True
+
+    def _has_update(self) -> bool:
+        return (
+            self._status is not None
+            or self._data is not None
+            or self._release
+            or self._error is not None
+        )
+
+    def _take_update(self) -> SagaUpdate:
+        update = SagaUpdate(
+            status=self._status,
+            data=self._data,
+            data_type=self._data_type,
+            failed_step=self._failed_step,
+            error=self._error,
+            release=self._release,
+        )
+        self._status = self._data = self._data_type = self._failed_step = self._error = None
+        self._release = False
+        return update
+
+
+def begin_record(
+    *,
+    saga_id: str,
+    saga_name: str,
+    owner: str,
+    fingerprint: str,
+    structure: str,
+    policy: str,
+    data_text: str,
+    data: AbstractSagaData,
+    now: float,
+) -> SagaRecord:
+    """The row a durable saga starts with."""
+    return SagaRecord(
+        saga_id=saga_id,
+        saga_name=saga_name,
+        status=StoredStatus.RUNNING,
+        fingerprint=fingerprint,
+        structure=structure,
+        policy=policy,
+        data=data_text,
+        data_type=type_name(type(data)),
+        codec=CODEC_VERSION,
+        created=now,
+        updated=now,
+        owner=owner,
+    )

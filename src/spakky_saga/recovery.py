@@ -1,0 +1,295 @@
+"""Finishing unfinished durable sagas: policies, replaying a saga's log, and the report.
+
+`replay` rebuilds, from a saga's log alone, everything the engine needs to finish it: the
+latest data, the history so far, which committed steps still need compensating, where the
+forward pass stopped, and which attempt (or compensation) started without a recorded outcome.
+It is pure (no I/O), so every crash point is testable without crashing anything.
+
+The at-least-once window: an attempt whose start is in the log but whose outcome is not may
+or may not have happened. Under RESUME it runs again with the same attempt number (and so the
+same idempotency key); under COMPENSATE it counts as done, and is compensated if it has a
+compensation. A compensation that started without an outcome runs again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from spakky_saga.codec import decode, resolve_type
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.events import SagaEventKind
+from spakky_saga.merge import merge_committed
+from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
+from spakky_saga.result import StepRecord, StepStatus
+
+if TYPE_CHECKING:
+    from spakky_saga.result import SagaResult
+    from spakky_saga.store import SagaRecord
+
+
+class RecoveryPolicy(Enum):
+    """How an unfinished saga is finished by `SagaEngine.recover()`."""
+
+    COMPENSATE = "compensate"
+    """Undo what committed (the default): the saga ends FAILED, every committed compensable
+    step compensated, including an attempt that may have happened."""
+    RESUME = "resume"
+    """Carry on from the first unfinished step, re-running an attempt that may not have
+    happened with the same idempotency key."""
+
+
+type UndoEntry = StepNode | tuple[StepNode, ...]
+
+
+@dataclass
+class Replayed:
+    """A saga's state as its log tells it."""
+
+    data: AbstractSagaData
+    history: list[StepRecord] = field(default_factory=list)
+    undo: list[UndoEntry] = field(default_factory=list)
+    """Committed compensable steps not compensated yet, in commit order."""
+    rolling_back: bool = False
+    """A compensation started, or a step failed for good: only compensation remains."""
+    next_index: int = 0
+    """The first item of the plan that has not finished."""
+    in_doubt: dict[str, int] = field(default_factory=dict)
+    """Step key -> attempt that started without a recorded outcome."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Step key -> the last attempt started."""
+    member_results: dict[str, AbstractSagaData | None] = field(default_factory=dict)
+    """Committed (or skipped: None) group members of the unfinished group."""
+    skipped: list[str] = field(default_factory=list)
+    committed_keys: set[str] = field(default_factory=set)
+    """Every step (or member) with a recorded commit."""
+    failed_step: str | None = None
+    error: str | None = None
+    compensation_failures: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+    started_at: float = 0.0
+
+
+def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
+    record: SagaRecord, plan: ExecutionPlan, known_types: dict[str, type[AbstractSagaData]]
+) -> Replayed:
+    """The state of `record`'s saga, from its log, against `plan` (same structure)."""
+    steps: dict[str, StepNode] = {}
+    group_of: dict[str, GroupNode] = {}
+    groups_by_key: dict[str, GroupNode] = {}
+    for item in plan.nodes:
+        if isinstance(item, GroupNode):
+            groups_by_key[item.key] = item
+            for member in item.members:
+                steps[member.key] = member
+                group_of[member.key] = item
+        else:
+            steps[item.key] = item
+
+    state = Replayed(data=decode(_data_class(record.data_type, known_types), record.data))
+    resolved: set[str] = set()  # steps committed or skipped
+    compensated: set[str] = set()  # compensations done or failed (not retried by recovery)
+    committed: list[UndoEntry] = []  # compensable commits, in the order they were registered
+    failed_for_good = False
+    if record.events:
+        state.started_at = record.events[0].at
+    for event in record.events:
+        state.seq = event.seq
+        kind = SagaEventKind(event.kind)
+        key = event.step_key or ""
+        offset = event.at - state.started_at
+        if kind is SagaEventKind.SAGA_STARTED:
+            if event.data is not None:
+                state.data = decode(_data_class(event.data_type, known_types), event.data)
+            continue
+        group = groups_by_key.get(key)
+        if group is not None:  # the group itself failed: its merge
+            if kind is SagaEventKind.STEP_FAILED:
+                state.history.append(_record(group.name, StepStatus.FAILED, event, offset))
+                state.failed_step, state.error = group.name, event.error
+                failed_for_good = True
+            continue
+        node = steps.get(key)
+        if node is None:
+            continue
+        if kind is SagaEventKind.STEP_STARTED:
+            state.attempts[key] = event.attempt
+            state.in_doubt[key] = event.attempt
+        elif kind is SagaEventKind.STEP_COMMITTED:
+            state.in_doubt.pop(key, None)
+            state.history.append(_record(node.name, StepStatus.COMMITTED, event, offset))
+            resolved.add(key)
+            state.committed_keys.add(key)
+            result = (
+                None
+                if event.data is None
+                else decode(_data_class(event.data_type, known_types), event.data)
+            )
+            member_of = group_of.get(key)
+            if member_of is None:
+                if result is not None:
+                    state.data = result
+                if node.compensate is not None:
+                    committed.append(node)
+            else:
+                state.member_results[key] = result
+                _close_group(state, member_of, resolved, committed)
+        elif kind is SagaEventKind.STEP_FAILED:
+            state.in_doubt.pop(key, None)
+            state.history.append(_record(node.name, StepStatus.FAILED, event, offset))
+            state.failed_step, state.error = node.name, event.error
+            failed_for_good = True  # unless a retry or skip follows
+        elif kind is SagaEventKind.STEP_RETRYING:
+            failed_for_good = False
+        elif kind is SagaEventKind.STEP_SKIPPED:
+            failed_for_good = False
+            resolved.add(key)
+            state.skipped.append(node.name)
+            state.failed_step = state.error = None
+            member_of = group_of.get(key)
+            if member_of is not None:
+                state.member_results[key] = None
+                _close_group(state, member_of, resolved, committed)
+        elif kind is SagaEventKind.COMPENSATION_STARTED:
+            state.rolling_back = True
+        elif kind is SagaEventKind.COMPENSATION_DONE:
+            compensated.add(key)
+            state.history.append(
+                _record(node.name, StepStatus.COMPENSATED, event, offset, compensation=True)
+            )
+        elif kind is SagaEventKind.COMPENSATION_FAILED:
+            compensated.add(key)
+            state.compensation_failures[key] = event.error or ""
+            state.history.append(
+                _record(node.name, StepStatus.FAILED, event, offset, compensation=True)
+            )
+    state.rolling_back = state.rolling_back or failed_for_good
+
+    state.next_index = len(plan.nodes)
+    for index, item in enumerate(plan.nodes):
+        keys = [m.key for m in item.members] if isinstance(item, GroupNode) else [item.key]
+        if not all(k in resolved for k in keys):
+            state.next_index = index
+            break
+    for entry in committed:
+        if isinstance(entry, tuple):
+            left = tuple(m for m in entry if m.key not in compensated)
+            if len(left) > 1:
+                state.undo.append(left)
+            else:
+                state.undo.extend(left)
+        elif entry.key not in compensated:
+            state.undo.append(entry)
+    return state
+
+
+def unfinished_group_commits(state: Replayed, plan: ExecutionPlan) -> list[StepNode]:
+    """Committed, compensable members of the group the forward pass stopped in."""
+    if state.next_index >= len(plan.nodes):
+        return []
+    node = plan.nodes[state.next_index]
+    if not isinstance(node, GroupNode):
+        return []
+    return [m for m in node.members if m.compensate is not None and m.key in state.committed_keys]
+
+
+def _close_group(
+    state: Replayed, group: GroupNode, resolved: set[str], committed: list[UndoEntry]
+) -> None:
+    """When every member of `group` is resolved: merge its results into the data, and
+    register its committed members for compensation, as the engine does."""
+    if not all(m.key in resolved for m in group.members):
+        return
+    results = [state.member_results.pop(m.key, None) for m in group.members]
+    state.data = merge_committed(group, state.data, results)
+    done = tuple(
+        m for m in group.members if m.compensate is not None and m.key in state.committed_keys
+    )
+    if group.concurrent_compensation and len(done) > 1:
+        committed.append(done)
+    else:
+        committed.extend(done)
+
+
+def possibly_done(state: Replayed, plan: ExecutionPlan) -> list[StepNode]:
+    """Steps whose attempt started without an outcome and that have a compensation: under
+    COMPENSATE they count as done (at-least-once), so they are compensated too."""
+    nodes: list[StepNode] = []
+    for node in plan.nodes:
+        for member in node.members if isinstance(node, GroupNode) else (node,):
+            if member.key in state.in_doubt and member.compensate is not None:
+                nodes.append(member)
+    return nodes
+
+
+def _data_class(name: str | None, known: dict[str, type[AbstractSagaData]]) -> Any:
+    if not name:
+        raise ValueError("a log entry with data has no data type")
+    return resolve_type(name, known)
+
+
+def _record(
+    name: str, status: StepStatus, event: Any, offset: float, *, compensation: bool = False
+) -> StepRecord:
+    """A history record from a log entry; it was logged when the step ended, so it started
+    `elapsed` earlier."""
+    error = None if event.error_type is None else LoggedError(event.error_type, event.error)
+    return tuple.__new__(
+        StepRecord,
+        (
+            name,
+            status,
+            event.elapsed,
+            event.attempt,
+            compensation,
+            error,
+            max(0.0, offset - event.elapsed),
+        ),
+    )
+
+
+class LoggedError(Exception):
+    """An error as a saga log recorded it (its type name and text), in a history rebuilt from
+    the log: the original exception did not survive the process that raised it."""
+
+    def __init__(self, type_name: str, text: str | None) -> None:
+        super().__init__(text or "")
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"{self.type_name}({str(self)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredSaga:
+    """What recovery did with one saga."""
+
+    saga_id: str
+    saga_name: str
+    outcome: str
+    """"completed", "compensated", "compensation_failed", "refused" or "stopped"."""
+    result: SagaResult[Any] | None = None
+    error: BaseException | None = None
+    uncompensated: tuple[str, ...] = ()
+    """Committed steps with no compensation to run: under `compensate_by_name`, names the
+    current flow no longer has."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """Every saga one `recover()` call looked at; one failure never stops the others."""
+
+    sagas: tuple[RecoveredSaga, ...] = ()
+
+    @property
+    def refused(self) -> tuple[RecoveredSaga, ...]:
+        """Sagas left untouched: unknown name, changed flow, data that no longer loads."""
+        return tuple(s for s in self.sagas if s.outcome == "refused")
+
+    @property
+    def finished(self) -> tuple[RecoveredSaga, ...]:
+        return tuple(s for s in self.sagas if s.outcome != "refused")
+
+    def __len__(self) -> int:
+        return len(self.sagas)

@@ -1,0 +1,159 @@
+"""Where durable sagas are written: the `SagaStore` protocol and the records it keeps.
+
+A store keeps one row per saga (its name, status, latest data, flow fingerprint and lease)
+and, per saga, an append-only log of events (attempt started, committed with its data,
+failed, compensation started/done/failed...). The engine writes ahead: an attempt is in the
+log before its action runs, and a commit (with the new data) before the next action starts.
+Recovery rebuilds a saga's state from its log alone.
+
+Every store keeps the same contract, which tests/stores checks against each of them:
+- `begin` refuses a saga id it already has (`SagaAlreadyStartedError`);
+- `append` writes a batch atomically, and only while the caller still owns the saga's
+  lease (else `SagaLeaseLostError`, writing nothing);
+- `claim` hands unfinished sagas whose lease expired (or that nobody owns) to one caller;
+  two concurrent claims never get the same saga.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+
+class StoredStatus(Enum):
+    """A saga's status in the store; the first two mean "unfinished"."""
+
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    """Finished, but a compensation failed: needs `retry-compensation` or manual repair."""
+    CANCELLED = "CANCELLED"
+    """The task running it was cancelled; its committed steps were compensated."""
+
+    @property
+    def unfinished(self) -> bool:
+        return self in (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
+
+
+UNFINISHED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One entry of a saga's log. `seq` orders a saga's entries (from 1, no gaps)."""
+
+    seq: int
+    kind: str
+    """A `SagaEventKind` value."""
+    at: float
+    """Wall-clock time (epoch seconds) when the engine recorded it."""
+    step_key: str | None = None
+    step: str | None = None
+    attempt: int = 1
+    elapsed: float = 0.0
+    error_type: str | None = None
+    error: str | None = None
+    data: str | None = None
+    """For commits: the data after the step (JSON), or None when the step returned None."""
+    data_type: str | None = None
+    owner: str | None = None
+    """The engine that wrote it: a saga's entries never interleave two owners."""
+
+
+@dataclass(frozen=True, slots=True)
+class SagaRecord:
+    """One saga as the store has it; `events` is filled by `load` (empty in listings)."""
+
+    saga_id: str
+    saga_name: str
+    status: StoredStatus
+    fingerprint: str
+    structure: str
+    """The flow's structure as JSON: what recovery compares to say what changed."""
+    policy: str
+    data: str
+    data_type: str
+    codec: str
+    created: float
+    updated: float
+    owner: str | None = None
+    lease_expires: float | None = None
+    failed_step: str | None = None
+    error: str | None = None
+    events: tuple[StoredEvent, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SagaUpdate:
+    """What a batch changes on the saga's row (None: leave as it is)."""
+
+    status: StoredStatus | None = None
+    data: str | None = None
+    data_type: str | None = None
+    failed_step: str | None = None
+    error: str | None = None
+    release: bool = False
+    """Give up the lease (the saga finished, or this engine stops handling it)."""
+
+
+@runtime_checkable
+class SagaStore(Protocol):
+    """The durable saga log. Implementations: InMemorySagaStore, SqliteSagaStore,
+    PostgresSagaStore. All methods are safe to call concurrently from one event loop."""
+
+    async def open(self) -> None:
+        """Connect and create (or check) the versioned schema; idempotent."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; idempotent."""
+        ...
+
+    async def begin(
+        self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
+    ) -> None:
+        """Insert a new saga owned by `record.owner`, with its first events."""
+        ...
+
+    async def append(
+        self,
+        saga_id: str,
+        owner: str,
+        events: Sequence[StoredEvent],
+        update: SagaUpdate,
+        lease_seconds: float,
+    ) -> None:
+        """Append `events` and apply `update` atomically, renewing the lease; raise
+        SagaLeaseLostError (writing nothing) if `owner` no longer owns the saga."""
+        ...
+
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
+    ) -> list[SagaRecord]:
+        """Take over up to `limit` unfinished sagas whose lease expired or that nobody owns
+        (only `saga_ids` when given), with their events."""
+        ...
+
+    async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
+        """Take a COMPENSATION_FAILED saga back (status COMPENSATING, owned by `owner`) to
+        retry its compensations; raises SagaStoreError when it is in another state."""
+        ...
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        """Extend the leases `owner` holds; returns the ids it still owns."""
+        ...
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        """One saga with its events, or None."""
+        ...
+
+    async def list(
+        self, statuses: Sequence[StoredStatus] = (), limit: int = 100
+    ) -> list[SagaRecord]:
+        """Sagas (without events), most recently updated first, optionally by status."""
+        ...

@@ -1,0 +1,1 @@
+"""Saga stores: in memory, SQLite (the embedded default) and PostgreSQL (many nodes)."""

@@ -1,0 +1,138 @@
+"""`InMemorySagaStore`: the saga log in a dictionary.
+
+It keeps the store contract (write-ahead batches, leases, claims) without surviving the
+process: for tests of durable behaviour, and for running the recovery logic inside one
+process (an engine that lost its lease, a saga re-claimed after its owner stopped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, SagaStoreError
+from spakky_saga.store import (
+    UNFINISHED,
+    SagaRecord,
+    SagaUpdate,
+    StoredEvent,
+    StoredStatus,
+)
+
+
+class InMemorySagaStore:
+    """A `SagaStore` in memory. `clock` (wall-clock seconds) decides lease expiry."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._sagas: dict[str, SagaRecord] = {}
+        self._events: dict[str, list[StoredEvent]] = {}
+
+    def __repr__(self) -> str:
+        return f"InMemorySagaStore({len(self._sagas)} sagas)"
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release; the sagas stay readable."""
+
+    async def begin(
+        self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
+    ) -> None:
+        if record.saga_id in self._sagas:
+            raise SagaAlreadyStartedError(record.saga_id)
+        self._sagas[record.saga_id] = dataclasses.replace(
+            record, lease_expires=self._clock() + lease_seconds, events=()
+        )
+        self._events[record.saga_id] = list(events)
+
+    async def append(
+        self,
+        saga_id: str,
+        owner: str,
+        events: Sequence[StoredEvent],
+        update: SagaUpdate,
+        lease_seconds: float,
+    ) -> None:
+        record = self._sagas.get(saga_id)
+        if record is None or record.owner != owner:
+            raise SagaLeaseLostError(saga_id, owner)
+        now = self._clock()
+        changes: dict[str, object] = {"updated": now, "lease_expires": now + lease_seconds}
+        if update.status is not None:
+            changes["status"] = update.status
+        if update.data is not None:
+            changes["data"] = update.data
+            changes["data_type"] = update.data_type or record.data_type
+        if update.failed_step is not None:
+            changes["failed_step"] = update.failed_step
+        if update.error is not None:
+            changes["error"] = update.error
+        if update.release:
+            changes["owner"] = None
+            changes["lease_expires"] = None
+        self._sagas[saga_id] = dataclasses.replace(record, **changes)  # type: ignore[arg-type] # fields by name
+        self._events[saga_id].extend(events)
+
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
+    ) -> list[SagaRecord]:
+        now = self._clock()
+        claimed: list[SagaRecord] = []
+        candidates = saga_ids or sorted(self._sagas, key=lambda i: self._sagas[i].created)
+        for saga_id in candidates:
+            record = self._sagas.get(saga_id)
+            if record is None or record.status not in UNFINISHED:
+                continue
+            if record.owner is not None and (record.lease_expires or 0.0) > now:
+                continue
+            record = dataclasses.replace(record, owner=owner, lease_expires=now + lease_seconds)
+            self._sagas[saga_id] = record
+            claimed.append(dataclasses.replace(record, events=tuple(self._events[saga_id])))
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
+        record = self._sagas.get(saga_id)
+        if record is None or record.status is not StoredStatus.COMPENSATION_FAILED:
+            raise SagaStoreError(
+                f"saga {saga_id} is "
+                + ("unknown" if record is None else f"{record.status.value}")
+                + "; only a COMPENSATION_FAILED saga can have its compensation retried"
+            )
+        record = dataclasses.replace(
+            record,
+            status=StoredStatus.COMPENSATING,
+            owner=owner,
+            lease_expires=self._clock() + lease_seconds,
+        )
+        self._sagas[saga_id] = record
+        return dataclasses.replace(record, events=tuple(self._events[saga_id]))
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        now = self._clock()
+        kept: set[str] = set()
+        for saga_id in saga_ids:
+            record = self._sagas.get(saga_id)
+            if record is not None and record.owner == owner:
+                self._sagas[saga_id] = dataclasses.replace(
+                    record, lease_expires=now + lease_seconds
+                )
+                kept.add(saga_id)
+        return kept
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        record = self._sagas.get(saga_id)
+        if record is None:
+            return None
+        return dataclasses.replace(record, events=tuple(self._events[saga_id]))
+
+    async def list(
+        self, statuses: Sequence[StoredStatus] = (), limit: int = 100
+    ) -> list[SagaRecord]:
+        records = [r for r in self._sagas.values() if not statuses or r.status in statuses]
+        records.sort(key=lambda r: r.updated, reverse=True)
+        return records[:limit]

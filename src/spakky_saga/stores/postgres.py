@@ -1,0 +1,490 @@
+"""`PostgresSagaStore`: the saga log in PostgreSQL, for several engines on several machines.
+
+psycopg 3 with its async connection pool (opened by `open()`, closed by `close()`). Leases use
+the server's clock, so engines on machines whose clocks differ still agree on expiry. Claims
+take rows with `FOR UPDATE SKIP LOCKED`: concurrent `recover()` calls on different nodes never
+take the same saga, and never wait on each other. Each store keeps its tables in one schema
+(`schema=`, default `public`), created with a version row on first use; a schema from a newer
+version is refused. A write that loses its connection (a killed backend, a failover) is
+retried once on a fresh connection; if the first try had in fact committed, the retry sees
+its own rows and counts as done, so a write is never applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from spakky_saga.errors import (
+    SagaAlreadyStartedError,
+    SagaLeaseLostError,
+    SagaSchemaVersionError,
+    SagaStoreError,
+)
+from spakky_saga.store import (
+    UNFINISHED,
+    SagaRecord,
+    SagaUpdate,
+    StoredEvent,
+    StoredStatus,
+)
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+SCHEMA_VERSION: Final = 1
+
+_NOW: Final = "extract(epoch from clock_timestamp())"
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE {s}.spakky_saga_sagas (
+            saga_id TEXT PRIMARY KEY,
+            saga_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            structure TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            data JSONB NOT NULL,
+            data_type TEXT NOT NULL,
+            codec TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            updated DOUBLE PRECISION NOT NULL,
+            owner TEXT,
+            lease_expires DOUBLE PRECISION,
+            failed_step TEXT,
+            error TEXT
+        )""",
+        "CREATE INDEX spakky_saga_sagas_status ON {s}.spakky_saga_sagas (status, lease_expires)",
+        """CREATE TABLE {s}.spakky_saga_events (
+            saga_id TEXT NOT NULL REFERENCES {s}.spakky_saga_sagas (saga_id),
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            step_key TEXT,
+            step TEXT,
+            attempt INTEGER NOT NULL,
+            elapsed DOUBLE PRECISION NOT NULL,
+            error_type TEXT,
+            error TEXT,
+            data JSONB,
+            data_type TEXT,
+            owner TEXT,
+            PRIMARY KEY (saga_id, seq)
+        )""",
+    ),
+}
+
+_SAGA_COLUMNS: Final = (
+    "saga_id, saga_name, status, fingerprint, structure, policy, data::text, data_type, codec, "
+    "created, updated, owner, lease_expires, failed_step, error"
+)
+_EVENT_COLUMNS: Final = (
+    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data::text, data_type, "
+    "owner"
+)
+
+
+class PostgresSagaStore:
+    """A `SagaStore` in the PostgreSQL database at `dsn` (a libpq connection string or URL).
+
+    `min_size`/`max_size` size the connection pool; `schema` is where the tables live.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
+        if not _IDENTIFIER.match(schema):
+            raise ValueError(
+                f"PostgresSagaStore(schema={schema!r}): use a plain SQL identifier "
+                "(letters, digits and underscores, not starting with a digit)"
+            )
+        self.dsn = dsn
+        self.schema = schema
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._opening: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresSagaStore(schema={self.schema!r})"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is not None:
+                return
+            _, pool_module = _driver()
+            pool: AsyncConnectionPool[Any] = pool_module.AsyncConnectionPool(
+                self.dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                open=False,
+                kwargs={"autocommit": True},
+                check=pool_module.AsyncConnectionPool.check_connection,
+            )
+            try:
+                await pool.open(wait=True, timeout=10)
+                async with pool.connection() as conn:
+                    await self._prepare(conn)
+            except BaseException as error:
+                await pool.close()
+                if isinstance(error, SagaStoreError):
+                    raise
+                raise SagaStoreError(
+                    f"cannot open the PostgreSQL saga store ({type(error).__name__}: {error}); "
+                    "check the DSN and that the server is running"
+                ) from error
+            self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # --- the store contract -----------------------------------------------------------------
+
+    async def begin(
+        self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
+    ) -> None:
+        psycopg, _ = _driver()
+
+        async def run(conn: AsyncConnection[Any], retried: bool) -> None:
+            async with conn.transaction():
+                try:
+                    await conn.execute(
+                        f"INSERT INTO {self._t('sagas')} ({_SAGA_COLUMNS.replace('::text', '')}) "
+                        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, %s, "
+                        f"{_NOW} + %s, %s, %s)",
+                        (
+                            record.saga_id,
+                            record.saga_name,
+                            record.status.value,
+                            record.fingerprint,
+                            record.structure,
+                            record.policy,
+                            record.data,
+                            record.data_type,
+                            record.codec,
+                            record.owner,
+                            lease_seconds,
+                            record.failed_step,
+                            record.error,
+                        ),
+                    )
+                except psycopg.errors.UniqueViolation:
+                    if retried and await self._owned_with(conn, record.saga_id, record.owner):
+                        return  # the first try committed before its connection died
+                    raise SagaAlreadyStartedError(record.saga_id) from None
+                await self._insert_events(conn, record.saga_id, events)
+
+        await self._write(run)
+
+    async def append(
+        self,
+        saga_id: str,
+        owner: str,
+        events: Sequence[StoredEvent],
+        update: SagaUpdate,
+        lease_seconds: float,
+    ) -> None:
+        psycopg, _ = _driver()
+        sets = [f"updated = {_NOW}"]
+        values: list[object] = []
+        if update.release:
+            sets.append("lease_expires = NULL")
+            sets.append("owner = NULL")
+        else:
+            sets.append(f"lease_expires = {_NOW} + %s")
+            values.append(lease_seconds)
+        for column, value in (
+            ("status", update.status.value if update.status is not None else None),
+            ("data", update.data),
+            ("data_type", update.data_type),
+            ("failed_step", update.failed_step),
+            ("error", update.error),
+        ):
+            if value is not None:
+                sets.append(f"{column} = %s")
+                values.append(value)
+        statement = (
+            f"UPDATE {self._t('sagas')} SET {', '.join(sets)} WHERE saga_id = %s AND owner = %s"
+        )
+
+        async def run(conn: AsyncConnection[Any], retried: bool) -> None:
+            try:
+                async with conn.transaction():
+                    cursor = await conn.execute(statement, (*values, saga_id, owner))
+                    if cursor.rowcount != 1:
+                        raise SagaLeaseLostError(saga_id, owner)
+                    await self._insert_events(conn, saga_id, events)
+            except psycopg.errors.UniqueViolation:
+                if retried and events:  # the first try committed before its connection died
+                    return
+                raise
+            except SagaLeaseLostError:
+                if (
+                    retried
+                    and update.release
+                    and events
+                    and await self._has_event(conn, saga_id, events[-1].seq)
+                ):
+                    return  # the first try committed, releasing the lease
+                raise
+
+        await self._write(run)
+
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
+    ) -> list[SagaRecord]:
+        only = " AND saga_id = ANY(%s)" if saga_ids else ""
+        params: list[object] = [[s.value for s in UNFINISHED]]
+        if saga_ids:
+            params.append(list(saga_ids))
+        async with self._connection() as conn:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    f"WITH candidates AS ("
+                    f"  SELECT saga_id FROM {self._t('sagas')}"
+                    f"  WHERE status = ANY(%s) AND (owner IS NULL OR lease_expires <= {_NOW})"
+                    f"{only} ORDER BY created LIMIT %s FOR UPDATE SKIP LOCKED) "
+                    f"UPDATE {self._t('sagas')} AS s SET owner = %s, "
+                    f"lease_expires = {_NOW} + %s "
+                    f"FROM candidates WHERE s.saga_id = candidates.saga_id RETURNING s.saga_id",
+                    (*params, limit, owner, lease_seconds),
+                )
+                ids = [row[0] for row in await cursor.fetchall()]
+            records = [await self._load(conn, saga_id) for saga_id in ids]
+        return [r for r in records if r is not None]
+
+    async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                f"UPDATE {self._t('sagas')} SET status = %s, owner = %s, "
+                f"lease_expires = {_NOW} + %s WHERE saga_id = %s AND status = %s",
+                (
+                    StoredStatus.COMPENSATING.value,
+                    owner,
+                    lease_seconds,
+                    saga_id,
+                    StoredStatus.COMPENSATION_FAILED.value,
+                ),
+            )
+            record = await self._load(conn, saga_id)
+        if cursor.rowcount != 1 or record is None:
+            state = "unknown" if record is None else record.status.value
+            raise SagaStoreError(
+                f"saga {saga_id} is {state}; only a COMPENSATION_FAILED saga can have its "
+                "compensation retried"
+            )
+        return record
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        if not saga_ids:
+            return set()
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                f"UPDATE {self._t('sagas')} SET lease_expires = {_NOW} + %s "
+                "WHERE owner = %s AND saga_id = ANY(%s) RETURNING saga_id",
+                (lease_seconds, owner, list(saga_ids)),
+            )
+            return {row[0] for row in await cursor.fetchall()}
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        async with self._connection() as conn:
+            return await self._load(conn, saga_id)
+
+    async def list(
+        self, statuses: Sequence[StoredStatus] = (), limit: int = 100
+    ) -> list[SagaRecord]:
+        where = " WHERE status = ANY(%s)" if statuses else ""
+        params: list[object] = [[s.value for s in statuses]] if statuses else []
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')}{where} "
+                "ORDER BY updated DESC LIMIT %s",
+                (*params, limit),
+            )
+            return [_record(row, ()) for row in await cursor.fetchall()]
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _t(self, table: str) -> str:
+        return f'"{self.schema}".spakky_saga_{table}'
+
+    def _connection(self) -> Any:
+        if self._pool is None:
+            raise SagaStoreError(f"{self!r} is not open; await store.open() first")
+        return self._pool.connection()
+
+    async def _write(self, run: Any) -> None:
+        """Run a write; once more on a fresh connection if the connection was lost."""
+        psycopg, _ = _driver()
+        if self._pool is None:
+            await self.open()
+        for retried in (False, True):
+            try:
+                async with self._connection() as conn:
+                    await run(conn, retried)
+                return
+            except psycopg.OperationalError as error:
+                if retried:
+                    raise SagaStoreError(
+                        f"PostgreSQL saga store: the write failed twice ({error}); the saga "
+                        "stays unfinished in the store and is recovered later"
+                    ) from error
+            except psycopg.Error as error:
+                raise SagaStoreError(f"PostgreSQL saga store: {error}") from error
+
+    async def _owned_with(self, conn: AsyncConnection[Any], saga_id: str, owner: object) -> bool:
+        cursor = await conn.execute(
+            f"SELECT 1 FROM {self._t('sagas')} WHERE saga_id = %s AND owner = %s",
+            (saga_id, owner),
+        )
+        return await cursor.fetchone() is not None
+
+    async def _has_event(self, conn: AsyncConnection[Any], saga_id: str, seq: int) -> bool:
+        cursor = await conn.execute(
+            f"SELECT 1 FROM {self._t('events')} WHERE saga_id = %s AND seq = %s", (saga_id, seq)
+        )
+        return await cursor.fetchone() is not None
+
+    async def _insert_events(
+        self, conn: AsyncConnection[Any], saga_id: str, events: Sequence[StoredEvent]
+    ) -> None:
+        if not events:
+            return
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                f"INSERT INTO {self._t('events')} "
+                f"({_EVENT_COLUMNS.replace('::text', '')}, saga_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        e.seq,
+                        e.kind,
+                        e.at,
+                        e.step_key,
+                        e.step,
+                        e.attempt,
+                        e.elapsed,
+                        e.error_type,
+                        e.error,
+                        e.data,
+                        e.data_type,
+                        e.owner,
+                        saga_id,
+                    )
+                    for e in events
+                ],
+            )
+
+    async def _load(self, conn: AsyncConnection[Any], saga_id: str) -> SagaRecord | None:
+        cursor = await conn.execute(
+            f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')} WHERE saga_id = %s", (saga_id,)
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            return None
+        cursor = await conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM {self._t('events')} WHERE saga_id = %s ORDER BY seq",
+            (saga_id,),
+        )
+        events = tuple(StoredEvent(*event) for event in await cursor.fetchall())
+        return _record(row, events)
+
+    async def _prepare(self, conn: AsyncConnection[Any]) -> None:
+        """Create the schema (or migrate it) under an advisory lock, so that engines starting
+        together do not race; refuse a newer version."""
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            cursor = await conn.execute(
+                "SELECT 1 FROM information_schema.tables "
+                "WHERE table_schema = %s AND table_name = 'spakky_saga_schema'",
+                (self.schema,),
+            )
+            if await cursor.fetchone() is None:
+                await conn.execute(f"CREATE TABLE {self._t('schema')} (version INTEGER NOT NULL)")
+                await conn.execute(f"INSERT INTO {self._t('schema')} (version) VALUES (0)")
+                version = 0
+            else:
+                cursor = await conn.execute(f"SELECT version FROM {self._t('schema')}")
+                row = await cursor.fetchone()
+                version = row[0] if row is not None else 0
+            if version > SCHEMA_VERSION:
+                raise SagaSchemaVersionError(
+                    f'schema "{self.schema}" has saga store schema version {version}, but this '
+                    f"version of spakky-saga-typed knows versions up to {SCHEMA_VERSION}; "
+                    "upgrade the library (never downgrade it under a store a newer version wrote)"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    await conn.execute(statement.replace("{s}", f'"{self.schema}"'))
+                await conn.execute(f"UPDATE {self._t('schema')} SET version = %s", (step,))
+
+
+def _driver() -> tuple[Any, Any]:
+    """psycopg and psycopg_pool, imported on first use: the `postgres` extra is optional, and
+    `import spakky_saga` must not pay for (or require) a database driver."""
+    try:
+        import psycopg  # noqa: PLC0415 - optional dependency, imported when first needed
+        import psycopg_pool  # noqa: PLC0415 - optional dependency, imported when first needed
+    except ImportError as error:  # pragma: no cover - the extra is installed in tests
+        raise SagaStoreError(
+            "PostgresSagaStore needs psycopg 3 and psycopg-pool: "
+            "pip install 'spakky-saga-typed[postgres]'"
+        ) from error
+    return psycopg, psycopg_pool
+
+
+def _record(row: Sequence[Any], events: tuple[StoredEvent, ...]) -> SagaRecord:
+    (
+        saga_id,
+        saga_name,
+        status,
+        fingerprint,
+        structure,
+        policy,
+        data,
+        data_type,
+        codec,
+        created,
+        updated,
+        owner,
+        lease_expires,
+        failed_step,
+        error,
+    ) = row
+    return SagaRecord(
+        saga_id=saga_id,
+        saga_name=saga_name,
+        status=StoredStatus(status),
+        fingerprint=fingerprint,
+        structure=structure,
+        policy=policy,
+        data=data,
+        data_type=data_type,
+        codec=codec,
+        created=created,
+        updated=updated,
+        owner=owner,
+        lease_expires=lease_expires,
+        failed_step=failed_step,
+        error=error,
+        events=events,
+    )

@@ -1,0 +1,572 @@
+"""`SqliteSagaStore`: the saga log in one SQLite file, the embedded default.
+
+Design:
+- WAL mode; `synchronous` is chosen on purpose: "FULL" (default) survives power loss (an fsync
+  per commit), "NORMAL" survives a process crash but may lose the last commits on power loss.
+- One connection, used only by one worker thread: blocking SQLite calls (and fsyncs) never
+  run on the event loop. Writes queued while the worker is busy are committed together in
+  one transaction (group commit), each in its own savepoint so that one refused write (a lost
+  lease) does not undo the others: many sagas in flight share fsyncs.
+- A versioned schema (`spakky_saga_schema`), created on first use; a file from a newer
+  version, a corrupt file, or a database holding other tables is refused with a clear error.
+- SQL that SQLite 3.40 (what Python 3.12 ships here) runs: no `unixepoch('subsec')`; times
+  are epoch seconds computed in Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from spakky_saga.errors import (
+    SagaAlreadyStartedError,
+    SagaLeaseLostError,
+    SagaSchemaVersionError,
+    SagaStoreError,
+)
+from spakky_saga.store import (
+    UNFINISHED,
+    SagaRecord,
+    SagaUpdate,
+    StoredEvent,
+    StoredStatus,
+)
+
+SCHEMA_VERSION: Final = 1
+"""Bump with a numbered migration in `_MIGRATIONS` when the tables change."""
+
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE spakky_saga_sagas (
+            saga_id TEXT PRIMARY KEY,
+            saga_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            structure TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            data TEXT NOT NULL,
+            data_type TEXT NOT NULL,
+            codec TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            owner TEXT,
+            lease_expires REAL,
+            failed_step TEXT,
+            error TEXT
+        )""",
+        "CREATE INDEX spakky_saga_sagas_status ON spakky_saga_sagas (status, lease_expires)",
+        """CREATE TABLE spakky_saga_events (
+            saga_id TEXT NOT NULL REFERENCES spakky_saga_sagas (saga_id),
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            at REAL NOT NULL,
+            step_key TEXT,
+            step TEXT,
+            attempt INTEGER NOT NULL,
+            elapsed REAL NOT NULL,
+            error_type TEXT,
+            error TEXT,
+            data TEXT,
+            data_type TEXT,
+            owner TEXT,
+            PRIMARY KEY (saga_id, seq)
+        ) WITHOUT ROWID""",
+    ),
+}
+
+_SAGA_COLUMNS: Final = (
+    "saga_id, saga_name, status, fingerprint, structure, policy, data, data_type, codec, "
+    "created, updated, owner, lease_expires, failed_step, error"
+)
+_EVENT_COLUMNS: Final = (
+    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type, owner"
+)
+
+type Synchronous = Literal["FULL", "NORMAL"]
+
+
+class _Job:
+    """A function to run on the worker's connection, and the loop future its outcome goes to
+    (set through `call_soon_threadsafe`: the cheapest way back to the event loop)."""
+
+    __slots__ = ("batchable", "future", "loop", "run")
+
+    def __init__(
+        self,
+        run: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        batchable: bool,
+    ) -> None:
+        self.run = run
+        self.batchable = batchable
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+    def done(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Hand the outcome to the loop (from the worker thread)."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class SqliteSagaStore:
+    """A `SagaStore` in the SQLite file at `path` (created if missing)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(
+                f"SqliteSagaStore(synchronous={synchronous!r}): use 'FULL' (survives power "
+                "loss) or 'NORMAL' (survives a process crash, faster)"
+            )
+        self.path = Path(path)
+        self.synchronous: Synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Start the worker and create (or check) the schema. Works from any event loop: the
+        worker answers each call on the loop that made it."""
+        if self._ready:
+            return
+        with self._starting:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name=f"spakky-saga-sqlite:{self.path.name}", daemon=True
+                )
+                self._thread.start()
+        await self._submit(self._prepare, batchable=False)  # idempotent, if run twice
+        self._ready = True
+
+    async def close(self) -> None:
+        with self._starting:
+            thread, self._thread = self._thread, None
+            self._ready = False
+        if thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(thread.join)
+
+    # --- the store contract -----------------------------------------------------------------
+
+    async def begin(
+        self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
+    ) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            now = self._clock()
+            try:
+                db.execute(
+                    f"INSERT INTO spakky_saga_sagas ({_SAGA_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.saga_id,
+                        record.saga_name,
+                        record.status.value,
+                        record.fingerprint,
+                        record.structure,
+                        record.policy,
+                        record.data,
+                        record.data_type,
+                        record.codec,
+                        record.created,
+                        now,
+                        record.owner,
+                        now + lease_seconds,
+                        record.failed_step,
+                        record.error,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise SagaAlreadyStartedError(record.saga_id) from None
+            _insert_events(db, record.saga_id, events)
+
+        await self._call(run, batchable=True)
+
+    async def append(
+        self,
+        saga_id: str,
+        owner: str,
+        events: Sequence[StoredEvent],
+        update: SagaUpdate,
+        lease_seconds: float,
+    ) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            now = self._clock()
+            sets = ["updated = ?", "lease_expires = ?"]
+            values: list[object] = [now, None if update.release else now + lease_seconds]
+            for column, value in (
+                ("status", update.status.value if update.status is not None else None),
+                ("data", update.data),
+                ("data_type", update.data_type),
+                ("failed_step", update.failed_step),
+                ("error", update.error),
+            ):
+                if value is not None:
+                    sets.append(f"{column} = ?")
+                    values.append(value)
+            if update.release:
+                sets.append("owner = NULL")
+            changed = db.execute(
+                f"UPDATE spakky_saga_sagas SET {', '.join(sets)} WHERE saga_id = ? AND owner = ?",
+                (*values, saga_id, owner),
+            ).rowcount
+            if changed != 1:
+                raise SagaLeaseLostError(saga_id, owner)
+            _insert_events(db, saga_id, events)
+
+        await self._call(run, batchable=True)
+
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
+    ) -> list[SagaRecord]:
+        def run(db: sqlite3.Connection) -> list[SagaRecord]:
+            now = self._clock()
+            wanted = ""
+            params: list[object] = [s.value for s in UNFINISHED]
+            params.append(now)
+            if saga_ids:
+                wanted = f" AND saga_id IN ({', '.join('?' * len(saga_ids))})"
+                params.extend(saga_ids)
+            rows = db.execute(
+                f"SELECT saga_id FROM spakky_saga_sagas WHERE status IN (?, ?) "
+                f"AND (owner IS NULL OR lease_expires <= ?){wanted} ORDER BY created LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            claimed = []
+            for (saga_id,) in rows:
+                db.execute(
+                    "UPDATE spakky_saga_sagas SET owner = ?, lease_expires = ? WHERE saga_id = ?",
+                    (owner, now + lease_seconds, saga_id),
+                )
+                claimed.append(_load(db, saga_id))
+            return [r for r in claimed if r is not None]
+
+        result: list[SagaRecord] = await self._call(run, batchable=False)
+        return result
+
+    async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
+        def run(db: sqlite3.Connection) -> SagaRecord:
+            changed = db.execute(
+                "UPDATE spakky_saga_sagas SET status = ?, owner = ?, lease_expires = ? "
+                "WHERE saga_id = ? AND status = ?",
+                (
+                    StoredStatus.COMPENSATING.value,
+                    owner,
+                    self._clock() + lease_seconds,
+                    saga_id,
+                    StoredStatus.COMPENSATION_FAILED.value,
+                ),
+            ).rowcount
+            record = _load(db, saga_id)
+            if changed != 1 or record is None:
+                state = "unknown" if record is None else record.status.value
+                raise SagaStoreError(
+                    f"saga {saga_id} is {state}; only a COMPENSATION_FAILED saga can have its "
+                    "compensation retried"
+                )
+            return record
+
+        result: SagaRecord = await self._call(run, batchable=False)
+        return result
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        if not saga_ids:
+            return set()
+
+        def run(db: sqlite3.Connection) -> set[str]:
+            marks = ", ".join("?" * len(saga_ids))
+            db.execute(
+                f"UPDATE spakky_saga_sagas SET lease_expires = ? "
+                f"WHERE owner = ? AND saga_id IN ({marks})",
+                (self._clock() + lease_seconds, owner, *saga_ids),
+            )
+            rows = db.execute(
+                f"SELECT saga_id FROM spakky_saga_sagas WHERE owner = ? AND saga_id IN ({marks})",
+                (owner, *saga_ids),
+            ).fetchall()
+            return {row[0] for row in rows}
+
+        result: set[str] = await self._call(run, batchable=False)
+        return result
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        result: SagaRecord | None = await self._call(lambda db: _load(db, saga_id), batchable=False)
+        return result
+
+    async def list(
+        self, statuses: Sequence[StoredStatus] = (), limit: int = 100
+    ) -> list[SagaRecord]:
+        def run(db: sqlite3.Connection) -> list[SagaRecord]:
+            where = ""
+            params: list[object] = []
+            if statuses:
+                where = f" WHERE status IN ({', '.join('?' * len(statuses))})"
+                params = [s.value for s in statuses]
+            rows = db.execute(
+                f"SELECT {_SAGA_COLUMNS} FROM spakky_saga_sagas{where} "
+                "ORDER BY updated DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            return [_record(row, ()) for row in rows]
+
+        result: list[SagaRecord] = await self._call(run, batchable=False)
+        return result
+
+    # --- the worker thread -------------------------------------------------------------------
+
+    async def _call(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
+        if not self._ready:
+            await self.open()
+        return await self._submit(run, batchable=batchable)
+
+    async def _submit(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
+        job = _Job(run, asyncio.get_running_loop(), batchable=batchable)
+        self._jobs.put(job)
+        return await job.future
+
+    def _work(self) -> None:
+        """The worker: owns the connection; commits queued writes together."""
+        db: sqlite3.Connection | None = None
+        pending: _Job | None = None
+        while True:
+            job = pending if pending is not None else self._jobs.get()
+            pending = None
+            if job is None:
+                break
+            if db is None:
+                try:
+                    db = self._connect()
+                except BaseException as error:
+                    job.done(error=error)
+                    continue
+            if not job.batchable:
+                _run_one(db, job)
+                continue
+            batch = [job]
+            while True:  # take every write already waiting: they share one commit
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)  # stop, after committing this batch
+                    break
+                if not more.batchable:
+                    pending = more  # runs next, on its own
+                    break
+                batch.append(more)
+            _run_batch(db, batch)
+        if db is not None:
+            db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as error:
+            raise SagaStoreError(
+                f"{self.path} cannot be opened as a saga store ({error}); is it a SQLite "
+                "database? Point SqliteSagaStore at a new file or an existing saga store"
+            ) from error
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Create the schema on first use (or migrate it), in one transaction; refuse newer,
+        unknown or foreign databases."""
+        try:
+            tables = {
+                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        except sqlite3.DatabaseError as error:
+            raise SagaStoreError(
+                f"{self.path} is not a usable SQLite database ({error}); point "
+                "SqliteSagaStore at a new file or an existing saga store"
+            ) from error
+        if "spakky_saga_schema" not in tables:
+            if tables:
+                raise SagaStoreError(
+                    f"{self.path} holds other tables ({', '.join(sorted(tables)[:5])}) and no "
+                    "saga store schema; use a database file of its own for the saga store"
+                )
+            version = 0
+            db.execute("CREATE TABLE spakky_saga_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO spakky_saga_schema (version) VALUES (0)")
+        else:
+            version = db.execute("SELECT version FROM spakky_saga_schema").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SagaSchemaVersionError(
+                f"{self.path} has saga store schema version {version}, but this version of "
+                f"spakky-saga-typed knows versions up to {SCHEMA_VERSION}; upgrade the library "
+                "(never downgrade it under a store a newer version wrote)"
+            )
+        for step in range(version + 1, SCHEMA_VERSION + 1):  # in the job's one transaction
+            for statement in _MIGRATIONS[step]:
+                db.execute(statement)
+            db.execute("UPDATE spakky_saga_schema SET version = ?", (step,))
+
+
+def _run_one(db: sqlite3.Connection, job: _Job) -> None:
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = job.run(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except BaseException as error:
+        job.done(error=_store_error(error))
+        return
+    job.done(result)
+
+
+def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
+    """One transaction, one savepoint a job: a refused job is undone alone."""
+    if len(batch) == 1:  # nothing to keep apart: no savepoint
+        _run_one(db, batch[0])
+        return
+    outcomes: list[tuple[_Job, BaseException | None]] = []
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for job in batch:
+            db.execute("SAVEPOINT job")
+            try:
+                job.run(db)
+            except BaseException as error:
+                db.execute("ROLLBACK TO job")
+                db.execute("RELEASE job")
+                outcomes.append((job, error))
+                continue
+            db.execute("RELEASE job")
+            outcomes.append((job, None))
+        db.execute("COMMIT")
+    except BaseException as error:  # the commit itself failed: nothing was written
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        for job in batch:
+            job.done(error=_store_error(error))
+        return
+    for job, failure in outcomes:
+        job.done(error=None if failure is None else _store_error(failure))
+
+
+def _store_error(error: BaseException) -> BaseException:
+    if isinstance(error, sqlite3.Error):
+        wrapped = SagaStoreError(f"SQLite saga store: {error}")
+        wrapped.__cause__ = error
+        return wrapped
+    return error
+
+
+def _insert_events(db: sqlite3.Connection, saga_id: str, events: Sequence[StoredEvent]) -> None:
+    if events:
+        db.executemany(
+            f"INSERT INTO spakky_saga_events (saga_id, {_EVENT_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    saga_id,
+                    e.seq,
+                    e.kind,
+                    e.at,
+                    e.step_key,
+                    e.step,
+                    e.attempt,
+                    e.elapsed,
+                    e.error_type,
+                    e.error,
+                    e.data,
+                    e.data_type,
+                    e.owner,
+                )
+                for e in events
+            ],
+        )
+
+
+def _load(db: sqlite3.Connection, saga_id: str) -> SagaRecord | None:
+    row = db.execute(
+        f"SELECT {_SAGA_COLUMNS} FROM spakky_saga_sagas WHERE saga_id = ?", (saga_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    events = tuple(
+        StoredEvent(*event)
+        for event in db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM spakky_saga_events WHERE saga_id = ? ORDER BY seq",
+            (saga_id,),
+        )
+    )
+    return _record(row, events)
+
+
+def _record(row: Sequence[Any], events: tuple[StoredEvent, ...]) -> SagaRecord:
+    (
+        saga_id,
+        saga_name,
+        status,
+        fingerprint,
+        structure,
+        policy,
+        data,
+        data_type,
+        codec,
+        created,
+        updated,
+        owner,
+        lease_expires,
+        failed_step,
+        error,
+    ) = row
+    return SagaRecord(
+        saga_id=saga_id,
+        saga_name=saga_name,
+        status=StoredStatus(status),
+        fingerprint=fingerprint,
+        structure=structure,
+        policy=policy,
+        data=data,
+        data_type=data_type,
+        codec=codec,
+        created=created,
+        updated=updated,
+        owner=owner,
+        lease_expires=lease_expires,
+        failed_step=failed_step,
+        error=error,
+        events=events,
+    )

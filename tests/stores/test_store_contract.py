@@ -1,0 +1,172 @@
+"""Every store keeps the same contract: atomic batches, leases, one owner per claim."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from spakky_saga import SagaAlreadyStartedError, SagaLeaseLostError, SagaStore, SagaStoreError
+from spakky_saga.store import SagaRecord, SagaUpdate, StoredEvent, StoredStatus
+
+
+def a_record(saga_id: str = "s1", owner: str = "engine-a", name: str = "Order") -> SagaRecord:
+    now = time.time()
+    return SagaRecord(
+        saga_id=saga_id,
+        saga_name=name,
+        status=StoredStatus.RUNNING,
+        fingerprint="f" * 32,
+        structure="[]",
+        policy="compensate",
+        data='{"order_id": 1}',
+        data_type="tests.support:OrderData",
+        codec="pydantic-json/1",
+        created=now,
+        updated=now,
+        owner=owner,
+    )
+
+
+def an_event(seq: int, kind: str = "step_committed", data: str | None = None) -> StoredEvent:
+    return StoredEvent(
+        seq=seq,
+        kind=kind,
+        at=time.time(),
+        step_key="1",
+        step="reserve",
+        attempt=1,
+        elapsed=0.25,
+        error_type="Boom" if kind == "step_failed" else None,
+        error="refused" if kind == "step_failed" else None,
+        data=data,
+        data_type="tests.support:OrderData" if data else None,
+    )
+
+
+async def test_a_saga_reads_back_as_written(store: SagaStore) -> None:
+    await store.begin(a_record(), [an_event(1, "saga_started")], 30)
+    await store.append(
+        "s1",
+        "engine-a",
+        [an_event(2, "step_started"), an_event(3, data='{"order_id": 2}')],
+        SagaUpdate(data='{"order_id": 2}', data_type="tests.support:OrderData"),
+        30,
+    )
+
+    loaded = await store.load("s1")
+
+    assert loaded is not None
+    assert (loaded.saga_name, loaded.owner) == ("Order", "engine-a")
+    assert loaded.status is StoredStatus.RUNNING
+    assert [(e.seq, e.kind) for e in loaded.events] == [
+        (1, "saga_started"),
+        (2, "step_started"),
+        (3, "step_committed"),
+    ]
+    assert loaded.events[2].data is not None
+    assert loaded.events[2].data.replace(" ", "") == '{"order_id":2}'
+    assert loaded.data.replace(" ", "") == '{"order_id":2}'
+    assert loaded.events[1].elapsed == 0.25
+    assert await store.load("nope") is None
+
+
+async def test_a_saga_id_starts_once(store: SagaStore) -> None:
+    await store.begin(a_record(), [], 30)
+
+    with pytest.raises(SagaAlreadyStartedError, match="already has saga s1"):
+        await store.begin(a_record(), [], 30)
+
+
+async def test_only_the_owner_appends_and_a_refused_batch_writes_nothing(store: SagaStore) -> None:
+    await store.begin(a_record(), [an_event(1, "saga_started")], 30)
+
+    with pytest.raises(SagaLeaseLostError, match="no longer owned by engine engine-b"):
+        await store.append(
+            "s1", "engine-b", [an_event(2)], SagaUpdate(status=StoredStatus.FAILED), 30
+        )
+
+    loaded = await store.load("s1")
+    assert loaded is not None
+    assert loaded.status is StoredStatus.RUNNING
+    assert [e.seq for e in loaded.events] == [1]
+
+
+async def test_a_live_lease_cannot_be_claimed_an_expired_one_can(store: SagaStore) -> None:
+    await store.begin(a_record("live"), [], 30)
+    await store.begin(a_record("expired"), [], 0.01)
+    await asyncio.sleep(0.05)
+
+    claimed = await store.claim("engine-b", 30, 10)
+
+    assert [r.saga_id for r in claimed] == ["expired"]
+    assert claimed[0].owner == "engine-b"
+    with pytest.raises(SagaLeaseLostError):  # the old owner stops before its next write
+        await store.append("expired", "engine-a", [an_event(1)], SagaUpdate(), 30)
+
+
+async def test_finished_and_released_sagas_are_never_claimed(store: SagaStore) -> None:
+    await store.begin(a_record("done"), [], 30)
+    await store.append(
+        "done", "engine-a", [], SagaUpdate(status=StoredStatus.COMPLETED, release=True), 30
+    )
+    await store.begin(a_record("released"), [], 30)
+    await store.append("released", "engine-a", [], SagaUpdate(release=True), 30)
+
+    claimed = await store.claim("engine-b", 30, 10)
+
+    assert [r.saga_id for r in claimed] == ["released"]  # unfinished, nobody owns it
+    done = await store.load("done")
+    assert done is not None
+    assert (done.status, done.owner) == (StoredStatus.COMPLETED, None)
+
+
+async def test_concurrent_claims_never_share_a_saga(store: SagaStore) -> None:
+    for index in range(20):
+        await store.begin(a_record(f"s{index:02}"), [], 0.001)
+    await asyncio.sleep(0.02)
+
+    batches = await asyncio.gather(*(store.claim(f"engine-{n}", 30, 5) for n in range(6)))
+
+    ids = [r.saga_id for batch in batches for r in batch]
+    assert sorted(ids) == [f"s{index:02}" for index in range(20)]
+
+
+async def test_renew_keeps_only_the_leases_still_held(store: SagaStore) -> None:
+    await store.begin(a_record("mine"), [], 30)
+    await store.begin(a_record("lost"), [], 0.001)
+    await asyncio.sleep(0.02)
+    await store.claim("engine-b", 30, 10, saga_ids=["lost"])
+
+    assert await store.renew("engine-a", ["mine", "lost"], 30) == {"mine"}
+
+
+async def test_listing_filters_by_status_newest_first(store: SagaStore) -> None:
+    await store.begin(a_record("a"), [], 30)
+    await store.begin(a_record("b"), [], 30)
+    await store.append("a", "engine-a", [], SagaUpdate(status=StoredStatus.FAILED), 30)
+
+    everything = await store.list()
+    failed = await store.list([StoredStatus.FAILED])
+
+    assert [r.saga_id for r in everything] == ["a", "b"]
+    assert [r.saga_id for r in failed] == ["a"]
+    assert everything[0].events == ()
+
+
+async def test_only_a_compensation_failed_saga_reopens(store: SagaStore) -> None:
+    await store.begin(a_record("x"), [], 30)
+    with pytest.raises(SagaStoreError, match="only a COMPENSATION_FAILED saga"):
+        await store.reopen("x", "engine-b", 30)
+    await store.append(
+        "x",
+        "engine-a",
+        [],
+        SagaUpdate(status=StoredStatus.COMPENSATION_FAILED, release=True),
+        30,
+    )
+
+    reopened = await store.reopen("x", "engine-b", 30)
+
+    assert (reopened.status, reopened.owner) == (StoredStatus.COMPENSATING, "engine-b")
