@@ -13,6 +13,7 @@ from mypy.types import (
     FunctionLike,
     Instance,
     NoneType,
+    ProperType,
     TupleType,
     Type,
     TypeOfAny,
@@ -130,7 +131,7 @@ def _check_retry_on(api: CheckerPluginInterface, node: Expression, typ: Type) ->
     if isinstance(proper, Instance) and proper.type.fullname in _COLLECTIONS:
         _fail_retry_on(api, node, "got", (f"a {proper.type.name}", _USE_A_TUPLE))
         return
-    if isinstance(proper, CallableType) and not proper.is_type_obj():
+    if _is_callable_value(proper):  # a predicate: a function, a partial, a callable object
         if not is_subtype(proper, _predicate_type(api)):
             shown = errorcodes.show(api, proper)
             _fail_retry_on(
@@ -159,6 +160,17 @@ _PREDICATE_FIX: Final = "a predicate must accept any error (BaseException) and r
 _RETRY_ON_FIX: Final = (
     "retry_on takes an exception class, a tuple of them, or a predicate (BaseException) -> bool"
 )
+
+
+def _is_callable_value(typ: ProperType) -> bool:
+    """A function or an object with `__call__` (not a class, which is called to build one)."""
+    if isinstance(typ, CallableType):
+        return not typ.is_type_obj()
+    return (
+        isinstance(typ, Instance)
+        and typ.type.fullname != "builtins.type"  # a class of unknown kind: not told apart
+        and typ.type.get("__call__") is not None
+    )
 
 
 def _not_an_exception_class(api: CheckerPluginInterface, typ: Type) -> tuple[str, str] | None:
