@@ -6,6 +6,7 @@ store's clock then expires its lease, and a second engine recovers the saga.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -336,3 +337,70 @@ async def test_retry_compensation_reruns_only_the_failed_compensation(
     record = await store.load(failed.saga_id)
     assert record is not None
     assert record.status is StoredStatus.FAILED
+
+
+async def test_a_crash_in_the_rollback_of_a_failed_group_still_compensates_its_members(
+    store: InMemorySagaStore, clock: StoreClock, ledger: Ledger
+) -> None:
+    async def declined(data: Ticket) -> None:
+        raise ValueError("card declined")
+
+    flow = saga_flow(
+        ledger.transaction("reserve"),
+        parallel(ledger.transaction("email"), ledger.transaction("invoice"), declined),
+    )
+    crashed, recovering = engines(store, flow)
+    ledger.crash_at = "undo invoice"  # the first compensation of the failed group
+    with pytest.raises(Crash):
+        await crashed.run(flow, Ticket(order_id=1), saga_name="order")
+    clock.expire()
+
+    [saga] = (await recovering.recover()).sagas
+
+    assert saga.outcome == "compensated"
+    assert ledger.names()[3:] == ["undo invoice", "undo email", "undo reserve"]
+
+
+def test_a_rollback_cut_off_by_shutdown_is_finished_by_recovery(
+    store: InMemorySagaStore, clock: StoreClock, ledger: Ledger
+) -> None:
+    stuck = asyncio.Event()
+
+    reached: list[asyncio.Event] = []
+
+    async def slow_undo(data: Ticket) -> None:
+        ledger.entries.append(("undoing b", "-"))
+        reached[0].set()
+        await stuck.wait()
+
+    slow_undo.__name__ = "undo_b"  # the same flow, as the next process defines it
+
+    async def declined(data: Ticket) -> None:
+        raise ValueError("card declined")
+
+    flow = saga_flow(
+        ledger.transaction("a"), step(ledger.action("b"), compensate=slow_undo), declined
+    )
+    crashed, recovering = engines(store, flow)
+
+    async def first_process() -> None:
+        reached.append(asyncio.Event())
+        asyncio.get_running_loop().create_task(
+            crashed.run(flow, Ticket(order_id=1), saga_name="order")
+        )
+        await reached[0].wait()
+        # main returns: asyncio.run cancels the saga's tasks, cutting its rollback off
+
+    asyncio.run(first_process())
+    clock.expire()
+    recovering.register(
+        "order",
+        saga_flow(
+            ledger.transaction("a"), step(ledger.action("b"), compensate=ledger.undo("b")), declined
+        ),
+    )
+
+    [saga] = asyncio.run(recovering.recover()).sagas
+
+    assert saga.outcome == "compensated"
+    assert ledger.names() == ["a", "b", "undoing b", "undo b", "undo a"]

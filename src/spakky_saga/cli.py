@@ -4,13 +4,17 @@
     spakky-saga show SAGA_ID --store URL [--json]
     spakky-saga recover --app MODULE:ENGINE [--limit N] [--compensate-by-name] [--json]
     spakky-saga retry-compensation SAGA_ID --app MODULE:ENGINE [--json]
+    spakky-saga graph MODULE:TARGET [--format mermaid] [--markdown] [--direction TD|LR]
 
 `--store` is `sqlite:////absolute/sagas.db`, `sqlite:///relative.db` (or a plain file path)
 or a PostgreSQL URL
 (`postgresql://user@host/db`, with `--schema` for a schema other than public). `recover` and
 `retry-compensation` run compensations and steps, so they need the application's flows:
 `--app` names a `SagaEngine` (or a function returning one) whose flows are registered,
-importable from the current directory.
+importable from the current directory. `graph` prints a flow's Mermaid flowchart: TARGET is a
+SagaFlow, a saga class whose constructor takes no arguments, a saga instance, or a function
+returning a flow or a saga; it exits 1 when the target's own code fails or builds an invalid
+flow.
 
 Exit codes, for scripts: 0 done; 1 something needs attention (a saga refused, a compensation
 failed again); 2 wrong usage; 3 no such saga; 4 the store failed or was refused.
@@ -21,16 +25,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from spakky_saga._text import error_text
+from spakky_saga._text import error_text, safe_repr
+from spakky_saga.diagram import DIRECTIONS, to_mermaid
 from spakky_saga.engine import SagaEngine
 from spakky_saga.errors import SagaStoreError
+from spakky_saga.flow import SagaFlow
 from spakky_saga.recovery import RecoveredSaga
+from spakky_saga.saga import AbstractSaga
 from spakky_saga.store import SagaRecord, SagaStore, StoredStatus
 from spakky_saga.stores.postgres import PostgresSagaStore
 from spakky_saga.stores.sqlite import SqliteSagaStore
@@ -210,6 +218,128 @@ async def _retry(args: argparse.Namespace) -> int:
     return _report([outcome], args.json)
 
 
+class _BrokenTarget(Exception):
+    """The code a `graph` target runs (its module, constructor, factory or flow()) failed, or
+    built an invalid flow: said on stderr, exit code 1."""
+
+
+def load_flow(spec: str) -> SagaFlow[Any]:
+    """The flow `module:attribute` names: a SagaFlow, a saga class whose constructor takes no
+    arguments, a saga instance (anything with a `flow()` method), or a function returning a
+    flow or a saga."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(
+            f"graph {spec}: write MODULE:ATTRIBUTE, e.g. myapp.sagas:order_flow or "
+            "myapp.sagas:CreateOrderSaga"
+        )
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as error:
+        raise UsageError(f"graph {spec}: cannot import it ({error_text(error)})") from error
+    except Exception as error:  # the module's own code failed
+        raise _BrokenTarget(
+            f"graph {spec}: importing {module_name} raised {error_text(error)}"
+        ) from error
+    if isinstance(target, SagaFlow):
+        return target
+    if inspect.isclass(target):
+        if not callable(getattr(target, "flow", None)):
+            raise UsageError(
+                f"graph {spec}: class {target.__qualname__} has no flow() method; point at a saga "
+                "class, a SagaFlow, or a function returning one"
+            )
+        required = _required_arguments(target)
+        if required:
+            raise UsageError(
+                f"graph {spec}: {target.__qualname__} takes constructor arguments "
+                f"({', '.join(required)}), its dependencies, which the graph command cannot "
+                "give; point at its flow instead: a module-level SagaFlow, or a function that "
+                "creates the saga (with stand-ins for its dependencies) and returns "
+                "saga.flow(), e.g. MODULE:order_flow"
+            )
+        return _flow_of_saga(_call(target, f"{target.__qualname__}()", spec), spec)
+    if not inspect.isroutine(target) and callable(getattr(target, "flow", None)):
+        return _flow_of_saga(target, spec)
+    if callable(target):
+        if inspect.iscoroutinefunction(target):
+            raise UsageError(
+                f"graph {spec}: {attribute} is an async function, and the graph command runs "
+                "no async code; point at a SagaFlow or a plain function returning one"
+            )
+        required = _required_arguments(target)
+        if required:
+            raise UsageError(
+                f"graph {spec}: {attribute} takes arguments ({', '.join(required)}) that the "
+                "graph command cannot give; point at a SagaFlow or a function without arguments"
+            )
+        built = _call(target, f"{attribute}()", spec)
+        if isinstance(built, SagaFlow):
+            return built
+        if callable(getattr(built, "flow", None)):
+            return _flow_of_saga(built, spec)
+        if inspect.iscoroutine(built):
+            built.close()  # never awaited: spare the user a "never awaited" warning
+        raise UsageError(
+            f"graph {spec}: {attribute}() returned {safe_repr(built)}, expected a SagaFlow or a "
+            "saga"
+        )
+    raise UsageError(
+        f"graph {spec}: expected a SagaFlow, a saga class, or a function returning a flow, got "
+        f"{safe_repr(target)} ({type(target).__name__})"
+    )
+
+
+def _required_arguments(target: Any) -> list[str]:
+    """The parameters a call of `target` with no arguments would miss (none if unknown)."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # no signature to read: try calling it
+        return []
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+
+
+def _call(function: Any, what: str, spec: str) -> Any:
+    """`function()`, its failure reported as the target's (exit code 1)."""
+    try:
+        return function()
+    except Exception as error:
+        raise _BrokenTarget(f"graph {spec}: {what} raised {error_text(error)}") from error
+
+
+def _flow_of_saga(saga: Any, spec: str) -> SagaFlow[Any]:
+    name = type(saga).__qualname__
+    if isinstance(saga, AbstractSaga):
+        flow: Any = _call(saga.cached_flow, f"{name}.flow()", spec)  # checks the type too
+    else:
+        flow = _call(saga.flow, f"{name}.flow()", spec)
+    if not isinstance(flow, SagaFlow):
+        raise _BrokenTarget(
+            f"graph {spec}: {name}.flow() returned {safe_repr(flow)}, expected a SagaFlow"
+        )
+    return flow
+
+
+async def _graph(args: argparse.Namespace) -> int:
+    try:
+        flow = load_flow(args.target)
+    except _BrokenTarget as error:
+        print(f"spakky-saga: {error}", file=sys.stderr)
+        return ATTENTION
+    text = to_mermaid(flow, direction=args.direction)
+    print(f"```mermaid\n{text}\n```" if args.markdown else text)
+    return OK
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="spakky-saga",
@@ -257,6 +387,17 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("--app", required=True, help="MODULE:ENGINE, a SagaEngine with flows")
     retry.add_argument("--json", action="store_true", help="machine-readable output")
     retry.set_defaults(run=_retry)
+
+    graph = commands.add_parser("graph", help="print a flow as a Mermaid flowchart")
+    graph.add_argument(
+        "target",
+        metavar="MODULE:TARGET",
+        help="a SagaFlow, a saga class (no constructor arguments), or a function returning a flow",
+    )
+    graph.add_argument("--format", choices=["mermaid"], default="mermaid", help="the only one")
+    graph.add_argument("--markdown", action="store_true", help="wrap it in a ```mermaid fence")
+    graph.add_argument("--direction", choices=DIRECTIONS, default="TD", help="TD or LR (TD)")
+    graph.set_defaults(run=_graph)
     return main
 
 

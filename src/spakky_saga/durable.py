@@ -47,7 +47,6 @@ from spakky_saga.recovery import (
     Replayed,
     possibly_done,
     replay,
-    unfinished_group_commits,
 )
 from spakky_saga.registry import SagaRegistry
 from spakky_saga.run import SagaRun
@@ -250,8 +249,8 @@ class DurableRuns:
                 run.undo.extend(_failed_compensations(plan, state))
             if state.rolling_back or retry_failed or policy is RecoveryPolicy.COMPENSATE:
                 run.undo.extend(state.undo)
+                run.undo.extend(state.group_undo)
                 if not state.rolling_back and not retry_failed:
-                    run.undo.extend(unfinished_group_commits(state, plan))
                     run.undo.extend(possibly_done(state, plan))  # at-least-once: maybe done
                 error = SagaInterruptedError(record.saga_name, state.failed_step, state.error)
                 result = await engine._roll_back(

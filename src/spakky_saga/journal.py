@@ -13,6 +13,7 @@ stays unfinished in the store, for recovery.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Final
@@ -41,6 +42,7 @@ class SagaJournal:
 
     __slots__ = (
         "_begin",
+        "_cut_off",
         "_data",
         "_data_type",
         "_error",
@@ -86,6 +88,7 @@ class SagaJournal:
         self._error: str | None = None
         self._release = False
         self._finished = False
+        self._cut_off = False
         self._failure: BaseException | None = None
         self._last_data: AbstractSagaData | None = None
 
@@ -121,6 +124,10 @@ class SagaJournal:
             self._finish(event)
         elif kind is SagaEventKind.SAGA_ABORTED:
             self._abort(event)
+        elif kind is SagaEventKind.COMPENSATION_FAILED and isinstance(
+            event.error, SagaCompensationInterruptedError
+        ):
+            self._cut_off = True
         error = event.error
         self.seq += 1
         self._pending.append(
@@ -178,29 +185,23 @@ class SagaJournal:
             self._failed_step = event.step
             self._error = safe_str(event.error)
         self._release = True
-        self._finished_after_this()
+        self._finished = True
 
     def _abort(self, event: SagaEvent) -> None:
         error = event.error
+        self._finished = True
+        if self._cut_off:
+            # The rollback was cut off (the loop shutting down): the saga stays COMPENSATING
+            # and its lease runs out, so that recovery runs what did not run.
+            return
         if isinstance(error, SagaCompensationFailedError):
-            failures = error.failures.values()
-            if any(isinstance(f, SagaCompensationInterruptedError) for f in failures):
-                # The rollback was cut off (shutdown): the saga stays COMPENSATING, and its
-                # lease runs out, so that recovery finishes it.
-                self._finished_after_this()
-                return
             self._status = StoredStatus.COMPENSATION_FAILED
-        elif isinstance(error, BaseException) and type(error).__name__ == "CancelledError":
+        elif isinstance(error, asyncio.CancelledError):
             self._status = StoredStatus.CANCELLED
         else:  # KeyboardInterrupt or SystemExit from a compensation: leave it to recovery
-            self._finished_after_this()
             return
         self._error = safe_str(error)
         self._release = True
-        self._finished_after_this()
-
-    def _finished_after_this(self) -> None:
-        self._finished = True
 
     def _has_update(self) -> bool:
         return (
