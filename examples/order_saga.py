@@ -135,7 +135,15 @@ def show(title: str, result: SagaResult[OrderSagaData]) -> None:
     print(result.format_timeline())
 
 
+def order_flow() -> SagaFlow[OrderSagaData]:
+    """The saga's flow with stand-in services: `spakky-saga graph examples.order_saga:order_flow`
+    draws it."""
+    return CreateOrderSaga(Kitchen(), Inventory(stock=10), Payments()).flow()
+
+
 async def main() -> None:
+    print("=== the saga, as `spakky-saga graph examples.order_saga:order_flow` draws it")
+    print(order_flow().to_mermaid())
     kitchen, payments = Kitchen(), Payments()
 
     ok_saga = CreateOrderSaga(kitchen, Inventory(stock=10), payments)

@@ -368,7 +368,10 @@ def test_the_demo_order_saga_is_drawn_with_its_group_retry_and_timeout(
     assert chart.undo_of("issue_ticket") == ["cancel_ticket"]
     assert chart.undo_of("charge_payment") == ["refund_payment"]
     assert chart.undo_of("reserve_stock") == []
-    assert chart.nodes["s2"].lines == ["reserve_stock", "Retry(3, ExponentialBackoff(0.01))"]
+    assert chart.nodes["s2"].lines == [
+        "reserve_stock",
+        "Retry(3, ExponentialBackoff(0.01), retry_on=(ConnectionError,))",
+    ]
     assert chart.nodes["start"].lines == ["start", "saga timeout 5s"]
 
 
