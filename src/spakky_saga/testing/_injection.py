@@ -153,6 +153,8 @@ class Recorder:
     """Every call of one run, in the order they started."""
 
     calls: list[Call] = field(default_factory=list)
+    finished_at: int = 0
+    """The position at which the caller got the run's outcome (see `mark`)."""
     _tick: int = 0
     _attempts: Counter[tuple[CallKind, str]] = field(default_factory=Counter)
 
@@ -169,6 +171,11 @@ class Recorder:
         call.ended = self._tick
         call.returned = returned
         call.raised = raised
+
+    def mark(self) -> int:
+        """A position between call starts and ends: when the run gave its outcome."""
+        self._tick += 1
+        return self._tick
 
     def of(self, kind: CallKind) -> list[Call]:
         return [call for call in self.calls if call.kind == kind]

@@ -42,6 +42,8 @@ class Observed:
     cancel_issued: bool
     aborted_data: object | None
     """The data of the SAGA_ABORTED event (what a cancelled run rolled back with)."""
+    finished_at: int
+    """The recorder's position when the caller got the outcome."""
 
 
 def committed(call: Call) -> bool:
@@ -125,7 +127,7 @@ class _Checker:
 
     def left_running(self) -> None:
         for call in self.run.calls:
-            if call.ended is None:
+            if call.ended is None or call.ended > self.run.finished_at:
                 self.add(
                     Check.LEFT_RUNNING,
                     f"{call.label} (attempt {call.attempt}) was still running when the caller "
@@ -491,8 +493,8 @@ class _Checker:
             if call.raised is not None and call.injected is None:
                 self.add(
                     Check.COMPENSATION_RAISED,
-                    f"{call.label} raised {describe_error(call.raised)} though no fault was "
-                    f"injected into it (given {self.label(call.data)})",
+                    f"{call.label} raised {describe_error(call.raised)}, given "
+                    f"{self.label(call.data)}; no fault was injected into it",
                 )
 
 

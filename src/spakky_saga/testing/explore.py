@@ -294,11 +294,13 @@ class _Explorer[D: AbstractSagaData]:
         call = self.runner.run(flow, self.data, saga_name=self.source.name, listeners=[events])
         if plan.virtual:
             with self.clock.virtual_loop():
-                result, raised, issued = await _drive(call, plan.cancel_at)
+                result, raised, issued = await _drive(call, plan.cancel_at, recorder)
         else:
-            result, raised, issued = await _drive(call, plan.cancel_at)
+            result, raised, issued = await _drive(call, plan.cancel_at, recorder)
         self.last_cancel_issued = issued
-        observed = Observed(recorder.calls, self.data, result, raised, issued, events.data)
+        observed = Observed(
+            recorder.calls, self.data, result, raised, issued, events.data, recorder.finished_at
+        )
         violations = check_run(plan.scenario, shape, observed, baseline=baseline)
         if isinstance(raised, SagaCompensationFailedError) and result is None:
             result = raised.result
@@ -317,6 +319,11 @@ class _Explorer[D: AbstractSagaData]:
                 ran=tuple(c.label for c in recorder.calls),
                 compensated=tuple(
                     c.site.label for c in recorder.of("compensation") if c.site is not None
+                ),
+                failed_compensations=tuple(
+                    c.site.label
+                    for c in recorder.of("compensation")
+                    if c.site is not None and c.raised is not None
                 ),
                 violations=tuple(violations),
             ),
@@ -340,14 +347,17 @@ class _AbortedData(SagaListener):
 
 
 async def _drive[T](
-    call: Coroutine[Any, Any, T], cancel_at: int | None
+    call: Coroutine[Any, Any, T], cancel_at: int | None, recorder: Recorder
 ) -> tuple[T | None, BaseException | None, bool]:
     """Await `call` in a task of its own (cancelled at its `cancel_at`th suspension, if
     given); returns (result, raised, whether the cancellation was issued)."""
     counter = _CancelAt(call, cancel_at)
 
     async def caller() -> T:
-        return await counter
+        try:
+            return await counter
+        finally:
+            recorder.finished_at = recorder.mark()
 
     task = asyncio.get_running_loop().create_task(caller())
     try:

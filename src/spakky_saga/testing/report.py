@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from spakky_saga._text import error_text
 from spakky_saga.data import AbstractSagaData
@@ -99,8 +100,9 @@ class ScenarioOutcome[D: AbstractSagaData]:
     `outcome` is the result's status (COMPLETED, FAILED, TIMED_OUT) or the name of what the
     run raised (SagaCompensationFailedError, CancelledError, ...). `result` is the run's
     `SagaResult` (the one a SagaCompensationFailedError carries, too), `raised` what the run
-    raised, `ran` every call in the order it started (`undo NAME` for compensations) and
-    `compensated` the steps whose compensation ran, in order.
+    raised, `ran` every call in the order it started (`undo NAME` for compensations),
+    `compensated` the steps whose compensation ran, in order, and `failed_compensations` those
+    whose compensation raised.
     """
 
     scenario: Scenario
@@ -109,6 +111,7 @@ class ScenarioOutcome[D: AbstractSagaData]:
     raised: BaseException | None
     ran: tuple[str, ...]
     compensated: tuple[str, ...]
+    failed_compensations: tuple[str, ...] = ()
     violations: tuple[Violation, ...] = ()
 
     @property
@@ -174,7 +177,7 @@ class ExplorationReport[D: AbstractSagaData]:
                     str(index),
                     outcome.scenario.description,
                     ended,
-                    ", ".join(outcome.compensated) or "-",
+                    _compensations(outcome) or "-",
                     "ok" if outcome.ok else "VIOLATED " + ", ".join(checks),
                 )
             )
@@ -193,6 +196,18 @@ class ExplorationReport[D: AbstractSagaData]:
             lines += ["", "Not explored:"]
             lines += [f"- {note}" for note in self.notes]
         return "\n".join(line.rstrip() for line in lines)
+
+
+def _compensations(outcome: ScenarioOutcome[Any]) -> str:
+    failed = list(outcome.failed_compensations)
+    shown = []
+    for name in outcome.compensated:
+        if name in failed:
+            failed.remove(name)
+            shown.append(f"{name} (failed)")
+        else:
+            shown.append(name)
+    return ", ".join(shown)
 
 
 def describe_error(error: BaseException | None) -> str:
