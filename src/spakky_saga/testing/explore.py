@@ -235,16 +235,18 @@ class _Source[D: AbstractSagaData]:
             subject = saga()
         else:
             subject = saga
-        flow, name = self._flow_of(subject, "explore_failures(saga)")
+        flow, self._subject, name = self._flow_of(subject, "explore_failures(saga)")
         self._flow = flow
         self.name = saga_name if saga_name is not None else name
         self.shape: Shape = shape_of(flow)
 
-    def flow(self) -> SagaFlow[D]:
-        """The flow of the next run: the same one, or the factory's new one."""
+    def next(self) -> tuple[SagaFlow[D], SagaFlow[D] | AbstractSaga[D]]:
+        """The flow of the next run and where it came from: the same one each time, or the
+        factory's new one."""
         if self._factory is None:
-            return self._flow
-        flow, _ = self._flow_of(self._factory(), "explore_failures(saga): the factory's result")
+            return self._flow, self._subject
+        made = self._factory()
+        flow, subject, _ = self._flow_of(made, "explore_failures(saga): the factory's result")
         shape = shape_of(flow)
         if [(s.key, s.name) for s in shape.sites] != [(s.key, s.name) for s in self.shape.sites]:
             raise ValueError(
@@ -252,15 +254,18 @@ class _Source[D: AbstractSagaData]:
                 f"first one ({_steps(shape.sites)} instead of {_steps(self.shape.sites)}); it "
                 "must build the same saga every time"
             )
-        return flow
+        return flow, subject
 
     @staticmethod
-    def _flow_of(subject: object, where: str) -> tuple[SagaFlow[D], str]:
+    def _flow_of(
+        subject: object, where: str
+    ) -> tuple[SagaFlow[D], SagaFlow[D] | AbstractSaga[D], str]:
         if isinstance(subject, AbstractSaga):
-            flow: SagaFlow[D] = subject.cached_flow()
-            return flow, type(subject).__name__
+            saga: AbstractSaga[D] = subject
+            return saga.cached_flow(), saga, type(saga).__name__
         if isinstance(subject, SagaFlow):
-            return subject, ANONYMOUS
+            flow: SagaFlow[D] = subject
+            return flow, flow, ANONYMOUS
         raise TypeError(
             f"{where} is {safe_repr(subject)}; pass a SagaFlow, an AbstractSaga instance, or a "
             "function without arguments returning one of them"
@@ -289,7 +294,8 @@ class _Explorer[D: AbstractSagaData]:
     ) -> tuple[ScenarioOutcome[D], Recorder]:
         recorder = Recorder()
         shape = self.source.shape
-        flow = instrument(self.source.flow(), shape, plan.faults, recorder)
+        flow, subject = self.source.next()
+        flow = instrument(flow, shape, plan.faults, recorder)
         events = _AbortedData()
         call = self.runner.run(flow, self.data, saga_name=self.source.name, listeners=[events])
         if plan.virtual:
@@ -326,6 +332,7 @@ class _Explorer[D: AbstractSagaData]:
                     if c.site is not None and c.raised is not None
                 ),
                 violations=tuple(violations),
+                subject=subject,
             ),
             recorder,
         )

@@ -14,7 +14,9 @@ from typing import Any
 
 from spakky_saga._text import error_text
 from spakky_saga.data import AbstractSagaData
+from spakky_saga.flow import SagaFlow
 from spakky_saga.result import SagaResult
+from spakky_saga.saga import AbstractSaga
 
 
 class Check(StrEnum):
@@ -102,7 +104,9 @@ class ScenarioOutcome[D: AbstractSagaData]:
     `SagaResult` (the one a SagaCompensationFailedError carries, too), `raised` what the run
     raised, `ran` every call in the order it started (`undo NAME` for compensations),
     `compensated` the steps whose compensation ran, in order, and `failed_compensations` those
-    whose compensation raised.
+    whose compensation raised. `subject` is the saga (or flow) the run used: the factory's
+    product for this run when `explore_failures` was given a factory, so a test can look at
+    the services it held afterwards.
     """
 
     scenario: Scenario
@@ -113,6 +117,7 @@ class ScenarioOutcome[D: AbstractSagaData]:
     compensated: tuple[str, ...]
     failed_compensations: tuple[str, ...] = ()
     violations: tuple[Violation, ...] = ()
+    subject: SagaFlow[D] | AbstractSaga[D] | None = None
 
     @property
     def ok(self) -> bool:

@@ -128,6 +128,7 @@ class VirtualClock:
                 "coroutine); from synchronous code, run the coroutine with clock.run(main())"
             ) from None
         if _virtual_running_loop() is not None:
+            _ = self.now  # follow the loop from here on
             yield
             return
         looptime = _looptime()
@@ -141,6 +142,7 @@ class VirtualClock:
         # is how looptime's own pytest plugin patches a loop without switching it on.
         patched = looptime.patch_event_loop(loop, start=loop.time(), _enabled=False)
         with patched.looptime_enabled():
+            _ = self.now  # follow the loop from here on
             yield
 
     def run[T](self, main: Coroutine[Any, Any, T]) -> T:
@@ -150,8 +152,13 @@ class VirtualClock:
         Hypothesis tests, or tests without pytest-asyncio.
         """
         looptime = _looptime()
-        start = self.now
-        with asyncio.Runner(loop_factory=lambda: looptime.new_event_loop(start=start)) as runner:
+
+        def virtual_loop() -> asyncio.AbstractEventLoop:
+            loop: asyncio.AbstractEventLoop = looptime.new_event_loop(start=self._now)
+            self._anchor = (weakref.ref(loop), loop.time() - self._now)  # follow it from now
+            return loop
+
+        with asyncio.Runner(loop_factory=virtual_loop) as runner:
             return runner.run(main)
 
 
