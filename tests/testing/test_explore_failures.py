@@ -16,6 +16,7 @@ from spakky_saga import (
     SagaFlow,
     SagaStepTimeoutError,
     SagaTimeoutError,
+    parallel,
     saga_flow,
     saga_step,
     step,
@@ -301,3 +302,40 @@ async def test_the_explorer_cancelled_itself_stops() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_cancellation_points_beyond_the_limit_are_noted() -> None:
+    report = await explore_failures(
+        order_flow(Services()), Order(), cancellation=True, max_cancellation_points=2
+    )
+
+    assert report.scenario("ship fails, cancelled at await 2").outcome == "CancelledError"
+    assert (
+        "cancellation during ship fails: stopped after 2 await points (max_cancellation_points)"
+        in report.notes
+    )
+
+
+async def test_a_merge_conflict_and_a_wrongly_typed_result_are_failures_not_violations() -> None:
+    services = Services()
+
+    async def charge_again(data: Order) -> Order:
+        return dataclasses.replace(data, order_id=data.order_id + 1)
+
+    async def mark_differently(data: Order) -> Order:
+        return dataclasses.replace(data, order_id=data.order_id + 2)
+
+    async def wrong_type(data: Order) -> str:
+        return "not an order"
+
+    flow = saga_flow(
+        step(services.reserve, compensate=services.release),
+        parallel(charge_again, mark_differently),
+    )
+
+    report = await explore_failures(flow, Order())
+
+    assert report.scenario("no fault").failed_step == "charge_again & mark_differently"
+    assert {v.check for v in report.violations} == {Check.BASELINE}
+    wrong = await explore_failures(saga_flow(step(wrong_type)), Order())  # type: ignore[saga-step-signature] # on purpose
+    assert {v.check for v in wrong.violations} == {Check.BASELINE}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from order_saga import CreateOrderSaga, Inventory, Kitchen, OrderSagaData, Payments  # examples/
+
 from spakky_saga.testing import explore_failures
 
 ORDER = OrderSagaData(order_id=7, customer_id=42, quantity=3)

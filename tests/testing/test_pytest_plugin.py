@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from spakky_saga import SagaEngine, SagaStatus, saga_flow, step
-from spakky_saga.testing import FailureExplorer, VirtualClock
+from spakky_saga.testing import FailureExplorer, VirtualClock, pytest_plugin
 from tests.testing.flows import Order, Services, order_flow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +44,7 @@ async def test_explore_failures_fixture_runs_on_saga_engine(
     report = await explore_failures(order_flow(Services()), Order(), timeouts=True)
 
     assert explore_failures.engine is saga_engine
+    assert repr(explore_failures) == f"FailureExplorer(engine={saga_engine!r})"
     assert report.ok, str(report)
 
 
@@ -132,3 +133,20 @@ def test_the_fixtures_work_in_another_project_beside_its_own_clock_and_engine(
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_without_looptime_no_test_is_marked() -> None:
+    class NoPlugins:
+        def has_plugin(self, name: str) -> bool:
+            return False
+
+    class Config:
+        pluginmanager = NoPlugins()
+
+    class Item:
+        fixturenames = ("saga_clock",)
+
+        def add_marker(self, marker: object) -> None:
+            raise AssertionError("marked without looptime")
+
+    pytest_plugin.pytest_collection_modifyitems(Config(), [Item()])  # type: ignore[arg-type, list-item] # duck-typed stand-ins

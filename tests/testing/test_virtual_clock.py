@@ -112,8 +112,13 @@ async def test_the_clock_follows_a_virtual_loop_from_where_it_was() -> None:
 
     assert not clock.loop_is_virtual
     assert clock.now == pytest.approx(75)  # never backwards, whatever the real loop time is
-    await clock.sleep(1)
-    assert clock.now == pytest.approx(76)
+    await clock.sleep(1000)
+    assert clock.now == pytest.approx(1075)
+
+    with clock.virtual_loop():  # the same loop again: followed from where the clock is
+        assert clock.now == pytest.approx(1075)
+        await asyncio.sleep(5)
+        assert clock.now == pytest.approx(1080)
 
 
 def test_run_runs_a_coroutine_on_a_new_virtual_loop() -> None:
@@ -156,3 +161,30 @@ async def test_the_clocks_engine_takes_the_other_engine_options() -> None:
     assert engine.listeners == ()
     result = await engine.run(saga_flow(step(Services().ship)), Order())
     assert result.succeeded
+
+
+def test_a_clock_shows_its_time() -> None:
+    assert repr(VirtualClock(start=2)) == "VirtualClock(now=2.0)"
+
+
+def test_virtual_loop_refuses_a_loop_looptime_cannot_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    class ForeignLoop:  # e.g. uvloop's, which is no asyncio.BaseEventLoop
+        def __repr__(self) -> str:
+            return "<ForeignLoop>"
+
+    monkeypatch.setattr(asyncio, "get_running_loop", ForeignLoop)
+
+    with (
+        pytest.raises(RuntimeError, match=r"the running loop <ForeignLoop> is not an asyncio"),
+        VirtualClock().virtual_loop(),
+    ):
+        pass  # pragma: no cover - never entered
+
+
+async def test_virtual_loop_inside_virtual_loop_changes_nothing() -> None:
+    clock = VirtualClock()
+
+    with clock.virtual_loop(), clock.virtual_loop():
+        await asyncio.sleep(10)
+        assert clock.now == pytest.approx(10)
+    assert not clock.loop_is_virtual

@@ -50,6 +50,7 @@ class Bug(Enum):
     COMPENSATE_ON_SUCCESS = auto()
     DROP_RETURNED_DATA = auto()
     UNSHIELDED_ROLLBACK = auto()
+    HANDLER_FIRST = auto()
 
 
 class ToyEngine:
@@ -194,13 +195,17 @@ class ToyEngine:
             else:
                 history.append(StepRecord(item.name, StepStatus.COMPENSATED, compensation=True))
 
+        handler = flow.compensation_failure_handler
+        if handler is not None and order and Bug.HANDLER_FIRST in self.bugs:
+            returned = handler(given)
+            if inspect.isawaitable(returned):
+                await returned
         if Bug.COMPENSATE_CONCURRENTLY in self.bugs:
             await asyncio.gather(*(compensate(item) for item in order))
         else:
             for item in order:
                 await compensate(item)
-        handler = flow.compensation_failure_handler
-        if failures and handler is not None:
+        if failures and handler is not None and Bug.HANDLER_FIRST not in self.bugs:
             for _ in range(2 if Bug.CALL_HANDLER_TWICE in self.bugs else 1):
                 returned = handler(given)
                 if inspect.isawaitable(returned):

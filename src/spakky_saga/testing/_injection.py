@@ -71,10 +71,6 @@ class Shape:
             for site in (item.members if isinstance(item, Group) else (item,))
         )
 
-    @property
-    def has_groups(self) -> bool:
-        return any(isinstance(item, Group) for item in self.items)
-
 
 def shape_of(flow: SagaFlow[Any]) -> Shape:
     names = Counter(

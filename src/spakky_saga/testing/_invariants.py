@@ -76,9 +76,12 @@ class _Checker:
         return [c for c in self.run.calls if c.kind == "action" and c.site is site]
 
     def label(self, data: object) -> str:
-        if data is _UNKNOWN:
-            return "merged data"
-        return self.labels.get(id(data), f"another data object ({type(data).__name__})")
+        label = self.labels.get(id(data))
+        if label is None:
+            others = sum(text.startswith("another data object") for text in self.labels.values())
+            label = f"another data object #{others + 1} ({type(data).__name__})"
+            self.labels[id(data)] = label
+        return label
 
     def committed_compensable(self) -> list[Site]:
         return [
@@ -404,16 +407,19 @@ class _Checker:
             )
         if exact:
             self.order(undo, due)
-        latest = result.data if result is not None else run.aborted_data
-        expected = self.expected_latest()
-        if latest is None:
-            latest = undo[0].data if undo else None
-        elif expected is not _UNKNOWN and latest is not expected and result is None:
-            self.add(
-                Check.COMPENSATION_DATA,
-                f"the cancelled saga rolled back with {self.label(latest)}, not the latest data "
-                f"({self.label(expected)})",
-            )
+        if result is not None:
+            latest = result.data
+        else:  # cancelled: the SAGA_ABORTED event says what the engine rolled back with
+            latest = self.expected_latest()
+            aborted = run.aborted_data
+            if latest is _UNKNOWN:
+                latest = aborted if aborted is not None else undo[0].data if undo else None
+            elif aborted is not None and aborted is not latest:
+                self.add(
+                    Check.COMPENSATION_DATA,
+                    f"the cancelled saga rolled back with {self.label(aborted)}, not the latest "
+                    f"data ({self.label(latest)})",
+                )
         for call in undo:
             if call.data is not latest:
                 self.add(

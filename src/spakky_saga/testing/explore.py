@@ -346,9 +346,6 @@ class _AbortedData(SagaListener):
     def __init__(self) -> None:
         self.data: object | None = None
 
-    def wants_progress(self) -> bool:
-        return False
-
     def saga_aborted(self, event: SagaEvent) -> None:
         self.data = event.data
 
