@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Without looptime (a dev dependency), its marker is unknown; the tests that need it skip.
+    config.addinivalue_line("markers", "looptime: virtual event-loop time (looptime)")
     if not config.pluginmanager.has_plugin("spakky_saga"):
         plugin = importlib.import_module("spakky_saga.testing.pytest_plugin")
         config.pluginmanager.register(plugin, "spakky_saga")

@@ -30,6 +30,7 @@ from spakky_saga import (
 )
 from spakky_saga.testing import Check, ExplorationReport, explore_failures
 from tests.testing.flows import Order, Services, order_flow
+from tests.testing.support import needs_looptime
 from tests.testing.toy_engine import Bug, ToyEngine
 
 type Tamper = Callable[[SagaFlow[Any], SagaResult[Any]], SagaResult[Any]]
@@ -198,6 +199,7 @@ async def test_another_error_than_the_steps_is_reported() -> None:
     ]
 
 
+@needs_looptime
 async def test_a_step_timeout_reported_as_another_error_is_reported() -> None:
     services = Services()
     flow = saga_flow(step(services.ship, timeout=timedelta(seconds=5)))

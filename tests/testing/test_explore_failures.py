@@ -23,6 +23,7 @@ from spakky_saga import (
 )
 from spakky_saga.testing import Check, InjectedFault, Scenario, explore_failures
 from tests.testing.flows import Order, Services, order_flow
+from tests.testing.support import needs_looptime
 
 
 async def test_each_action_and_each_compensation_fails_in_a_scenario_of_its_own() -> None:
@@ -256,6 +257,7 @@ async def test_cancellation_is_explored_at_every_await_point_until_the_run_finis
     assert any(o.compensated == ("ticket", "charge", "reserve") for o in cancelled)
 
 
+@needs_looptime
 async def test_timeouts_explore_each_hang_on_virtual_time() -> None:
     services = Services()
     flow = saga_flow(

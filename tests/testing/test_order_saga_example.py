@@ -8,6 +8,7 @@ import time
 from order_saga import CreateOrderSaga, Inventory, Kitchen, OrderSagaData, Payments  # examples/
 
 from spakky_saga.testing import explore_failures
+from tests.testing.support import needs_looptime
 
 ORDER = OrderSagaData(order_id=7, customer_id=42, quantity=3)
 
@@ -16,6 +17,7 @@ def fresh_saga() -> CreateOrderSaga:
     return CreateOrderSaga(Kitchen(), Inventory(stock=10), Payments())
 
 
+@needs_looptime
 async def test_the_demo_saga_keeps_every_promise_at_every_failure_point() -> None:
     started = time.perf_counter()
 
@@ -41,6 +43,7 @@ async def test_the_demo_saga_keeps_every_promise_at_every_failure_point() -> Non
     assert report.scenario("reserve_stock hangs").outcome == "TIMED_OUT"
 
 
+@needs_looptime
 async def test_after_every_run_the_demo_services_are_consistent() -> None:
     report = await explore_failures(fresh_saga, ORDER, timeouts=True, cancellation=True)
 

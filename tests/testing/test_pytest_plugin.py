@@ -17,10 +17,12 @@ import pytest
 from spakky_saga import SagaEngine, SagaStatus, saga_flow, step
 from spakky_saga.testing import FailureExplorer, VirtualClock, pytest_plugin
 from tests.testing.flows import Order, Services, order_flow
+from tests.testing.support import needs_looptime
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@needs_looptime
 async def test_saga_engine_runs_on_saga_clock(
     saga_clock: VirtualClock, saga_engine: SagaEngine
 ) -> None:
@@ -38,6 +40,7 @@ async def test_saga_engine_runs_on_saga_clock(
     assert saga_clock.now == 3600
 
 
+@needs_looptime
 async def test_explore_failures_fixture_runs_on_saga_engine(
     explore_failures: FailureExplorer, saga_engine: SagaEngine
 ) -> None:
@@ -61,6 +64,7 @@ def test_the_plugin_is_declared_as_a_pytest11_entry_point() -> None:
     assert entry_points == {"spakky_saga": "spakky_saga.testing.pytest_plugin"}
 
 
+@needs_looptime
 def test_the_fixtures_work_in_another_project_beside_its_own_clock_and_engine(
     tmp_path: Path,
 ) -> None:

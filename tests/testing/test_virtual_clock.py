@@ -20,6 +20,7 @@ from spakky_saga import (
 )
 from spakky_saga.testing import VirtualClock
 from tests.testing.flows import Order, Services
+from tests.testing.support import needs_looptime
 
 
 async def hang(data: Order) -> None:
@@ -58,6 +59,7 @@ async def test_retry_backoff_on_a_virtual_clock_takes_no_real_time() -> None:
     assert result.elapsed == timedelta(seconds=70)
 
 
+@needs_looptime
 async def test_a_retried_30_second_timeout_with_10_second_backoff_takes_milliseconds() -> None:
     clock = VirtualClock()
     flow = saga_flow(
@@ -80,6 +82,7 @@ async def test_a_retried_30_second_timeout_with_10_second_backoff_takes_millisec
     ]
 
 
+@needs_looptime
 async def test_a_saga_timeout_fires_at_once_on_virtual_loop_time() -> None:
     clock = VirtualClock()
     services = Services()
@@ -98,6 +101,7 @@ async def test_a_saga_timeout_fires_at_once_on_virtual_loop_time() -> None:
     assert services.log == ["reserve", "release"]
 
 
+@needs_looptime
 async def test_the_clock_follows_a_virtual_loop_from_where_it_was() -> None:
     clock = VirtualClock()
     await clock.sleep(5)
@@ -121,6 +125,7 @@ async def test_the_clock_follows_a_virtual_loop_from_where_it_was() -> None:
         assert clock.now == pytest.approx(1080)
 
 
+@needs_looptime
 def test_run_runs_a_coroutine_on_a_new_virtual_loop() -> None:
     clock = VirtualClock(start=3)
 
@@ -167,6 +172,7 @@ def test_a_clock_shows_its_time() -> None:
     assert repr(VirtualClock(start=2)) == "VirtualClock(now=2.0)"
 
 
+@needs_looptime
 def test_virtual_loop_refuses_a_loop_looptime_cannot_patch(monkeypatch: pytest.MonkeyPatch) -> None:
     class ForeignLoop:  # e.g. uvloop's, which is no asyncio.BaseEventLoop
         def __repr__(self) -> str:
@@ -181,6 +187,7 @@ def test_virtual_loop_refuses_a_loop_looptime_cannot_patch(monkeypatch: pytest.M
         pass  # pragma: no cover - never entered
 
 
+@needs_looptime
 async def test_virtual_loop_inside_virtual_loop_changes_nothing() -> None:
     clock = VirtualClock()
 
