@@ -29,6 +29,9 @@ from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.result import SagaStatus
 from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate, StoredEvent, StoredStatus
 
+_KIND_NAMES: Final = {kind: kind.value for kind in SagaEventKind}
+_new_entry: Final = tuple.__new__  # StoredEvent, positionally, without its __new__: two a step
+
 _FINAL_STATUS: Final = {
     SagaStatus.COMPLETED: StoredStatus.COMPLETED,
     SagaStatus.FAILED: StoredStatus.FAILED,
@@ -140,19 +143,22 @@ class SagaJournal:
         error = event.error
         self.seq += 1
         self._pending.append(
-            StoredEvent(
-                seq=self.seq,
-                kind=kind.value,
-                at=self.wall_clock(),
-                step_key=step_key,
-                step=event.step,
-                attempt=event.attempt,
-                elapsed=event.elapsed_seconds,
-                error_type=None if error is None else type(error).__qualname__,
-                error=None if error is None else safe_str(error),
-                data=data_text,
-                data_type=data_type,
-                owner=self.owner,
+            _new_entry(
+                StoredEvent,
+                (
+                    self.seq,
+                    _KIND_NAMES[kind],
+                    self.wall_clock(),
+                    step_key,
+                    event.step,
+                    event.attempt,
+                    event.elapsed_seconds,
+                    None if error is None else type(error).__qualname__,
+                    None if error is None else safe_str(error),
+                    data_text,
+                    data_type,
+                    self.owner,
+                ),
             )
         )
 

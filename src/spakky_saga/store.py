@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 class StoredStatus(Enum):
@@ -43,9 +43,11 @@ class StoredStatus(Enum):
 UNFINISHED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One entry of a saga's log. `seq` orders a saga's entries (from 1, no gaps)."""
+class StoredEvent(NamedTuple):
+    """One entry of a saga's log. `seq` orders a saga's entries (from 1, no gaps).
+
+    A named tuple: the engine makes two a step, and a tuple is the cheapest immutable record.
+    """
 
     seq: int
     kind: str

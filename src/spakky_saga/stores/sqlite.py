@@ -101,17 +101,20 @@ class _Job:
     def __init__(
         self,
         run: Callable[[sqlite3.Connection], Any],
-        loop: asyncio.AbstractEventLoop,
+        loop: asyncio.AbstractEventLoop | None,
         *,
         batchable: bool,
     ) -> None:
         self.run = run
         self.batchable = batchable
         self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
+        self.future: asyncio.Future[Any] | None = None if loop is None else loop.create_future()
 
     def done(self, result: Any = None, error: BaseException | None = None) -> None:
-        """Hand the outcome to the loop (from the worker thread)."""
+        """Hand the outcome to the loop (from the worker thread); nobody waits for a job
+        without a loop (a checkpoint)."""
+        if self.loop is None or self.future is None:
+            return
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self.loop.call_soon_threadsafe(_settle, self.future, result, error)
 
@@ -135,6 +138,7 @@ class SqliteSagaStore:
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        inline_writes: bool | None = None,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(
@@ -149,6 +153,10 @@ class SqliteSagaStore:
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
         self._ready = False
+        self._inline_enabled = synchronous == "NORMAL" if inline_writes is None else inline_writes
+        self._inline: sqlite3.Connection | None = None
+        self._inline_lock = threading.Lock()
+        self._inline_commits = 0
 
     def __repr__(self) -> str:
         return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -173,6 +181,10 @@ class SqliteSagaStore:
         with self._starting:
             thread, self._thread = self._thread, None
             self._ready = False
+        with self._inline_lock:
+            inline, self._inline = self._inline, None
+            if inline is not None:
+                inline.close()
         if thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(thread.join)
@@ -347,11 +359,48 @@ class SqliteSagaStore:
     async def _call(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
         if not self._ready:
             await self.open()
+        if batchable and self._inline_enabled:
+            done, result = self._try_inline(run)
+            if done:
+                return result
         return await self._submit(run, batchable=batchable)
+
+    def _try_inline(self, run: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+        """With synchronous=NORMAL a commit is a write to the WAL, no fsync (about 15 us): it
+        costs less on the loop's thread than the round trip to the worker. Only when nothing
+        waits: the inline connection never waits for a lock (busy timeout 0) and never
+        checkpoints (the worker does), so it cannot hold the loop up; if the database is busy,
+        the write goes to the worker after all. Returns (done, result)."""
+        if not self._jobs.empty() or not self._inline_lock.acquire(blocking=False):
+            return False, None
+        try:
+            db = self._inline
+            if db is None:
+                db = self._inline = self._connect(busy_timeout=0.0)
+                db.execute("PRAGMA wal_autocheckpoint = 0")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # locked by the worker or another process
+                return False, None
+            try:
+                result = run(db)
+                db.execute("COMMIT")
+            except BaseException as error:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise _store_error(error, self.path) from None
+            self._inline_commits += 1
+            if self._inline_commits >= _CHECKPOINT_EVERY:
+                self._inline_commits = 0
+                self._jobs.put(_Job(_checkpoint, None, batchable=False))
+            return True, result
+        finally:
+            self._inline_lock.release()
 
     async def _submit(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
         job = _Job(run, asyncio.get_running_loop(), batchable=batchable)
         self._jobs.put(job)
+        assert job.future is not None
         return await job.future
 
     def _work(self) -> None:
@@ -369,6 +418,10 @@ class SqliteSagaStore:
                 except BaseException as error:
                     job.done(error=error)
                     continue
+            if job.run is _checkpoint:  # outside any transaction; a failure is not urgent
+                with contextlib.suppress(sqlite3.Error):
+                    _checkpoint(db)
+                continue
             if not job.batchable:
                 _run_one(db, job, self.path)
                 continue
@@ -389,10 +442,11 @@ class SqliteSagaStore:
         if db is not None:
             db.close()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
+        timeout = self._busy_timeout if busy_timeout is None else busy_timeout
         try:
             db = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -437,6 +491,16 @@ class SqliteSagaStore:
             for statement in _MIGRATIONS[step]:
                 db.execute(statement)
             db.execute("UPDATE spakky_saga_schema SET version = ?", (step,))
+
+
+_CHECKPOINT_EVERY: Final = 500
+"""Inline commits between two checkpoints the worker runs (the inline connection never
+checkpoints, so that a commit on the loop's thread never waits for an fsync)."""
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """Copy the WAL into the database (PASSIVE: never waits for readers or writers)."""
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _run_one(db: sqlite3.Connection, job: _Job, path: Path) -> None:
