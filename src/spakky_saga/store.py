@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
 class StoredStatus(Enum):
@@ -88,6 +88,33 @@ class SagaRecord:
     failed_step: str | None = None
     error: str | None = None
     events: tuple[StoredEvent, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], events: tuple[StoredEvent, ...] = ()) -> SagaRecord:
+        """A record from a database row holding `SAGA_COLUMNS`, in that order."""
+        values = dict(zip(SAGA_COLUMNS, row, strict=True))
+        values["status"] = StoredStatus(values["status"])
+        return cls(**values, events=events)
+
+
+SAGA_COLUMNS: tuple[str, ...] = (
+    "saga_id",
+    "saga_name",
+    "status",
+    "fingerprint",
+    "structure",
+    "policy",
+    "data",
+    "data_type",
+    "codec",
+    "created",
+    "updated",
+    "owner",
+    "lease_expires",
+    "failed_step",
+    "error",
+)
+"""A saga row's columns, as SQL stores keep them (SagaRecord's fields but `events`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.store import (
+    SAGA_COLUMNS,
     UNFINISHED,
     SagaRecord,
     SagaUpdate,
@@ -79,10 +80,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
 }
 
-_SAGA_COLUMNS: Final = (
-    "saga_id, saga_name, status, fingerprint, structure, policy, data::text, data_type, codec, "
-    "created, updated, owner, lease_expires, failed_step, error"
-)
+_SAGA_COLUMNS: Final = ", ".join(c + "::text" if c == "data" else c for c in SAGA_COLUMNS)
 _EVENT_COLUMNS: Final = (
     "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data::text, data_type, "
     "owner"
@@ -329,7 +327,7 @@ class PostgresSagaStore:
                 "ORDER BY updated DESC LIMIT %s",
                 (*params, limit),
             )
-            return [_record(row, ()) for row in await cursor.fetchall()]
+            return [SagaRecord.from_row(row) for row in await cursor.fetchall()]
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -400,7 +398,7 @@ class PostgresSagaStore:
             (saga_id,),
         )
         events = tuple(StoredEvent(*event) for event in await cursor.fetchall())
-        return _record(row, events)
+        return SagaRecord.from_row(row, events)
 
     async def _prepare(self, conn: AsyncConnection[Any]) -> None:
         """Create the schema (or migrate it) under an advisory lock, so that engines starting
@@ -469,41 +467,3 @@ def _driver() -> tuple[Any, Any]:
             "pip install 'spakky-saga-typed[postgres]'"
         ) from error
     return psycopg, psycopg_pool
-
-
-def _record(row: Sequence[Any], events: tuple[StoredEvent, ...]) -> SagaRecord:
-    (
-        saga_id,
-        saga_name,
-        status,
-        fingerprint,
-        structure,
-        policy,
-        data,
-        data_type,
-        codec,
-        created,
-        updated,
-        owner,
-        lease_expires,
-        failed_step,
-        error,
-    ) = row
-    return SagaRecord(
-        saga_id=saga_id,
-        saga_name=saga_name,
-        status=StoredStatus(status),
-        fingerprint=fingerprint,
-        structure=structure,
-        policy=policy,
-        data=data,
-        data_type=data_type,
-        codec=codec,
-        created=created,
-        updated=updated,
-        owner=owner,
-        lease_expires=lease_expires,
-        failed_step=failed_step,
-        error=error,
-        events=events,
-    )

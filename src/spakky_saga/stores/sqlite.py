@@ -32,6 +32,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.store import (
+    SAGA_COLUMNS,
     UNFINISHED,
     SagaRecord,
     SagaUpdate,
@@ -81,10 +82,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
 }
 
-_SAGA_COLUMNS: Final = (
-    "saga_id, saga_name, status, fingerprint, structure, policy, data, data_type, codec, "
-    "created, updated, owner, lease_expires, failed_step, error"
-)
+_SAGA_COLUMNS: Final = ", ".join(SAGA_COLUMNS)
 _EVENT_COLUMNS: Final = (
     "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type, owner"
 )
@@ -349,7 +347,7 @@ class SqliteSagaStore:
                 "ORDER BY updated DESC LIMIT ?",
                 (*params, limit),
             ).fetchall()
-            return [_record(row, ()) for row in rows]
+            return [SagaRecord.from_row(row) for row in rows]
 
         result: list[SagaRecord] = await self._call(run, batchable=False)
         return result
@@ -603,42 +601,4 @@ def _load(db: sqlite3.Connection, saga_id: str) -> SagaRecord | None:
             (saga_id,),
         )
     )
-    return _record(row, events)
-
-
-def _record(row: Sequence[Any], events: tuple[StoredEvent, ...]) -> SagaRecord:
-    (
-        saga_id,
-        saga_name,
-        status,
-        fingerprint,
-        structure,
-        policy,
-        data,
-        data_type,
-        codec,
-        created,
-        updated,
-        owner,
-        lease_expires,
-        failed_step,
-        error,
-    ) = row
-    return SagaRecord(
-        saga_id=saga_id,
-        saga_name=saga_name,
-        status=StoredStatus(status),
-        fingerprint=fingerprint,
-        structure=structure,
-        policy=policy,
-        data=data,
-        data_type=data_type,
-        codec=codec,
-        created=created,
-        updated=updated,
-        owner=owner,
-        lease_expires=lease_expires,
-        failed_step=failed_step,
-        error=error,
-        events=events,
-    )
+    return SagaRecord.from_row(row, events)
