@@ -23,7 +23,9 @@ from spakky_saga import (
     ExponentialBackoff,
     Retry,
     SagaEngine,
+    SagaEvent,
     SagaFlow,
+    SagaListener,
     SagaStatus,
     parallel,
     saga_flow,
@@ -353,6 +355,85 @@ async def info_logging_case(engine: SagaEngine, runs: int, repeats: int) -> Row:
     )
 
 
+class FailureCounter(SagaListener):
+    """A listener that wants no progress events: what a metrics hook for failures costs."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def wants_progress(self) -> bool:
+        return False
+
+    def step_failed(self, event: SagaEvent) -> None:
+        self.failures += 1
+
+
+class StepCounter(SagaListener):
+    """A listener of every step: the cost of the event seam itself."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def step_committed(self, event: SagaEvent) -> None:
+        self.steps += 1
+
+
+async def listener_cases(runs: int, repeats: int) -> list[Row]:
+    """The 10-step flow with listeners, against the same hand-written baseline, timed
+    round-robin with the plain engine so that all share the machine's state."""
+    flow = saga_flow(*(step(act, compensate=undo, name=f"s{i}") for i in range(10)))
+    hand_steps = [(f"s{i}", act, undo) for i in range(10)]
+    data = BenchData()
+    engines: list[tuple[str, SagaEngine]] = [
+        ("10-step flow, no listener (this run)", SagaEngine()),
+        ("10-step flow, a failures-only listener", SagaEngine(listeners=[FailureCounter()])),
+        ("10-step flow, a listener of every step", SagaEngine(listeners=[StepCounter()])),
+    ]
+    otel = _otel_engine()
+    if otel is not None:
+        engines.append(("10-step flow, OpenTelemetry (SDK, in-memory export)", otel))
+    best = {label: float("inf") for label, _ in engines}
+    best_hand = float("inf")
+    for _ in range(repeats):
+        for label, engine in engines:
+            best[label] = min(
+                best[label], await best_of(1, runs, lambda e=engine: e.run(flow, data))
+            )
+        best_hand = min(
+            best_hand, await best_of(1, runs, lambda: hand_sequential(hand_steps, data))
+        )
+    per = 1e6 / (runs * 10)
+    return [Row(label, "µs/step", best[label] * per, best_hand * per) for label, _ in engines]
+
+
+def _otel_engine() -> SagaEngine | None:
+    """An engine with the OpenTelemetry listener on the SDK (spans to an in-memory exporter,
+    metrics to an in-memory reader), or None without the `otel` extra and the SDK."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+            InMemorySpanExporter,
+        )
+
+        from spakky_saga.otel import SagaTelemetryListener  # noqa: PLC0415
+    except ImportError:
+        return None
+    tracer_provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    listener = SagaTelemetryListener(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+    class Clearing(SagaListener):  # keep the exporter's memory flat over thousands of runs
+        def saga_finished(self, event: SagaEvent) -> None:
+            exporter.clear()
+
+    return SagaEngine(listeners=[listener, Clearing()])
+
+
 async def main(runs: int, repeats: int, sagas: int) -> None:
     for name in ("spakky_saga", "bench.hand"):  # the same handlers and level on both sides
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -365,6 +446,7 @@ async def main(runs: int, repeats: int, sagas: int) -> None:
         await retry_case(engine, runs, repeats),
         *(await concurrent_case(engine, sagas)),
         await info_logging_case(engine, runs, repeats),
+        *(await listener_cases(runs // 5, repeats)),
     ]
     width = max(len(r.case) for r in rows)
     print(f"{'case':<{width}}  {'unit':<9} {'engine':>10} {'hand':>10} {'ratio':>7}")
