@@ -1,0 +1,1 @@
+"""Property-style fault injection: random flows and faults, invariants checked after each run."""
