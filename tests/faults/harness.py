@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
+import operator
 import warnings
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -71,9 +72,12 @@ committed with data."""
 type Snapshot = tuple[UUID, tuple[int, ...]]
 
 
+_VALUES: Final = operator.attrgetter(*FIELDS)
+
+
 def snapshot(data: AbstractSagaData) -> Snapshot:
     """The data's identity and field values: comparable across runs and objects."""
-    return data.saga_id, tuple(getattr(data, name) for name in FIELDS)
+    return data.saga_id, _VALUES(data)
 
 
 class Boom(Exception):
@@ -119,6 +123,7 @@ class Entry(NamedTuple):
     """The step's index (0 for saga-level entries)."""
     attempt: int = 0
     time: float = 0.0
+    """Virtual seconds since the saga started (its caller called it)."""
     data: Snapshot | None = None
     error: BaseException | None = None
 
@@ -150,8 +155,15 @@ sleep which step it waits for (a group member's retries run in the member's task
 
 
 class Journal:
+    """One saga run's journal; the run's steps find it in `_JOURNAL` (so that one flow can
+    serve any number of concurrent runs, each with its own journal)."""
+
     def __init__(self) -> None:
+        self.began = asyncio.get_running_loop().time()
+        """When the saga was started: entries hold times relative to it."""
         self.entries: list[Entry] = []
+        self.calls: dict[int, int] = {}
+        """Attempts started so far, by step index."""
         self.undos = 0
         self.handled = False
         self._waiter: asyncio.Future[None] | None = None
@@ -186,7 +198,7 @@ class Journal:
         data: AbstractSagaData | None = None,
         error: BaseException | None = None,
     ) -> None:
-        now = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time() - self.began
         taken = snapshot(data) if data is not None else None
         self.entries.append(Entry(kind, step, attempt, now, taken, error))
         self.undos += kind == "undo"
@@ -216,13 +228,15 @@ async def _wait(ticks: int, quarters: int, forever: bool) -> None:
         await asyncio.get_running_loop().create_future()
 
 
-def _action(spec: StepSpec, journal: Journal) -> Callable[[Any], Coroutine[Any, Any, Any]]:
-    calls = 0
+_JOURNAL: Final[contextvars.ContextVar[Journal]] = contextvars.ContextVar("fault_journal")
+"""The journal of the saga running in this task (inherited by the tasks it starts: group
+members, the rollback, concurrent compensations)."""
 
+
+def _action(spec: StepSpec) -> Callable[[Any], Coroutine[Any, Any, Any]]:
     async def action(data: AbstractSagaData) -> AbstractSagaData | None:
-        nonlocal calls
-        calls += 1
-        number = calls
+        journal = _JOURNAL.get()
+        number = journal.calls[spec.index] = journal.calls.get(spec.index, 0) + 1
         attempt = spec.attempt(number)
         _RUNNING.set((spec.index, number))
         journal.add("start", spec.index, number, data)
@@ -256,11 +270,12 @@ def _action(spec: StepSpec, journal: Journal) -> Callable[[Any], Coroutine[Any, 
     return action
 
 
-def _compensation(spec: StepSpec, journal: Journal) -> Callable[[Any], Coroutine[Any, Any, None]]:
+def _compensation(spec: StepSpec) -> Callable[[Any], Coroutine[Any, Any, None]]:
     undo = spec.undo
     assert undo is not None
 
     async def compensate(data: AbstractSagaData) -> None:
+        journal = _JOURNAL.get()
         journal.add("undo", spec.index, data=data)
         try:
             await _wait(undo.ticks, undo.delay, undo.outcome == "hang")
@@ -317,56 +332,55 @@ def _strategy(spec: Strategy) -> ErrorStrategy:
     )
 
 
-def _step(spec: StepSpec, journal: Journal) -> ParallelMember[Any]:
-    action = _action(spec, journal)
+def _step(spec: StepSpec) -> ParallelMember[Any]:
+    action = _action(spec)
     strategy = _strategy(spec.strategy)
     timeout = _seconds(spec.timeout, QUARTER)
     if spec.undo is None:
         return step(action, on_error=strategy, timeout=timeout)
-    return step(action, compensate=_compensation(spec, journal), on_error=strategy, timeout=timeout)
+    return step(action, compensate=_compensation(spec), on_error=strategy, timeout=timeout)
 
 
 def _seconds(units: int | None, unit: float) -> timedelta | None:
     return None if units is None else timedelta(seconds=units * unit)
 
 
-def build_flow(scenario: Scenario, journal: Journal) -> SagaFlow[Any]:
+def build_flow(scenario: Scenario) -> SagaFlow[Any]:
+    """The scenario's flow; its steps journal into the running saga's `Journal`."""
     items: list[FlowItem[Any]] = []
     for item in scenario.items:
         if isinstance(item, GroupSpec):
-            members = [_step(member, journal) for member in item.members]
+            members = [_step(member) for member in item.members]
             items.append(
                 parallel(*members, compensate="concurrent" if item.concurrent else "reverse")
             )
         else:
-            items.append(_step(item, journal))
+            items.append(_step(item))
     flow = saga_flow(*items)
     saga_timeout = _seconds(scenario.saga_timeout, EIGHTH)
     if saga_timeout is not None:
         flow = flow.timeout(saga_timeout)
-    handler = _handler(scenario, journal)
+    handler = _handler(scenario)
     if handler is not None:
         flow = flow.on_compensation_failure(handler)
     return flow
 
 
-def _handler(
-    scenario: Scenario, journal: Journal
-) -> Callable[[Any], Coroutine[Any, Any, None] | None] | None:
+def _handler(scenario: Scenario) -> Callable[[Any], Coroutine[Any, Any, None] | None] | None:
     kind = scenario.handler
     if kind == "none":
         return None
     if kind in ("sync", "sync_raises"):
 
         def handle(data: AbstractSagaData) -> None:
-            journal.add("handler", data=data)
+            _JOURNAL.get().add("handler", data=data)
             if kind == "sync_raises":
                 raise HandlerError("alerting is down")
 
         return handle
 
     async def handle_async(data: AbstractSagaData) -> None:
-        journal.add("handler", data=data)
+        _JOURNAL.get().add("handler", data=data)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         if kind == "async_raises":
@@ -423,19 +437,49 @@ def run_scenario(scenario: Scenario, data: AbstractSagaData, *, observers: bool)
 
 
 async def _main(scenario: Scenario, data: AbstractSagaData, observers: bool) -> Trace:
-    journal = Journal()
-    loop = asyncio.get_running_loop()
-    engine = SagaEngine(
-        clock=loop.time,
-        sleep=journal.backoff,
-        compensation_timeout=_seconds(scenario.compensation_timeout, QUARTER),
+    engine = new_engine(scenario.compensation_timeout)
+    trace = await call_saga(engine, scenario, data, observers=observers)
+    trace.tasks_left = len(asyncio.all_tasks() - {asyncio.current_task()})
+    return trace
+
+
+async def _journaled_sleep(delay: float) -> None:
+    await _JOURNAL.get().backoff(delay)
+
+
+def new_engine(compensation_timeout: int | None, *, raising_listener: bool = False) -> SagaEngine:
+    """An engine on the running (virtual) loop's clock whose backoff sleeps are journaled
+    (optionally with a raising listener of its own); it can be shared by any number of
+    concurrent `call_saga`s."""
+    return SagaEngine(
+        clock=asyncio.get_running_loop().time,
+        sleep=_journaled_sleep,
+        compensation_timeout=_seconds(compensation_timeout, QUARTER),
+        listeners=[RaisingListener()] if raising_listener else [],
     )
-    flow = build_flow(scenario, journal)
+
+
+async def call_saga(
+    engine: SagaEngine,
+    scenario: Scenario,
+    data: AbstractSagaData,
+    *,
+    observers: bool,
+    flow: SagaFlow[Any] | None = None,
+) -> Trace:
+    """Be the saga's caller: start it in a task (running `flow`, by default the scenario's
+    flow built afresh), cancel it as the scenario says, and record what came back
+    (`tasks_left` is for the caller of this function to fill in)."""
+    journal = Journal()
+    _JOURNAL.set(journal)  # copied into the saga's task below, and on into its groups' tasks
+    loop = asyncio.get_running_loop()
+    if flow is None:
+        flow = build_flow(scenario)
     listeners = [RaisingListener()] if observers else []
     task = asyncio.create_task(engine.run(flow, data, listeners=listeners))
     for point in scenario.cancels:
         if point.at:
-            await asyncio.sleep(max(0.0, point.at * SIXTEENTH - loop.time()))
+            await asyncio.sleep(max(0.0, journal.began + point.at * SIXTEENTH - loop.time()))
         if point.on_undo or point.on_handler:
             await journal.reached(task, point.on_undo, point.on_handler)
         for _ in range(point.ticks):
@@ -456,8 +500,7 @@ async def _main(scenario: Scenario, data: AbstractSagaData, observers: bool) -> 
         outcome, error = "cancelled", cancelled
     except Exception as other:
         outcome, error = "raised", other
-    tasks_left = len(asyncio.all_tasks() - {asyncio.current_task()})
-    return Trace(journal.entries, outcome, result, error, tasks_left, [], snapshot(data))
+    return Trace(journal.entries, outcome, result, error, 0, [], snapshot(data))
 
 
 def new_data() -> AbstractSagaData:

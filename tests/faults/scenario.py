@@ -184,24 +184,36 @@ def chance(choices: Choices, percent: int) -> bool:
     return choices.integer(0, 99) >= 100 - percent
 
 
-def draw_scenario(choices: Choices, *, max_items: int = MAX_ITEMS) -> Scenario:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How big a drawn scenario can get: items in the flow, yields per attempt or
+    compensation, and yields of the caller before a cancel."""
+
+    items: int = MAX_ITEMS
+    ticks: int = 3
+    caller_ticks: int = 40
+
+
+def draw_scenario(choices: Choices, limits: Limits = Limits()) -> Scenario:
     saga_timeout = 2 * choices.integer(0, 60) + 1 if chance(choices, 35) else None
     compensation_timeout = choices.integer(1, 4) if chance(choices, 30) else None
     items: list[Item] = []
     index = 0
-    for _ in range(choices.integer(1, max_items)):
+    for _ in range(choices.integer(1, limits.items)):
         if chance(choices, 35):
             members = []
             for _ in range(choices.integer(2, MAX_MEMBERS)):
                 index += 1
-                members.append(_draw_step(choices, index, saga_timeout, compensation_timeout))
+                members.append(
+                    _draw_step(choices, index, saga_timeout, compensation_timeout, limits)
+                )
             items.append(GroupSpec(tuple(members), concurrent=chance(choices, 40)))
         else:
             index += 1
-            items.append(_draw_step(choices, index, saga_timeout, compensation_timeout))
+            items.append(_draw_step(choices, index, saga_timeout, compensation_timeout, limits))
     cancels: tuple[CancelPoint, ...] = ()
     if chance(choices, 50):
-        cancels = tuple(_draw_cancel(choices) for _ in range(choices.integer(1, 2)))
+        cancels = tuple(_draw_cancel(choices, limits) for _ in range(choices.integer(1, 2)))
     handler: HandlerKind = pick(
         choices,
         [("none", 3), ("sync", 2), ("async", 2), ("sync_raises", 1), ("async_raises", 1)],
@@ -216,20 +228,26 @@ def draw_scenario(choices: Choices, *, max_items: int = MAX_ITEMS) -> Scenario:
     )
 
 
-def _draw_cancel(choices: Choices) -> CancelPoint:
-    ticks = choices.integer(0, 40)
+def _draw_cancel(choices: Choices, limits: Limits) -> CancelPoint:
+    ticks = choices.integer(0, limits.caller_ticks)
     trigger = pick(choices, [("ticks", 3), ("time", 3), ("undo", 3), ("handler", 1)])
     if trigger == "time":
         return CancelPoint(at=2 * choices.integer(0, 60) + 1, ticks=ticks)
     if trigger == "undo":
-        return CancelPoint(on_undo=choices.integer(1, 4), ticks=choices.integer(0, 6))
+        return CancelPoint(
+            on_undo=choices.integer(1, 4), ticks=choices.integer(0, 2 * limits.ticks)
+        )
     if trigger == "handler":
-        return CancelPoint(on_handler=True, ticks=choices.integer(0, 2))
+        return CancelPoint(on_handler=True, ticks=choices.integer(0, limits.ticks))
     return CancelPoint(ticks=ticks)
 
 
 def _draw_step(
-    choices: Choices, index: int, saga_timeout: int | None, compensation_timeout: int | None
+    choices: Choices,
+    index: int,
+    saga_timeout: int | None,
+    compensation_timeout: int | None,
+    limits: Limits,
 ) -> StepSpec:
     timeout = choices.integer(1, 8) if chance(choices, 30) else None
     kind: StrategyKind = pick(choices, [("compensate", 40), ("skip", 15), ("retry", 45)])
@@ -247,7 +265,7 @@ def _draw_step(
         )
     # A hanging attempt needs something to end it: its own timeout or the saga's.
     can_hang = timeout is not None or saga_timeout is not None
-    attempts = tuple(_draw_attempt(choices, can_hang) for _ in range(strategy.attempts))
+    attempts = tuple(_draw_attempt(choices, can_hang, limits) for _ in range(strategy.attempts))
     undo = None
     if chance(choices, 75):
         outcomes: list[tuple[UndoOutcome, int]] = [("ok", 40), ("raise", 8), ("cancel_self", 2)]
@@ -255,19 +273,19 @@ def _draw_step(
             outcomes.append(("hang", 3))
         undo = Undo(
             outcome=pick(choices, outcomes),
-            ticks=choices.integer(0, 3),
+            ticks=choices.integer(0, limits.ticks),
             delay=choices.integer(0, 4) if chance(choices, 25) else 0,
         )
     return StepSpec(index, attempts, undo, strategy, timeout)
 
 
-def _draw_attempt(choices: Choices, can_hang: bool) -> Attempt:
+def _draw_attempt(choices: Choices, can_hang: bool, limits: Limits) -> Attempt:
     outcomes: list[tuple[ActionOutcome, int]] = [("ok", 55), ("raise", 30), ("cancel_self", 4)]
     if can_hang:
         outcomes += [("hang", 8), ("stubborn", 3)]
     return Attempt(
         outcome=pick(choices, outcomes),
-        ticks=choices.integer(0, 3),
+        ticks=choices.integer(0, limits.ticks),
         delay=choices.integer(1, 6) if chance(choices, 30) else 0,
         error=pick(choices, [("boom", 3), ("other", 1)]),
         returns_data=chance(choices, 70),
