@@ -50,7 +50,9 @@ from tests.faults.scenario import (
 )
 from tests.faults.virtual_loop import run_virtual
 
-FIELDS: Final = tuple(f"f{index}" for index in range(1, MAX_STEPS + 1))
+FIELDS: Final = (*(f"f{index}" for index in range(1, MAX_STEPS + 1)), "shared")
+SHARED: Final = len(FIELDS) - 1
+"""Where the field `shared` is in a snapshot's values."""
 
 FaultData: Final = cast(
     type[AbstractSagaData],
@@ -66,8 +68,9 @@ FaultData: Final = cast(
     ),
 )
 """Saga data with one int field per possible step: step `s<i>` writes `f<i>` (its attempt
-number), so parallel members never conflict and the latest data says exactly which steps
-committed with data."""
+number), so the latest data says exactly which steps committed with data; and one field,
+`shared`, that group members marked `shared` write (their index): two of them in one group
+conflict."""
 
 type Snapshot = tuple[UUID, tuple[int, ...]]
 
@@ -262,6 +265,8 @@ def _action(spec: StepSpec) -> Callable[[Any], Coroutine[Any, Any, Any]]:
         out = None
         if attempt.returns_data:
             changes: dict[str, Any] = {spec.field: number}  # FaultData's fields: built at run time
+            if spec.shared:
+                changes["shared"] = spec.index
             out = dataclasses.replace(data, **changes)
         journal.add("commit", spec.index, number, out)
         return out

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from spakky_saga import (
     SagaCompensationFailedError,
+    SagaParallelMergeConflictError,
     SagaResult,
     SagaStatus,
     SagaStepCancelledError,
@@ -38,7 +39,18 @@ from spakky_saga import (
     SagaTimeoutError,
     StepStatus,
 )
-from tests.faults.harness import FIELDS, Boom, Entry, HandlerError, Snapshot, Trace
+from tests.faults.harness import (
+    FIELDS as FIELD_NAMES,
+)
+from tests.faults.harness import (
+    SHARED,
+    Boom,
+    Entry,
+    HandlerError,
+    Snapshot,
+    Trace,
+    snapshot,
+)
 from tests.faults.scenario import EIGHTH, QUARTER, GroupSpec, Item, Scenario, StepSpec
 
 
@@ -115,7 +127,8 @@ class _Checker:
     used_backoffs: set[tuple[int, int]] = field(default_factory=set)
     handler_calls: list[int] = field(default_factory=list)
     cancels: list[int] = field(default_factory=list)
-    forward: list[tuple[int, Record]] = field(default_factory=list)
+    forward: list[tuple[float, Record]] = field(default_factory=list)
+    """Expected records of the forward pass, by the journal position of what they record."""
     skipped: list[tuple[int, str]] = field(default_factory=list)
     members: set[int] = field(default_factory=set)
     """Indexes of the steps that are members of a parallel group."""
@@ -319,6 +332,17 @@ class _Checker:
         for member, fate in zip(item.members, fates, strict=True):
             if fate.kind == "failed":
                 return SagaStatus.FAILED, member.name, fate.error, None
+        if self.conflicted(item):  # every member ended well, but their results conflict
+            ends = [runs[-1].end or 0 for m in item.members if (runs := self.attempts.get(m.index))]
+            merged_at = self.journal[max(ends)].time
+            conflict = Expect(kind=SagaParallelMergeConflictError)
+            self.forward.append(
+                (
+                    max(ends) + 0.5,
+                    Record(item.name, StepStatus.FAILED, 1, False, conflict, merged_at, 0.0),
+                )
+            )
+            return SagaStatus.FAILED, item.name, conflict, None
         return None
 
     def _cut_time(self) -> float:
@@ -385,11 +409,38 @@ class _Checker:
                 if not (at_cancel and entry.step in self.members):
                     self.problem(f"{entry} started after the caller cancelled")
 
+    def commits(self) -> dict[int, Entry]:
+        return {e.step: e for e in self.journal if e.kind == "commit"}
+
+    def conflicted(self, item: Item) -> bool:
+        """Whether committed members of group `item` wrote the shared field differently."""
+        return len(self.shared_writers(item)) > 1
+
+    def shared_writers(self, item: Item) -> list[int]:
+        commits = self.commits()
+        return [
+            spec.index
+            for spec in _steps_of(item)
+            if spec.shared and spec.index in commits and commits[spec.index].data is not None
+        ]
+
+    def apply(self, values: list[int], item: Item) -> None:
+        """What `item`'s committed steps change in the data: each its own field (its attempt
+        number), and the shared field when exactly one group member wrote it (writers that
+        disagree conflict: the field keeps its value)."""
+        commits = self.commits()
+        for spec in _steps_of(item):
+            commit = commits.get(spec.index)
+            if commit is not None and commit.data is not None:
+                values[spec.index - 1] = commit.attempt
+        writers = self.shared_writers(item)
+        if len(writers) == 1:
+            values[SHARED] = writers[0]
+
     def latest(self) -> Snapshot:
         values = list(self.trace.input[1])
-        for entry in self.journal:
-            if entry.kind == "commit" and entry.data is not None:
-                values[entry.step - 1] = entry.attempt
+        for item in self.scenario.items:
+            self.apply(values, item)
         return self.trace.input[0], tuple(values)
 
     def check_inputs(self) -> None:
@@ -404,12 +455,7 @@ class _Checker:
                             f"{spec.name} attempt {self.journal[run.start].attempt} got data "
                             f"{_show(seen)}, expected {_show(expected)}"
                         )
-            for spec in _steps_of(item):
-                for run in self.attempts.get(spec.index, []):
-                    assert run.end is not None
-                    end = self.journal[run.end]
-                    if end.kind == "commit" and end.data is not None:
-                        values[spec.index - 1] = end.attempt
+            self.apply(values, item)
 
     def committed(self) -> set[int]:
         return {e.step for e in self.journal if e.kind == "commit"}
@@ -545,7 +591,7 @@ class _Checker:
             self.problem(f"failed_step {result.failed_step!r}, expected {failed_step!r}")
         if not error.matches(result.error):
             self.problem(f"error {result.error!r}, expected {error!r}")
-        data = (result.data.saga_id, tuple(getattr(result.data, n) for n in FIELDS))
+        data = snapshot(result.data)
         if data != latest:
             self.problem(f"result data {_show(data)}, expected {_show(latest)}")
         skipped = [name for _, name in sorted(self.skipped)]
@@ -624,7 +670,7 @@ def _show_blocks(blocks: list[list[int]]) -> str:
 def _show(data: Snapshot | None) -> str:
     if data is None:
         return "None"
-    written = {f"f{i}": value for i, value in enumerate(data[1], start=1) if value}
+    written = {FIELD_NAMES[i]: value for i, value in enumerate(data[1]) if value}
     return f"{written or '{}'}"
 
 
@@ -669,7 +715,7 @@ def normalized(trace: Trace) -> object:
             r.status,
             r.failed_step,
             error(r.error),
-            (r.data.saga_id, tuple(getattr(r.data, n) for n in FIELDS)),
+            snapshot(r.data),
             r.skipped,
             tuple(
                 (h.name, h.status, h.attempt, h.compensation, error(h.error), h.offset, h.elapsed)

@@ -19,6 +19,7 @@ the mass run, where hypothesis would be too slow).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,6 +103,9 @@ class StepSpec:
     strategy: Strategy = Strategy()
     timeout: int | None = None
     """Quarters of a second, or None."""
+    shared: bool = False
+    """A group member that also writes the data's `shared` field when it returns data (two
+    such members committing in one group conflict: SagaParallelMergeConflictError)."""
 
     @property
     def name(self) -> str:
@@ -204,9 +208,10 @@ def draw_scenario(choices: Choices, limits: Limits = Limits()) -> Scenario:
             members = []
             for _ in range(choices.integer(2, MAX_MEMBERS)):
                 index += 1
-                members.append(
-                    _draw_step(choices, index, saga_timeout, compensation_timeout, limits)
-                )
+                member = _draw_step(choices, index, saga_timeout, compensation_timeout, limits)
+                if chance(choices, 35):
+                    member = dataclasses.replace(member, shared=True)
+                members.append(member)
             items.append(GroupSpec(tuple(members), concurrent=chance(choices, 40)))
         else:
             index += 1
