@@ -103,11 +103,19 @@ class StubbornError(RuntimeError):
     """What a step that turns its cancellation into its own error raises."""
 
 
+class WrongOutput:
+    """What a step returning something other than the saga's data returns."""
+
+    def __repr__(self) -> str:
+        return "WrongOutput()"  # no address: runs with and without observers compare equal
+
+
 type EntryKind = Literal[
     "start",  # an action attempt started (data: its input)
     "commit",  # ... returned (data: what it returned, or None)
     "raise",  # ... raised `error`
     "cut",  # ... was cancelled (`error`: the StubbornError it raised instead, if stubborn)
+    "wrong",  # ... returned something that is not the saga's data
     "backoff",  # the engine slept before a retry (attempt: the failed attempt)
     "backoff_done",
     "backoff_cut",
@@ -237,7 +245,7 @@ members, the rollback, concurrent compensations)."""
 
 
 def _action(spec: StepSpec) -> Callable[[Any], Coroutine[Any, Any, Any]]:
-    async def action(data: AbstractSagaData) -> AbstractSagaData | None:
+    async def action(data: AbstractSagaData) -> AbstractSagaData | WrongOutput | None:
         journal = _JOURNAL.get()
         number = journal.calls[spec.index] = journal.calls.get(spec.index, 0) + 1
         attempt = spec.attempt(number)
@@ -258,10 +266,15 @@ def _action(spec: StepSpec) -> Callable[[Any], Coroutine[Any, Any, Any]]:
                 error = asyncio.CancelledError(f"{spec.name} cancelled itself")
             elif attempt.error == "boom":
                 error = Boom(f"{spec.name} attempt {number} failed")
+            elif attempt.error == "timeout":
+                error = TimeoutError(f"{spec.name} attempt {number}: the payment API timed out")
             else:
                 error = OtherError(f"{spec.name} attempt {number} failed")
             journal.add("raise", spec.index, number, error=error)
             raise error
+        if attempt.outcome == "wrong_type":
+            journal.add("wrong", spec.index, number)
+            return WrongOutput()
         out = None
         if attempt.returns_data:
             changes: dict[str, Any] = {spec.field: number}  # FaultData's fields: built at run time

@@ -35,6 +35,7 @@ from spakky_saga import (
     SagaResult,
     SagaStatus,
     SagaStepCancelledError,
+    SagaStepResultError,
     SagaStepTimeoutError,
     SagaTimeoutError,
     StepStatus,
@@ -159,7 +160,7 @@ class _Checker:
                         f"s{entry.step}: attempt {entry.attempt} is not number {len(runs) + 1}"
                     )
                 runs.append(Run(position))
-            elif kind in ("commit", "raise", "cut"):
+            elif kind in ("commit", "raise", "cut", "wrong"):
                 self.attempts[entry.step][-1].end = position
             elif kind == "undo":
                 if entry.step in self.undos:
@@ -242,6 +243,9 @@ class _Checker:
                     if end.error is not None
                     else Expect(kind=SagaStepTimeoutError)
                 )
+            elif end.kind == "wrong":
+                error_object = None
+                expect = Expect(kind=SagaStepResultError)
             else:
                 error_object = end.error
                 expect = (
@@ -523,14 +527,16 @@ class _Checker:
         failed: dict[str, Expect] = {}
         timeout = self.scenario.compensation_timeout
         last_end = -1
-        for index, runs in self.undos.items():
+        names = {spec.index: spec.name for spec in self.scenario.steps}
+        for index, runs in sorted(self.undos.items(), key=lambda pair: pair[1][0].end or 0):
             run = runs[0]
             if run.end is None:
                 continue
             last_end = max(last_end, run.end)
             end = self.journal[run.end]
+            key = _unique_key(failed, names[index])
             if end.kind == "undo_raise":
-                failed[f"s{index}"] = (
+                failed[key] = (
                     Expect(kind=SagaStepCancelledError, cause=asyncio.CancelledError)
                     if isinstance(end.error, asyncio.CancelledError)
                     else Expect(exactly=end.error)
@@ -542,7 +548,7 @@ class _Checker:
                         f"the compensation of s{index} was cancelled at t={end.time}, not by "
                         "its compensation timeout (a rollback must not be cut)"
                     )
-                failed[f"s{index}"] = Expect(kind=TimeoutError)
+                failed[key] = Expect(kind=TimeoutError)
         calls = self.handler_calls
         if failed and self.scenario.handler != "none":
             if len(calls) != 1:
@@ -600,6 +606,7 @@ class _Checker:
         expected = [record for _, record in sorted(self.forward, key=lambda pair: pair[0])]
         if cut is not None:
             expected.append(cut)
+        names = {spec.index: spec.name for spec in self.scenario.steps}
         undo_runs = sorted(
             ((runs[0].end or 0, index, runs[0]) for index, runs in self.undos.items()),
         )
@@ -615,7 +622,7 @@ class _Checker:
             else:
                 status_, expect = StepStatus.FAILED, Expect(exactly=end.error)
             expected.append(
-                Record(f"s{index}", status_, 1, True, expect, start.time, end.time - start.time)
+                Record(names[index], status_, 1, True, expect, start.time, end.time - start.time)
             )
         self.check_history(result.history, expected)
 
@@ -653,6 +660,16 @@ def _should_retry(retry_on: str, error: BaseException | None) -> bool:
     if retry_on in ("boom", "predicate"):
         return isinstance(error, Boom)
     return False  # a raising predicate counts as "no"
+
+
+def _unique_key(failures: dict[str, Expect], name: str) -> str:
+    """The key of a failed compensation in SagaCompensationFailedError.failures, as
+    documented: the step's name, or "name #2", "name #3"... for later steps of that name."""
+    key, number = name, 1
+    while key in failures:
+        number += 1
+        key = f"{name} #{number}"
+    return key
 
 
 def _steps_of(item: Item) -> tuple[StepSpec, ...]:

@@ -38,9 +38,9 @@ MAX_ITEMS = 5
 MAX_MEMBERS = 4
 MAX_STEPS = MAX_ITEMS * MAX_MEMBERS
 
-type ActionOutcome = Literal["ok", "raise", "hang", "cancel_self", "stubborn"]
+type ActionOutcome = Literal["ok", "raise", "hang", "cancel_self", "stubborn", "wrong_type"]
 type UndoOutcome = Literal["ok", "raise", "cancel_self", "hang"]
-type ErrorKind = Literal["boom", "other"]
+type ErrorKind = Literal["boom", "other", "timeout"]
 type StrategyKind = Literal["compensate", "skip", "retry"]
 type RetryOn = Literal["any", "boom", "predicate", "raising_predicate"]
 type HandlerKind = Literal["none", "sync", "async", "sync_raises", "async_raises"]
@@ -49,9 +49,10 @@ type HandlerKind = Literal["none", "sync", "async", "sync_raises", "async_raises
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """What one attempt of an action does: yield `ticks` times, sleep `delay` quarters, then
-    return (new data when `returns_data`), raise, hang until cancelled, raise CancelledError on
-    its own (`cancel_self`), or hang and turn its cancellation into a RuntimeError
-    (`stubborn`)."""
+    return (new data when `returns_data`), raise (a `Boom`, another error, or a TimeoutError of
+    its own), hang until cancelled, raise CancelledError on its own (`cancel_self`), hang and
+    turn its cancellation into a RuntimeError (`stubborn`), or return something that is not
+    the saga's data (`wrong_type`)."""
 
     outcome: ActionOutcome = "ok"
     ticks: int = 0
@@ -106,10 +107,13 @@ class StepSpec:
     shared: bool = False
     """A group member that also writes the data's `shared` field when it returns data (two
     such members committing in one group conflict: SagaParallelMergeConflictError)."""
+    dup: bool = False
+    """Named "dup" instead of `s<index>`: steps may share a name (the engine tells their
+    failed compensations apart as "dup", "dup #2", ...)."""
 
     @property
     def name(self) -> str:
-        return f"s{self.index}"
+        return "dup" if self.dup else f"s{self.index}"
 
     @property
     def field(self) -> str:
@@ -201,6 +205,8 @@ class Limits:
 def draw_scenario(choices: Choices, limits: Limits = Limits()) -> Scenario:
     saga_timeout = 2 * choices.integer(0, 60) + 1 if chance(choices, 35) else None
     compensation_timeout = choices.integer(1, 4) if chance(choices, 30) else None
+    dups = 50 if chance(choices, 20) else 0  # percent of steps named "dup"
+    knobs = _Knobs(saga_timeout, compensation_timeout, limits, dups)
     items: list[Item] = []
     index = 0
     for _ in range(choices.integer(1, limits.items)):
@@ -208,14 +214,14 @@ def draw_scenario(choices: Choices, limits: Limits = Limits()) -> Scenario:
             members = []
             for _ in range(choices.integer(2, MAX_MEMBERS)):
                 index += 1
-                member = _draw_step(choices, index, saga_timeout, compensation_timeout, limits)
+                member = _draw_step(choices, index, knobs)
                 if chance(choices, 35):
                     member = dataclasses.replace(member, shared=True)
                 members.append(member)
             items.append(GroupSpec(tuple(members), concurrent=chance(choices, 40)))
         else:
             index += 1
-            items.append(_draw_step(choices, index, saga_timeout, compensation_timeout, limits))
+            items.append(_draw_step(choices, index, knobs))
     cancels: tuple[CancelPoint, ...] = ()
     if chance(choices, 50):
         cancels = tuple(_draw_cancel(choices, limits) for _ in range(choices.integer(1, 2)))
@@ -247,13 +253,18 @@ def _draw_cancel(choices: Choices, limits: Limits) -> CancelPoint:
     return CancelPoint(ticks=ticks)
 
 
-def _draw_step(
-    choices: Choices,
-    index: int,
-    saga_timeout: int | None,
-    compensation_timeout: int | None,
-    limits: Limits,
-) -> StepSpec:
+@dataclass(frozen=True, slots=True)
+class _Knobs:
+    """What a scenario decided before drawing its steps."""
+
+    saga_timeout: int | None
+    compensation_timeout: int | None
+    limits: Limits
+    dups: int
+    """Percent of steps named "dup"."""
+
+
+def _draw_step(choices: Choices, index: int, knobs: _Knobs) -> StepSpec:
     timeout = choices.integer(1, 8) if chance(choices, 30) else None
     kind: StrategyKind = pick(choices, [("compensate", 40), ("skip", 15), ("retry", 45)])
     strategy = Strategy(kind)
@@ -269,30 +280,37 @@ def _draw_step(
             broken=chance(choices, 5),
         )
     # A hanging attempt needs something to end it: its own timeout or the saga's.
-    can_hang = timeout is not None or saga_timeout is not None
-    attempts = tuple(_draw_attempt(choices, can_hang, limits) for _ in range(strategy.attempts))
+    can_hang = timeout is not None or knobs.saga_timeout is not None
+    attempts = tuple(
+        _draw_attempt(choices, can_hang, knobs.limits) for _ in range(strategy.attempts)
+    )
     undo = None
     if chance(choices, 75):
         outcomes: list[tuple[UndoOutcome, int]] = [("ok", 40), ("raise", 8), ("cancel_self", 2)]
-        if compensation_timeout is not None:
+        if knobs.compensation_timeout is not None:
             outcomes.append(("hang", 3))
         undo = Undo(
             outcome=pick(choices, outcomes),
-            ticks=choices.integer(0, limits.ticks),
+            ticks=choices.integer(0, knobs.limits.ticks),
             delay=choices.integer(0, 4) if chance(choices, 25) else 0,
         )
-    return StepSpec(index, attempts, undo, strategy, timeout)
+    return StepSpec(index, attempts, undo, strategy, timeout, dup=chance(choices, knobs.dups))
 
 
 def _draw_attempt(choices: Choices, can_hang: bool, limits: Limits) -> Attempt:
-    outcomes: list[tuple[ActionOutcome, int]] = [("ok", 55), ("raise", 30), ("cancel_self", 4)]
+    outcomes: list[tuple[ActionOutcome, int]] = [
+        ("ok", 55),
+        ("raise", 30),
+        ("cancel_self", 4),
+        ("wrong_type", 2),
+    ]
     if can_hang:
         outcomes += [("hang", 8), ("stubborn", 3)]
     return Attempt(
         outcome=pick(choices, outcomes),
         ticks=choices.integer(0, limits.ticks),
         delay=choices.integer(1, 6) if chance(choices, 30) else 0,
-        error=pick(choices, [("boom", 3), ("other", 1)]),
+        error=pick(choices, [("boom", 6), ("other", 2), ("timeout", 1)]),
         returns_data=chance(choices, 70),
     )
 
