@@ -26,6 +26,7 @@ from spakky_saga import (
     Retry,
     SagaCompensationFailedError,
     SagaEngine,
+    SagaEvent,
     SagaEventKind,
     SagaFlow,
     SagaListener,
@@ -408,9 +409,16 @@ def _handler(scenario: Scenario) -> Callable[[Any], Coroutine[Any, Any, None] | 
 
 
 class RaisingListener(SagaListener):
-    """Raises from every event method."""
+    """Raises from every method: RuntimeError from step events, CancelledError (which a
+    careless `except Exception` would let through) from saga and compensation events, and
+    ValueError from `wants_progress`."""
 
-    def _raise(self, event: object) -> None:
+    def wants_progress(self) -> bool:
+        raise ValueError("listener config unreadable")
+
+    def _raise(self, event: SagaEvent) -> None:
+        if event.kind.value.startswith(("saga_", "compensation_")):
+            raise asyncio.CancelledError("listener cancelled itself")
         raise RuntimeError("listener backend down")
 
 
