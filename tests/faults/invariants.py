@@ -41,9 +41,7 @@ from spakky_saga import (
     StepStatus,
 )
 from tests.faults.harness import (
-    FIELDS as FIELD_NAMES,
-)
-from tests.faults.harness import (
+    FIELDS,
     SHARED,
     Boom,
     Entry,
@@ -133,6 +131,7 @@ class _Checker:
     skipped: list[tuple[int, str]] = field(default_factory=list)
     members: set[int] = field(default_factory=set)
     """Indexes of the steps that are members of a parallel group."""
+    _commits: dict[int, Entry] | None = None
 
     @property
     def journal(self) -> list[Entry]:
@@ -399,7 +398,7 @@ class _Checker:
 
     def check_forward_timing(self) -> None:
         deadline = self.deadline
-        forward_kinds = ("start", "commit", "raise", "cut", "backoff", "backoff_done")
+        forward_kinds = ("start", "commit", "raise", "cut", "wrong", "backoff", "backoff_done")
         first_cancel = self.cancels[0] if self.cancels else len(self.journal)
         for position, entry in enumerate(self.journal):
             if entry.kind not in forward_kinds:
@@ -414,7 +413,10 @@ class _Checker:
                     self.problem(f"{entry} started after the caller cancelled")
 
     def commits(self) -> dict[int, Entry]:
-        return {e.step: e for e in self.journal if e.kind == "commit"}
+        """The commit entry of every step that committed, by step index."""
+        if self._commits is None:
+            self._commits = {e.step: e for e in self.journal if e.kind == "commit"}
+        return self._commits
 
     def conflicted(self, item: Item) -> bool:
         """Whether committed members of group `item` wrote the shared field differently."""
@@ -462,7 +464,7 @@ class _Checker:
             self.apply(values, item)
 
     def committed(self) -> set[int]:
-        return {e.step for e in self.journal if e.kind == "commit"}
+        return set(self.commits())
 
     def check_rollback(self, completed: bool, latest: Snapshot) -> None:
         committed = self.committed()
@@ -687,7 +689,7 @@ def _show_blocks(blocks: list[list[int]]) -> str:
 def _show(data: Snapshot | None) -> str:
     if data is None:
         return "None"
-    written = {FIELD_NAMES[i]: value for i, value in enumerate(data[1]) if value}
+    written = {FIELDS[i]: value for i, value in enumerate(data[1]) if value}
     return f"{written or '{}'}"
 
 
