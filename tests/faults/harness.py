@@ -22,7 +22,9 @@ from uuid import UUID
 from spakky_saga import (
     AbstractSagaData,
     Compensate,
+    ErrorStrategy,
     ExponentialBackoff,
+    FlowItem,
     Retry,
     SagaCompensationFailedError,
     SagaEngine,
@@ -32,13 +34,13 @@ from spakky_saga import (
     SagaListener,
     SagaListenerWarning,
     SagaResult,
+    SagaStep,
     Skip,
+    Transaction,
     parallel,
     saga_flow,
     step,
 )
-from spakky_saga.flow import FlowItem, ParallelMember
-from spakky_saga.strategy import ErrorStrategy
 from tests.faults.scenario import (
     EIGHTH,
     MAX_STEPS,
@@ -351,7 +353,7 @@ def _strategy(spec: Strategy) -> ErrorStrategy:
     )
 
 
-def _step(spec: StepSpec) -> ParallelMember[Any]:
+def _step(spec: StepSpec) -> SagaStep[Any] | Transaction[Any]:
     action = _action(spec)
     strategy = _strategy(spec.strategy)
     timeout = _seconds(spec.timeout, QUARTER)
