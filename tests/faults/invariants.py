@@ -108,11 +108,16 @@ type FateKind = Literal["committed", "skipped", "failed", "cut", "not_started"]
 
 @dataclass(slots=True)
 class Fate:
+    """How a step's part of the forward pass ended."""
+
     kind: FateKind
     error: Expect = NO_ERROR
     cause: str = ""
+    """What cut it off ("caller", "saga"), for kind "cut"."""
     cut_attempt: int = 0
     cut_since: float = 0.0
+    in_action: bool = False
+    """Cut while an attempt ran (which gets a record), not while waiting to retry."""
 
 
 @dataclass(slots=True)
@@ -235,7 +240,9 @@ class _Checker:
                 if cause != "timeout":
                     if not last:
                         self.problem(f"{spec.name} ran again after attempt {number} was cut")
-                    return Fate("cut", cause=cause, cut_attempt=number, cut_since=start.time)
+                    return Fate(
+                        "cut", cause=cause, cut_attempt=number, cut_since=start.time, in_action=True
+                    )
                 error_object: BaseException | None = end.error
                 expect = (
                     Expect(exactly=end.error)
@@ -287,8 +294,9 @@ class _Checker:
             return Fate("failed", expect)
         raise AssertionError("unreachable: the last attempt returns")
 
-    def walk(self) -> tuple[SagaStatus, str | None, Expect, Record | None]:
-        """The expected status, failed step, error and saga-timeout record."""
+    def walk(self) -> tuple[SagaStatus, str | None, Expect, list[Record]]:
+        """The expected status, failed step and error, and the records of what the saga
+        timeout cut off."""
         for position, item in enumerate(self.scenario.items):
             stop = self.item_fate(item)
             if stop is not None:
@@ -298,43 +306,47 @@ class _Checker:
                         if spec.index in self.attempts:
                             self.problem(f"{spec.name} ran after the saga stopped at {item.name}")
                 return status, failed, error, cut
-        return SagaStatus.COMPLETED, None, NO_ERROR, None
+        return SagaStatus.COMPLETED, None, NO_ERROR, []
 
-    def item_fate(self, item: Item) -> tuple[SagaStatus, str, Expect, Record | None] | None:
+    def item_fate(self, item: Item) -> tuple[SagaStatus, str, Expect, list[Record]] | None:
+        timed_out = Expect(kind=SagaTimeoutError)
         if isinstance(item, StepSpec):
             fate = self.fate(item)
             if fate.kind == "cut":
-                since = fate.cut_since
-                cut = Record(
-                    item.name, StepStatus.FAILED, fate.cut_attempt, False,
-                    Expect(kind=SagaTimeoutError), since, self._cut_time() - since,
-                )  # fmt: skip
-                return SagaStatus.TIMED_OUT, item.name, Expect(kind=SagaTimeoutError), cut
+                return SagaStatus.TIMED_OUT, item.name, timed_out, self.cut_records(item, fate)
             if fate.kind == "failed":
-                return SagaStatus.FAILED, item.name, fate.error, None
+                return SagaStatus.FAILED, item.name, fate.error, []
             if fate.kind == "not_started":
                 if not self.cancels:
                     self.problem(f"the saga stopped before {item.name} for no reason")
-                return SagaStatus.TIMED_OUT, item.name, Expect(kind=SagaTimeoutError), None
+                return SagaStatus.TIMED_OUT, item.name, timed_out, []
             return None
         fates = [self.fate(member) for member in item.members]
         if any(f.kind in ("cut", "not_started") for f in fates):
             if not self.cancels and any(f.kind == "not_started" for f in fates):
                 self.problem(f"members of {item.name} never started, and nobody cancelled")
+            # Each member cut while running is recorded (in declaration order), then the group.
+            cut = [
+                record
+                for member, fate in zip(item.members, fates, strict=True)
+                for record in self.cut_records(member, fate)
+            ]
             started = [
                 self.journal[self.attempts[m.index][0].start].time
                 for m in item.members
                 if m.index in self.attempts
             ]
             since = min(started) if started else self._cut_time()
-            cut = Record(
-                item.name, StepStatus.FAILED, 1, False, Expect(kind=SagaTimeoutError), since,
-                self._cut_time() - since,
+            cut.append(
+                Record(
+                    item.name, StepStatus.FAILED, 1, False, timed_out, since,
+                    self._cut_time() - since,
+                )
             )  # fmt: skip
-            return SagaStatus.TIMED_OUT, item.name, Expect(kind=SagaTimeoutError), cut
+            return SagaStatus.TIMED_OUT, item.name, timed_out, cut
         for member, fate in zip(item.members, fates, strict=True):
             if fate.kind == "failed":
-                return SagaStatus.FAILED, member.name, fate.error, None
+                return SagaStatus.FAILED, member.name, fate.error, []
         if self.conflicted(item):  # every member ended well, but their results conflict
             ends = [runs[-1].end or 0 for m in item.members if (runs := self.attempts.get(m.index))]
             merged_at = self.journal[max(ends)].time
@@ -345,8 +357,21 @@ class _Checker:
                     Record(item.name, StepStatus.FAILED, 1, False, conflict, merged_at, 0.0),
                 )
             )
-            return SagaStatus.FAILED, item.name, conflict, None
+            return SagaStatus.FAILED, item.name, conflict, []
         return None
+
+    def cut_records(self, spec: StepSpec, fate: Fate) -> list[Record]:
+        """The record of `spec`'s attempt the saga timeout cut off; none when it was waiting
+        to retry (or was not cut)."""
+        if fate.kind != "cut" or not fate.in_action:
+            return []
+        since = fate.cut_since
+        return [
+            Record(
+                spec.name, StepStatus.FAILED, fate.cut_attempt, False,
+                Expect(kind=SagaTimeoutError), since, self._cut_time() - since,
+            )
+        ]  # fmt: skip
 
     def _cut_time(self) -> float:
         return self.deadline if self.deadline is not None else 0.0
@@ -589,7 +614,7 @@ class _Checker:
     def check_result(
         self,
         result: SagaResult[Any],
-        expected_end: tuple[SagaStatus, str | None, Expect, Record | None],
+        expected_end: tuple[SagaStatus, str | None, Expect, list[Record]],
         latest: Snapshot,
     ) -> None:
         status, failed_step, error, cut = expected_end
@@ -606,8 +631,7 @@ class _Checker:
         if list(result.skipped) != skipped:
             self.problem(f"skipped {list(result.skipped)}, expected {skipped}")
         expected = [record for _, record in sorted(self.forward, key=lambda pair: pair[0])]
-        if cut is not None:
-            expected.append(cut)
+        expected.extend(cut)
         names = {spec.index: spec.name for spec in self.scenario.steps}
         undo_runs = sorted(
             ((runs[0].end or 0, index, runs[0]) for index, runs in self.undos.items()),
