@@ -4,6 +4,8 @@
 demo:
 	@scripts/bootstrap.sh
 	@.venv/bin/python examples/order_saga.py
+	@echo
+	@.venv/bin/python examples/durable_crash.py
 
 test:
 	@scripts/test.sh

@@ -118,7 +118,9 @@ class CreateOrderSaga(AbstractSaga[OrderSagaData]):
             items=(
                 (self.issue_ticket >> self.cancel_ticket)
                 & (self.charge_payment >> self.refund_payment),
-                self.reserve_stock | Retry(3, ExponentialBackoff(0.01)),
+                # Retry what may pass on the next try; a permanent error compensates at once.
+                self.reserve_stock
+                | Retry(3, ExponentialBackoff(0.01), retry_on=(ConnectionError,)),
             )
         ).timeout(timedelta(seconds=5))
 
@@ -128,12 +130,20 @@ def show(title: str, result: SagaResult[OrderSagaData]) -> None:
     print(f"status      : {result.status.name}")
     print(f"failed_step : {result.failed_step}")
     print(f"error       : {result.error!r}")
-    print(f"elapsed     : {result.elapsed * 1000:.2f} ms")
+    print(f"elapsed     : {result.elapsed.total_seconds() * 1000:.2f} ms")
     print(f"data        : ticket_id={result.data.ticket_id} payment_id={result.data.payment_id}")
-    print(result.format_history())
+    print(result.format_timeline())
+
+
+def order_flow() -> SagaFlow[OrderSagaData]:
+    """The saga's flow with stand-in services: `spakky-saga graph examples.order_saga:order_flow`
+    draws it."""
+    return CreateOrderSaga(Kitchen(), Inventory(stock=10), Payments()).flow()
 
 
 async def main() -> None:
+    print("=== the saga, as `spakky-saga graph examples.order_saga:order_flow` draws it")
+    print(order_flow().to_mermaid())
     kitchen, payments = Kitchen(), Payments()
 
     ok_saga = CreateOrderSaga(kitchen, Inventory(stock=10), payments)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Every check the project has: lint, strict typing, unit tests with the coverage gate,
-# the mypy plugin's typing tests, and the examples under basedpyright (without our plugin).
+# Every check the project has: lint, strict typing, unit tests with the coverage gate (with
+# tests/compat/, the differential tests against the documented spakky-saga 8.5.0, which run
+# in .venv/upstream), the mypy plugin's typing tests, and the examples under basedpyright
+# (without our plugin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -10,7 +12,10 @@ echo "== ruff"
 ruff check src tests examples benchmarks
 echo "== mypy --strict, with our plugin (pyproject [tool.mypy])"
 mypy src tests examples
-echo "== pytest (with branch coverage >= 95%)"
+echo "== the documented package, spakky-saga 8.5.0, in .venv/upstream (for tests/compat/)"
+SPAKKY_SAGA_UPSTREAM_PYTHON=$(scripts/upstream-venv.sh)
+export SPAKKY_SAGA_UPSTREAM_PYTHON
+echo "== pytest (with branch coverage >= 95%; tests/compat/ compares with spakky-saga 8.5.0)"
 coverage erase
 coverage run -m pytest -q tests
 coverage report

@@ -21,6 +21,14 @@ def postgres_dsn() -> str:
     return os.environ.get("SPAKKY_SAGA_TEST_POSTGRES", DEFAULT_DSN)
 
 
+def with_application_name(dsn: str, name: str) -> str:
+    """`dsn` with `application_name=name`: its connections can be found (and terminated) in
+    pg_stat_activity."""
+    from psycopg.conninfo import make_conninfo  # noqa: PLC0415 - the optional driver
+
+    return make_conninfo(dsn, application_name=name)
+
+
 @asynccontextmanager
 async def postgres_schema() -> AsyncIterator[tuple[str, str]]:
     """(dsn, schema): a schema nobody else uses, dropped (with its tables) at the end."""

@@ -296,7 +296,7 @@ def test_saga_flow_lists_every_bad_item_by_position() -> None:
     error = definition_error(saga_flow, reserve, wrong(Retry(3)), wrong(5))
 
     assert error.startswith("2 problems in saga flow definition:\n")
-    assert "SagaFlow item 2: got the strategy Retry(max_attempts=3" in error
+    assert "SagaFlow item 2: got the strategy Retry(3) on its own" in error
     assert "attach it to a step with `step | strategy`" in error
     assert (
         "SagaFlow item 3: expected a step, transaction, parallel group or async function, got 5"

@@ -147,3 +147,58 @@ def test_a_failure_whose_repr_raises_does_not_break_the_compensation_error() -> 
 
     assert '"charge" (<' in str(error)
     assert "repr raised RuntimeError" in str(error)
+
+
+ALL_ERRORS = [
+    getattr(spakky_saga, name)
+    for name in spakky_saga.__all__
+    if isinstance(getattr(spakky_saga, name), type)
+    and issubclass(getattr(spakky_saga, name), AbstractSpakkySagaError)
+]
+
+
+@pytest.mark.parametrize("error_class", ALL_ERRORS, ids=lambda c: c.__name__)
+def test_every_saga_error_constructs_without_arguments_and_says_its_message(
+    error_class: type[AbstractSpakkySagaError],
+) -> None:
+    error = error_class()
+
+    assert str(error) == error_class.message
+    assert error_class.message
+
+
+def test_store_and_recovery_errors_name_what_and_how_to_fix() -> None:
+    from spakky_saga import (  # noqa: PLC0415 - the durable errors, grouped here
+        SagaAlreadyStartedError,
+        SagaDataCodecError,
+        SagaFlowChangedError,
+        SagaInterruptedError,
+        SagaLeaseLostError,
+    )
+
+    assert "start a new run with fresh data" in str(SagaAlreadyStartedError("s1"))
+    assert str(SagaLeaseLostError("s1", "node-a")).startswith(
+        "saga s1 is no longer owned by engine node-a"
+    )
+    codec = SagaDataCodecError(OrderData, "paid", "it is a set")
+    assert (codec.data_class, codec.field) == (OrderData, "paid")
+    assert str(codec) == 'OrderData field "paid" cannot be stored in the saga log: it is a set'
+    changed = SagaFlowChangedError("order", ("item 2 was x, is now y",))
+    assert changed.changes == ("item 2 was x, is now y",)
+    assert "compensate_by_name=True" in str(changed)
+    assert 'step "pay" had failed (declined)' in str(
+        SagaInterruptedError("order", "pay", "declined")
+    )
+    assert "was compensated on recovery" in str(SagaInterruptedError("order"))
+
+
+def test_timeout_and_result_errors_keep_their_context() -> None:
+    from spakky_saga import SagaMergeResultError, SagaStepCancelledError  # noqa: PLC0415
+
+    assert SagaStepCancelledError("pay").step_name == "pay"
+    merge = SagaMergeResultError("a & b", "combine", 3, OrderData)
+    assert (merge.step_name, merge.merge_name, merge.value) == ("a & b", "combine", 3)
+    assert "return the merged OrderData" in str(merge)
+    conflict = SagaParallelMergeConflictError("stock", ("a", "b"), (1, 2))
+    assert str(conflict).startswith('parallel members changed field "stock"')
+    assert str(SagaEngineNotConnectedError(None, "no store")) == "no store"

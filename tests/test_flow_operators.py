@@ -223,9 +223,8 @@ def test_a_strategy_on_a_parallel_group_is_a_definition_error_pointing_at_the_me
         _ = group | Retry()
 
     assert str(raised.value) == (
-        'parallel group "reserve & charge" | Retry(max_attempts=3, backoff=ExponentialBackoff('
-        "base=1.0), then=Compensate()): a parallel group takes no error strategy; attach "
-        "strategies to its members instead, e.g. `(a | Retry()) & b`"
+        'parallel group "reserve & charge" | Retry(3): a parallel group takes no error '
+        "strategy; attach strategies to its members instead, e.g. `(a | Retry()) & b`"
     )
 
 

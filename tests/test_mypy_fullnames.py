@@ -42,7 +42,9 @@ def test_every_library_full_name_is_checked() -> None:
         (names.ACTION, names.AND),
         (names.ACTION, names.OR),
         (names.PARALLEL, names.AND),
+        (names.PARALLEL, names.OR),
         (names.ABSTRACT_SAGA, names.FLOW_METHOD_NAME),
+        (names.SAGA_FLOW, names.TIMEOUT_METHOD),
     ],
 )
 def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method: str) -> None:
@@ -50,3 +52,32 @@ def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method:
 
     assert inspect.isclass(cls)
     assert method in vars(cls), f"{owner}.{method} moved: the plugin's hook would not fire"
+
+
+@pytest.mark.parametrize(
+    ("owner", "parameter"),
+    [
+        (names.STEP_BUILDER, "compensate"),
+        (names.STEP_BUILDER, "on_error"),
+        (names.STEP_BUILDER, "timeout"),
+        (names.PARALLEL_BUILDER, "merge"),
+        (names.PARALLEL_BUILDER, "compensate"),
+        (names.RETRY, "max_attempts"),
+        (names.RETRY, "then"),
+        (names.RETRY, "retry_on"),
+        (names.EXPONENTIAL_BACKOFF, "base"),
+        (names.EXPONENTIAL_BACKOFF, "max_delay"),
+        (names.EXPONENTIAL_BACKOFF, "jitter"),
+        (names.SAGA_FLOW, "saga_timeout"),
+        (names.SAGA_FLOW, "items"),
+        (names.PARALLEL, "items"),
+        (names.PARALLEL, "merge"),
+    ],
+)
+def test_parameters_the_hooks_read_are_still_there(owner: str, parameter: str) -> None:
+    target = _resolve(owner)
+
+    assert callable(target)
+    assert parameter in inspect.signature(target).parameters, (
+        f"{owner}({parameter}=...) is gone: the plugin's check of it would never fire"
+    )

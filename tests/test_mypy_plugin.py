@@ -144,6 +144,64 @@ def test_editing_a_base_saga_is_seen_by_the_next_incremental_run(tmp_path: Path)
     ]
 
 
+def test_changing_a_base_sagas_data_type_is_checked_against_the_flow_annotation(
+    tmp_path: Path,
+) -> None:
+    write_module(
+        tmp_path,
+        "base",
+        """
+        from spakky_saga import AbstractSaga, AbstractSagaData
+
+
+        class OrderData(AbstractSagaData):
+            order_id: int = 0
+
+
+        class PaymentData(AbstractSagaData):
+            amount: int = 0
+
+
+        class BaseSaga(AbstractSaga[OrderData]):
+            pass
+        """,
+    )
+    write_module(
+        tmp_path,
+        "child",
+        """
+        from spakky_saga import SagaFlow
+
+        from base import BaseSaga, OrderData
+
+
+        class ChildSaga(BaseSaga):
+            def __init__(self, stored: SagaFlow[OrderData]) -> None:
+                self.stored = stored
+
+            def flow(self) -> SagaFlow[OrderData]:
+                return self.stored
+        """,
+    )
+    first = run_mypy(tmp_path, "base.py", "child.py")
+    base = tmp_path / "base.py"
+    base.write_text(base.read_text().replace("[OrderData]", "[PaymentData]"))
+
+    second = run_mypy(tmp_path, "base.py", "child.py")
+    third = run_mypy(tmp_path, "base.py", "child.py")
+
+    assert first.lines == []
+    assert second.lines[0] == (
+        'child.py:11: error: Saga "ChildSaga" runs on "PaymentData" but its flow() is declared '
+        'to return "SagaFlow[OrderData]"; declare it "-> SagaFlow[PaymentData]", or derive '
+        '"ChildSaga" from AbstractSaga[OrderData] if the saga runs on "OrderData"  '
+        "[saga-flow-data]"
+    )
+    assert second.lines[1].endswith("[override]")
+    assert len(second.lines) == 2
+    assert third == second
+
+
 @pytest.fixture
 def broken_step_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(ctx: FunctionContext) -> Type:

@@ -39,17 +39,28 @@ def test_retry_with_no_arguments_uses_the_documented_defaults() -> None:
     assert [retry.delay_before(attempt) for attempt in (2, 3)] == [1.0, 2.0]
 
 
-def test_retry_and_backoff_repr_show_what_was_given_like_upstream() -> None:
-    assert repr(Retry()) == (
-        "Retry(max_attempts=3, backoff=ExponentialBackoff(base=1.0), then=Compensate())"
+def test_retry_repr_shows_the_attempts_and_only_what_differs_from_the_defaults() -> None:
+    assert repr(Retry()) == "Retry(3)"
+    assert repr(Retry(5, ExponentialBackoff(1.0), Compensate())) == "Retry(5)"
+    assert repr(Retry(3, ExponentialBackoff(0.5, max_delay=5.0))) == (
+        "Retry(3, ExponentialBackoff(0.5, max_delay=5.0))"
     )
     assert repr(Retry(2, ExponentialBackoff(0.5, max_delay=4.0, jitter=0.5), Skip())) == (
-        "Retry(max_attempts=2, backoff=ExponentialBackoff(base=0.5, max_delay=4.0, "
-        "jitter=0.5), then=Skip())"
+        "Retry(2, ExponentialBackoff(0.5, max_delay=4.0, jitter=0.5), then=Skip())"
     )
-    assert repr(Retry(retry_on=(TimeoutError, ConnectionError))).endswith(
-        "retry_on=(TimeoutError, ConnectionError))"
+    assert repr(Retry(2, then=Skip())) == "Retry(2, then=Skip())"
+    assert repr(Retry(retry_on=(TimeoutError, ConnectionError))) == (
+        "Retry(3, retry_on=(TimeoutError, ConnectionError))"
     )
+
+
+def test_backoff_repr_shows_the_base_and_only_what_differs_from_the_defaults() -> None:
+    assert repr(ExponentialBackoff()) == "ExponentialBackoff(1.0)"
+    assert repr(ExponentialBackoff(0.25, jitter=0.1)) == "ExponentialBackoff(0.25, jitter=0.1)"
+
+
+def test_skip_and_compensate_repr_as_they_are_written() -> None:
+    assert (repr(Skip()), repr(Compensate())) == ("Skip()", "Compensate()")
 
 
 def test_strategies_are_equal_by_value() -> None:

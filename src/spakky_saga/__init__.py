@@ -6,6 +6,7 @@ committed steps are compensated in reverse on failure and a `SagaResult` is retu
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 from spakky_saga.builders import parallel, saga_flow, step
 from spakky_saga.context import StepContext, current_step
@@ -21,6 +22,8 @@ from spakky_saga.errors import (
     SagaEngineNotConnectedError,
     SagaFlowChangedError,
     SagaFlowDefinitionError,
+    SagaFlowOperatorError,
+    SagaInterruptedError,
     SagaLeaseLostError,
     SagaListenerWarning,
     SagaMergeResultError,
@@ -58,10 +61,24 @@ from spakky_saga.stores.postgres import PostgresSagaStore
 from spakky_saga.stores.sqlite import SqliteSagaStore
 from spakky_saga.strategy import Compensate, ErrorStrategy, ExponentialBackoff, Retry, Skip
 
+if TYPE_CHECKING:
+    from spakky_saga.otel import SagaTelemetryListener as SagaTelemetryListener
+
 __version__ = "0.1.0"
 
 # A library never configures logging, but must not fall back to printing on stderr.
 logging.getLogger("spakky_saga").addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> object:
+    """`SagaTelemetryListener`, imported on first use: it needs the `otel` extra, and importing
+    spakky_saga must not import opentelemetry (so it is not in `__all__` either)."""
+    if name == "SagaTelemetryListener":
+        from spakky_saga.otel import SagaTelemetryListener  # noqa: PLC0415 - optional extra
+
+        return SagaTelemetryListener
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PLUGIN_NAME",
@@ -96,6 +113,8 @@ __all__ = [
     "SagaFlow",
     "SagaFlowChangedError",
     "SagaFlowDefinitionError",
+    "SagaFlowOperatorError",
+    "SagaInterruptedError",
     "SagaLeaseLostError",
     "SagaListener",
     "SagaListenerWarning",

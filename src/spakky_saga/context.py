@@ -9,9 +9,9 @@ key (`.../undo`).
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+import asyncio
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Protocol
 from uuid import UUID
 
 
@@ -35,24 +35,56 @@ class StepContext:
         return f"{self.saga_id}/{self.step_key}:{self.step}/{suffix}"
 
 
-_CURRENT: Final[ContextVar[StepContext | None]] = ContextVar("spakky_saga_step", default=None)
+class StepCursor(Protocol):
+    """What the engine keeps current while it runs a step: read only when asked, so the
+    engine pays two attribute stores per step, not an object."""
+
+    saga_name: str
+    saga_id: UUID
+    node: Any
+    """The running step's plan node (`.name`, `.key`), or None between steps."""
+    attempt: int
+    compensating: bool
+
+
+_CURSORS: Final[dict[object, StepCursor]] = {}
+"""The cursor of each task running a saga step. A dict keyed by task rather than a ContextVar:
+a ContextVar set per run copies the task's context mapping, which costs every in-flight saga
+a few hundred bytes; an entry here costs a few dozen."""
 
 
 def current_step() -> StepContext:
     """The step running in this task; raises LookupError outside a step or compensation."""
-    context = _CURRENT.get()
-    if context is None:
+    cursor = _CURSORS.get(asyncio.current_task())
+    node = None if cursor is None else cursor.node
+    if cursor is None or node is None:
         raise LookupError(
             "current_step() is called outside a saga step: call it inside a step's action or "
             "compensation (while the engine runs it)"
         )
-    return context
+    return StepContext(
+        saga_name=cursor.saga_name,
+        saga_id=cursor.saga_id,
+        step=node.name,
+        step_key=node.key,
+        attempt=cursor.attempt,
+        compensation=cursor.compensating,
+    )
 
 
-def enter_step(context: StepContext) -> object:
-    """Make `context` current for this task; returns the token to `leave_step` with."""
-    return _CURRENT.set(context)
+def enter_step(cursor: StepCursor) -> StepCursor | None:
+    """Make `cursor` current for this task; returns what was current (a saga run inside a
+    step of another saga), to hand back to `leave_step`."""
+    task = asyncio.current_task()
+    previous = _CURSORS.get(task)
+    _CURSORS[task] = cursor
+    return previous
 
 
-def leave_step(token: object) -> None:
-    _CURRENT.reset(token)  # type: ignore[arg-type] # the token enter_step returned
+def leave_step(previous: StepCursor | None) -> None:
+    """Undo `enter_step`: restore what was current for this task."""
+    task = asyncio.current_task()
+    if previous is None:
+        _CURSORS.pop(task, None)
+    else:
+        _CURSORS[task] = previous

@@ -1,9 +1,10 @@
 """How a flow runs: the one place that executes steps, retries, merges and compensates.
 
-The engine runs a compiled plan with per-run state (`_Run`); nothing mutable lives on the
-plan, the flow or the saga class. Every transition goes through the run's event seam
-(`SagaEvent`s to the listeners, the log lines among them). Time and sleeping are injected
-(`clock=`, `sleep=`) so backoff is tested without waiting.
+The engine runs a compiled plan with per-run state (`SagaRun`, run.py); nothing mutable lives
+on the plan, the flow or the saga class. Every transition goes through the run's event seam
+(`SagaRun.emit`): a `SagaEvent` to the listeners (the log lines among them) and, for a durable
+engine, to the run's write-ahead journal, which the engine flushes before it acts. Time and
+sleeping are injected (`clock=`, `sleep=`) so backoff is tested without waiting.
 
 The rules of rollback, which the rest of this module keeps:
 - committed compensable steps are compensated exactly once, in reverse commit order, each
@@ -12,7 +13,9 @@ The rules of rollback, which the rest of this module keeps:
   the caller's cancellation is re-raised once it is over, after the failure handler ran;
 - a rollback that is itself cut off (the loop shutting down) records and reports every
   compensation that did not run;
-- observers (listeners, log handlers) and strategy code can never change what happens.
+- observers (listeners, log handlers) and strategy code can never change what happens;
+- a durable run that can no longer write its log (lease lost, store down) stops at once,
+  without acting further: its saga stays unfinished in the store, for recovery.
 """
 
 from __future__ import annotations
@@ -21,13 +24,18 @@ import asyncio
 import contextlib
 import inspect
 import math
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
 from spakky_saga._text import error_text, safe_repr
+from spakky_saga.context import enter_step, leave_step
 from spakky_saga.data import AbstractSagaData
+from spakky_saga.durable import DurableRuns
 from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
@@ -36,15 +44,20 @@ from spakky_saga.errors import (
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
+    SagaStoreError,
     SagaTimeoutError,
 )
-from spakky_saga.events import SagaEvent, SagaEventKind
+from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
 from spakky_saga.listeners import ListenerSet
 from spakky_saga.logs import ENGINE_LOGGER, SagaLogListener
 from spakky_saga.merge import merge_committed, merge_results
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, plan_for
+from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport, Replayed
+from spakky_saga.registry import FlowSource, SagaRegistry
 from spakky_saga.result import ANONYMOUS, SagaResult, SagaStatus, StepRecord, StepStatus
+from spakky_saga.run import Clock, Cursor, SagaRun
+from spakky_saga.store import SagaStore
 
 logger: Final = ENGINE_LOGGER
 
@@ -66,90 +79,7 @@ _COMPENSATION_FAILED: Final = SagaEventKind.COMPENSATION_FAILED
 _SAGA_FINISHED: Final = SagaEventKind.SAGA_FINISHED
 _SAGA_ABORTED: Final = SagaEventKind.SAGA_ABORTED
 
-type Clock = Callable[[], float]
 type Sleep = Callable[[float], Awaitable[None]]
-type _UndoEntry = StepNode | tuple[StepNode, ...]
-
-
-class _Run:
-    """The state of one run: its identity, history, undo list and the event seam."""
-
-    __slots__ = (
-        "attempt",
-        "attempt_started",
-        "clock",
-        "history",
-        "listeners",
-        "name",
-        "progress",
-        "saga_id",
-        "skipped",
-        "started",
-        "undo",
-    )
-
-    def __init__(self, name: str, data: AbstractSagaData, clock: Clock, listeners: ListenerSet):
-        self.name = name
-        self.saga_id = data.saga_id
-        self.clock = clock
-        self.listeners = listeners
-        self.progress = listeners.wants_progress()
-        """Whether progress events are built at all: no listener wants them, no cost."""
-        self.history: list[StepRecord] = []
-        self.undo: list[_UndoEntry] = []
-        self.skipped: list[str] = []
-        self.attempt = 1
-        """The attempt of the sequential (non-group) step running now, and its start time:
-        what the record of a step cut off by the saga timeout says."""
-        self.attempt_started = 0.0
-        self.started = clock()
-
-    def emit(  # noqa: PLR0917 - positional on purpose: called on every step
-        self,
-        kind: SagaEventKind,
-        step: str | None = None,
-        attempt: int = 1,
-        elapsed: float = 0.0,
-        error: BaseException | None = None,
-        data: AbstractSagaData | None = None,
-        status: SagaStatus | None = None,
-        delay: float = 0.0,
-    ) -> None:
-        """Tell the listeners; never raises (ListenerSet contains their errors)."""
-        self.listeners.notify(
-            SagaEvent(
-                kind,
-                self.name,
-                self.saga_id,
-                step,
-                attempt,
-                elapsed,
-                self.clock() - self.started,
-                error,
-                data,
-                status,
-                delay,
-            )
-        )
-
-    def record(  # noqa: PLR0917 - positional on purpose: called on every step
-        self,
-        name: str,
-        status: StepStatus,
-        t0: float,
-        attempt: int = 1,
-        compensation: bool = False,
-        error: BaseException | None = None,
-    ) -> float:
-        """Append a history record of something that started at `t0`; returns its elapsed."""
-        elapsed = self.clock() - t0
-        self.history.append(
-            _new_record(
-                StepRecord,
-                (name, status, elapsed, attempt, compensation, error, t0 - self.started),
-            )
-        )
-        return elapsed
 
 
 class _StepFailed:
@@ -174,7 +104,8 @@ class _GroupFailed(_StepFailed):
 
 class _Rollback:
     """What a rollback ended with: the failed (or never-run) compensations, the failure
-    handler's own error, and a KeyboardInterrupt/SystemExit a compensation raised."""
+    handler's own error, and an error that stopped it (KeyboardInterrupt/SystemExit from a
+    compensation, or a journal that can no longer write)."""
 
     __slots__ = ("failures", "fatal", "handler_error")
 
@@ -185,16 +116,30 @@ class _Rollback:
 
 
 class SagaEngine:
-    """Runs saga flows.
+    """Runs saga flows, in memory or durably.
 
     `clock` returns monotonic seconds (for `elapsed`); `sleep` waits between retries (by
     default `asyncio.sleep`, looked up when needed, so tests that patch it keep working);
     `compensation_timeout` bounds each compensation (None: no bound); `listeners` observe every
-    run (after the built-in log lines, unless `log=False`). A closed engine refuses new runs
+    run (after the built-in log lines, unless `log=False`).
+
+    With a `store`, runs are durable: written ahead to the saga log, owned through a lease
+    of `lease` (renewed while they run), and finished after a crash by `recover()` with their
+    registered flow (see `register`) according to `recovery`. A closed engine refuses new runs
     with `SagaEngineNotConnectedError`.
     """
 
-    __slots__ = ("_clock", "_closed", "_compensation_timeout", "_listeners", "_sleep")
+    __slots__ = (
+        "_clock",
+        "_closed",
+        "_compensation_timeout",
+        "_durable",
+        "_listeners",
+        "_owner",
+        "_registry",
+        "_sleep",
+        "recover_on_start",
+    )
 
     def __init__(
         self,
@@ -204,22 +149,64 @@ class SagaEngine:
         compensation_timeout: timedelta | None = None,
         listeners: Iterable[object] = (),
         log: bool = True,
+        store: SagaStore | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        recovery: RecoveryPolicy = RecoveryPolicy.COMPENSATE,
+        recover_on_start: bool = False,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        problems = []
         if compensation_timeout is not None and not (
             isinstance(compensation_timeout, timedelta) and compensation_timeout > timedelta(0)
         ):
             # A zero or negative bound would fail every compensation: refuse it up front.
-            raise SagaFlowDefinitionError(
+            problems.append(
                 f"SagaEngine(compensation_timeout={compensation_timeout!r}): must be a positive "
                 "datetime.timedelta, or None to let compensations run to the end"
             )
+        if not (isinstance(lease, timedelta) and lease > timedelta(0)):
+            problems.append(
+                f"SagaEngine(lease={lease!r}): must be a positive datetime.timedelta (how long "
+                "a durable saga stays owned by this engine without a write or heartbeat)"
+            )
+        if not isinstance(recovery, RecoveryPolicy):
+            problems.append(
+                f"SagaEngine(recovery={recovery!r}): must be RecoveryPolicy.COMPENSATE or "
+                "RecoveryPolicy.RESUME"
+            )
+        if store is not None and not isinstance(store, SagaStore):
+            problems.append(
+                f"SagaEngine(store={safe_repr(store)}): must be a SagaStore "
+                "(SqliteSagaStore(path), PostgresSagaStore(dsn), InMemorySagaStore())"
+            )
+        if problems:
+            raise SagaFlowDefinitionError(*problems)
         self._compensation_timeout = (
             compensation_timeout.total_seconds() if compensation_timeout is not None else None
         )
         self._listeners = ListenerSet(((SagaLogListener(),) if log else ()) + tuple(listeners))
         self._closed = False
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._registry = SagaRegistry()
+        self._durable = (
+            None
+            if store is None
+            else DurableRuns(
+                store,
+                self._registry,
+                lease=lease.total_seconds(),
+                recovery=recovery,
+                owner=self._owner,
+                clock=clock,
+            )
+        )
+        self.recover_on_start = recover_on_start
+        """Whether the spakky integration calls `recover()` when the application starts."""
+
+    def __repr__(self) -> str:
+        store = "" if self._durable is None else f"store={self._durable.store!r}, "
+        return f"SagaEngine({store}owner={self._owner!r})"
 
     @property
     def closed(self) -> bool:
@@ -231,11 +218,89 @@ class SagaEngine:
         """The listeners observing every run of this engine, the log listener first."""
         return self._listeners.listeners
 
+    @property
+    def store(self) -> SagaStore | None:
+        """Where durable runs are written; None for an in-memory engine."""
+        return None if self._durable is None else self._durable.store
+
+    @property
+    def owner(self) -> str:
+        """This engine's identity in the store's leases (host, process, random suffix)."""
+        return self._owner
+
     def close(self) -> None:
         """Refuse new runs from now on; runs already started finish normally."""
         self._closed = True
 
-    async def run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
+    async def aclose(self) -> None:
+        """`close()`, then stop the lease heartbeat and close the store."""
+        self.close()
+        if self._durable is not None:
+            await self._durable.aclose()
+
+    # --- durability ---------------------------------------------------------------------------
+
+    def register(
+        self, saga_name: str, flow: FlowSource, *, recovery: RecoveryPolicy | None = None
+    ) -> None:
+        """Make `saga_name` recoverable: its flow (or a function building it) and, optionally,
+        its own recovery policy. Durable runs register their flow under their name themselves;
+        register at start-up too, so that a new process can recover sagas a dead one started.
+        """
+        self._registry.register(saga_name, flow, recovery)
+
+    def registered(self, saga_name: str) -> bool:
+        """Whether `saga_name` has a flow registered for recovery."""
+        return saga_name in self._registry
+
+    async def recover(
+        self,
+        *,
+        limit: int = 100,
+        saga_ids: Sequence[str] = (),
+        compensate_by_name: bool = False,
+        listeners: Iterable[object] = (),
+    ) -> RecoveryReport:
+        """Finish unfinished sagas from the store whose owner's lease expired (or every
+        unfinished saga among `saga_ids`, once their lease expired).
+
+        Each is claimed (so no other engine runs it), checked against its registered flow,
+        then finished by its recovery policy: its committed steps compensated (COMPENSATE),
+        or the forward pass resumed (RESUME); a saga that was already compensating is
+        compensated. A saga whose name is not registered, whose flow changed, or whose data
+        no longer loads is refused and released, untouched; `compensate_by_name=True`
+        compensates a changed flow's committed steps by their names instead. One saga's
+        failure never stops the others. See docs/durability.md.
+        """
+        durable = self._needs_store("recover()")
+        observers = self._listeners.plus(listeners) if listeners else self._listeners
+        return await durable.recover(
+            self,
+            observers,
+            limit=limit,
+            saga_ids=saga_ids,
+            compensate_by_name=compensate_by_name,
+        )
+
+    async def retry_compensation(
+        self, saga_id: str, *, listeners: Iterable[object] = ()
+    ) -> RecoveredSaga:
+        """Run the failed compensations of a COMPENSATION_FAILED saga again (after its
+        participant was repaired)."""
+        durable = self._needs_store("retry_compensation()")
+        observers = self._listeners.plus(listeners) if listeners else self._listeners
+        return await durable.retry_compensation(self, observers, saga_id)
+
+    def _needs_store(self, what: str) -> DurableRuns:
+        if self._durable is None:
+            raise SagaEngineNotConnectedError(
+                None, f"{what} needs a durable engine: SagaEngine(store=SqliteSagaStore(...))"
+            )
+        return self._durable
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run[D: AbstractSagaData](
         self,
         flow: SagaFlow[D],
         data: D,
@@ -247,7 +312,9 @@ class SagaEngine:
 
         Raises `SagaCompensationFailedError` (carrying the result) when a compensation failed,
         after the flow's failure handler ran, and re-raises `CancelledError` after compensating
-        when the calling task is cancelled. `listeners` observe this run only.
+        when the calling task is cancelled. `listeners` observe this run only. On a durable
+        engine, raises `SagaStoreError` (or `SagaLeaseLostError`) when the log cannot be
+        written: the run stops without acting further, for `recover()` to finish.
         """
         if self._closed:
             raise SagaEngineNotConnectedError(
@@ -260,40 +327,106 @@ class SagaEngine:
             )
         plan = plan_for(flow)
         observers = self._listeners.plus(listeners) if listeners else self._listeners
-        run = _Run(saga_name, data, self._clock, observers)
+        journal = None
+        if self._durable is not None:
+            journal = await self._durable.begin(flow, plan, data, saga_name)
+        run = SagaRun(saga_name, data.saga_id, self._clock, observers, journal)
+        token = enter_step(run)
+        try:
+            if run.progress:
+                run.emit(_SAGA_STARTED, data=data)
+            return await self._drive(plan, run, data)
+        except BaseException as error:
+            run.abort_unended(error)
+            raise
+        finally:
+            leave_step(token)
+            if journal is not None and self._durable is not None:
+                self._durable.done(journal)
+
+    async def _drive[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
+        self, plan: ExecutionPlan, run: SagaRun, data: D, resume: Replayed | None = None
+    ) -> SagaResult[D]:
+        """The forward pass, from the start (or where a recovered saga stopped), then the
+        result or the rollback."""
         clock = run.clock
         started = run.started
         progress = run.progress
-        history = run.history
-        append = history.append
+        journal = run.journal
+        append = run.history.append
         undo = run.undo
-        if progress:
-            run.emit(_SAGA_STARTED, data=data)
         failure: _StepFailed | None = None
         status = SagaStatus.COMPLETED
         node: StepNode | GroupNode | None = None
         interrupted: list[AbstractSagaData] | None = None  # set while a group runs
         t0 = started  # when the running item started
-        scope = asyncio.timeout(plan.timeout) if plan.timeout is not None else _NO_SCOPE
+        nodes = plan.nodes
+        first = 0 if resume is None else resume.next_index
+        scope: Any = _NO_SCOPE
+        if plan.timeout is not None:
+            scope = asyncio.timeout(plan.timeout)
+            run.deadline = (scope, plan.timeout)
         try:
             async with scope:
-                for node in plan.nodes:
+                if resume is not None and first < len(nodes):
+                    # The item a recovered saga stopped in: its in-doubt attempt runs again
+                    # with the same number; a group runs only its unfinished members.
+                    node = nodes[first]
+                    first += 1
+                    t0 = clock()
+                    if isinstance(node, StepNode):
+                        attempt = resume.in_doubt.get(node.key)
+                        if attempt is None:
+                            attempt = resume.attempts.get(node.key, 0) + 1
+                        committed, value = await self._attempt(
+                            node, data, run, run, first_attempt=attempt
+                        )
+                        if committed:
+                            if value is not None:
+                                data = value
+                            if node.compensate is not None:
+                                undo.append(node)
+                        elif value is not None:
+                            failure = _StepFailed(node.name, value)
+                    else:
+                        interrupted = []
+                        outcome = await self._run_group(
+                            node,
+                            data,
+                            run,
+                            interrupted,
+                            finished=resume.member_results,
+                            resume=resume,
+                        )
+                        if isinstance(outcome, _GroupFailed):
+                            failure = outcome
+                            data = outcome.data  # type: ignore[assignment] # merge keeps type
+                        else:
+                            data = outcome  # type: ignore[assignment] # merge keeps the type
+                remaining = () if failure is not None else nodes[first:] if first else nodes
+                for node in remaining:
                     if isinstance(node, StepNode) and node.simple:
                         step = node
                         name = step.name
                         if progress:
-                            run.emit(_STEP_STARTED, name)
-                        t0 = clock()
+                            run.emit(_STEP_STARTED, name, step.key)
+                            if journal is not None:
+                                await journal.flush()  # write-ahead: the attempt, then act
+                        run.node = step
+                        run.attempt = 1
+                        t0 = run.attempt_started = clock()
                         try:
                             out = await step.action(data)
                             if out is not None and out.__class__ is not data.__class__:
                                 _check_output(name, out, data)
                         except (Exception, asyncio.CancelledError) as caught:
                             error = _step_error(name, caught)
+                            run.node = None
                             elapsed = run.record(name, _FAILED, t0, 1, False, error)
-                            run.emit(_STEP_FAILED, name, 1, elapsed, error)
+                            run.emit(_STEP_FAILED, name, step.key, 1, elapsed, error)
                             failure = _StepFailed(name, error)
                             break
+                        run.node = None
                         elapsed = clock() - t0
                         append(
                             _new_record(
@@ -306,10 +439,10 @@ class SagaEngine:
                         if step.compensate is not None:
                             undo.append(step)
                         if progress:
-                            run.emit(_STEP_COMMITTED, name, 1, elapsed, data=data)
+                            run.emit(_STEP_COMMITTED, name, step.key, 1, elapsed, data=data)
                     elif isinstance(node, StepNode):
                         t0 = clock()
-                        committed, value = await self._attempt(node, data, run, sequential=True)
+                        committed, value = await self._attempt(node, data, run, run)
                         if committed:
                             if value is not None:
                                 data = value
@@ -327,8 +460,11 @@ class SagaEngine:
                             data = outcome.data  # type: ignore[assignment] # merge keeps the type
                             break
                         data = outcome  # type: ignore[assignment] # merge keeps the data type
+                        if journal is not None:
+                            journal.merged(data)
                 else:
-                    node = None
+                    if failure is None:
+                        node = None  # finished: nothing was running
         except TimeoutError as error:
             if not isinstance(scope, asyncio.Timeout) or not scope.expired():
                 raise
@@ -337,18 +473,20 @@ class SagaEngine:
             status = SagaStatus.TIMED_OUT
             running = node.name if node is not None else None
             assert plan.timeout is not None
-            timeout_error = SagaTimeoutError(saga_name, timedelta(seconds=plan.timeout), running)
+            timeout_error = SagaTimeoutError(
+                run.saga_name, timedelta(seconds=plan.timeout), running
+            )
             timeout_error.__cause__ = error
             failure = _StepFailed(running or "-", timeout_error)
-            if running is not None:
-                attempt, since = 1, t0
-                if isinstance(node, StepNode) and not node.simple:
-                    attempt, since = run.attempt, run.attempt_started
-                elapsed = run.record(running, _FAILED, since, attempt, False, timeout_error)
-                run.emit(_STEP_FAILED, running, attempt, elapsed, timeout_error)
+            if isinstance(node, GroupNode):
+                elapsed = run.record(node.name, _FAILED, t0, 1, False, timeout_error)
+                run.emit(_STEP_FAILED, node.name, node.key, 1, elapsed, timeout_error)
+            else:
+                _cut(run, run, timeout_error)  # nothing, when it was waiting to retry
         except asyncio.CancelledError as cancelled:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
+            _cut(run, run, cancelled)
             running = node.name if node is not None else None
             await self._roll_back(plan, run, data, cancelled=cancelled, failed_step=running)
             raise  # _roll_back re-raises the cancellation itself; this is for type checkers
@@ -359,13 +497,16 @@ class SagaEngine:
                 data,
                 None,
                 None,
-                tuple(history),
+                tuple(run.history),
                 timedelta(seconds=elapsed),
-                saga_name,
-                tuple(run.skipped),
+                run.saga_name,
+                tuple(run.skipped or ()),
             )
+            run.ended = True
             if progress:
                 run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
+                if journal is not None:
+                    await journal.flush()
             return result
         if status is not SagaStatus.TIMED_OUT:
             status = SagaStatus.FAILED
@@ -374,24 +515,34 @@ class SagaEngine:
         )
 
     async def _attempt(
-        self, step: StepNode, data: AbstractSagaData, run: _Run, *, sequential: bool
+        self,
+        step: StepNode,
+        data: AbstractSagaData,
+        run: SagaRun,
+        cursor: Cursor,
+        *,
+        first_attempt: int = 1,
     ) -> tuple[bool, Any]:
         """Run one step with its strategy, timeout and retries.
 
         Returns (True, output) when it committed, (False, None) when it failed and is
-        skipped, and (False, error) when it failed for good. `sequential` steps keep the
-        run's attempt tracker current (group members run side by side and do not).
+        skipped, and (False, error) when it failed for good. A sequential step's `cursor` is
+        the run itself, which also tracks the attempt for the saga timeout's record; a group
+        member has a cursor of its own.
         """
         clock = run.clock
         progress = run.progress
+        journal = run.journal
         name = step.name
-        attempt = 1
+        key = step.key
+        attempt = first_attempt
         while True:
             if progress:
-                run.emit(_STEP_STARTED, name, attempt)
-            t0 = clock()
-            if sequential:
-                run.attempt, run.attempt_started = attempt, t0
+                run.emit(_STEP_STARTED, name, key, attempt)
+                if journal is not None:
+                    await journal.flush()
+            cursor.node, cursor.attempt = step, attempt
+            t0 = cursor.attempt_started = clock()
             try:
                 if step.timeout is None:
                     out = await step.action(data)
@@ -401,23 +552,29 @@ class SagaEngine:
                     _check_output(name, out, data)
             except (Exception, asyncio.CancelledError) as caught:
                 error = _step_error(name, caught)  # a cancellation wins over retry and skip
+                cursor.node = None
                 elapsed = run.record(name, _FAILED, t0, attempt, False, error)
-                run.emit(_STEP_FAILED, name, attempt, elapsed, error)
+                run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
                 if attempt < step.max_attempts:
                     delay = _retry_delay(step, error, attempt + 1)
                     if isinstance(delay, float):
                         attempt += 1
-                        run.emit(_STEP_RETRYING, name, attempt, elapsed, error, delay=delay)
+                        run.emit(_STEP_RETRYING, name, key, attempt, elapsed, error, delay=delay)
                         if delay > 0:
+                            if journal is not None:
+                                await journal.flush()  # the failure is known before waiting
                             await (self._sleep or asyncio.sleep)(delay)
                         continue
                     if delay is not None:  # the strategy itself raised: the step fails
                         return False, delay
                 if step.skip_on_failure:
+                    if run.skipped is None:
+                        run.skipped = []
                     run.skipped.append(name)
-                    run.emit(_STEP_SKIPPED, name, attempt, elapsed, error)
+                    run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
                     return False, None
                 return False, error
+            cursor.node = None
             elapsed = clock() - t0
             run.history.append(
                 _new_record(
@@ -425,15 +582,19 @@ class SagaEngine:
                 )
             )
             if progress:
-                run.emit(_STEP_COMMITTED, name, attempt, elapsed, data=out or data)
+                committed_data = (out or data) if cursor is run else out
+                run.emit(_STEP_COMMITTED, name, key, attempt, elapsed, data=committed_data)
             return True, out
 
     async def _run_group(
         self,
         group: GroupNode,
         data: AbstractSagaData,
-        run: _Run,
+        run: SagaRun,
         interrupted: list[AbstractSagaData],
+        *,
+        finished: dict[str, AbstractSagaData | None] | None = None,
+        resume: Replayed | None = None,
     ) -> AbstractSagaData | _GroupFailed:
         """Run members concurrently, wait for all of them, then merge or report failure.
 
@@ -442,15 +603,26 @@ class SagaEngine:
         compensation even if the group is cancelled (saga timeout or caller cancellation)
         while siblings are still running. When the group fails, what its committed members
         changed is merged anyway, so that their compensations see it; the first failing
-        member in declaration order is the saga's `failed_step`.
+        member in declaration order is the saga's `failed_step`. A recovered group passes the
+        members that `finished` before the crash (their results), which do not run again.
         """
         members = group.members
         results: list[Any] = [None] * len(members)
         committed = [False] * len(members)
         errors: list[BaseException | None] = [None] * len(members)
+        committed_before = resume.committed_keys if resume is not None else set()
+        cursors = [Cursor(run.saga_name, run.saga_id) for _ in members]
 
         async def run_member(index: int, member: StepNode) -> None:
-            ok, value = await self._attempt(member, data, run, sequential=False)
+            cursor = cursors[index]
+            first = 1
+            if resume is not None:
+                first = resume.in_doubt.get(member.key) or resume.attempts.get(member.key, 0) + 1
+            previous = enter_step(cursor)  # the member's own task
+            try:
+                ok, value = await self._attempt(member, data, run, cursor, first_attempt=first)
+            finally:
+                leave_step(previous)
             if ok:
                 committed[index] = True
                 results[index] = value
@@ -460,10 +632,18 @@ class SagaEngine:
         try:
             async with asyncio.TaskGroup() as tasks:
                 for index, member in enumerate(members):
+                    if finished is not None and member.key in finished:
+                        results[index] = finished[member.key]
+                        committed[index] = member.key in committed_before
+                        continue
                     tasks.create_task(run_member(index, member))
-        except BaseException:
-            # Cancelled (saga timeout or caller) with members still running: what the
-            # committed ones changed is the latest data their compensations must see.
+        except BaseException as cut:
+            # Cancelled (saga timeout or caller) with members still running: each running one
+            # gets its FAILED record, and what the committed ones changed is the latest data
+            # their compensations must see.
+            for cursor in cursors:
+                if cursor.node is not None:
+                    _cut(run, cursor, _cut_reason(run, cursor.node, cut))
             interrupted.append(merge_committed(group, data, results))
             raise
         finally:
@@ -480,14 +660,14 @@ class SagaEngine:
             return merge_results(group, data, results)
         except Exception as error:
             elapsed = run.record(group.name, _FAILED, t0, 1, False, error)
-            run.emit(_STEP_FAILED, group.name, 1, elapsed, error)
+            run.emit(_STEP_FAILED, group.name, group.key, 1, elapsed, error)
             latest = data if group.merge is not None else merge_committed(group, data, results)
             return _GroupFailed(group.name, error, latest)
 
     async def _roll_back[D: AbstractSagaData](
         self,
         plan: ExecutionPlan,
-        run: _Run,
+        run: SagaRun,
         data: D,
         *,
         status: SagaStatus = SagaStatus.FAILED,
@@ -513,8 +693,6 @@ class SagaEngine:
                 try:
                     await asyncio.shield(task)
                 except asyncio.CancelledError as again:
-                    if task.done() and task.cancelled():  # pragma: no cover - never re-raised
-                        break
                     cancelled = cancelled or again
             if not task.cancelled():
                 task.result()  # retrieve it: _compensate_all keeps its own errors
@@ -526,26 +704,37 @@ class SagaEngine:
             error if cancelled is None else cancelled,
             tuple(run.history),
             timedelta(seconds=elapsed),
-            run.name,
-            tuple(run.skipped),
+            run.saga_name,
+            tuple(run.skipped or ()),
         )
+        journal = run.journal
+        run.ended = True
         if outcome.fatal is not None:
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=outcome.fatal, data=data)
             raise outcome.fatal
         if cancelled is not None:
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=cancelled, data=data)
+            if journal is not None:
+                with contextlib.suppress(Exception):  # recovery finishes it if this is lost
+                    await journal.flush()
             raise cancelled
         if outcome.failures:
             failed = SagaCompensationFailedError(result, outcome.failures)
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=failed, data=data)
+            if journal is not None:
+                await journal.flush()
             if outcome.handler_error is not None:
                 raise failed from outcome.handler_error
             raise failed
-        run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
+        run.emit(
+            _SAGA_FINISHED, failed_step, elapsed=elapsed, error=error, data=data, status=status
+        )
+        if journal is not None:
+            await journal.flush()
         return result
 
     async def _compensate_all(
-        self, plan: ExecutionPlan, run: _Run, data: AbstractSagaData, outcome: _Rollback
+        self, plan: ExecutionPlan, run: SagaRun, data: AbstractSagaData, outcome: _Rollback
     ) -> None:
         """Undo committed steps in reverse; a failed compensation never stops the rest.
 
@@ -567,6 +756,9 @@ class SagaEngine:
             for entry in entries[position + 1 :]:
                 for step in entry if isinstance(entry, tuple) else (entry,):
                     _interrupted(run, step, outcome, started=False)
+        except SagaStoreError as lost:  # the log cannot be written: stop, recovery finishes it
+            outcome.fatal = lost
+            return
         except BaseException as fatal:  # KeyboardInterrupt / SystemExit from a compensation
             outcome.fatal = fatal
             for entry in entries[position + 1 :]:
@@ -577,13 +769,16 @@ class SagaEngine:
             await _call_handler(plan.compensation_failure_handler, run, data, outcome)
 
     async def _compensate(
-        self, step: StepNode, run: _Run, data: AbstractSagaData, outcome: _Rollback
+        self, step: StepNode, run: SagaRun, data: AbstractSagaData, outcome: _Rollback
     ) -> None:
         name = step.name
         if run.progress:
-            run.emit(_COMPENSATION_STARTED, name, data=data)
+            run.emit(_COMPENSATION_STARTED, name, step.key, data=data)
+            if run.journal is not None:
+                await run.journal.flush()  # write-ahead: the compensation, then act
         compensate = step.compensate
         assert compensate is not None, "only steps with a compensation are put on the undo list"
+        token = enter_step(Cursor(run.saga_name, run.saga_id, step, compensating=True))
         t0 = run.clock()
         try:
             if self._compensation_timeout is None:
@@ -604,32 +799,53 @@ class SagaEngine:
         except BaseException as fatal:  # KeyboardInterrupt / SystemExit: record, then go
             self._compensation_failed(run, step, outcome, fatal, t0)
             raise
+        finally:
+            leave_step(token)
         elapsed = run.record(name, _COMPENSATED, t0, 1, True)
         if run.progress:
-            run.emit(_COMPENSATION_DONE, name, elapsed=elapsed, data=data)
+            run.emit(_COMPENSATION_DONE, name, step.key, elapsed=elapsed, data=data)
 
     @staticmethod
     def _compensation_failed(
-        run: _Run, step: StepNode, outcome: _Rollback, error: BaseException, t0: float
+        run: SagaRun, step: StepNode, outcome: _Rollback, error: BaseException, t0: float
     ) -> None:
         elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
         outcome.failures[_unique_key(outcome.failures, step.name)] = error
-        run.emit(_COMPENSATION_FAILED, step.name, elapsed=elapsed, error=error)
+        run.emit(_COMPENSATION_FAILED, step.name, step.key, elapsed=elapsed, error=error)
+
+
+def _cut_reason(run: SagaRun, step: StepNode, caught: BaseException) -> BaseException:
+    """What cut `step` off: the saga timeout (a SagaTimeoutError naming it), or `caught`."""
+    deadline, seconds = run.deadline
+    if deadline is None or not deadline.expired():
+        return caught
+    return SagaTimeoutError(run.saga_name, timedelta(seconds=seconds), step.name)
+
+
+def _cut(run: SagaRun, cursor: Cursor, error: BaseException) -> None:
+    """Record the attempt `cursor` was running when a cancellation or the saga timeout cut it
+    off (nothing, when none was: between steps, or waiting to retry)."""
+    step = cursor.node
+    if step is None:
+        return
+    cursor.node = None
+    elapsed = run.record(step.name, _FAILED, cursor.attempt_started, cursor.attempt, False, error)
+    run.emit(_STEP_FAILED, step.name, step.key, cursor.attempt, elapsed, error)
 
 
 def _interrupted(
-    run: _Run, step: StepNode, outcome: _Rollback, *, started: bool, since: float | None = None
+    run: SagaRun, step: StepNode, outcome: _Rollback, *, started: bool, since: float | None = None
 ) -> None:
     """Record a compensation the cut-off rollback did not finish (or never began)."""
     error = SagaCompensationInterruptedError(step.name, started=started)
     t0 = run.clock() if since is None else since
     elapsed = run.record(step.name, _FAILED, t0, 1, True, error)
     outcome.failures[_unique_key(outcome.failures, step.name)] = error
-    run.emit(_COMPENSATION_FAILED, step.name, elapsed=elapsed, error=error)
+    run.emit(_COMPENSATION_FAILED, step.name, step.key, elapsed=elapsed, error=error)
 
 
 async def _call_handler(
-    handler: Callable[[Any], Any], run: _Run, data: AbstractSagaData, outcome: _Rollback
+    handler: Callable[[Any], Any], run: SagaRun, data: AbstractSagaData, outcome: _Rollback
 ) -> None:
     """Call the flow's compensation-failure handler with the data; its own error is logged
     and chained to the SagaCompensationFailedError, never raised in its place."""
@@ -642,7 +858,7 @@ async def _call_handler(
         with contextlib.suppress(Exception):  # a raising log handler must not hide the report
             logger.error(
                 "[saga=%s status=compensation_handler_failed error=%s]",
-                run.name,
+                run.saga_name,
                 type(error).__name__,
                 extra={"saga_id": str(run.saga_id), "saga_error_message": error_text(error)},
                 exc_info=error,

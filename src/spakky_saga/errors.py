@@ -56,6 +56,14 @@ class SagaFlowDefinitionError(AbstractSpakkySagaError, ValueError):
         super().__init__(text)
 
 
+class SagaFlowOperatorError(SagaFlowDefinitionError, TypeError):
+    """An operator (`>>`, `&`, `|`) was given an operand it cannot take.
+
+    A definition error like any other, and also a `TypeError`, as Python's own "unsupported
+    operand" errors are: code that catches `TypeError` around flow operators still works.
+    """
+
+
 class SagaStepTimeoutError(AbstractSpakkySagaError, TimeoutError):
     """A step ran longer than its `timeout=`; routed through the step's `on_error` strategy."""
 
@@ -374,4 +382,31 @@ class SagaFlowChangedError(SagaRecoveryError):
             f'the flow registered as "{saga_name}" is not the flow this saga started with '
             f"({listed}); put the old definition back to recover it, or recover with "
             "compensate_by_name=True to compensate its committed steps by step name"
+        )
+
+
+class SagaInterruptedError(AbstractSpakkySagaError):
+    """The engine running a durable saga stopped (a crash, a deploy, a lost lease) before the
+    saga finished; `recover()` compensated it. The `SagaResult.error` of such a saga."""
+
+    message = "Saga was interrupted and recovered"
+
+    def __init__(
+        self,
+        saga_name: str | None = None,
+        failed_step: str | None = None,
+        step_error: str | None = None,
+    ) -> None:
+        self.saga_name = saga_name
+        self.failed_step = failed_step
+        self.step_error = step_error
+        if saga_name is None:
+            super().__init__()
+            return
+        cause = (
+            f'; step "{failed_step}" had failed ({step_error})' if failed_step is not None else ""
+        )
+        super().__init__(
+            f'saga "{saga_name}" was interrupted (its engine stopped before it finished) and '
+            f"was compensated on recovery{cause}"
         )

@@ -22,6 +22,9 @@ class SagaEventKind(Enum):
     """The transitions of a saga run, in the order a run can go through them."""
 
     SAGA_STARTED = "saga_started"
+    SAGA_RECOVERED = "saga_recovered"
+    """`recover()` takes over a saga another engine left unfinished (instead of SAGA_STARTED);
+    `data` is the data its log ends with."""
     STEP_STARTED = "step_started"
     """An attempt of an action is about to run (`attempt` counts from 1)."""
     STEP_COMMITTED = "step_committed"
@@ -46,7 +49,9 @@ class SagaEvent(NamedTuple):
     """One transition of one saga run.
 
     Every event names its saga (`saga_name`, `saga_id`) so concurrent sagas can be told
-    apart. `step` is None for saga-level events. `elapsed_seconds` is how long the attempt or
+    apart. `step` is None for saga-level events, except SAGA_FINISHED, where it is the failed
+    step (if any). For STEP_COMMITTED `data` is the data after the step (for a group member,
+    what the member returned, or None). `elapsed_seconds` is how long the attempt or
     compensation took (the whole run for SAGA_FINISHED / SAGA_ABORTED, 0 for *_STARTED), and
     `offset_seconds` when the event happened, from the start of the saga.
     """
@@ -55,6 +60,8 @@ class SagaEvent(NamedTuple):
     saga_name: str
     saga_id: UUID
     step: str | None = None
+    step_key: str | None = None
+    """Where the step stands in the flow (`3`; `2.1` for a group member; `2` for a group)."""
     attempt: int = 1
     elapsed_seconds: float = 0.0
     offset_seconds: float = 0.0

@@ -22,8 +22,7 @@ def structure_of(plan: ExecutionPlan) -> Structure:
     items: Structure = []
     for node in plan.nodes:
         if isinstance(node, GroupNode):
-            key = node.members[0].key.partition(".")[0]
-            items.append({"key": key, "group": [_step(m) for m in node.members]})
+            items.append({"key": node.key, "group": [_step(m) for m in node.members]})
         else:
             items.append(_step(node))
     return items

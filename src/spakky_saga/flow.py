@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 import types
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing_extensions import deprecated
 
 from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.errors import SagaFlowDefinitionError
+from spakky_saga.errors import SagaFlowDefinitionError, SagaFlowOperatorError
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy
 
 SagaDataT = TypeVar("SagaDataT", bound=AbstractSagaData)
@@ -258,7 +259,10 @@ class _Action[D: AbstractSagaData]:
     def __or__(self, strategy: ErrorStrategy, /) -> Self:
         """Attach an error strategy: `step | Retry(3)` is the same kind of item."""
         if not isinstance(strategy, ErrorStrategy):
-            check_strategy(strategy, f'step "{self.name}"')  # always raises: says what it got
+            try:
+                check_strategy(strategy, f'step "{self.name}"')  # always raises: says what
+            except SagaFlowDefinitionError as error:
+                raise SagaFlowOperatorError(*error.problems) from None
         return dataclasses.replace(self, on_error=strategy)
 
     def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
@@ -274,12 +278,12 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
     def __rshift__(self, compensate: SagaStep[D] | CompensateFn[D], /) -> Transaction[D]:
         """Bind a compensation: `action >> compensation` is a Transaction."""
         if isinstance(compensate, _Action | Parallel) and not isinstance(compensate, SagaStep):
-            raise SagaFlowDefinitionError(
+            raise SagaFlowOperatorError(
                 f'step "{self.name}" >> {type(compensate).__name__} "{_item_name(compensate)}": '
                 "a compensation must be a single step or async function, not a "
                 f"{type(compensate).__name__}"
             )
-        if not callable(compensate):
+        if not callable(compensate):  # a definition error, as in the documented package
             raise SagaFlowDefinitionError(
                 f'step "{self.name}" >> {safe_repr(compensate)}: a compensation must be an async '
                 f"function taking the saga data, or a step; got {_kind(compensate)}"
@@ -292,6 +296,10 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
             on_error=self.on_error,
             timeout=self.timeout,
         )
+
+    def __repr__(self) -> str:
+        """`SagaStep(reserve | Retry(3), timeout=2s)`: as it is written in a flow."""
+        return f"SagaStep({_action_text(self, standalone=True)})"
 
 
 def _compensation_fn[D: AbstractSagaData](
@@ -333,11 +341,15 @@ class Transaction[D: AbstractSagaData](_Action[D]):
     @deprecated("a Transaction already has a compensation; bind one per action")
     def __rshift__(self, compensate: object, /) -> Never:
         """Always an error: a compensation is bound once (the mypy plugin reports it too)."""
-        raise SagaFlowDefinitionError(
+        raise SagaFlowOperatorError(
             f'transaction "{self.name}" already has compensation "{self.compensation_name}"; '
             f'cannot bind "{_item_name(compensate)}" as a second one. Bind one compensation '
             "per action, or put the extra undo work inside the existing compensation"
         )
+
+    def __repr__(self) -> str:
+        """`Transaction(reserve >> release | Retry(3))`: as it is written in a flow."""
+        return f"Transaction({_action_text(self, standalone=True)})"
 
 
 type ParallelMember[D: AbstractSagaData] = SagaStep[D] | Transaction[D]
@@ -408,10 +420,19 @@ class Parallel[D: AbstractSagaData]:
         Typed to accept nothing, so type checkers report `(a & b) | Retry()` too.
         """
         given = safe_repr(strategy)
-        raise SagaFlowDefinitionError(
+        raise SagaFlowOperatorError(
             f'parallel group "{self.name}" | {given}: a parallel group takes no error strategy; '
             "attach strategies to its members instead, e.g. `(a | Retry()) & b`"
         )
+
+    def __repr__(self) -> str:
+        """`Parallel(a & b & c)`, with `merge=` and `compensation_order=` when given."""
+        text = " & ".join(_member_text(member) for member in self.items)
+        if self.merge is not None:
+            text += f", merge={_shown_name(callable_name(self.merge))}"
+        if self.compensation_order != "reverse":
+            text += f", compensation_order={self.compensation_order!r}"
+        return f"Parallel({text})"
 
 
 def _flatten_members[D: AbstractSagaData](
@@ -447,7 +468,7 @@ def _flatten_members[D: AbstractSagaData](
 def _parallel_of[D: AbstractSagaData](left: _Action[D] | Parallel[D], right: object) -> Parallel[D]:
     if not (isinstance(right, _Action | Parallel) or callable(right)):
         what = "parallel group" if isinstance(left, Parallel) else "step"
-        raise SagaFlowDefinitionError(
+        raise SagaFlowOperatorError(
             f'{what} "{left.name}" & {safe_repr(right)}: a parallel member must be a step, '
             f"transaction, parallel group or async function; got {_kind(right)}"
         )
@@ -549,3 +570,81 @@ class SagaFlow[D: AbstractSagaData]:
         """A copy of this flow that calls `handler(data)` (awaited if it returns an awaitable)
         with the saga data when a compensation fails during rollback."""
         return dataclasses.replace(self, compensation_failure_handler=handler)
+
+    def to_mermaid(self, *, direction: Literal["TD", "LR"] = "TD") -> str:
+        """This flow as a Mermaid flowchart: steps in order, parallel groups as fork and
+        join, a dotted edge from each action to its compensation, strategies and timeouts on
+        the nodes (see docs/observability.md). Paste it into a ```mermaid block."""
+        from spakky_saga.diagram import to_mermaid  # noqa: PLC0415 - diagram.py imports flow.py
+
+        return to_mermaid(self, direction=direction)
+
+    def __repr__(self) -> str:
+        """`SagaFlow(reserve >> release, charge | Skip(), a & b, timeout=30s)`."""
+        parts = [_item_text(item) for item in self.items]
+        if self.saga_timeout is not None:
+            parts.append(f"timeout={format_duration(self.saga_timeout)}")
+        handler = self.compensation_failure_handler
+        if handler is not None:
+            parts.append(f"on_compensation_failure={_shown_name(callable_name(handler))}")
+        return f"SagaFlow({', '.join(parts)})"
+
+
+def format_duration(duration: timedelta) -> str:
+    """A timeout as a person writes it: `250ms`, `1.5s`, `30s`, `5min`, `2h`."""
+    micros = duration // timedelta(microseconds=1)
+    for unit, size in (("h", 3_600_000_000), ("min", 60_000_000)):
+        if micros >= size and micros % size == 0:
+            return f"{micros // size}{unit}"
+    if micros >= 1_000_000:
+        return _decimal(micros, 1_000_000) + "s"
+    return _decimal(micros, 1_000) + "ms"
+
+
+def _decimal(micros: int, per_unit: int) -> str:
+    """`micros` in units of `per_unit` microseconds, exactly, without trailing zeros."""
+    whole, fraction = divmod(micros, per_unit)
+    digits = len(str(per_unit)) - 1
+    return f"{whole}.{fraction:0{digits}d}".rstrip("0").rstrip(".")
+
+
+_PLAIN_NAME = re.compile(r"(?:\w|\.|<\w+>)+")
+"""Names shown bare in reprs: identifiers, `Class.method`, `<lambda>`. Others are quoted, so
+that a name such as "a & b" cannot read as a group."""
+
+
+def _shown_name(name: str) -> str:
+    return name if _PLAIN_NAME.fullmatch(name) else repr(name)
+
+
+def _action_text(item: SagaStep[Any] | Transaction[Any], *, standalone: bool = False) -> str:
+    """`reserve >> release | Retry(3)`; the timeout as `, timeout=2s` after it when the item
+    stands alone, else as `step(reserve, timeout=2s)`, as a flow would be written."""
+    text = _shown_name(item.name)
+    timeout = None if item.timeout is None else format_duration(item.timeout)
+    if timeout is not None and not standalone:
+        text = f"step({text}, timeout={timeout})"
+    if isinstance(item, Transaction):
+        text += f" >> {_shown_name(item.compensation_name)}"
+    if item.on_error != DEFAULT_STRATEGY:
+        text += f" | {safe_repr(item.on_error)}"
+    if timeout is not None and standalone:
+        text += f", timeout={timeout}"
+    return text
+
+
+def _member_text(member: ParallelMember[Any]) -> str:
+    """A group member, parenthesized when it has a compensation or a strategy (`&` binds
+    tighter than `|`): `(reserve >> release) & (charge | Retry(3)) & notify`."""
+    text = _action_text(member)
+    plain = isinstance(member, SagaStep) and member.on_error == DEFAULT_STRATEGY
+    return text if plain else f"({text})"
+
+
+def _item_text(item: FlowItem[Any]) -> str:
+    """A flow item as it is written in `saga_flow(...)`."""
+    if not isinstance(item, Parallel):
+        return _action_text(item)
+    if item.merge is not None or item.compensation_order != "reverse":
+        return repr(item)
+    return " & ".join(_member_text(member) for member in item.items)

@@ -13,6 +13,7 @@ stays unfinished in the store, for recovery.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Final
@@ -23,7 +24,6 @@ from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
-    SagaLeaseLostError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.result import SagaStatus
@@ -41,12 +41,16 @@ class SagaJournal:
 
     __slots__ = (
         "_begin",
+        "_begun",
+        "_cut_off",
         "_data",
         "_data_type",
         "_error",
         "_failed_step",
         "_failure",
         "_finished",
+        "_last_data",
+        "_lock",
         "_pending",
         "_release",
         "_status",
@@ -85,7 +89,17 @@ class SagaJournal:
         self._error: str | None = None
         self._release = False
         self._finished = False
+        self._cut_off = False
         self._failure: BaseException | None = None
+        self._last_data: AbstractSagaData | None = None
+        self._lock: asyncio.Lock | None = None
+        self._begun = begin is None  # a recovered saga's row is there already
+
+    @property
+    def begun(self) -> bool:
+        """Whether the saga's row is in the store (its first batch was written): before that,
+        there is no lease to renew."""
+        return self._begun
 
     @property
     def failed(self) -> BaseException | None:
@@ -97,24 +111,32 @@ class SagaJournal:
         if self._failure is None:
             self._failure = error
 
-    def add(self, event: SagaEvent, step_key: str | None) -> None:
+    def add(self, event: SagaEvent) -> None:
         """Turn `event` into a log entry and buffer it (nothing is written yet)."""
         if self._failure is not None or self._finished:
             return
         kind = event.kind
+        step_key = event.step_key
         data_text = data_type = None
         if kind is SagaEventKind.SAGA_STARTED and event.data is not None:
             data_text, data_type = encode(event.data), type_name(type(event.data))
+            self._last_data = event.data
         elif kind is SagaEventKind.STEP_COMMITTED and event.data is not None:
-            data_text, data_type = encode(event.data), type_name(type(event.data))
-            if step_key is not None and "." not in step_key:  # a sequential step: new data
-                self._data, self._data_type = data_text, data_type
+            if event.data is not self._last_data:  # unchanged data is not written again
+                data_text, data_type = encode(event.data), type_name(type(event.data))
+                if step_key is not None and "." not in step_key:  # sequential: the new data
+                    self._data, self._data_type = data_text, data_type
+                    self._last_data = event.data
         elif kind is SagaEventKind.COMPENSATION_STARTED and self._status is None:
             self._status = StoredStatus.COMPENSATING
         elif kind is SagaEventKind.SAGA_FINISHED:
             self._finish(event)
         elif kind is SagaEventKind.SAGA_ABORTED:
             self._abort(event)
+        elif kind is SagaEventKind.COMPENSATION_FAILED and isinstance(
+            event.error, SagaCompensationInterruptedError
+        ):
+            self._cut_off = True
         error = event.error
         self.seq += 1
         self._pending.append(
@@ -130,6 +152,7 @@ class SagaJournal:
                 error=None if error is None else safe_str(error),
                 data=data_text,
                 data_type=data_type,
+                owner=self.owner,
             )
         )
 
@@ -139,30 +162,39 @@ class SagaJournal:
             self._data, self._data_type = encode(data), type_name(type(data))
 
     async def flush(self) -> None:
-        """Write what is buffered, in one batch; raise if this run may not write any more."""
+        """Write what is buffered, in one batch; raise if this run may not write any more.
+
+        Batches are written one at a time, in order (group members flush concurrently): a
+        store sees the saga's row before any append, and the log never has a gap.
+        """
         if self._failure is not None:
             raise self._failure
         if not self._pending and self._begin is None:
             return
-        events, self._pending = self._pending, []
-        try:
-            if self._begin is not None:
-                begin, self._begin = self._begin, None
-                await self.store.begin(begin, events, self.lease_seconds)
-                if self._has_update():
-                    await self.store.append(
-                        self.saga_id, self.owner, (), self._take_update(), self.lease_seconds
-                    )
-                return
-            await self.store.append(
-                self.saga_id, self.owner, events, self._take_update(), self.lease_seconds
-            )
-        except SagaLeaseLostError as error:
-            self._failure = error
-            raise
-        except Exception as error:
-            self._failure = error
-            raise
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if not self._pending and self._begin is None:
+                return  # a concurrent flush wrote this batch already
+            events, self._pending = self._pending, []
+            try:
+                if self._begin is not None:
+                    await self.store.begin(self._begin, events, self.lease_seconds)
+                    self._begin = None
+                    self._begun = True
+                    if self._has_update():
+                        await self.store.append(
+                            self.saga_id, self.owner, (), self._take_update(), self.lease_seconds
+                        )
+                    return
+                await self.store.append(
+                    self.saga_id, self.owner, events, self._take_update(), self.lease_seconds
+                )
+            except Exception as error:  # a lost lease, or the store failed: stop writing
+                self._failure = error
+                raise
 
     def _finish(self, event: SagaEvent) -> None:
         assert event.status is not None
@@ -171,29 +203,23 @@ class SagaJournal:
             self._failed_step = event.step
             self._error = safe_str(event.error)
         self._release = True
-        self._finished_after_this()
+        self._finished = True
 
     def _abort(self, event: SagaEvent) -> None:
         error = event.error
+        self._finished = True
+        if self._cut_off:
+            # The rollback was cut off (the loop shutting down): the saga stays COMPENSATING
+            # and its lease runs out, so that recovery runs what did not run.
+            return
         if isinstance(error, SagaCompensationFailedError):
-            failures = error.failures.values()
-            if any(isinstance(f, SagaCompensationInterruptedError) for f in failures):
-                # The rollback was cut off (shutdown): the saga stays COMPENSATING, and its
-                # lease runs out, so that recovery finishes it.
-                self._finished_after_this()
-                return
             self._status = StoredStatus.COMPENSATION_FAILED
-        elif isinstance(error, BaseException) and type(error).__name__ == "CancelledError":
+        elif isinstance(error, asyncio.CancelledError):
             self._status = StoredStatus.CANCELLED
         else:  # KeyboardInterrupt or SystemExit from a compensation: leave it to recovery
-            self._finished_after_this()
             return
         self._error = safe_str(error)
         self._release = True
-        self._finished_after_this()
-
-    def _finished_after_this(self) -> None:
-        self._finished = True
 
     def _has_update(self) -> bool:
         return (

@@ -38,6 +38,9 @@ class SagaListener:
     def saga_started(self, event: SagaEvent) -> None:
         """A run starts; `event.data` is the input data."""
 
+    def saga_recovered(self, event: SagaEvent) -> None:
+        """`recover()` takes over an unfinished saga; `event.data` is its latest data."""
+
     def step_started(self, event: SagaEvent) -> None:
         """An attempt of a step starts."""
 

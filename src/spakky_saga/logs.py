@@ -39,6 +39,9 @@ class SagaLogListener(SagaListener):
     def saga_started(self, event: SagaEvent) -> None:
         self._log(logging.INFO, "[saga=%s status=started]", (event.saga_name,), event)
 
+    def saga_recovered(self, event: SagaEvent) -> None:
+        self._log(logging.INFO, "[saga=%s status=recovered]", (event.saga_name,), event)
+
     def step_started(self, event: SagaEvent) -> None:
         if event.attempt == 1:  # a retry announces itself with its `retry` line instead
             self._log(

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from spakky.core.application.application import SpakkyApplication
 
-from spakky_saga.spakky_plugin import SagaEngineConnector
+from spakky_saga.spakky_plugin import SagaEngineConnector, SagaRecoveryService
 
 
 def initialize(app: SpakkyApplication) -> None:
     """Add the saga integration to `app` (see `spakky_saga.spakky_plugin`)."""
     app.add(SagaEngineConnector)
+    app.add(SagaRecoveryService)

@@ -42,6 +42,8 @@ class GroupNode:
     members: tuple[StepNode, ...]
     merge: MergeFn[Any] | None
     concurrent_compensation: bool
+    key: str
+    """The group's position in the flow (its members' keys are `key.1`, `key.2`, ...)."""
 
 
 type PlanNode = StepNode | GroupNode
@@ -81,10 +83,11 @@ def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
                     name=item.name,
                     members=tuple(
                         _step_node(member, f"{position}.{index}")
-                        for index, member in enumerate(item.members, start=1)
+                        for index, member in enumerate(item.items, start=1)
                     ),
                     merge=item.merge,
                     concurrent_compensation=item.compensation_order == "concurrent",
+                    key=str(position),
                 )
             )
         else:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from spakky_saga.codec import decode, resolve_type
 from spakky_saga.data import AbstractSagaData
+from spakky_saga.errors import SagaCompensationInterruptedError
 from spakky_saga.events import SagaEventKind
 from spakky_saga.merge import merge_committed
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
@@ -42,6 +43,8 @@ class RecoveryPolicy(Enum):
 
 type UndoEntry = StepNode | tuple[StepNode, ...]
 
+_INTERRUPTED: Final = SagaCompensationInterruptedError.__qualname__
+
 
 @dataclass
 class Replayed:
@@ -51,6 +54,9 @@ class Replayed:
     history: list[StepRecord] = field(default_factory=list)
     undo: list[UndoEntry] = field(default_factory=list)
     """Committed compensable steps not compensated yet, in commit order."""
+    group_undo: list[UndoEntry] = field(default_factory=list)
+    """Committed members of the group the forward pass stopped in (a failed or unfinished
+    group), not compensated yet: compensated unless the group resumes."""
     rolling_back: bool = False
     """A compensation started, or a step failed for good: only compensation remains."""
     next_index: int = 0
@@ -80,7 +86,7 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
     groups_by_key: dict[str, GroupNode] = {}
     for item in plan.nodes:
         if isinstance(item, GroupNode):
-            groups_by_key[group_key(item)] = item
+            groups_by_key[item.key] = item
             for member in item.members:
                 steps[member.key] = member
                 group_of[member.key] = item
@@ -121,6 +127,8 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
             state.history.append(_record(node.name, StepStatus.COMMITTED, event, offset))
             resolved.add(key)
             state.committed_keys.add(key)
+            if state.failed_step == node.name:  # an earlier attempt failed, this one did not
+                state.failed_step = state.error = None
             result = (
                 None
                 if event.data is None
@@ -153,14 +161,17 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
                 _close_group(state, member_of, resolved, committed)
         elif kind is SagaEventKind.COMPENSATION_STARTED:
             state.rolling_back = True
+            compensated.discard(key)  # run again (retry_compensation): done only once it ends
+            state.compensation_failures.pop(key, None)
         elif kind is SagaEventKind.COMPENSATION_DONE:
             compensated.add(key)
             state.history.append(
                 _record(node.name, StepStatus.COMPENSATED, event, offset, compensation=True)
             )
         elif kind is SagaEventKind.COMPENSATION_FAILED:
-            compensated.add(key)
-            state.compensation_failures[key] = event.error or ""
+            if event.error_type != _INTERRUPTED:  # cut off by a shutdown: it must still run
+                compensated.add(key)
+                state.compensation_failures[key] = event.error or ""
             state.history.append(
                 _record(node.name, StepStatus.FAILED, event, offset, compensation=True)
             )
@@ -181,22 +192,20 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
                 state.undo.extend(left)
         elif entry.key not in compensated:
             state.undo.append(entry)
+    stopped_in = plan.nodes[state.next_index] if state.next_index < len(plan.nodes) else None
+    if isinstance(stopped_in, GroupNode):
+        members = tuple(
+            m
+            for m in stopped_in.members
+            if m.compensate is not None
+            and m.key in state.committed_keys
+            and m.key not in compensated
+        )
+        if stopped_in.concurrent_compensation and len(members) > 1:
+            state.group_undo.append(members)
+        else:
+            state.group_undo.extend(members)
     return state
-
-
-def group_key(group: GroupNode) -> str:
-    """A group's own position key (`2` for members `2.1`, `2.2`, ...)."""
-    return group.members[0].key.partition(".")[0]
-
-
-def unfinished_group_commits(state: Replayed, plan: ExecutionPlan) -> list[StepNode]:
-    """Committed, compensable members of the group the forward pass stopped in."""
-    if state.next_index >= len(plan.nodes):
-        return []
-    node = plan.nodes[state.next_index]
-    if not isinstance(node, GroupNode):
-        return []
-    return [m for m in node.members if m.compensate is not None and m.key in state.committed_keys]
 
 
 def _close_group(
@@ -276,6 +285,9 @@ class RecoveredSaga:
     """"completed", "compensated", "compensation_failed", "refused" or "stopped"."""
     result: SagaResult[Any] | None = None
     error: BaseException | None = None
+    uncompensated: tuple[str, ...] = ()
+    """Committed steps with no compensation to run: under `compensate_by_name`, names the
+    current flow no longer has."""
 
 
 @dataclass(frozen=True, slots=True)

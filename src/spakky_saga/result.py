@@ -14,6 +14,7 @@ from typing import Final, NamedTuple
 
 from spakky_saga._text import error_text
 from spakky_saga.data import AbstractSagaData
+from spakky_saga.timeline import format_timeline, mermaid_gantt, rows_from_history
 
 
 class SagaStatus(Enum):
@@ -143,6 +144,14 @@ class SagaResult[D: AbstractSagaData]:
     def compensation_failures(self) -> tuple[StepRecord, ...]:
         """The compensations that raised during rollback, in the order they ran."""
         return tuple(r for r in self.history if r.compensation and r.status is StepStatus.FAILED)
+
+    def format_timeline(self) -> str:
+        """The run as a timeline: step, status, attempt, start offset, elapsed, error."""
+        return format_timeline(rows_from_history(self.history))
+
+    def to_mermaid_gantt(self) -> str:
+        """The run as a Mermaid gantt chart (GitHub renders it in Markdown)."""
+        return mermaid_gantt(rows_from_history(self.history), self.saga_name)
 
     def format_history(self) -> str:
         """The history as a plain-text table, for logs and the demo."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from spakky.core.pod.annotations.pod import DependencyInfo, Pod
 
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.engine import DEFAULT_ENGINE, SagaEngine
-from spakky_saga.errors import SagaFlowDefinitionError
+from spakky_saga.errors import SagaEngineNotConnectedError, SagaFlowDefinitionError
 from spakky_saga.flow import SagaFlow
+from spakky_saga.recovery import RecoveryPolicy
 from spakky_saga.result import SagaResult
 
 _ENGINE_DEPENDENCY = "@Saga() engine"
@@ -74,7 +75,16 @@ class Saga(Pod):
 
 
 class AbstractSaga[D: AbstractSagaData](ABC):
-    """Base of saga classes: implement `flow()`, call `execute(data)`."""
+    """Base of saga classes: implement `flow()`, call `execute(data)`.
+
+    Set `durable = True` on a saga that must survive a crash: it then refuses to run on an
+    engine without a store (`SagaEngineNotConnectedError`) instead of silently running in
+    memory. `recovery` chooses how `SagaEngine.recover()` finishes it (default: the engine's).
+    Connected to a durable engine, a saga registers itself for recovery under its class name.
+    """
+
+    durable: ClassVar[bool] = False
+    recovery: ClassVar[RecoveryPolicy | None] = None
 
     __saga_engine: SagaEngine | None = None
     __saga_flow: SagaFlow[D] | None = None
@@ -89,12 +99,23 @@ class AbstractSaga[D: AbstractSagaData](ABC):
 
     async def execute(self, data: D) -> SagaResult[D]:
         """Run `flow()` on `data`; the saga name in results and logs is the class name."""
+        engine = self.__saga_engine or DEFAULT_ENGINE
+        if type(self).durable and engine.store is None:
+            raise SagaEngineNotConnectedError(
+                type(self).__name__,
+                "it is durable (durable = True) but no engine with a store is connected: "
+                "register a SagaEngine(store=...) pod in the container (docs/spakky.md), or call "
+                "saga.connect_engine(SagaEngine(store=SqliteSagaStore('sagas.db')))",
+            )
+        return await engine.run(self.cached_flow(), data, saga_name=type(self).__name__)
+
+    def cached_flow(self) -> SagaFlow[D]:
+        """`flow()`, built and checked on first use, then reused (what `execute` runs and what
+        recovery finds under the class name)."""
         flow = self.__saga_flow
         if flow is None:
             flow = self.__saga_flow = self._checked_flow()
-        return await (self.__saga_engine or DEFAULT_ENGINE).run(
-            flow, data, saga_name=type(self).__name__
-        )
+        return flow
 
     def _checked_flow(self) -> SagaFlow[D]:
         flow: Any = self.flow()
@@ -106,5 +127,8 @@ class AbstractSaga[D: AbstractSagaData](ABC):
         return flow
 
     def connect_engine(self, engine: SagaEngine) -> None:
-        """Run this saga on `engine` (a configured or test engine) instead of the default."""
+        """Run this saga on `engine` (a configured or test engine) instead of the default; a
+        durable engine also learns this saga's flow, to recover it after a crash."""
         self.__saga_engine = engine
+        if engine.store is not None:
+            engine.register(type(self).__name__, self.cached_flow, recovery=type(self).recovery)

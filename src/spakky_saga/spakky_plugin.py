@@ -11,6 +11,8 @@ registered with a plain `@Pod()` instead of `@Saga()`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 
 from spakky.core.application.plugin import Plugin
@@ -18,10 +20,12 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.core.pod.interfaces.aware.container_aware import IContainerAware
 from spakky.core.pod.interfaces.container import IContainer
 from spakky.core.pod.interfaces.post_processor import IPostProcessor
-from spakky.core.service.interfaces.service import IService
+from spakky.core.service.interfaces.service import IAsyncService, IService
 
 from spakky_saga.engine import SagaEngine
 from spakky_saga.saga import AbstractSaga, Saga
+
+logger = logging.getLogger("spakky_saga.spakky")
 
 PLUGIN_NAME = Plugin(name="spakky-saga")
 """The plugin, for `SpakkyApplication.load_plugins(include={PLUGIN_NAME})`."""
@@ -61,3 +65,58 @@ class SagaEngineConnector(IPostProcessor, IContainerAware, IService):
     def stop(self) -> None:
         for engine in self._engines:
             engine.close()
+
+    @property
+    def engines(self) -> tuple[SagaEngine, ...]:
+        """The engines the container created, in order."""
+        return tuple(self._engines)
+
+
+@Pod()
+class SagaRecoveryService(IAsyncService):
+    """Recovers the unfinished sagas of every durable engine built with
+    `recover_on_start=True` when the application starts (on the application's event loop),
+    and closes durable engines' stores when it stops.
+
+    By then the container has created its sagas, which registered their flows with their
+    engine; a saga refused by recovery (unknown name, changed flow) is logged and left for an
+    operator (`spakky-saga recover`).
+    """
+
+    def __init__(self, connector: SagaEngineConnector) -> None:
+        self._connector = connector
+
+    def set_stop_event(self, stop_event: asyncio.Event) -> None:
+        """Recovery runs once at start; nothing runs in the background."""
+
+    async def start_async(self) -> None:
+        for engine in self._connector.engines:
+            if engine.store is None or not engine.recover_on_start:
+                continue
+            report = await engine.recover()
+            logger.info(
+                "[saga=- status=recovered sagas=%d refused=%d]",
+                len(report),
+                len(report.refused),
+                extra={"saga_engine": engine.owner},
+            )
+            for refused in report.refused:
+                logger.error(
+                    "[saga=%s status=recovery_refused error=%s]",
+                    refused.saga_name,
+                    type(refused.error).__name__,
+                    extra={"saga_id": refused.saga_id, "saga_error_message": str(refused.error)},
+                )
+
+    async def stop_async(self) -> None:
+        for engine in self._connector.engines:
+            if engine.store is None:
+                continue
+            try:
+                await engine.aclose()
+            except Exception:  # a store opened on another loop: its owner closes it
+                logger.warning(
+                    "[saga=- status=store_close_failed]",
+                    exc_info=True,
+                    extra={"saga_engine": engine.owner},
+                )

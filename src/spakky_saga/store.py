@@ -61,6 +61,8 @@ class StoredEvent:
     data: str | None = None
     """For commits: the data after the step (JSON), or None when the step returned None."""
     data_type: str | None = None
+    owner: str | None = None
+    """The engine that wrote it: a saga's entries never interleave two owners."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,9 +88,11 @@ class ExponentialBackoff:
         return delay
 
     def __repr__(self) -> str:
+        """`ExponentialBackoff(0.5, max_delay=5.0)`: the base, then only what differs from
+        the defaults, as it would be written."""
         extras = "" if self.max_delay is None else f", max_delay={self.max_delay!r}"
         extras += f", jitter={self.jitter!r}" if self.jitter else ""
-        return f"ExponentialBackoff(base={self.base!r}{extras})"
+        return f"ExponentialBackoff({self.base!r}{extras})"
 
 
 MAX_DELAY_SECONDS: Final = timedelta.max.days * 86_400.0
@@ -200,13 +202,16 @@ class Retry(ErrorStrategy):
         return verdict
 
     def __repr__(self) -> str:
-        text = (
-            f"Retry(max_attempts={self.max_attempts!r}, backoff={self.backoff!r}, "
-            f"then={self.then!r}"
-        )
+        """`Retry(3)`, `Retry(3, ExponentialBackoff(0.5), then=Skip())`: the attempts, then
+        only what differs from the defaults, as it would be written."""
+        parts = [repr(self.max_attempts)]
+        if self.backoff != _DEFAULT_BACKOFF:
+            parts.append(repr(self.backoff))
+        if type(self.then) is not Compensate:
+            parts.append(f"then={self.then!r}")
         if self.retry_on is not None:
-            text += f", retry_on={_describe_retry_on(self.retry_on)}"
-        return text + ")"
+            parts.append(f"retry_on={_describe_retry_on(self.retry_on)}")
+        return f"Retry({', '.join(parts)})"
 
 
 def _retry_on_problems(retry_on: object) -> list[str]:

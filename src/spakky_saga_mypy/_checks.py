@@ -42,6 +42,7 @@ from spakky_saga_mypy._items import (
     first_argument,
     most_specific,
     step_function,
+    strategy_class,
 )
 
 
@@ -165,7 +166,7 @@ def check_compensation(api: CheckerPluginInterface, operand: FlowOperand) -> boo
         errorcodes.definition(
             api,
             operand.node,
-            f'Compensation "{operand.label}" is a {describe_kind(api, operand)}; a '
+            f'Compensation "{operand.label}" is {describe_kind(api, operand)}; a '
             "compensation must be a single step or async function",
         )
         return False
@@ -252,7 +253,7 @@ def check_group_member(api: CheckerPluginInterface, operand: FlowOperand, *, whe
 
 def check_flow_item(api: CheckerPluginInterface, operand: FlowOperand, *, where: str) -> bool:
     """Check 8 for an item of a group or flow: it must be a step, group or async function."""
-    if operand.kind is ItemKind.STRATEGY:
+    if operand.kind in (ItemKind.STRATEGY, ItemKind.STRATEGY_CLASS):
         errorcodes.definition(
             api,
             operand.node,
@@ -264,13 +265,24 @@ def check_flow_item(api: CheckerPluginInterface, operand: FlowOperand, *, where:
         errorcodes.definition(
             api,
             operand.node,
-            f'{where}: "{operand.label}" is a {describe_kind(api, operand)}; expected a step, '
+            f'{where}: "{operand.label}" is {describe_kind(api, operand)}; expected a step, '
             "transaction, parallel group or async function",
         )
         return False
     return check_action(api, operand)
 
 
+def report_strategy_class(api: CheckerPluginInterface, operand: FlowOperand, lead: str) -> None:
+    """Check 7 for a strategy class given where an instance belongs; `lead` says where."""
+    info = strategy_class(operand.typ)
+    if info is None:  # the caller checked the kind: nothing else to say
+        return
+    errorcodes.strategy_class(
+        api, operand.node, lead, info.name, is_base=info.fullname == names.ERROR_STRATEGY
+    )
+
+
 def describe_kind(api: CheckerPluginInterface, operand: FlowOperand) -> str:
-    """`Transaction`, `SagaFlow`, ... or the quoted type, for messages."""
-    return operand.kind_name or f'"{errorcodes.show(api, operand.typ)}"'
+    """`a Transaction`, `an error strategy`, ... or `a "<type>"`, for messages."""
+    name = operand.kind_name or f'"{errorcodes.show(api, operand.typ)}"'
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"

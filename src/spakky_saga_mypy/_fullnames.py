@@ -35,11 +35,14 @@ STEP_BUILDER: Final = "spakky_saga.builders.step"
 PARALLEL_BUILDER: Final = "spakky_saga.builders.parallel"
 SAGA_FLOW_BUILDER: Final = "spakky_saga.builders.saga_flow"
 
-SAGA_STEREOTYPE: Final = "spakky_saga.saga.Saga"
-"""The `@Saga()` class decorator (a spakky Pod stereotype) for saga classes."""
-
 ABSTRACT_SAGA: Final = "spakky_saga.saga.AbstractSaga"
 """Base of saga classes, generic in their data type; `flow()` builds the saga."""
+
+TIMEOUT_METHOD: Final = "timeout"
+"""`SagaFlow.timeout(timedelta)`: the saga-wide timeout, which must be positive."""
+
+TIMEDELTA: Final = "datetime.timedelta"
+"""Timeouts written as `timedelta(...)` literals are checked (zero or negative)."""
 
 FLOW_METHOD_NAME: Final = "flow"
 """The `AbstractSaga` method whose items must all work on the saga's data type."""
@@ -53,5 +56,8 @@ EXPONENTIAL_BACKOFF: Final = "spakky_saga.strategy.ExponentialBackoff"
 RSHIFT: Final = "__rshift__"
 AND: Final = "__and__"
 OR: Final = "__or__"
-OPERATOR_METHODS: Final = (f".{RSHIFT}", f".{AND}", f".{OR}")
+ROR: Final = "__ror__"
+"""Not defined by strategies: mypy names `type.__ror__` after the class it is called on, and
+tries it on `step | Skip` when `__or__` fails."""
+OPERATOR_METHODS: Final = (f".{RSHIFT}", f".{AND}", f".{OR}", f".{ROR}")
 """Suffixes of the hooked operator methods' full names."""

@@ -35,12 +35,14 @@ from mypy.subtypes import is_subtype
 from mypy.types import (
     AnyType,
     CallableType,
+    FunctionLike,
     Instance,
     LiteralType,
     NoneType,
     ProperType,
     Type,
     TypeOfAny,
+    TypeType,
     TypeVarType,
     UninhabitedType,
     get_proper_type,
@@ -58,6 +60,8 @@ class ItemKind(Enum):
     FLOW = auto()
     FUNCTION = auto()
     STRATEGY = auto()
+    STRATEGY_CLASS = auto()
+    """A strategy class where an instance belongs (`step | Skip` for `step | Skip()`)."""
     OTHER = auto()
     UNKNOWN = auto()
     """Any, unions, overloads, callable objects: the plugin checks nothing about them."""
@@ -76,6 +80,7 @@ _KIND_NAMES: Final = {
     ItemKind.PARALLEL: "Parallel group",
     ItemKind.FLOW: "SagaFlow",
     ItemKind.STRATEGY: "error strategy",
+    ItemKind.STRATEGY_CLASS: "error strategy class",
 }
 
 
@@ -161,11 +166,24 @@ def describe(expr: Expression, typ: Type) -> FlowOperand:
         if proper.type.get("__call__") is not None:
             return FlowOperand(ItemKind.UNKNOWN, None, None, expr, proper)
         return FlowOperand(ItemKind.OTHER, None, None, expr, proper)
+    if strategy_class(proper) is not None:
+        return FlowOperand(ItemKind.STRATEGY_CLASS, None, None, expr, proper)
     if isinstance(proper, CallableType) and not proper.is_type_obj():
         return FlowOperand(ItemKind.FUNCTION, first_argument(proper), proper, expr, proper)
     if isinstance(proper, NoneType | LiteralType):
         return FlowOperand(ItemKind.OTHER, None, None, expr, proper)
     return FlowOperand(ItemKind.UNKNOWN, None, None, expr, proper)
+
+
+def strategy_class(typ: ProperType) -> TypeInfo | None:
+    """The error strategy class `typ` is the type of (`Skip`, `type[Retry]`), if it is one."""
+    if isinstance(typ, FunctionLike) and typ.is_type_obj():
+        info = typ.type_object()
+    elif isinstance(typ, TypeType) and isinstance(typ.item, Instance):
+        info = typ.item.type
+    else:
+        return None
+    return info if info.has_base(names.ERROR_STRATEGY) else None
 
 
 def first_argument(function: CallableType) -> ProperType | None:

@@ -20,20 +20,26 @@ from mypy.nodes import (
     ARG_STAR2,
     ArgKind,
     Expression,
-    LambdaExpr,
+    MemberExpr,
+    NameExpr,
+    RefExpr,
     TupleExpr,
+    TypeInfo,
 )
 from mypy.plugin import CheckerPluginInterface, FunctionContext, FunctionSigContext
 from mypy.types import (
     AnyType,
     FunctionLike,
     Instance,
+    ProperType,
     TupleType,
     Type,
     TypeOfAny,
+    TypeVarId,
     get_proper_type,
 )
 
+from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
 from spakky_saga_mypy._checks import (
     check_action,
@@ -41,6 +47,8 @@ from spakky_saga_mypy._checks import (
     check_flow_item,
     check_group_member,
     check_same_data,
+    describe_kind,
+    report_strategy_class,
 )
 from spakky_saga_mypy._items import (
     FlowOperand,
@@ -48,9 +56,17 @@ from spakky_saga_mypy._items import (
     base_info,
     describe,
     errored,
+    most_specific,
     with_data,
 )
+from spakky_saga_mypy.lambdas import (
+    builds_with_lambda,
+    check_lambda_data,
+    expected_data,
+    has_lambda,
+)
 from spakky_saga_mypy.saga_class import check_flow_items, enclosing_saga
+from spakky_saga_mypy.timeouts import check_timeout
 
 type Formal = int | str
 """A parameter: its position (positional-only ones have no name in mypy) or its name."""
@@ -66,31 +82,46 @@ class BuilderSpec:
     optional: frozenset[Formal] = frozenset()
     container: bool = False
     """True when the item parameter takes a tuple of items (the classes' `items=`)."""
+    strategies: frozenset[Formal] = frozenset()
+    """Parameters taking an error strategy: widened only where a strategy class is passed,
+    so that the function hook can say "did you mean Skip()?" instead of mypy's arg-type."""
+    timeouts: tuple[tuple[str, str], ...] = ()
+    """(parameter, how messages name it) of the timeouts a literal may make invalid."""
 
 
-STEP: Final = BuilderSpec("step()", (0,), frozenset({0, "compensate"}))
+STEP: Final = BuilderSpec(
+    "step()",
+    (0,),
+    frozenset({0, "compensate"}),
+    strategies=frozenset({"on_error"}),
+    timeouts=(("timeout", "step(timeout=...)"),),
+)
 PARALLEL: Final = BuilderSpec(
     "parallel()", (0, 1, "rest"), frozenset({0, 1, "rest", "merge"}), frozenset({1})
 )
 SAGA_FLOW: Final = BuilderSpec("saga_flow()", (0, "rest"), frozenset({0, "rest"}), frozenset({0}))
 SAGA_FLOW_CLASS: Final = BuilderSpec(
-    "SagaFlow(items=...)", ("items",), frozenset({"items"}), container=True
+    "SagaFlow(items=...)",
+    ("items",),
+    frozenset({"items"}),
+    container=True,
+    timeouts=(("saga_timeout", "SagaFlow(saga_timeout=...)"),),
 )
 PARALLEL_CLASS: Final = BuilderSpec(
     "Parallel(items=...)", ("items",), frozenset({"items", "merge"}), container=True
 )
 
 
-def formal_index(names: Sequence[str | None], formal: Formal) -> int | None:
+def formal_index(arg_names: Sequence[str | None], formal: Formal) -> int | None:
     """The index of `formal` among a signature's parameters, if it has it."""
     if isinstance(formal, int):
-        return formal if formal < len(names) else None
-    return names.index(formal) if formal in names else None
+        return formal if formal < len(arg_names) else None
+    return arg_names.index(formal) if formal in arg_names else None
 
 
-def _formals_of(names: Sequence[str | None]) -> list[set[Formal]]:
+def _formals_of(arg_names: Sequence[str | None]) -> list[set[Formal]]:
     """For each parameter, every way a spec can refer to it."""
-    return [{index, name} if name else {index} for index, name in enumerate(names)]
+    return [{index, name} if name else {index} for index, name in enumerate(arg_names)]
 
 
 _ANY: Final = AnyType(TypeOfAny.special_form)
@@ -107,29 +138,67 @@ def signature_callback(spec: BuilderSpec) -> Callable[[FunctionSigContext], Func
 
 def _widen(ctx: FunctionSigContext, spec: BuilderSpec) -> FunctionLike:
     signature = ctx.default_signature
-    saga = enclosing_saga(ctx.api)
     arg_types: list[Type] = []
     arg_kinds: list[ArgKind] = []
     formals = _formals_of(signature.arg_names)
+    found: list[dict[TypeVarId, Type]] = []
+
+    def lambda_data() -> dict[TypeVarId, Type]:
+        """The builder's type variable bound to the lambdas' data type, computed once."""
+        if not found:
+            data = _lambda_data(ctx, spec, formals)
+            found.append({v.id: data for v in signature.variables} if data else {})
+        return found[0]
+
     for keys, kind, arg_type, actuals in zip(
         formals, signature.arg_kinds, signature.arg_types, ctx.args, strict=True
     ):
         arg_kinds.append(ARG_OPT if keys & spec.optional and kind == ARG_POS else kind)
-        if not keys & spec.widened:
+        if keys & spec.strategies and any(map(_names_strategy_class, actuals)):
+            arg_types.append(_ANY)
+        elif not keys & spec.widened:
             arg_types.append(arg_type)
-        elif actuals and all(_has_lambda(actual) for actual in actuals):
-            # Keep the context a lambda needs; inside a saga, its data is the saga's.
-            replacements = {v.id: saga.data for v in signature.variables} if saga else {}
-            arg_types.append(expand_type(arg_type, replacements))
+        elif actuals and all(has_lambda(actual) for actual in actuals):
+            # Keep the context a lambda needs, with the data type known around it.
+            arg_types.append(expand_type(arg_type, lambda_data()))
+        elif actuals and all(builds_with_lambda(actual) for actual in actuals) and lambda_data():
+            # `saga_flow(step(lambda d: ...))`: pass the data type on to the inner builder.
+            arg_types.append(expand_type(arg_type, lambda_data()))
         else:
             arg_types.append(_ANY)
     return signature.copy_modified(arg_types=arg_types, arg_kinds=arg_kinds)
 
 
-def _has_lambda(expr: Expression) -> bool:
-    if isinstance(expr, TupleExpr):
-        return any(_has_lambda(item) for item in expr.items)
-    return isinstance(expr, LambdaExpr)
+def _lambda_data(
+    ctx: FunctionSigContext, spec: BuilderSpec, formals: Sequence[set[Formal]]
+) -> ProperType | None:
+    """The data type lambdas of this call work on: the saga's inside a saga, else the one of
+    the other arguments that name a step or function (`step(reserve, compensate=lambda
+    d: ...)`) when they agree, else the one the call is expected to build; None leaves the
+    lambda to mypy's own context."""
+    saga = enclosing_saga(ctx.api)
+    if saga is not None:
+        return saga.data
+    siblings = [
+        describe(actual, ctx.api.get_expression_type(actual))
+        for keys, actuals in zip(formals, ctx.args, strict=True)
+        if keys & spec.widened
+        for actual in actuals
+        if isinstance(actual, NameExpr | MemberExpr)
+    ]
+    data, clash = most_specific(siblings)
+    if clash is None and isinstance(data, Instance):
+        return data
+    return expected_data(ctx.api)
+
+
+def _names_strategy_class(expr: Expression) -> bool:
+    """`Skip` or `strategies.Retry`: a reference to an error strategy class."""
+    return (
+        isinstance(expr, RefExpr)
+        and isinstance(expr.node, TypeInfo)
+        and expr.node.has_base(names.ERROR_STRATEGY)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +210,11 @@ class _Items:
 
 def _collect(ctx: FunctionContext, spec: BuilderSpec) -> _Items:
     operands: list[FlowOperand] = []
-    counted = True
-    for formal in spec.items:
-        index = formal_index(ctx.callee_arg_names, formal)
+    indexes = [formal_index(ctx.callee_arg_names, formal) for formal in spec.items]
+    # No item parameter at all: not this library version's signature, so count nothing.
+    # (One overload of parallel() has no *rest: its two items still count.)
+    counted = any(index is not None for index in indexes)
+    for index in indexes:
         if index is None:
             continue
         for expr, typ, kind in zip(
@@ -191,8 +262,17 @@ def _single(ctx: FunctionContext, formal: Formal) -> FlowOperand | None:
     return describe(ctx.args[index][0], ctx.arg_types[index][0])
 
 
+def _check_timeouts(ctx: FunctionContext, spec: BuilderSpec) -> None:
+    """Check 8 for timeouts written as literals; the result's type does not depend on them."""
+    for formal, where in spec.timeouts:
+        index = formal_index(ctx.callee_arg_names, formal)
+        if index is not None and len(ctx.args[index]) == 1:
+            check_timeout(ctx.api, ctx.args[index][0], where, none_allowed=True)
+
+
 def step_callback(ctx: FunctionContext) -> Type:
     """`step(f)` / `step(f, compensate=g)`: checks 1, 3, 4, 5, 8."""
+    _check_timeouts(ctx, STEP)
     action = _single(ctx, 0)
     if action is None:
         return ctx.default_return_type
@@ -205,10 +285,14 @@ def step_callback(ctx: FunctionContext) -> Type:
             ctx.api,
             action.node,
             f'step() takes an action (an async function or a @saga_step), but "{action.label}" '
-            f"is a {action.kind_name or errorcodes.show(ctx.api, action.typ)}",
+            f"is {describe_kind(ctx.api, action)}",
         )
         return errored(ctx.default_return_type)
     if not check_action(ctx.api, action):
+        return errored(ctx.default_return_type)
+    on_error = _single(ctx, "on_error")
+    if on_error is not None and on_error.kind is ItemKind.STRATEGY_CLASS:
+        report_strategy_class(ctx.api, on_error, "step(on_error=...): ")
         return errored(ctx.default_return_type)
     operands = [action]
     if compensation is not None:
@@ -216,7 +300,9 @@ def step_callback(ctx: FunctionContext) -> Type:
             return errored(ctx.default_return_type)
         operands.append(compensation)
     data, ok = check_same_data(ctx.api, "step()", operands)
-    if not ok:
+    if not ok or not check_lambda_data(
+        ctx.api, operands, where=STEP.where, result=ctx.default_return_type
+    ):
         return errored(ctx.default_return_type)
     return with_data(ctx.default_return_type, data)
 
@@ -241,7 +327,9 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
         if merge is not None and merge.kind is ItemKind.FUNCTION:
             operands.append(replace(merge, name=f"merge={merge.label}"))
         data, ok = check_same_data(ctx.api, spec.where, operands)
-        if not ok:
+        if not ok or not check_lambda_data(
+            ctx.api, operands, where=spec.where, result=ctx.default_return_type
+        ):
             return errored(ctx.default_return_type)
         return with_data(ctx.default_return_type, data)
 
@@ -252,6 +340,7 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
     """The function hook of `saga_flow()` or `SagaFlow(items=...)`: checks 1, 2, 3, 6, 8."""
 
     def callback(ctx: FunctionContext) -> Type:
+        _check_timeouts(ctx, spec)
         items = _collect(ctx, spec)
         if items.counted and not items.operands:
             errorcodes.group_size(
@@ -264,11 +353,15 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
             return errored(ctx.default_return_type)
         saga = enclosing_saga(ctx.api)
         if saga is not None and saga.in_flow:
+            if saga.wrong_flow_type is not None:  # reported on the `def flow` line, not per item
+                return errored(ctx.default_return_type)
             if not check_flow_items(ctx.api, saga, items.operands):
                 return errored(ctx.default_return_type)
             return with_data(ctx.default_return_type, saga.data)
         data, ok = check_same_data(ctx.api, spec.where, items.operands)
-        if not ok:
+        if not ok or not check_lambda_data(
+            ctx.api, items.operands, where=spec.where, result=ctx.default_return_type
+        ):
             return errored(ctx.default_return_type)
         return with_data(ctx.default_return_type, data)
 

@@ -10,7 +10,7 @@ from typing import Final
 from mypy.errorcodes import ErrorCode
 from mypy.messages import format_type_bare
 from mypy.nodes import Context
-from mypy.plugin import CheckerPluginInterface
+from mypy.plugin import CheckerPluginInterface, SemanticAnalyzerPluginInterface
 from mypy.types import Type
 
 _CATEGORY: Final = "spakky-saga"
@@ -47,6 +47,11 @@ STRATEGY: Final = ErrorCode(
 DEFINITION: Final = ErrorCode(
     "saga-definition", "Another flow definition the runtime rejects when it is built", _CATEGORY
 )
+UNTYPED_LAMBDA: Final = ErrorCode(
+    "saga-untyped-lambda",
+    "A lambda step whose saga-data type nothing tells (its data argument would be Any)",
+    _CATEGORY,
+)
 
 ALL_CODES: Final = (
     DATA_MISMATCH,
@@ -57,10 +62,11 @@ ALL_CODES: Final = (
     GROUP_SIZE,
     STRATEGY,
     DEFINITION,
+    UNTYPED_LAMBDA,
 )
 
 
-def show(api: CheckerPluginInterface, typ: Type) -> str:
+def show(api: CheckerPluginInterface | SemanticAnalyzerPluginInterface, typ: Type) -> str:
     """A type as mypy prints it in messages, without the quotes."""
     return format_type_bare(typ, api.options)
 
@@ -97,6 +103,26 @@ def flow_data(
         f'Saga "{saga}" runs on "{show(api, saga_data)}" but its flow item {item} works on '
         f'"{show(api, item_data)}"; every item of flow() must take "{show(api, saga_data)}" '
         "or a base class of it",
+        context,
+        code=FLOW_DATA,
+    )
+
+
+def flow_annotation(
+    api: CheckerPluginInterface | SemanticAnalyzerPluginInterface,
+    context: Context,
+    *,
+    saga: str,
+    saga_data: Type,
+    returned: Type,
+    returned_data: Type,
+) -> None:
+    """Check 2 on the `def flow` line: flow() is declared over another data type."""
+    data, other = show(api, saga_data), show(api, returned_data)
+    api.fail(
+        f'Saga "{saga}" runs on "{data}" but its flow() is declared to return '
+        f'"{show(api, returned)}"; declare it "-> SagaFlow[{data}]", or derive "{saga}" from '
+        f'AbstractSaga[{other}] if the saga runs on "{other}"',
         context,
         code=FLOW_DATA,
     )
@@ -142,6 +168,35 @@ def strategy(api: CheckerPluginInterface, context: Context, message: str) -> Non
     api.fail(message, context, code=STRATEGY)
 
 
+def strategy_class(
+    api: CheckerPluginInterface, context: Context, lead: str, name: str, *, is_base: bool
+) -> None:
+    """Check 7: a strategy class where a strategy instance belongs (`step | Skip`)."""
+    if is_base:
+        problem = (
+            f'"{name}" is the base class of the strategies; use Compensate(), Skip() or '
+            "Retry(...)"
+        )
+    else:
+        problem = (
+            f'"{name}" is the strategy class itself, not an instance; did you mean {name}()?'
+        )
+    api.fail(f"{lead}{problem}", context, code=STRATEGY)
+
+
 def definition(api: CheckerPluginInterface, context: Context, message: str) -> None:
     """Check 8: anything else the runtime rejects when the flow is built."""
     api.fail(message, context, code=DEFINITION)
+
+
+def untyped_lambda(
+    api: CheckerPluginInterface, context: Context, *, where: str, parameter: str, example: str
+) -> None:
+    """Check 9: nothing gives a lambda step's data argument a type."""
+    api.fail(
+        f'Cannot tell which saga data the lambda in {where} receives: "{parameter}" would be '
+        f"Any and the lambda unchecked; annotate the variable ({example}), or use an "
+        "`async def` with a typed data parameter",
+        context,
+        code=UNTYPED_LAMBDA,
+    )

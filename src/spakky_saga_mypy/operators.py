@@ -7,6 +7,7 @@ hooks unify the saga-data types of both sides to the more specific one.
 
 import functools
 from collections.abc import Callable
+from typing import Final
 
 from mypy.nodes import CallExpr, Context, Expression, LambdaExpr, OpExpr, RefExpr
 from mypy.plugin import MethodContext, MethodSigContext
@@ -14,7 +15,12 @@ from mypy.types import AnyType, FunctionLike, Type, TypeOfAny
 
 from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
-from spakky_saga_mypy._checks import check_compensation, check_group_member, check_same_data
+from spakky_saga_mypy._checks import (
+    check_compensation,
+    check_group_member,
+    check_same_data,
+    report_strategy_class,
+)
 from spakky_saga_mypy._items import FlowOperand, ItemKind, describe, errored, with_data
 
 
@@ -81,6 +87,9 @@ def strategy_callback(ctx: MethodContext) -> Type:
     left, right = operands
     if right.kind is ItemKind.UNKNOWN:
         return ctx.default_return_type
+    if right.kind is ItemKind.STRATEGY_CLASS:
+        report_strategy_class(ctx.api, right, _attach_lead(left))
+        return errored(ctx.default_return_type)
     if right.kind is not ItemKind.STRATEGY:
         errorcodes.strategy(
             ctx.api,
@@ -98,6 +107,54 @@ def strategy_callback(ctx: MethodContext) -> Type:
         )
         return errored(ctx.default_return_type)
     return ctx.default_return_type
+
+
+def group_strategy_callback(ctx: MethodContext) -> Type:
+    """`(a & b) | strategy`: a group has no strategy of its own (the runtime refuses it)."""
+    operands = _operands(ctx)
+    if operands is None:
+        return ctx.default_return_type
+    left, right = operands
+    if right.kind is ItemKind.UNKNOWN:
+        return ctx.default_return_type
+    _report_group_strategy(ctx, left, right)
+    return errored(ctx.default_return_type)
+
+
+def _report_group_strategy(ctx: MethodContext, group: FlowOperand, right: FlowOperand) -> None:
+    errorcodes.strategy(
+        ctx.api,
+        right.node,
+        f'"|" on the parallel group "{group.label}": a group has no error strategy of its '
+        "own; attach one to each member that needs it, e.g. (a | Retry()) & b",
+    )
+
+
+def reflected_strategy_class_callback(ctx: MethodContext) -> Type:
+    """`step | Skip`, second try: mypy calls the class's `type.__ror__` (the runtime union
+    operator) when `__or__` fails. Fail it too, with the same message, so that mypy reports
+    the error instead of typing the expression as a `types.UnionType`."""
+    if not isinstance(ctx.context, OpExpr) or len(ctx.args) != 1 or len(ctx.args[0]) != 1:
+        return ctx.default_return_type
+    right = describe(ctx.context.right, ctx.type)
+    left = describe(ctx.args[0][0], ctx.arg_types[0][0])
+    if right.kind is not ItemKind.STRATEGY_CLASS:
+        return ctx.default_return_type
+    if left.kind is ItemKind.PARALLEL:
+        _report_group_strategy(ctx, left, right)
+    elif left.kind in _STRATEGY_TAKERS:
+        report_strategy_class(ctx.api, right, _attach_lead(left))
+    else:
+        return ctx.default_return_type
+    return errored(ctx.default_return_type)
+
+
+_STRATEGY_TAKERS: Final = (ItemKind.STEP, ItemKind.TRANSACTION)
+"""What `|` attaches a strategy to."""
+
+
+def _attach_lead(left: FlowOperand) -> str:
+    return f'"|" attaches an error strategy to "{left.label}", but '
 
 
 def _is_base_strategy_call(node: Context) -> bool:

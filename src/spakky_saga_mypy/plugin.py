@@ -35,7 +35,7 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import builders, decorator, operators, saga_class, strategies
+from spakky_saga_mypy import builders, decorator, operators, saga_class, strategies, timeouts
 
 _DEBUG_ENV: Final = "SPAKKY_SAGA_MYPY_DEBUG"
 """Set to 1 to let a hook's exception propagate instead of falling back to mypy's default."""
@@ -45,7 +45,7 @@ type _Context = (
 )
 
 
-def _guarded[C: _Context, R: (Type, FunctionLike, bool)](
+def _guarded[C: _Context, R: (Type, FunctionLike, bool, None)](
     hook: Callable[[C], R],
 ) -> Callable[[C], R]:
     """Run `hook`; if it raises, note the bug and return what mypy would have used."""
@@ -58,7 +58,7 @@ def _guarded[C: _Context, R: (Type, FunctionLike, bool)](
             if os.environ.get(_DEBUG_ENV):
                 raise
             if isinstance(ctx, ClassDefContext):
-                return True  # type: ignore[return-value] # R is bool for class hooks
+                return True  # type: ignore[return-value] # class hooks: R is bool or None (ignored)
             if isinstance(ctx.api, TypeChecker):
                 ctx.api.note(
                     f"spakky-saga mypy plugin: internal error in {hook.__name__} "
@@ -136,7 +136,17 @@ class SpakkySagaPlugin(Plugin):
         (names.ACTION, names.AND): operators.parallel_callback,
         (names.PARALLEL, names.AND): operators.parallel_callback,
         (names.ACTION, names.OR): operators.strategy_callback,
+        (names.PARALLEL, names.OR): operators.group_strategy_callback,
+        (names.ERROR_STRATEGY, names.ROR): operators.reflected_strategy_class_callback,
     }
+    _NAMED_METHOD_HOOKS: ClassVar[Mapping[str, Callable[[MethodContext], Type]]] = {
+        f"{names.SAGA_FLOW}.{names.TIMEOUT_METHOD}": timeouts.flow_timeout_callback,
+    }
+    """Plain methods, by the full name of the class that defines them."""
+    _UNWIDENED_METHODS: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {(names.TRANSACTION, names.RSHIFT), (names.ERROR_STRATEGY, names.ROR)}
+    )
+    """Operator methods whose right operand keeps its declared type."""
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
@@ -159,24 +169,30 @@ class SpakkySagaPlugin(Plugin):
         base = self._our_name(fullname, self._FUNCTION_HOOKS)
         return self._guard(self._FUNCTION_HOOKS[base]) if base else None
 
-    def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
-        if fullname == names.SAGA_STEREOTYPE:
-            return self._guard(saga_class.saga_decorator_callback)
+    def get_base_class_hook(self, fullname: str) -> Callable[[ClassDefContext], None] | None:
+        if fullname == names.ABSTRACT_SAGA:
+            return self._guard(saga_class.flow_annotation_callback)
+        info = self._class_info(fullname)
+        if info is not None and info.has_base(names.ABSTRACT_SAGA):
+            return self._guard(saga_class.flow_annotation_callback)
         return None
 
     def get_method_signature_hook(
         self, fullname: str
     ) -> Callable[[MethodSigContext], FunctionLike] | None:
         key = self._method_key(fullname)
-        if key is None or key[0] == names.TRANSACTION:
+        if key is None or key in self._UNWIDENED_METHODS:
             return None
         return self._guard(operators.operand_signature_callback)
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
+        named = self._NAMED_METHOD_HOOKS.get(fullname)
+        if named is not None:
+            return self._guard(named)
         key = self._method_key(fullname)
         return self._guard(self._METHOD_HOOKS[key]) if key else None
 
-    def _guard[C: _Context, R: (Type, FunctionLike, bool)](
+    def _guard[C: _Context, R: (Type, FunctionLike, bool, None)](
         self, hook: Callable[[C], R]
     ) -> Callable[[C], R]:
         """`hook` wrapped by `_guarded`, built once per hook (mypy asks for hooks per call)."""

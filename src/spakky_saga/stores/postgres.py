@@ -73,6 +73,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             error TEXT,
             data JSONB,
             data_type TEXT,
+            owner TEXT,
             PRIMARY KEY (saga_id, seq)
         )""",
     ),
@@ -83,7 +84,8 @@ _SAGA_COLUMNS: Final = (
     "created, updated, owner, lease_expires, failed_step, error"
 )
 _EVENT_COLUMNS: Final = (
-    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data::text, data_type"
+    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data::text, data_type, "
+    "owner"
 )
 
 
@@ -370,7 +372,7 @@ class PostgresSagaStore:
             await cursor.executemany(
                 f"INSERT INTO {self._t('events')} "
                 f"({_EVENT_COLUMNS.replace('::text', '')}, saga_id) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
                         e.seq,
@@ -384,6 +386,7 @@ class PostgresSagaStore:
                         e.error,
                         e.data,
                         e.data_type,
+                        e.owner,
                         saga_id,
                     )
                     for e in events

@@ -75,6 +75,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             error TEXT,
             data TEXT,
             data_type TEXT,
+            owner TEXT,
             PRIMARY KEY (saga_id, seq)
         ) WITHOUT ROWID""",
     ),
@@ -85,7 +86,7 @@ _SAGA_COLUMNS: Final = (
     "created, updated, owner, lease_expires, failed_step, error"
 )
 _EVENT_COLUMNS: Final = (
-    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type"
+    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type, owner"
 )
 
 type Synchronous = Literal["FULL", "NORMAL"]
@@ -146,7 +147,8 @@ class SqliteSagaStore:
         self._clock = clock
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._opened: asyncio.Future[None] | None = None
+        self._starting = threading.Lock()
+        self._ready = False
 
     def __repr__(self) -> str:
         return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -154,24 +156,23 @@ class SqliteSagaStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._opened is None:
-            self._opened = asyncio.get_running_loop().create_future()
-            try:
+        """Start the worker and create (or check) the schema. Works from any event loop: the
+        worker answers each call on the loop that made it."""
+        if self._ready:
+            return
+        with self._starting:
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name=f"spakky-saga-sqlite:{self.path.name}", daemon=True
                 )
                 self._thread.start()
-                await self._call(self._prepare, batchable=False)
-            except BaseException as error:
-                self._opened.set_exception(error)
-                self._opened.exception()  # retrieved: awaiting open() again re-raises it
-                raise
-            self._opened.set_result(None)
-        await self._opened
+        await self._submit(self._prepare, batchable=False)  # idempotent, if run twice
+        self._ready = True
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        self._opened = None
+        with self._starting:
+            thread, self._thread = self._thread, None
+            self._ready = False
         if thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(thread.join)
@@ -344,11 +345,11 @@ class SqliteSagaStore:
     # --- the worker thread -------------------------------------------------------------------
 
     async def _call(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
-        if self._thread is None:
-            if self._opened is None:
-                await self.open()
-            else:
-                raise SagaStoreError(f"{self!r} is closed")
+        if not self._ready:
+            await self.open()
+        return await self._submit(run, batchable=batchable)
+
+    async def _submit(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
         job = _Job(run, asyncio.get_running_loop(), batchable=batchable)
         self._jobs.put(job)
         return await job.future
@@ -369,7 +370,7 @@ class SqliteSagaStore:
                     job.done(error=error)
                     continue
             if not job.batchable:
-                _run_one(db, job)
+                _run_one(db, job, self.path)
                 continue
             batch = [job]
             while True:  # take every write already waiting: they share one commit
@@ -384,7 +385,7 @@ class SqliteSagaStore:
                     pending = more  # runs next, on its own
                     break
                 batch.append(more)
-            _run_batch(db, batch)
+            _run_batch(db, batch, self.path)
         if db is not None:
             db.close()
 
@@ -438,7 +439,7 @@ class SqliteSagaStore:
             db.execute("UPDATE spakky_saga_schema SET version = ?", (step,))
 
 
-def _run_one(db: sqlite3.Connection, job: _Job) -> None:
+def _run_one(db: sqlite3.Connection, job: _Job, path: Path) -> None:
     try:
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -448,15 +449,15 @@ def _run_one(db: sqlite3.Connection, job: _Job) -> None:
             raise
         db.execute("COMMIT")
     except BaseException as error:
-        job.done(error=_store_error(error))
+        job.done(error=_store_error(error, path))
         return
     job.done(result)
 
 
-def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
+def _run_batch(db: sqlite3.Connection, batch: list[_Job], path: Path) -> None:
     """One transaction, one savepoint a job: a refused job is undone alone."""
     if len(batch) == 1:  # nothing to keep apart: no savepoint
-        _run_one(db, batch[0])
+        _run_one(db, batch[0], path)
         return
     outcomes: list[tuple[_Job, BaseException | None]] = []
     try:
@@ -477,15 +478,23 @@ def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         for job in batch:
-            job.done(error=_store_error(error))
+            job.done(error=_store_error(error, path))
         return
     for job, failure in outcomes:
-        job.done(error=None if failure is None else _store_error(failure))
+        job.done(error=None if failure is None else _store_error(failure, path))
 
 
-def _store_error(error: BaseException) -> BaseException:
+def _store_error(error: BaseException, path: Path) -> BaseException:
+    if isinstance(error, sqlite3.DatabaseError) and "malformed" in str(error):
+        wrapped = SagaStoreError(
+            f"SQLite saga store {path}: {error}; the file is damaged: restore it from a backup "
+            "(the sagas in it cannot be recovered from a damaged file), or move it away to start "
+            "a new store"
+        )
+        wrapped.__cause__ = error
+        return wrapped
     if isinstance(error, sqlite3.Error):
-        wrapped = SagaStoreError(f"SQLite saga store: {error}")
+        wrapped = SagaStoreError(f"SQLite saga store {path}: {error}")
         wrapped.__cause__ = error
         return wrapped
     return error
@@ -495,7 +504,7 @@ def _insert_events(db: sqlite3.Connection, saga_id: str, events: Sequence[Stored
     if events:
         db.executemany(
             f"INSERT INTO spakky_saga_events (saga_id, {_EVENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     saga_id,
@@ -510,6 +519,7 @@ def _insert_events(db: sqlite3.Connection, saga_id: str, events: Sequence[Stored
                     e.error,
                     e.data,
                     e.data_type,
+                    e.owner,
                 )
                 for e in events
             ],

@@ -1,0 +1,365 @@
+"""The durable half of a `SagaEngine`: the store, the runs' journals and leases, recovery.
+
+`DurableRuns` starts a durable run (checks its name, flow and data, and opens its journal),
+keeps the leases of running sagas alive (one heartbeat task), and finishes unfinished sagas:
+it claims them, replays their log (`recovery.replay`) and hands the state back to the engine,
+which compensates (`_roll_back`) or carries on (`_drive`) exactly as in a live run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from spakky_saga._text import error_text
+from spakky_saga.codec import check_round_trip
+from spakky_saga.context import enter_step, leave_step
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.errors import (
+    SagaCompensationFailedError,
+    SagaFlowChangedError,
+    SagaFlowDefinitionError,
+    SagaInterruptedError,
+    SagaLeaseLostError,
+    SagaRecoveryError,
+    SagaStoreError,
+)
+from spakky_saga.events import SagaEventKind
+from spakky_saga.fingerprint import (
+    Structure,
+    describe_changes,
+    encode_structure,
+    fingerprint_of,
+    structure_of,
+)
+from spakky_saga.flow import SagaFlow
+from spakky_saga.journal import SagaJournal, begin_record
+from spakky_saga.listeners import ListenerSet
+from spakky_saga.logs import ENGINE_LOGGER
+from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
+from spakky_saga.recovery import (
+    RecoveredSaga,
+    RecoveryPolicy,
+    RecoveryReport,
+    Replayed,
+    possibly_done,
+    replay,
+)
+from spakky_saga.registry import SagaRegistry
+from spakky_saga.run import SagaRun
+from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate
+from spakky_saga.strategy import DEFAULT_STRATEGY
+
+if TYPE_CHECKING:
+    from spakky_saga.engine import SagaEngine
+
+logger: Final = ENGINE_LOGGER
+
+
+class DurableRuns:
+    """Everything a durable engine keeps beyond one run."""
+
+    __slots__ = (
+        "_active",
+        "_clock",
+        "_heartbeat",
+        "_opened",
+        "lease",
+        "owner",
+        "recovery",
+        "registry",
+        "store",
+    )
+
+    def __init__(
+        self,
+        store: SagaStore,
+        registry: SagaRegistry,
+        *,
+        lease: float,
+        recovery: RecoveryPolicy,
+        owner: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.lease = lease
+        self.recovery = recovery
+        self.owner = owner
+        self._clock = clock
+        self._active: dict[str, SagaJournal] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._opened = False
+
+    async def begin(
+        self, flow: SagaFlow[Any], plan: ExecutionPlan, data: AbstractSagaData, saga_name: str
+    ) -> SagaJournal:
+        """Check, register and open the log of a durable run (nothing is written yet: the
+        saga's row goes out with its first write-ahead batch)."""
+        registration = self.registry.get(saga_name)
+        if registration is None:
+            registration = self.registry.register(saga_name, flow)  # refuses a bad name
+        structure = structure_of(plan)
+        registered = registration.plan()
+        if registered is not plan and structure_of(registered) != structure:
+            changes = describe_changes(structure_of(registered), structure)
+            raise SagaFlowDefinitionError(
+                f'saga "{saga_name}" is registered with another flow ({"; ".join(changes)}); '
+                "one name must always mean one flow, or recovery would run the wrong steps"
+            )
+        text = check_round_trip(data)  # refuse data that cannot be stored, before any step
+        await self.open()
+        saga_id = str(data.saga_id)
+        journal = SagaJournal(
+            self.store,
+            saga_id,
+            self.owner,
+            self.lease,
+            begin=begin_record(
+                saga_id=saga_id,
+                saga_name=saga_name,
+                owner=self.owner,
+                fingerprint=fingerprint_of(structure),
+                structure=encode_structure(structure),
+                policy=(registration.recovery or self.recovery).value,
+                data_text=text,
+                data=data,
+                now=time.time(),
+            ),
+        )
+        self.track(journal)
+        return journal
+
+    def done(self, journal: SagaJournal) -> None:
+        """The run of `journal` is over: its lease needs no more renewing."""
+        self._active.pop(journal.saga_id, None)
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+
+    async def aclose(self) -> None:
+        """Stop the heartbeat and close the store."""
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        if self._opened:
+            self._opened = False
+            await self.store.close()
+
+    def track(self, journal: SagaJournal) -> None:
+        """Keep `journal`'s lease alive while its run lasts (one heartbeat task an engine)."""
+        self._active[journal.saga_id] = journal
+        beat = self._heartbeat
+        if beat is None or beat.done() or beat.get_loop() is not asyncio.get_running_loop():
+            self._heartbeat = asyncio.get_running_loop().create_task(
+                self._beat(), name=f"spakky-saga lease heartbeat {self.owner}"
+            )
+
+    async def _beat(self) -> None:
+        """Renew the leases of running sagas every third of a lease; a saga found taken over
+        stops at its next write."""
+        while self._active:
+            await asyncio.sleep(self.lease / 3)
+            journals = {i: j for i, j in self._active.items() if j.begun}
+            if not journals:
+                continue
+            try:
+                kept = await self.store.renew(self.owner, list(journals), self.lease)
+            except Exception as error:  # the store is down: the runs' writes will say so
+                logger.warning(
+                    "[saga=- status=lease_renewal_failed error=%s]",
+                    type(error).__name__,
+                    extra={"saga_error_message": error_text(error)},
+                )
+                continue
+            for saga_id, journal in journals.items():
+                if saga_id not in kept and saga_id in self._active:
+                    journal.lose(SagaLeaseLostError(saga_id, self.owner))
+
+    # --- recovery --------------------------------------------------------------------------
+
+    async def recover(
+        self,
+        engine: SagaEngine,
+        observers: ListenerSet,
+        *,
+        limit: int,
+        saga_ids: Sequence[str],
+        compensate_by_name: bool,
+    ) -> RecoveryReport:
+        await self.open()
+        claimed = await self.store.claim(self.owner, self.lease, limit, saga_ids)
+        outcomes = []
+        for record in claimed:
+            outcomes.append(await self._finish(engine, record, observers, compensate_by_name))
+        return RecoveryReport(tuple(outcomes))
+
+    async def retry_compensation(
+        self, engine: SagaEngine, observers: ListenerSet, saga_id: str
+    ) -> RecoveredSaga:
+        await self.open()
+        record = await self.store.reopen(saga_id, self.owner, self.lease)
+        return await self._finish(engine, record, observers, False, retry_failed=True)
+
+    async def _finish(
+        self,
+        engine: SagaEngine,
+        record: SagaRecord,
+        observers: ListenerSet,
+        compensate_by_name: bool,
+        *,
+        retry_failed: bool = False,
+    ) -> RecoveredSaga:
+        """Recover one claimed saga; a refusal releases it, untouched."""
+        try:
+            plan, nameless = self._plan(record, compensate_by_name)
+            state = replay(record, plan, {})
+        except Exception as refusal:
+            with contextlib.suppress(Exception):  # let an engine that knows it take it
+                await self.store.append(
+                    record.saga_id, self.owner, (), SagaUpdate(release=True), self.lease
+                )
+            logger.warning(
+                "[saga=%s status=recovery_refused error=%s]",
+                record.saga_name,
+                type(refusal).__name__,
+                extra={"saga_id": record.saga_id, "saga_error_message": error_text(refusal)},
+            )
+            return RecoveredSaga(record.saga_id, record.saga_name, "refused", error=refusal)
+        uncompensable = tuple(
+            name for name in nameless if any(r.name == name for r in state.history)
+        )
+        journal = SagaJournal(self.store, record.saga_id, self.owner, self.lease, seq=state.seq)
+        run = SagaRun(record.saga_name, state.data.saga_id, self._clock, observers, journal)
+        run.started -= max(0.0, time.time() - state.started_at)  # offsets from the saga start
+        run.history.extend(state.history)
+        run.skipped = list(state.skipped) or None
+        self.track(journal)
+        token = enter_step(run)
+        policy = RecoveryPolicy(record.policy)
+        run.emit(SagaEventKind.SAGA_RECOVERED, data=state.data)
+        try:
+            if retry_failed:
+                run.undo.extend(_failed_compensations(plan, state))
+            if state.rolling_back or retry_failed or policy is RecoveryPolicy.COMPENSATE:
+                run.undo.extend(state.undo)
+                run.undo.extend(state.group_undo)
+                if not state.rolling_back and not retry_failed:
+                    run.undo.extend(possibly_done(state, plan))  # at-least-once: maybe done
+                error = SagaInterruptedError(record.saga_name, state.failed_step, state.error)
+                result = await engine._roll_back(
+                    plan, run, state.data, failed_step=state.failed_step, error=error
+                )
+                outcome = "compensated"
+            else:
+                run.undo.extend(state.undo)
+                result = await engine._drive(plan, run, state.data, resume=state)
+                outcome = "completed" if result.succeeded else "compensated"
+        except SagaCompensationFailedError as failed:
+            return RecoveredSaga(
+                record.saga_id, record.saga_name, "compensation_failed", failed.result, failed
+            )
+        except SagaStoreError as stopped:
+            run.abort_unended(stopped)
+            return RecoveredSaga(record.saga_id, record.saga_name, "stopped", error=stopped)
+        except BaseException as error:
+            run.abort_unended(error)
+            raise
+        finally:
+            leave_step(token)
+            self.done(journal)
+        if uncompensable:
+            logger.warning(
+                "[saga=%s status=uncompensated steps=%s]",
+                record.saga_name,
+                ",".join(uncompensable),
+                extra={"saga_id": record.saga_id},
+            )
+        return RecoveredSaga(record.saga_id, record.saga_name, outcome, result, None, uncompensable)
+
+    def _plan(
+        self, record: SagaRecord, compensate_by_name: bool
+    ) -> tuple[ExecutionPlan, tuple[str, ...]]:
+        """The registered plan of `record`'s saga (refused when its structure changed), and
+        the step names compensating by name could not find a compensation for."""
+        registration = self.registry.get(record.saga_name)
+        if registration is None:
+            known = ", ".join(self.registry.names()) or "none"
+            raise SagaRecoveryError(
+                f'no flow is registered as "{record.saga_name}" (registered: {known}); call '
+                f'engine.register("{record.saga_name}", flow) before recover(), or let the '
+                "spakky container register its @Saga() classes"
+            )
+        plan = registration.plan()
+        structure = structure_of(plan)
+        if fingerprint_of(structure) == record.fingerprint:
+            return plan, ()
+        old: Structure = json.loads(record.structure)
+        if not compensate_by_name:
+            raise SagaFlowChangedError(record.saga_name, describe_changes(old, structure))
+        return _plan_by_name(old, plan)
+
+
+def _plan_by_name(old: Structure, current: ExecutionPlan) -> tuple[ExecutionPlan, tuple[str, ...]]:
+    """The old flow's positions, with the compensations the current flow has for each step
+    name: enough to compensate what committed. Also the names (that had a compensation) the
+    current flow no longer has: those are reported, never guessed."""
+    by_name: dict[str, StepNode] = {}
+    for node in current.nodes:
+        for member in node.members if isinstance(node, GroupNode) else (node,):
+            by_name.setdefault(member.name, member)
+    missing: list[str] = []
+
+    def step(item: dict[str, Any]) -> StepNode:
+        found = by_name.get(item["step"])
+        if found is None and item.get("compensation"):
+            missing.append(item["step"])
+        return StepNode(
+            name=item["step"],
+            action=found.action if found is not None else None,
+            compensate=found.compensate if found is not None else None,
+            compensation_name=found.compensation_name if found is not None else "",
+            strategy=DEFAULT_STRATEGY,
+            max_attempts=1,
+            skip_on_failure=False,
+            timeout=None,
+            simple=True,
+            key=item["key"],
+        )
+
+    nodes: list[StepNode | GroupNode] = []
+    for item in old:
+        if "group" in item:
+            members = tuple(step(m) for m in item["group"])
+            nodes.append(
+                GroupNode(
+                    name=" & ".join(m.name for m in members),
+                    members=members,
+                    merge=None,
+                    concurrent_compensation=False,
+                    key=item["key"],
+                )
+            )
+        else:
+            nodes.append(step(item))
+    handler = current.compensation_failure_handler
+    plan = ExecutionPlan(nodes=tuple(nodes), timeout=None, compensation_failure_handler=handler)
+    return plan, tuple(missing)
+
+
+def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode]:
+    """The steps whose compensation failed, for `retry_compensation` (oldest commit first)."""
+    failed: list[StepNode] = []
+    for node in plan.nodes:
+        for member in node.members if isinstance(node, GroupNode) else (node,):
+            if member.key in state.compensation_failures and member.compensate is not None:
+                failed.append(member)
+    return failed

@@ -1,0 +1,157 @@
+"""One saga run's state, and the seam every transition of it goes through.
+
+`SagaRun` holds what a run has done (history, the undo list, skipped steps), who observes it
+(listeners) and, for a durable run, its write-ahead journal. `SagaRun.emit` is the one place a
+transition is announced: a `SagaEvent` to the journal (buffered; the engine flushes before it
+acts) and to the listeners (called at once; their errors contained). A run is also the
+`current_step()` cursor of its sequential steps; group members and compensations, which run in
+tasks of their own, get a `Cursor` each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Final
+
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.events import SagaEvent, SagaEventKind
+from spakky_saga.journal import SagaJournal
+from spakky_saga.listeners import ListenerSet
+from spakky_saga.plan import StepNode
+from spakky_saga.result import SagaStatus, StepRecord, StepStatus
+
+type Clock = Callable[[], float]
+type UndoEntry = StepNode | tuple[StepNode, ...]
+
+_new_record: Final = tuple.__new__  # StepRecord without its Python-level __new__: hot path
+
+
+class Cursor:
+    """What `current_step()` reads: the step (or compensation) running in a task.
+
+    A run is its own cursor for its sequential steps; group members and compensations, which
+    run in tasks of their own, get one each. `node` is None between attempts (a retry's
+    backoff): what a cancellation or the saga timeout cuts is what `node` names, the attempt
+    `attempt` that started at `attempt_started`.
+    """
+
+    __slots__ = ("attempt", "attempt_started", "compensating", "node", "saga_id", "saga_name")
+
+    def __init__(
+        self,
+        saga_name: str,
+        saga_id: uuid.UUID,
+        node: StepNode | None = None,
+        attempt: int = 1,
+        *,
+        compensating: bool = False,
+    ) -> None:
+        self.saga_name = saga_name
+        self.saga_id = saga_id
+        self.node = node
+        self.attempt = attempt
+        self.attempt_started = 0.0
+        self.compensating = compensating
+
+
+class SagaRun(Cursor):
+    """The state of one run: its identity, history, undo list, journal and the event seam."""
+
+    __slots__ = (
+        "clock",
+        "deadline",
+        "ended",
+        "history",
+        "journal",
+        "listeners",
+        "progress",
+        "skipped",
+        "started",
+        "undo",
+    )
+
+    def __init__(
+        self,
+        saga_name: str,
+        saga_id: uuid.UUID,
+        clock: Clock,
+        listeners: ListenerSet,
+        journal: SagaJournal | None = None,
+    ) -> None:
+        super().__init__(saga_name, saga_id)
+        self.clock = clock
+        self.listeners = listeners
+        self.journal = journal
+        self.progress = journal is not None or listeners.wants_progress()
+        """Whether progress events are built at all: nobody wants them, no cost."""
+        self.history: list[StepRecord] = []
+        self.undo: list[UndoEntry] = []
+        self.skipped: list[str] | None = None
+        """Steps whose failure was skipped; created on the first (most runs have none)."""
+        self.deadline: tuple[asyncio.Timeout | None, float] = (None, 0.0)
+        """The saga timeout's scope, while the forward pass runs under one: tells a cut made
+        by the saga timeout from one made by the caller's cancellation."""
+        self.ended = False
+        """Whether SAGA_FINISHED or SAGA_ABORTED went out: a run ends exactly once."""
+        self.started = clock()
+
+    def emit(  # noqa: PLR0917 - positional on purpose: called on every step
+        self,
+        kind: SagaEventKind,
+        step: str | None = None,
+        key: str | None = None,
+        attempt: int = 1,
+        elapsed: float = 0.0,
+        error: BaseException | None = None,
+        data: AbstractSagaData | None = None,
+        status: SagaStatus | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Hand the event to the journal (buffered) and the listeners; never raises for a
+        listener (ListenerSet contains their errors)."""
+        event = SagaEvent(
+            kind,
+            self.saga_name,
+            self.saga_id,
+            step,
+            key,
+            attempt,
+            elapsed,
+            self.clock() - self.started,
+            error,
+            data,
+            status,
+            delay,
+        )
+        if self.journal is not None:
+            self.journal.add(event)
+        self.listeners.notify(event)
+
+    def abort_unended(self, error: BaseException) -> None:
+        """A run that leaves by an exception the engine does not report itself (a
+        KeyboardInterrupt out of a step, a log it can no longer write) still ends, once, for
+        its listeners: SAGA_ABORTED with that exception."""
+        if not self.ended:
+            self.ended = True
+            self.emit(SagaEventKind.SAGA_ABORTED, elapsed=self.clock() - self.started, error=error)
+
+    def record(  # noqa: PLR0917 - positional on purpose: called on every step
+        self,
+        name: str,
+        status: StepStatus,
+        t0: float,
+        attempt: int = 1,
+        compensation: bool = False,
+        error: BaseException | None = None,
+    ) -> float:
+        """Append a history record of something that started at `t0`; returns its elapsed."""
+        elapsed = self.clock() - t0
+        self.history.append(
+            _new_record(
+                StepRecord,
+                (name, status, elapsed, attempt, compensation, error, t0 - self.started),
+            )
+        )
+        return elapsed

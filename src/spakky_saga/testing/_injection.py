@@ -1,0 +1,267 @@
+"""Injectors: a flow rebuilt with every action and compensation wrapped, to inject one
+scenario's faults and record every call.
+
+The flow's items are frozen dataclasses, so the instrumented flow is built with
+`dataclasses.replace` (which validates again) and keeps everything else: names, strategies,
+timeouts, merge functions, compensation order, the saga timeout. Each wrapper is an
+`async def` taking the data, so bound `@saga_step` methods (partials) keep working inside.
+
+Every wrapper awaits once before and once after the wrapped call (`asyncio.sleep(0)`), as a
+step doing I/O would: those are the await points at which a caller's cancellation can land
+(before the step acted, and after it acted but before the engine saw it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from spakky_saga.flow import Parallel, SagaFlow, Transaction
+from spakky_saga.strategy import Retry, Skip
+
+type CallKind = Literal["action", "compensation", "handler"]
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A step of the flow, where faults are injected: its position `key` (`3`, or `2.1` for
+    the first member of the group in second place, as in the engine's plan)."""
+
+    key: str
+    name: str
+    label: str
+    """The name, or `name@key` when several steps share it."""
+    compensable: bool
+    group: str | None
+    """The key of the parallel group it is a member of."""
+    skip: bool
+    """Whether its strategy skips it when it fails for good."""
+    timeout: bool
+    """Whether it has a step timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    key: str
+    name: str
+    members: tuple[Site, ...]
+    concurrent: bool
+    """compensation_order="concurrent"."""
+    custom_merge: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What the checks need to know of a flow: its steps in order, its groups, its options."""
+
+    items: tuple[Site | Group, ...]
+    saga_timeout: bool
+    handler: bool
+
+    @property
+    def sites(self) -> tuple[Site, ...]:
+        return tuple(
+            site
+            for item in self.items
+            for site in (item.members if isinstance(item, Group) else (item,))
+        )
+
+
+def shape_of(flow: SagaFlow[Any]) -> Shape:
+    names = Counter(
+        member.name
+        for item in flow.items
+        for member in (item.items if isinstance(item, Parallel) else (item,))
+    )
+
+    def site(item: Any, key: str, group: str | None) -> Site:
+        strategy = item.on_error
+        final = strategy.then if isinstance(strategy, Retry) else strategy
+        return Site(
+            key=key,
+            name=item.name,
+            label=item.name if names[item.name] == 1 else f"{item.name}@{key}",
+            compensable=isinstance(item, Transaction),
+            group=group,
+            skip=isinstance(final, Skip),
+            timeout=item.timeout is not None,
+        )
+
+    items: list[Site | Group] = []
+    for position, item in enumerate(flow.items, start=1):
+        key = str(position)
+        if isinstance(item, Parallel):
+            members = tuple(
+                site(member, f"{key}.{index}", key)
+                for index, member in enumerate(item.items, start=1)
+            )
+            concurrent = item.compensation_order == "concurrent"
+            items.append(Group(key, item.name, members, concurrent, item.merge is not None))
+        else:
+            items.append(site(item, key, None))
+    return Shape(
+        tuple(items),
+        saga_timeout=flow.saga_timeout is not None,
+        handler=flow.compensation_failure_handler is not None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """One scenario's faults, by site key."""
+
+    make_error: Callable[[str], Exception]
+    fail_action: str | None = None
+    fail_compensation: str | None = None
+    hang_action: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One call of an action, compensation or the failure handler; `started` and `ended`
+    are positions in the run's sequence of call starts and ends."""
+
+    kind: CallKind
+    site: Site | None
+    attempt: int
+    data: object
+    started: int
+    ended: int | None = None
+    returned: object = None
+    raised: BaseException | None = None
+    injected: BaseException | None = None
+    """The fault the harness raised here, if any."""
+
+    @property
+    def label(self) -> str:
+        if self.site is None:
+            return "failure handler"
+        return f"undo {self.site.label}" if self.kind == "compensation" else self.site.label
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Every call of one run, in the order they started."""
+
+    calls: list[Call] = field(default_factory=list)
+    finished_at: int = 0
+    """The position at which the caller got the run's outcome (see `mark`)."""
+    _tick: int = 0
+    _attempts: Counter[tuple[CallKind, str]] = field(default_factory=Counter)
+
+    def start(self, kind: CallKind, site: Site | None, data: object) -> Call:
+        key = (kind, site.key if site is not None else "")
+        self._attempts[key] += 1
+        self._tick += 1
+        call = Call(kind, site, self._attempts[key], data, self._tick)
+        self.calls.append(call)
+        return call
+
+    def end(self, call: Call, returned: object = None, raised: BaseException | None = None) -> None:
+        self._tick += 1
+        call.ended = self._tick
+        call.returned = returned
+        call.raised = raised
+
+    def mark(self) -> int:
+        """A position between call starts and ends: when the run gave its outcome."""
+        self._tick += 1
+        return self._tick
+
+    def of(self, kind: CallKind) -> list[Call]:
+        return [call for call in self.calls if call.kind == kind]
+
+
+def instrument(
+    flow: SagaFlow[Any], shape: Shape, faults: Faults, recorder: Recorder
+) -> SagaFlow[Any]:
+    """`flow` with every action, compensation and the failure handler wrapped."""
+    sites = iter(shape.sites)
+
+    def wrap(item: Any) -> Any:
+        site = next(sites)
+        action = _action(item.action, site, faults, recorder)
+        if isinstance(item, Transaction):
+            compensate = _compensation(item.compensate, site, faults, recorder)
+            return dataclasses.replace(item, action=action, compensate=compensate)
+        return dataclasses.replace(item, action=action)
+
+    items = tuple(
+        dataclasses.replace(item, items=tuple(wrap(member) for member in item.items))
+        if isinstance(item, Parallel)
+        else wrap(item)
+        for item in flow.items
+    )
+    handler = flow.compensation_failure_handler
+    if handler is not None:
+        handler = _handler(handler, recorder)
+    return dataclasses.replace(flow, items=items, compensation_failure_handler=handler)
+
+
+def _action(
+    original: Callable[[Any], Any], site: Site, faults: Faults, recorder: Recorder
+) -> Callable[[Any], Any]:
+    async def action(data: Any) -> Any:
+        call = recorder.start("action", site, data)
+        try:
+            await asyncio.sleep(0)  # an await point before the step acts
+            if faults.hang_action == site.key:
+                await asyncio.get_running_loop().create_future()  # never done: only a timeout
+            if faults.fail_action == site.key:
+                fault = faults.make_error(
+                    f"injected failure of step {site.label} (attempt {call.attempt})"
+                )
+                call.injected = fault
+                raise fault
+            out = await original(data)
+            await asyncio.sleep(0)  # an await point after it acted, before the engine knows
+        except BaseException as error:
+            recorder.end(call, raised=error)
+            raise
+        recorder.end(call, returned=out)
+        return out
+
+    action.__name__ = action.__qualname__ = site.name
+    return action
+
+
+def _compensation(
+    original: Callable[[Any], Any], site: Site, faults: Faults, recorder: Recorder
+) -> Callable[[Any], Any]:
+    async def compensate(data: Any) -> None:
+        call = recorder.start("compensation", site, data)
+        try:
+            await asyncio.sleep(0)
+            if faults.fail_compensation == site.key:
+                fault = faults.make_error(f"injected failure of the compensation of {site.label}")
+                call.injected = fault
+                raise fault
+            await original(data)
+            await asyncio.sleep(0)
+        except BaseException as error:
+            recorder.end(call, raised=error)
+            raise
+        recorder.end(call)
+
+    compensate.__name__ = compensate.__qualname__ = f"undo_{site.name}"
+    return compensate
+
+
+def _handler(original: Callable[[Any], Any], recorder: Recorder) -> Callable[[Any], Any]:
+    async def handler(data: Any) -> None:
+        call = recorder.start("handler", None, data)
+        try:
+            returned = original(data)
+            if inspect.isawaitable(returned):
+                await returned
+        except BaseException as error:
+            recorder.end(call, raised=error)
+            raise
+        recorder.end(call)
+
+    return handler
