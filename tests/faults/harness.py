@@ -25,6 +25,7 @@ from spakky_saga import (
     ErrorStrategy,
     ExponentialBackoff,
     FlowItem,
+    InMemorySagaStore,
     Retry,
     SagaCompensationFailedError,
     SagaEngine,
@@ -41,6 +42,7 @@ from spakky_saga import (
     saga_flow,
     step,
 )
+from spakky_saga.store import SagaRecord
 from tests.faults.scenario import (
     EIGHTH,
     MAX_STEPS,
@@ -159,6 +161,9 @@ class Trace:
     """Tasks other than the caller's still alive when the caller got its answer."""
     listener_warnings: list[str]
     input: Snapshot
+    durable: bool = False
+    stored: SagaRecord | None = None
+    """On a durable engine: the saga as its store has it after the run."""
 
 
 _RUNNING: Final[contextvars.ContextVar[tuple[int, int]]] = contextvars.ContextVar(
@@ -338,19 +343,24 @@ def _strategy(spec: Strategy) -> ErrorStrategy:
         return Compensate()
     if spec.kind == "skip":
         return Skip()
-    retry_on = {
-        "any": None,
-        "boom": Boom,
-        "predicate": is_boom,
-        "raising_predicate": broken_predicate,
-    }[spec.retry_on]
     retry = BrokenRetry if spec.broken else Retry
     return retry(
         spec.max_attempts,
         ExponentialBackoff(spec.backoff * QUARTER),
         Skip() if spec.then_skip else Compensate(),
-        retry_on=retry_on,
+        retry_on=_retry_on(spec),
     )
+
+
+def _retry_on(spec: Strategy) -> Any:
+    """The step's `retry_on=`. Typed Any: the mypy plugin rejects a value typed as the union
+    of an exception class and a predicate, though it accepts each alone (a false positive)."""
+    return {
+        "any": None,
+        "boom": Boom,
+        "predicate": is_boom,
+        "raising_predicate": broken_predicate,
+    }[spec.retry_on]
 
 
 def _step(spec: StepSpec) -> SagaStep[Any] | Transaction[Any]:
@@ -440,9 +450,12 @@ def _raising_filter(record: logging.LogRecord) -> bool:
 ENGINE_LOGGER: Final = logging.getLogger("spakky_saga.engine")
 
 
-def run_scenario(scenario: Scenario, data: AbstractSagaData, *, observers: bool) -> Trace:
+def run_scenario(
+    scenario: Scenario, data: AbstractSagaData, *, observers: bool, durable: bool = False
+) -> Trace:
     """Run `scenario` on a fresh virtual-time loop; with `observers`, with a raising listener,
-    log handler and log filter attached."""
+    log handler and log filter attached; `durable`, on an engine writing its saga log to an
+    in-memory store."""
     handler = RaisingHandler()
     if observers:
         ENGINE_LOGGER.addHandler(handler)
@@ -452,7 +465,7 @@ def run_scenario(scenario: Scenario, data: AbstractSagaData, *, observers: bool)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SagaListenerWarning)
-            trace = run_virtual(_main(scenario, data, observers))
+            trace = run_virtual(_main(scenario, data, observers, durable))
     finally:
         if observers:
             ENGINE_LOGGER.removeHandler(handler)
@@ -464,10 +477,19 @@ def run_scenario(scenario: Scenario, data: AbstractSagaData, *, observers: bool)
     return trace
 
 
-async def _main(scenario: Scenario, data: AbstractSagaData, observers: bool) -> Trace:
-    engine = new_engine(scenario.compensation_timeout)
-    trace = await call_saga(engine, scenario, data, observers=observers)
+async def _main(
+    scenario: Scenario, data: AbstractSagaData, observers: bool, durable: bool
+) -> Trace:
+    engine = new_engine(scenario.compensation_timeout, durable=durable)
+    name = "faults" if durable else "<anonymous>"  # a durable saga needs a name (recovery)
+    trace = await call_saga(engine, scenario, data, observers=observers, saga_name=name)
     trace.tasks_left = len(asyncio.all_tasks() - {asyncio.current_task()})
+    if durable:
+        assert engine.store is not None
+        trace.durable = True
+        trace.stored = await engine.store.load(str(data.saga_id))
+        await engine.aclose()  # its lease heartbeat is the one task allowed to outlive a run
+        trace.tasks_left = len(asyncio.all_tasks() - {asyncio.current_task()})
     return trace
 
 
@@ -475,15 +497,18 @@ async def _journaled_sleep(delay: float) -> None:
     await _JOURNAL.get().backoff(delay)
 
 
-def new_engine(compensation_timeout: int | None, *, raising_listener: bool = False) -> SagaEngine:
+def new_engine(
+    compensation_timeout: int | None, *, raising_listener: bool = False, durable: bool = False
+) -> SagaEngine:
     """An engine on the running (virtual) loop's clock whose backoff sleeps are journaled
-    (optionally with a raising listener of its own); it can be shared by any number of
-    concurrent `call_saga`s."""
+    (optionally with a raising listener of its own, or durable on an in-memory store); it can
+    be shared by any number of concurrent `call_saga`s."""
     return SagaEngine(
         clock=asyncio.get_running_loop().time,
         sleep=_journaled_sleep,
         compensation_timeout=_seconds(compensation_timeout, QUARTER),
         listeners=[RaisingListener()] if raising_listener else [],
+        store=InMemorySagaStore() if durable else None,
     )
 
 
@@ -494,6 +519,7 @@ async def call_saga(
     *,
     observers: bool,
     flow: SagaFlow[Any] | None = None,
+    saga_name: str = "<anonymous>",
 ) -> Trace:
     """Be the saga's caller: start it in a task (running `flow`, by default the scenario's
     flow built afresh), cancel it as the scenario says, and record what came back
@@ -504,7 +530,7 @@ async def call_saga(
     if flow is None:
         flow = build_flow(scenario)
     listeners = [RaisingListener()] if observers else []
-    task = asyncio.create_task(engine.run(flow, data, listeners=listeners))
+    task = asyncio.create_task(engine.run(flow, data, saga_name=saga_name, listeners=listeners))
     for point in scenario.cancels:
         if point.at:
             await asyncio.sleep(max(0.0, journal.began + point.at * SIXTEENTH - loop.time()))

@@ -6,7 +6,8 @@ step, saga and compensation timeouts) with random faults (which attempt raises, 
 cancels itself or turns its cancellation into an error; which compensation fails or hangs;
 when the caller cancels, once or twice, including during backoff sleeps, compensations and the
 failure handler), run on a virtual-time event loop so every run is deterministic and takes
-no real time. The invariants are in invariants.py.
+no real time, on an in-memory engine and on a durable one (an in-memory store). The
+invariants are in invariants.py.
 
 The default run is derandomized (the same examples on every machine, under 30 s);
 `SPAKKY_SAGA_FAULT_EXAMPLES=5000` runs that many examples per test.
@@ -39,6 +40,16 @@ def test_random_faults_never_break_the_compensation_promise(scenario: Scenario) 
     trace = run_scenario(scenario, new_data(), observers=False)
 
     check(scenario, trace)
+
+
+@FAULTS
+@given(scenarios())
+def test_durable_runs_keep_the_promise_and_leave_the_outcome_in_their_store(
+    scenario: Scenario,
+) -> None:
+    trace = run_scenario(scenario, new_data(), observers=False, durable=True)
+
+    check(scenario, trace)  # with a durable trace, also: stored status, data, lease released
 
 
 @FAULTS
