@@ -29,13 +29,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.events import SagaEventKind
-from spakky_saga.fingerprint import (
-    Structure,
-    describe_changes,
-    encode_structure,
-    fingerprint_of,
-    structure_of,
-)
+from spakky_saga.fingerprint import Structure, describe_changes, identity_of
 from spakky_saga.flow import SagaFlow
 from spakky_saga.journal import SagaJournal, begin_record
 from spakky_saga.listeners import ListenerSet
@@ -103,10 +97,10 @@ class DurableRuns:
         registration = self.registry.get(saga_name)
         if registration is None:
             registration = self.registry.register(saga_name, flow)  # refuses a bad name
-        structure = structure_of(plan)
+        identity = identity_of(plan)
         registered = registration.plan()
-        if registered is not plan and structure_of(registered) != structure:
-            changes = describe_changes(structure_of(registered), structure)
+        if registered is not plan and identity_of(registered).fingerprint != identity.fingerprint:
+            changes = describe_changes(identity_of(registered).structure, identity.structure)
             raise SagaFlowDefinitionError(
                 f'saga "{saga_name}" is registered with another flow ({"; ".join(changes)}); '
                 "one name must always mean one flow, or recovery would run the wrong steps"
@@ -123,8 +117,8 @@ class DurableRuns:
                 saga_id=saga_id,
                 saga_name=saga_name,
                 owner=self.owner,
-                fingerprint=fingerprint_of(structure),
-                structure=encode_structure(structure),
+                fingerprint=identity.fingerprint,
+                structure=identity.encoded,
                 policy=(registration.recovery or self.recovery).value,
                 data_text=text,
                 data=data,
@@ -299,12 +293,12 @@ class DurableRuns:
                 "spakky container register its @Saga() classes"
             )
         plan = registration.plan()
-        structure = structure_of(plan)
-        if fingerprint_of(structure) == record.fingerprint:
+        identity = identity_of(plan)
+        if identity.fingerprint == record.fingerprint:
             return plan, ()
         old: Structure = json.loads(record.structure)
         if not compensate_by_name:
-            raise SagaFlowChangedError(record.saga_name, describe_changes(old, structure))
+            raise SagaFlowChangedError(record.saga_name, describe_changes(old, identity.structure))
         return _plan_by_name(old, plan)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
 
@@ -36,9 +36,24 @@ def encode_structure(structure: Structure) -> str:
     return json.dumps(structure, separators=(",", ":"), sort_keys=True)
 
 
-def fingerprint_of(structure: Structure) -> str:
-    """A short stable hash of the structure."""
-    return hashlib.sha256(encode_structure(structure).encode()).hexdigest()[:32]
+class Identity(NamedTuple):
+    """A plan's structure, its JSON and its fingerprint: computed once per plan."""
+
+    structure: Structure
+    encoded: str
+    fingerprint: str
+
+
+def identity_of(plan: ExecutionPlan) -> Identity:
+    """The plan's identity, cached on the plan (a durable run needs it at every start)."""
+    identity = plan.identity
+    if identity is None:
+        structure = structure_of(plan)
+        encoded = encode_structure(structure)
+        fingerprint = hashlib.sha256(encoded.encode()).hexdigest()[:32]  # short, stable
+        identity = Identity(structure, encoded, fingerprint)
+        object.__setattr__(plan, "identity", identity)  # a cache on a frozen plan
+    return identity  # type: ignore[no-any-return] # set just above or earlier: an Identity
 
 
 def describe_changes(old: Structure, new: Structure) -> tuple[str, ...]:

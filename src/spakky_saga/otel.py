@@ -224,10 +224,20 @@ class SagaTelemetryListener(SagaListener):
 
     @_contained
     def saga_started(self, event: SagaEvent) -> None:
-        span = self._tracer.start_span(
-            f"saga {event.saga_name}",
-            attributes={SAGA_NAME: event.saga_name, SAGA_ID: str(event.saga_id)},
-        )
+        self._start_run(event, {SAGA_NAME: event.saga_name, SAGA_ID: str(event.saga_id)})
+
+    @_contained
+    def saga_recovered(self, event: SagaEvent) -> None:
+        """A run of `recover()`: its span is current in the recovering task, as a run's is."""
+        attributes: dict[str, str | bool] = {
+            SAGA_NAME: event.saga_name,
+            SAGA_ID: str(event.saga_id),
+            SAGA_RECOVERED: True,
+        }
+        self._start_run(event, attributes)
+
+    def _start_run(self, event: SagaEvent, attributes: dict[str, str | bool]) -> None:
+        span = self._tracer.start_span(f"saga {event.saga_name}", attributes=attributes)
         context = trace.set_span_in_context(span)
         run = _RunSpans(event.saga_id, event.saga_name, span, context)
         run.tokens = (otel_context.attach(context), self._current.set(run))

@@ -7,7 +7,7 @@ marked for the engine's fast path. A flow's plan is cached on the flow object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from spakky_saga.flow import MergeFn, Parallel, SagaFlow, Transaction
@@ -56,6 +56,9 @@ class ExecutionPlan:
     nodes: tuple[PlanNode, ...]
     timeout: float | None
     compensation_failure_handler: Any | None
+    identity: Any = field(default=None, init=False, compare=False, repr=False)
+    """What a durable run records of this plan (its structure and fingerprint), worked out on
+    the first durable run and kept here: fingerprint.identity_of."""
 
 
 def plan_for(flow: SagaFlow[Any]) -> ExecutionPlan:

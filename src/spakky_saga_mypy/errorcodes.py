@@ -174,13 +174,10 @@ def strategy_class(
     """Check 7: a strategy class where a strategy instance belongs (`step | Skip`)."""
     if is_base:
         problem = (
-            f'"{name}" is the base class of the strategies; use Compensate(), Skip() or '
-            "Retry(...)"
+            f'"{name}" is the base class of the strategies; use Compensate(), Skip() or Retry(...)'
         )
     else:
-        problem = (
-            f'"{name}" is the strategy class itself, not an instance; did you mean {name}()?'
-        )
+        problem = f'"{name}" is the strategy class itself, not an instance; did you mean {name}()?'
     api.fail(f"{lead}{problem}", context, code=STRATEGY)
 
 

@@ -1,5 +1,6 @@
-"""Load the spakky_saga pytest plugin when the installed package does not (yet) declare it,
-and make the demo (examples/order_saga.py) importable as `order_saga`.
+"""Load the spakky_saga pytest plugin when the installed package does not (yet) declare it
+(the `pytest11` entry point loads it once the package is installed), and make the demo
+(examples/order_saga.py) importable as `order_saga`.
 
 The plugin's `pytest11` entry point exists once the package is (re)installed; until then,
 running these tests from a checkout still gets its fixtures. The demo is imported by its

@@ -118,8 +118,6 @@ def test_the_fixtures_work_in_another_project_beside_its_own_clock_and_engine(
             "pytest",
             "-q",
             "-p",
-            "spakky_saga.testing.pytest_plugin",
-            "-p",
             "no:cacheprovider",
             "-o",
             "asyncio_mode=auto",

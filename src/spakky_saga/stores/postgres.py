@@ -134,8 +134,9 @@ class PostgresSagaStore:
                 min_size=self._min_size,
                 max_size=self._max_size,
                 open=False,
+                # No check on checkout (a round trip each time): a write that meets a broken
+                # connection is retried once on a fresh one (see _write).
                 kwargs={"autocommit": True},
-                check=pool_module.AsyncConnectionPool.check_connection,
             )
             try:
                 await pool.open(wait=True, timeout=10)
@@ -163,34 +164,38 @@ class PostgresSagaStore:
     ) -> None:
         psycopg, _ = _driver()
 
+        # One statement (one round trip, one implicit transaction): the row, then its entries.
+        statement = (
+            f"WITH created AS (INSERT INTO {self._t('sagas')} "
+            f"({_SAGA_COLUMNS.replace('::text', '')}) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, %s, "
+            f"{_NOW} + %s, %s, %s) RETURNING saga_id)"
+            f"{self._entries_from('created') if events else ''} SELECT count(*) FROM created"
+        )
+        params: list[object] = [
+            record.saga_id,
+            record.saga_name,
+            record.status.value,
+            record.fingerprint,
+            record.structure,
+            record.policy,
+            record.data,
+            record.data_type,
+            record.codec,
+            record.owner,
+            lease_seconds,
+            record.failed_step,
+            record.error,
+            *_columns(events),
+        ]
+
         async def run(conn: AsyncConnection[Any], retried: bool) -> None:
-            async with conn.transaction():
-                try:
-                    await conn.execute(
-                        f"INSERT INTO {self._t('sagas')} ({_SAGA_COLUMNS.replace('::text', '')}) "
-                        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, %s, "
-                        f"{_NOW} + %s, %s, %s)",
-                        (
-                            record.saga_id,
-                            record.saga_name,
-                            record.status.value,
-                            record.fingerprint,
-                            record.structure,
-                            record.policy,
-                            record.data,
-                            record.data_type,
-                            record.codec,
-                            record.owner,
-                            lease_seconds,
-                            record.failed_step,
-                            record.error,
-                        ),
-                    )
-                except psycopg.errors.UniqueViolation:
-                    if retried and await self._owned_with(conn, record.saga_id, record.owner):
-                        return  # the first try committed before its connection died
-                    raise SagaAlreadyStartedError(record.saga_id) from None
-                await self._insert_events(conn, record.saga_id, events)
+            try:
+                await conn.execute(statement, params)
+            except psycopg.errors.UniqueViolation:
+                if retried and await self._owned_with(conn, record.saga_id, record.owner):
+                    return  # the first try committed before its connection died
+                raise SagaAlreadyStartedError(record.saga_id) from None
 
         await self._write(run)
 
@@ -221,17 +226,22 @@ class PostgresSagaStore:
             if value is not None:
                 sets.append(f"{column} = %s")
                 values.append(value)
+        # One statement, so one round trip and an implicit transaction: the lease check (the
+        # UPDATE matches only while `owner` holds the saga) and the new entries (inserted only
+        # from that UPDATE's row) commit together or not at all.
         statement = (
-            f"UPDATE {self._t('sagas')} SET {', '.join(sets)} WHERE saga_id = %s AND owner = %s"
+            f"WITH owned AS (UPDATE {self._t('sagas')} SET {', '.join(sets)} "
+            "WHERE saga_id = %s AND owner = %s RETURNING saga_id)"
         )
+        statement += f"{self._entries_from('owned') if events else ''} SELECT count(*) FROM owned"
+        params: list[object] = [*values, saga_id, owner, *_columns(events)]
 
         async def run(conn: AsyncConnection[Any], retried: bool) -> None:
             try:
-                async with conn.transaction():
-                    cursor = await conn.execute(statement, (*values, saga_id, owner))
-                    if cursor.rowcount != 1:
-                        raise SagaLeaseLostError(saga_id, owner)
-                    await self._insert_events(conn, saga_id, events)
+                cursor = await conn.execute(statement, params, prepare=True)
+                row = await cursor.fetchone()
+                if row is None or row[0] != 1:
+                    raise SagaLeaseLostError(saga_id, owner)
             except psycopg.errors.UniqueViolation:
                 if retried and events:  # the first try committed before its connection died
                     return
@@ -363,35 +373,20 @@ class PostgresSagaStore:
         )
         return await cursor.fetchone() is not None
 
-    async def _insert_events(
-        self, conn: AsyncConnection[Any], saga_id: str, events: Sequence[StoredEvent]
-    ) -> None:
-        if not events:
-            return
-        async with conn.cursor() as cursor:
-            await cursor.executemany(
-                f"INSERT INTO {self._t('events')} "
-                f"({_EVENT_COLUMNS.replace('::text', '')}, saga_id) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        e.seq,
-                        e.kind,
-                        e.at,
-                        e.step_key,
-                        e.step,
-                        e.attempt,
-                        e.elapsed,
-                        e.error_type,
-                        e.error,
-                        e.data,
-                        e.data_type,
-                        e.owner,
-                        saga_id,
-                    )
-                    for e in events
-                ],
-            )
+    def _entries_from(self, source: str) -> str:
+        """A CTE inserting a batch of log entries (passed as one array per column, see
+        `_columns`) for the saga row that `source` (a CTE returning saga_id) yields: none if
+        it yields none."""
+        return (
+            f", added AS (INSERT INTO {self._t('events')} "
+            f"({_EVENT_COLUMNS.replace('::text', '')}, saga_id) "
+            "SELECT e.seq, e.kind, e.at, e.step_key, e.step, e.attempt, e.elapsed, "
+            f"e.error_type, e.error, e.data::jsonb, e.data_type, e.owner, {source}.saga_id "
+            f"FROM {source}, unnest(%s::int[], %s::text[], %s::float8[], %s::text[], "
+            "%s::text[], %s::int[], %s::float8[], %s::text[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[]) AS e(seq, kind, at, step_key, step, attempt, elapsed, "
+            "error_type, error, data, data_type, owner) RETURNING 1)"
+        )
 
     async def _load(self, conn: AsyncConnection[Any], saga_id: str) -> SagaRecord | None:
         cursor = await conn.execute(
@@ -436,6 +431,30 @@ class PostgresSagaStore:
                 for statement in _MIGRATIONS[step]:
                     await conn.execute(statement.replace("{s}", f'"{self.schema}"'))
                 await conn.execute(f"UPDATE {self._t('schema')} SET version = %s", (step,))
+
+
+def _columns(events: Sequence[StoredEvent]) -> list[list[object]]:
+    """The entries as one list per column, for `unnest` (none when there are none)."""
+    if not events:
+        return []
+    rows = [
+        (
+            e.seq,
+            e.kind,
+            e.at,
+            e.step_key,
+            e.step,
+            e.attempt,
+            e.elapsed,
+            e.error_type,
+            e.error,
+            e.data,
+            e.data_type,
+            e.owner,
+        )
+        for e in events
+    ]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _driver() -> tuple[Any, Any]:
