@@ -1,10 +1,12 @@
 """What a fault scenario is, and how a random one is drawn.
 
-A scenario is plain data: the flow's shape (sequential steps and parallel groups), each
-step's strategy, timeout, and what each of its attempts and its compensation will do (return
-after some yields and some virtual time, raise, hang, raise CancelledError on its own, turn a
-cancellation into its own error), the saga timeout, the compensation timeout, the failure
-handler, when the caller cancels, and whether raising observers are attached.
+A scenario is plain data: the flow's shape (sequential steps and parallel groups, members
+that may conflict on a shared field, steps that may share a name), each step's strategy,
+timeout, and what each of its attempts and its compensation will do (return after some
+yields and some virtual time, raise, hang, raise CancelledError on its own, turn a
+cancellation into its own error, return something that is not the saga's data), the saga
+timeout, the compensation timeout, the failure handler, when the caller cancels, and whether
+raising observers are attached.
 
 Times are in virtual seconds (see virtual_loop.py), chosen on grids that never meet: step
 delays, step timeouts and backoffs are multiples of a quarter second, the saga timeout is an

@@ -3,7 +3,8 @@
 Each example is a random flow (sequential steps and parallel groups, transactions and plain
 steps, Compensate / Skip / Retry with backoff, retry_on filters and broken strategy code,
 step, saga and compensation timeouts) with random faults (which attempt raises, hangs,
-cancels itself or turns its cancellation into an error; which compensation fails or hangs;
+cancels itself, turns its cancellation into an error or returns a wrong type; which group
+members conflict; which compensation fails or hangs;
 when the caller cancels, once or twice, including during backoff sleeps, compensations and the
 failure handler), run on a virtual-time event loop so every run is deterministic and takes
 no real time, on an in-memory engine and on a durable one (an in-memory store). The
