@@ -8,6 +8,7 @@ can never change that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -494,3 +495,23 @@ def test_no_thread_or_task_is_left_behind() -> None:
 
     asyncio.run(main())
     assert threading.active_count() == before
+
+
+async def test_a_cancellation_the_caller_swallowed_before_the_saga_is_not_the_sagas(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    current = asyncio.current_task()
+    assert current is not None
+    current.cancel()
+    with contextlib.suppress(asyncio.CancelledError):  # swallowed without uncancel()
+        await asyncio.sleep(0)
+    assert current.cancelling() == 1
+
+    result = await engine.run(
+        saga_flow(journal.transaction("a"), step(journal.fail("b", times=1), on_error=Retry(2))),
+        order,
+    )
+
+    assert result.status is SagaStatus.COMPLETED
+    assert journal.events == ["a", "b", "b"]
+    current.uncancel()

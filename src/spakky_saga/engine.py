@@ -362,6 +362,10 @@ class SagaEngine:
         t0 = started  # when the running item started
         nodes = plan.nodes
         first = 0 if resume is None else resume.next_index
+        task = asyncio.current_task()
+        assert task is not None, "a saga runs in a task"
+        cancelling = task.cancelling  # a step that swallowed a cancellation cannot hide it
+        before = cancelling()  # cancellations of this task from before the saga are not ours
         scope: Any = _NO_SCOPE
         if plan.timeout is not None:
             scope = asyncio.timeout(plan.timeout)
@@ -417,10 +421,12 @@ class SagaEngine:
                         t0 = run.attempt_started = clock()
                         try:
                             out = await step.action(data)
+                            if cancelling() > before:
+                                raise asyncio.CancelledError
                             if out is not None and out.__class__ is not data.__class__:
                                 _check_output(name, out, data)
                         except (Exception, asyncio.CancelledError) as caught:
-                            error = _step_error(name, caught)
+                            error = _step_error(name, caught, before)
                             run.node = None
                             elapsed = run.record(name, _FAILED, t0, 1, False, error)
                             run.emit(_STEP_FAILED, name, step.key, 1, elapsed, error)
@@ -458,6 +464,8 @@ class SagaEngine:
                         if isinstance(outcome, _GroupFailed):
                             failure = outcome
                             data = outcome.data  # type: ignore[assignment] # merge keeps the type
+                            if journal is not None:
+                                journal.merged(data)
                             break
                         data = outcome  # type: ignore[assignment] # merge keeps the data type
                         if journal is not None:
@@ -470,6 +478,8 @@ class SagaEngine:
                 raise
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
+                if journal is not None:
+                    journal.merged(data)
             status = SagaStatus.TIMED_OUT
             running = node.name if node is not None else None
             assert plan.timeout is not None
@@ -486,6 +496,8 @@ class SagaEngine:
         except asyncio.CancelledError as cancelled:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
+                if journal is not None:
+                    journal.merged(data)
             _cut(run, run, cancelled)
             running = node.name if node is not None else None
             await self._roll_back(plan, run, data, cancelled=cancelled, failed_step=running)
@@ -514,7 +526,7 @@ class SagaEngine:
             plan, run, data, status=status, failed_step=failure.step, error=failure.error
         )
 
-    async def _attempt(
+    async def _attempt(  # noqa: PLR0915 - one attempt loop; splitting it costs a frame a step
         self,
         step: StepNode,
         data: AbstractSagaData,
@@ -536,6 +548,9 @@ class SagaEngine:
         name = step.name
         key = step.key
         attempt = first_attempt
+        task = asyncio.current_task()
+        assert task is not None, "a saga runs in a task"
+        before = task.cancelling()  # cancellations from before this step are not its own
         while True:
             if progress:
                 run.emit(_STEP_STARTED, name, key, attempt)
@@ -548,10 +563,12 @@ class SagaEngine:
                     out = await step.action(data)
                 else:
                     out = await _with_timeout(step, data)
+                if task.cancelling() > before:  # a step swallowed a cancellation: it still wins
+                    raise asyncio.CancelledError
                 if out is not None and out.__class__ is not data.__class__:
                     _check_output(name, out, data)
             except (Exception, asyncio.CancelledError) as caught:
-                error = _step_error(name, caught)  # a cancellation wins over retry and skip
+                error = _step_error(name, caught, before)  # a cancellation wins: no retry, skip
                 cursor.node = None
                 elapsed = run.record(name, _FAILED, t0, attempt, False, error)
                 run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
@@ -791,7 +808,7 @@ class SagaEngine:
             if task is not None and task.cancelling():  # the rollback itself is cut off
                 _interrupted(run, step, outcome, started=True, since=t0)
                 raise
-            self._compensation_failed(run, step, outcome, _step_error(name, caught), t0)
+            self._compensation_failed(run, step, outcome, _step_error(name, caught, 0), t0)
             return
         except Exception as caught:
             self._compensation_failed(run, step, outcome, caught, t0)
@@ -877,7 +894,7 @@ async def _with_timeout(step: StepNode, data: AbstractSagaData) -> Any:
         raise SagaStepTimeoutError(step.name, timedelta(seconds=step.timeout)) from error
 
 
-def _step_error(step: str, error: Exception | asyncio.CancelledError) -> Exception:
+def _step_error(step: str, error: Exception | asyncio.CancelledError, before: int) -> Exception:
     """What a step's (or compensation's) exception counts as, on the failure path only.
 
     While the saga's task is being cancelled (by its caller, the saga timeout or a parallel
@@ -885,10 +902,12 @@ def _step_error(step: str, error: Exception | asyncio.CancelledError) -> Excepti
     exception must not be retried or skipped. A CancelledError the step raised on its own,
     from awaiting something cancelled elsewhere, is the step's failure
     (SagaStepCancelledError), so the saga returns a result instead of cancelling a caller
-    nobody cancelled.
+    nobody cancelled. `before` is the task's count of pending cancellations when the saga or
+    step began: one the caller's own code swallowed earlier (without `uncancel()`) is not
+    this saga's.
     """
     task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if task is not None and task.cancelling() > before:
         if isinstance(error, asyncio.CancelledError):
             raise error
         raise asyncio.CancelledError() from error

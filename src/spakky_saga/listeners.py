@@ -87,81 +87,96 @@ PROGRESS_KINDS: Final = frozenset(
 type _Handler = Callable[[SagaEvent], object]
 
 
+class _Entry:
+    """One attached listener, and whether its first error was reported already."""
+
+    __slots__ = ("listener", "reported")
+
+    def __init__(self, listener: object) -> None:
+        self.listener = listener
+        self.reported = False
+
+
 class ListenerSet:
     """Listeners attached together, with each event kind's handlers looked up once.
 
-    `notify` is the one place listeners are called: it contains their exceptions.
+    `notify` is the one place listeners are called: it contains their exceptions. A listener
+    is reported once per attachment: an engine's listeners once per engine (the sets `plus`
+    makes for one run share their entries), a run's own listeners once per run.
     """
 
-    __slots__ = ("_handlers", "_listeners", "_progress", "_reported")
+    __slots__ = ("_entries", "_handlers", "_progress")
 
     def __init__(
-        self, listeners: Iterable[object] = (), *, reported: set[int] | None = None
+        self, listeners: Iterable[object] = (), *, inherited: tuple[_Entry, ...] = ()
     ) -> None:
-        self._listeners: tuple[object, ...] = tuple(listeners)
-        for listener in self._listeners:
-            if not any(callable(getattr(listener, k.value, None)) for k in SagaEventKind):
+        own = tuple(_Entry(listener) for listener in listeners)
+        for entry in own:
+            if not any(callable(getattr(entry.listener, k.value, None)) for k in SagaEventKind):
                 raise TypeError(
-                    f"{safe_repr(listener)} is not a saga listener: subclass SagaListener and "
-                    "override the methods of the events you need (step_failed, ...)"
+                    f"{safe_repr(entry.listener)} is not a saga listener: subclass SagaListener "
+                    "and override the methods of the events you need (step_failed, ...)"
                 )
-        self._handlers: dict[SagaEventKind, tuple[tuple[object, _Handler], ...]] = {
+        self._entries: tuple[_Entry, ...] = (*inherited, *own)
+        self._handlers: dict[SagaEventKind, tuple[tuple[_Entry, _Handler], ...]] = {
             kind: tuple(
-                (listener, handler)
-                for listener in self._listeners
-                if (handler := _handler(listener, kind)) is not None
+                (entry, handler)
+                for entry in self._entries
+                if (handler := _handler(entry.listener, kind)) is not None
             )
             for kind in SagaEventKind
         }
         self._progress = tuple(
-            listener
-            for listener in self._listeners
-            if any(owner is listener for k in PROGRESS_KINDS for owner, _ in self._handlers[k])
+            entry
+            for entry in self._entries
+            if any(owner is entry for k in PROGRESS_KINDS for owner, _ in self._handlers[k])
         )
-        self._reported = reported if reported is not None else set()
 
     @property
     def listeners(self) -> tuple[object, ...]:
-        return self._listeners
+        return tuple(entry.listener for entry in self._entries)
 
     def __bool__(self) -> bool:
-        return bool(self._listeners)
+        return bool(self._entries)
 
     def plus(self, extra: Iterable[object]) -> ListenerSet:
-        """These listeners followed by `extra` (one run's own), sharing what was reported."""
-        return ListenerSet((*self._listeners, *extra), reported=self._reported)
+        """These listeners followed by `extra` (one run's own)."""
+        return ListenerSet(extra, inherited=self._entries)
 
     def wants_progress(self) -> bool:
         """True when some listener handles a progress event and wants them for this run."""
-        for listener in self._progress:
-            wants = getattr(listener, "wants_progress", None)
+        for entry in self._progress:
+            wants = getattr(entry.listener, "wants_progress", None)
             try:
                 if wants is None or wants():
                     return True
             except Exception as error:
-                self._report(listener, "wants_progress", error)
+                _report(entry, "wants_progress", error)
         return False
 
     def notify(self, event: SagaEvent) -> None:
         """Call every handler of `event.kind`; a raising listener is reported once, ignored."""
-        for listener, handler in self._handlers[event.kind]:
+        for entry, handler in self._handlers[event.kind]:
             try:
                 handler(event)
             except (Exception, asyncio.CancelledError) as error:
-                self._report(listener, event.kind.value, error)
+                _report(entry, event.kind.value, error)
 
-    def _report(self, listener: object, where: str, error: BaseException) -> None:
-        if id(listener) in self._reported:
-            return
-        self._reported.add(id(listener))
-        warnings.warn(
-            SagaListenerWarning(
-                f"saga listener {safe_repr(listener)} raised {error_text(error)} in {where}(); "
-                "it is ignored (observers never change a saga's run), and later errors of this "
-                "listener are not reported again"
-            ),
-            stacklevel=2,
-        )
+
+def _report(entry: _Entry, where: str, error: BaseException) -> None:
+    if entry.reported:
+        return
+    entry.reported = True
+    # The listener's type, not its repr: a repr with an address would make every listener's
+    # warning text new, and the warnings registry would keep each of them.
+    kind = type(entry.listener).__qualname__
+    warnings.warn(
+        SagaListenerWarning(
+            f"saga listener {kind} raised {error_text(error)} in {where}(); it is ignored "
+            "(observers never change a saga's run), and its later errors are not reported"
+        ),
+        stacklevel=3,
+    )
 
 
 def _handler(listener: object, kind: SagaEventKind) -> _Handler | None:

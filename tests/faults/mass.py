@@ -35,7 +35,7 @@ POOL = 2000
 """Distinct scenarios per batch (drawing one costs more than running it); each saga runs a
 random one of them with its own data, journal and caller."""
 
-PER_RUN_LISTENERS = False
+PER_RUN_LISTENERS = True
 """Raising observers are attached to the engines (one each, for the scenarios that want
 them). Per-run raising listeners (`engine.run(..., listeners=[...])`) leave memory behind in a
 long-lived engine (test_found_bugs.py); set this to True once that is fixed."""
