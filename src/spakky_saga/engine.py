@@ -353,7 +353,7 @@ class SagaEngine:
         started = run.started
         progress = run.progress
         journal = run.journal
-        append = run.history.append
+        history = run.history  # (no bound methods kept here: each costs an in-flight saga bytes)
         undo = run.undo
         failure: _StepFailed | None = None
         status = SagaStatus.COMPLETED
@@ -364,8 +364,7 @@ class SagaEngine:
         first = 0 if resume is None else resume.next_index
         task = asyncio.current_task()
         assert task is not None, "a saga runs in a task"
-        cancelling = task.cancelling  # a step that swallowed a cancellation cannot hide it
-        before = cancelling()  # cancellations of this task from before the saga are not ours
+        before = task.cancelling()  # cancellations of this task from before the saga: not ours
         scope: Any = _NO_SCOPE
         if plan.timeout is not None:
             scope = asyncio.timeout(plan.timeout)
@@ -421,7 +420,7 @@ class SagaEngine:
                         t0 = run.attempt_started = clock()
                         try:
                             out = await step.action(data)
-                            if cancelling() > before:
+                            if task.cancelling() > before:  # a swallowed cancellation
                                 raise asyncio.CancelledError
                             if out is not None and out.__class__ is not data.__class__:
                                 _check_output(name, out, data)
@@ -434,7 +433,7 @@ class SagaEngine:
                             break
                         run.node = None
                         elapsed = clock() - t0
-                        append(
+                        history.append(
                             _new_record(
                                 StepRecord,
                                 (name, _COMMITTED, elapsed, 1, False, None, t0 - started),

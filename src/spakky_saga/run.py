@@ -25,6 +25,7 @@ from spakky_saga.result import SagaStatus, StepRecord, StepStatus
 type Clock = Callable[[], float]
 type UndoEntry = StepNode | tuple[StepNode, ...]
 
+_NO_DEADLINE: Final[tuple[asyncio.Timeout | None, float]] = (None, 0.0)
 _new_record: Final = tuple.__new__  # StepRecord without its Python-level __new__: hot path
 
 
@@ -90,7 +91,7 @@ class SagaRun(Cursor):
         self.undo: list[UndoEntry] = []
         self.skipped: list[str] | None = None
         """Steps whose failure was skipped; created on the first (most runs have none)."""
-        self.deadline: tuple[asyncio.Timeout | None, float] = (None, 0.0)
+        self.deadline: tuple[asyncio.Timeout | None, float] = _NO_DEADLINE
         """The saga timeout's scope, while the forward pass runs under one: tells a cut made
         by the saga timeout from one made by the caller's cancellation."""
         self.ended = False
