@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from spakky_saga import (
     SqliteSagaStore,
     StoredStatus,
     current_step,
+    parallel,
     saga_flow,
     step,
 )
@@ -252,3 +254,27 @@ def test_engine_options_are_checked_when_built() -> None:
     assert len(raised.value.problems) == 2
     assert "lease=" in raised.value.problems[0]
     assert "store='sagas.db'" in raised.value.problems[1]
+
+
+async def test_the_attempts_of_a_groups_members_share_writes(tmp_path: Path) -> None:
+    class Counting(SqliteSagaStore):
+        writes = 0
+
+        async def append(self, *args: Any, **kwargs: Any) -> None:
+            Counting.writes += 1
+            await super().append(*args, **kwargs)
+
+    ledger = Ledger()
+    engine = SagaEngine(store=Counting(tmp_path / "sagas.db"), log=False)
+    flow = saga_flow(
+        ledger.transaction("reserve"),
+        parallel(*(ledger.transaction(f"member{i}") for i in range(8))),
+    )
+
+    result = await engine.run(flow, Ticket(order_id=1), saga_name="order")
+    await engine.aclose()
+
+    assert result.status is SagaStatus.COMPLETED
+    # reserve's commit with member0's attempt, the other seven attempts together, the end:
+    # not one write a member
+    assert Counting.writes == 3

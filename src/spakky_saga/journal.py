@@ -57,6 +57,7 @@ class SagaJournal:
         "_pending",
         "_release",
         "_status",
+        "_written",
         "lease_seconds",
         "owner",
         "saga_id",
@@ -97,6 +98,8 @@ class SagaJournal:
         self._last_data: AbstractSagaData | None = None
         self._lock: asyncio.Lock | None = None
         self._begun = begin is None  # a recovered saga's row is there already
+        self._written = seq
+        """The last entry known to be in the store."""
 
     @property
     def begun(self) -> bool:
@@ -171,19 +174,22 @@ class SagaJournal:
         """Write what is buffered, in one batch; raise if this run may not write any more.
 
         Batches are written one at a time, in order (group members flush concurrently): a
-        store sees the saga's row before any append, and the log never has a gap.
+        store sees the saga's row before any append, and the log never has a gap. A flush
+        waits only for what was buffered when it was called: if a concurrent flush wrote that
+        (group members' attempts share one write), it returns without writing.
         """
         if self._failure is not None:
             raise self._failure
         if not self._pending and self._begin is None:
             return
+        wanted = self.seq
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._failure is not None:
                 raise self._failure
-            if not self._pending and self._begin is None:
-                return  # a concurrent flush wrote this batch already
+            if self._written >= wanted and self._begin is None:
+                return  # a concurrent flush wrote this caller's entries already
             events, self._pending = self._pending, []
             try:
                 if self._begin is not None:
@@ -194,10 +200,12 @@ class SagaJournal:
                         await self.store.append(
                             self.saga_id, self.owner, (), self._take_update(), self.lease_seconds
                         )
-                    return
-                await self.store.append(
-                    self.saga_id, self.owner, events, self._take_update(), self.lease_seconds
-                )
+                else:
+                    await self.store.append(
+                        self.saga_id, self.owner, events, self._take_update(), self.lease_seconds
+                    )
+                if events:
+                    self._written = events[-1].seq
             except Exception as error:  # a lost lease, or the store failed: stop writing
                 self._failure = error
                 raise
