@@ -5,6 +5,8 @@ demo:
 	@scripts/bootstrap.sh
 	@.venv/bin/python examples/order_saga.py
 	@echo
+	@.venv/bin/python examples/explore_order_saga.py
+	@echo
 	@.venv/bin/python examples/durable_crash.py
 
 test:

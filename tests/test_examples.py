@@ -30,6 +30,14 @@ def test_the_order_demo_completes_one_saga_and_compensates_the_other() -> None:
     assert "refunded=['pay-2']" in output
 
 
+def test_the_exploring_demo_finds_every_promise_kept_at_every_failure_point() -> None:
+    output = run_example("explore_order_saga.py")
+
+    assert output.splitlines()[0].startswith("explore_failures(CreateOrderSaga): ")
+    assert " 0 violations" in output.splitlines()[0]
+    assert "undo issue_ticket fails, reserve_stock fails" in output
+
+
 def test_the_crash_demo_recovers_the_killed_saga_compensating_each_step_once() -> None:
     output = run_example("durable_crash.py")
 
