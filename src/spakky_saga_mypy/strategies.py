@@ -4,7 +4,7 @@ runtime rejects, when literals or types show it (check 7)."""
 from collections.abc import Callable
 from typing import Final
 
-from mypy.nodes import ARG_POS, Context, Expression, LambdaExpr, TupleExpr
+from mypy.nodes import ARG_NAMED, ARG_POS, Context, Expression, LambdaExpr, TupleExpr
 from mypy.plugin import CheckerPluginInterface, FunctionContext, FunctionSigContext
 from mypy.subtypes import is_subtype
 from mypy.types import (
@@ -49,8 +49,8 @@ def _argument(ctx: FunctionContext, name: str) -> tuple[Expression, Type] | None
     if name not in ctx.callee_arg_names:
         return None
     index = ctx.callee_arg_names.index(name)
-    if len(ctx.args[index]) != 1:
-        return None
+    if len(ctx.args[index]) != 1 or ctx.arg_kinds[index][0] not in (ARG_POS, ARG_NAMED):
+        return None  # `*args` or `**options`: what reaches the parameter is not known
     return ctx.args[index][0], ctx.arg_types[index][0]
 
 
@@ -141,12 +141,11 @@ def _check_retry_on(api: CheckerPluginInterface, node: Expression, typ: Type) ->
                 (f'has type "{shown}"', _PREDICATE_FIX),
             )
         return
-    if isinstance(proper, UnionType):  # a variable that may hold None (the default)
-        proper = get_proper_type(
-            UnionType.make_union(
-                [item for item in proper.items if not isinstance(get_proper_type(item), NoneType)]
-            )
-        )
+    if isinstance(proper, UnionType):  # a variable that may hold any of the accepted kinds
+        for item in proper.items:
+            if not isinstance(get_proper_type(item), NoneType):  # None: the default
+                _check_retry_on(api, node, item)
+        return
     problem = None if isinstance(proper, NoneType) else _not_an_exception_class(api, proper)
     if problem is not None:
         _fail_retry_on(api, node, "got", problem)
