@@ -63,6 +63,8 @@ def _awaitability(fn: object) -> _Awaitability:
     """Whether calling `fn` returns an awaitable: known ("async": an `async def`, a partial or
     bound method of one, an object with an async `__call__`), knowable only by calling it
     ("unknown": a lambda, or a plain function decorating an async one), or not ("sync")."""
+    if fn.__class__ is types.FunctionType and fn.__code__.co_flags & inspect.CO_COROUTINE:
+        return "async"  # the common case, without inspect's unwrapping
     if isinstance(fn, _AwaitableCheck):
         return "unknown"
     call = getattr(type(fn), "__call__", None)  # noqa: B004 - want the class's __call__
@@ -84,17 +86,18 @@ def _awaitability(fn: object) -> _Awaitability:
     return "sync"
 
 
-def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) -> None:
+def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) -> _Awaitability:
     """Raise a definition error unless `fn` is an async callable taking the saga data.
 
-    Callables whose async-ness only a call can tell (lambdas) pass; `guard_awaitable` makes
-    their first call that returns no awaitable fail clearly.
+    Callables whose async-ness only a call can tell (lambdas) pass as "unknown";
+    `guard_awaitable` makes their first call that returns no awaitable fail clearly.
     """
     if not callable(fn):
         raise SagaFlowDefinitionError(
             f"{where}: {role} must be an async function taking the saga data, got {safe_repr(fn)}"
         )
-    if _awaitability(fn) == "sync":
+    awaitability = _awaitability(fn)
+    if awaitability == "sync":
         if inspect.isasyncgenfunction(fn):
             raise SagaFlowDefinitionError(
                 f'{where}: {role} "{callable_name(fn)}" is an async generator (it contains '
@@ -113,6 +116,7 @@ def check_callable(fn: object, role: str, where: str, *, bound_args: int = 1) ->
             f'{where}: {role} "{callable_name(fn)}" must take exactly one argument, '
             f"{expected}, but its signature is {problem}"
         )
+    return awaitability
 
 
 class _AwaitableCheck:
@@ -143,15 +147,16 @@ class _AwaitableCheck:
         return safe_repr(self.function)
 
 
-def guard_awaitable[F](fn: F, label: str) -> F:
+def guard_awaitable[F](fn: F, label: str, awaitability: _Awaitability | None = None) -> F:
     """`fn`, or, when only a call can tell whether it returns an awaitable (a lambda), `fn`
-    wrapped so that a call returning none raises SagaFlowDefinitionError naming `label`."""
+    wrapped so that a call returning none raises SagaFlowDefinitionError naming `label`.
+    `awaitability` is `check_callable`'s answer, when the caller has it."""
+    if (awaitability or _awaitability(fn)) != "unknown":
+        return fn
     if isinstance(fn, _AwaitableCheck):
         if fn.label == label:
             return fn
         fn = cast(F, fn.function)
-    if _awaitability(fn) != "unknown":
-        return fn
     return cast(F, _AwaitableCheck(cast(Callable[[Any], object], fn), label))
 
 
@@ -239,16 +244,18 @@ class _Action[D: AbstractSagaData]:
     timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
-        action = self.action
-        given = f'step "{callable_name(action)}"' if callable(action) else None
-        check_name(self.name, given or f"step({safe_repr(action)})")
-        if not self.name:
-            if given is None:  # no name to give: say what was passed instead
-                check_callable(action, "action", f"step({safe_repr(action)})")
-            object.__setattr__(self, "name", callable_name(action))
-        where = f'step "{self.name}"'
-        check_callable(action, "action", where)
-        object.__setattr__(self, "action", guard_awaitable(action, where))
+        action, name = self.action, self.name
+        if not callable(action):  # no name to give: say what was passed instead
+            check_callable(action, "action", f"step({safe_repr(action)})")
+        if not isinstance(name, str) or name.isspace():
+            check_name(name, f'step "{callable_name(action)}"')  # raises, explaining
+        if not name:
+            name = callable_name(action)
+            object.__setattr__(self, "name", name)
+        where = f'step "{name}"'
+        awaitability = check_callable(action, "action", where)
+        if awaitability == "unknown":
+            object.__setattr__(self, "action", guard_awaitable(action, where, awaitability))
         check_strategy(self.on_error, where)
         check_timeout(self.timeout, where)
 
@@ -334,9 +341,11 @@ class Transaction[D: AbstractSagaData](_Action[D]):
         check_name(self.compensation_name, where, "compensation_name")
         if not self.compensation_name:
             object.__setattr__(self, "compensation_name", callable_name(self.compensate))
-        check_callable(self.compensate, "compensation", where)
-        label = f'compensation "{self.compensation_name}" of {where}'
-        object.__setattr__(self, "compensate", guard_awaitable(self.compensate, label))
+        awaitability = check_callable(self.compensate, "compensation", where)
+        if awaitability == "unknown":
+            label = f'compensation "{self.compensation_name}" of {where}'
+            guarded = guard_awaitable(self.compensate, label, awaitability)
+            object.__setattr__(self, "compensate", guarded)
 
     @deprecated("a Transaction already has a compensation; bind one per action")
     def __rshift__(self, compensate: object, /) -> Never:
