@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 
 import pytest
 
@@ -404,3 +405,37 @@ def test_a_rollback_cut_off_by_shutdown_is_finished_by_recovery(
 
     assert saga.outcome == "compensated"
     assert ledger.names() == ["a", "b", "undoing b", "undo b", "undo a"]
+
+
+async def test_sagas_claimed_by_recovery_keep_their_leases_while_they_wait_their_turn(
+    ledger: Ledger,
+) -> None:
+    store = InMemorySagaStore()  # the real clock: leases of 60 ms run out while others run
+
+    async def slow_undo(data: Ticket) -> None:
+        await asyncio.sleep(0.05)
+        ledger.entries.append(("undo reserve", str(data.order_id)))
+
+    slow_undo.__name__ = "undo_reserve"
+    flow = saga_flow(step(ledger.action("reserve"), compensate=slow_undo), ledger.action("pay"))
+    lease = timedelta(milliseconds=60)
+    crashed, recovering = engines(store, flow, lease=lease)
+    for order_id in range(4):
+        ledger.crash_at = "pay"
+        with pytest.raises(Crash):
+            await crashed.run(flow, Ticket(order_id=order_id), saga_name="order")
+    await asyncio.sleep(0.1)  # the crashed engine's leases run out
+    rival = engines(store, flow, lease=lease)[1]
+
+    async def rival_recovers() -> int:
+        taken = 0
+        for _ in range(10):
+            await asyncio.sleep(0.02)
+            taken += len(await rival.recover())
+        return taken
+
+    report, rival_took = await asyncio.gather(recovering.recover(), rival_recovers())
+
+    assert [saga.outcome for saga in report.sagas] == ["compensated"] * 4
+    assert rival_took == 0
+    assert sorted(key for name, key in ledger.entries if name == "undo reserve") == list("0123")

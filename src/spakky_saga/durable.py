@@ -61,6 +61,7 @@ class DurableRuns:
         "_active",
         "_clock",
         "_heartbeat",
+        "_held",
         "_opened",
         "lease",
         "owner",
@@ -86,6 +87,8 @@ class DurableRuns:
         self.owner = owner
         self._clock = clock
         self._active: dict[str, SagaJournal] = {}
+        self._held: set[str] = set()
+        """Sagas `recover()` claimed and has not started finishing yet."""
         self._heartbeat: asyncio.Task[None] | None = None
         self._opened = False
 
@@ -151,6 +154,9 @@ class DurableRuns:
     def track(self, journal: SagaJournal) -> None:
         """Keep `journal`'s lease alive while its run lasts (one heartbeat task an engine)."""
         self._active[journal.saga_id] = journal
+        self._keep_beating()
+
+    def _keep_beating(self) -> None:
         beat = self._heartbeat
         if beat is None or beat.done() or beat.get_loop() is not asyncio.get_running_loop():
             self._heartbeat = asyncio.get_running_loop().create_task(
@@ -160,13 +166,14 @@ class DurableRuns:
     async def _beat(self) -> None:
         """Renew the leases of running sagas every third of a lease; a saga found taken over
         stops at its next write."""
-        while self._active:
+        while self._active or self._held:
             await asyncio.sleep(self.lease / 3)
             journals = {i: j for i, j in self._active.items() if j.begun}
-            if not journals:
+            held = [i for i in self._held if i not in journals]
+            if not journals and not held:
                 continue
             try:
-                kept = await self.store.renew(self.owner, list(journals), self.lease)
+                kept = await self.store.renew(self.owner, [*journals, *held], self.lease)
             except Exception as error:  # the store is down: the runs' writes will say so
                 logger.warning(
                     "[saga=- status=lease_renewal_failed error=%s]",
@@ -191,9 +198,18 @@ class DurableRuns:
     ) -> RecoveryReport:
         await self.open()
         claimed = await self.store.claim(self.owner, self.lease, limit, saga_ids)
+        # Claimed sagas wait their turn (they are finished one at a time): the heartbeat keeps
+        # their leases too, so that none expires and goes to another engine meanwhile.
+        self._held.update(record.saga_id for record in claimed)
         outcomes = []
-        for record in claimed:
-            outcomes.append(await self._finish(engine, record, observers, compensate_by_name))
+        try:
+            if claimed:
+                self._keep_beating()
+            for record in claimed:
+                outcomes.append(await self._finish(engine, record, observers, compensate_by_name))
+                self._held.discard(record.saga_id)
+        finally:
+            self._held.difference_update(record.saga_id for record in claimed)
         return RecoveryReport(tuple(outcomes))
 
     async def retry_compensation(

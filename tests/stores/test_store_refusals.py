@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,15 @@ async def test_a_postgres_schema_from_a_newer_version_is_refused_and_kept() -> N
             assert schema in str(refused.value)
             cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
             assert await cursor.fetchall() == [(99,)]
+
+
+async def test_an_unreachable_postgresql_server_is_reported_within_the_open_timeout() -> None:
+    store = PostgresSagaStore(
+        "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", open_timeout=0.5
+    )
+    started = time.monotonic()
+
+    with pytest.raises(SagaStoreError, match="cannot open the PostgreSQL saga store"):
+        await store.open()
+
+    assert time.monotonic() - started < 5

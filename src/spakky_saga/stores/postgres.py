@@ -90,7 +90,8 @@ _EVENT_COLUMNS: Final = (
 class PostgresSagaStore:
     """A `SagaStore` in the PostgreSQL database at `dsn` (a libpq connection string or URL).
 
-    `min_size`/`max_size` size the connection pool; `schema` is where the tables live.
+    `min_size`/`max_size` size the connection pool; `schema` is where the tables live;
+    `open_timeout` is how long opening waits for the server before saying it is unreachable.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class PostgresSagaStore:
         schema: str = "public",
         min_size: int = 1,
         max_size: int = 10,
+        open_timeout: float = 10.0,
     ) -> None:
         if not _IDENTIFIER.match(schema):
             raise ValueError(
@@ -110,6 +112,7 @@ class PostgresSagaStore:
         self.schema = schema
         self._min_size = min_size
         self._max_size = max_size
+        self._open_timeout = open_timeout
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opening: asyncio.Lock | None = None
 
@@ -137,7 +140,7 @@ class PostgresSagaStore:
                 kwargs={"autocommit": True},
             )
             try:
-                await pool.open(wait=True, timeout=10)
+                await pool.open(wait=True, timeout=self._open_timeout)
                 async with pool.connection() as conn:
                     await self._prepare(conn)
             except BaseException as error:
