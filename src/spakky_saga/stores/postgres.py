@@ -81,10 +81,9 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 }
 
 _SAGA_COLUMNS: Final = ", ".join(c + "::text" if c == "data" else c for c in SAGA_COLUMNS)
-_EVENT_COLUMNS: Final = (
-    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data::text, data_type, "
-    "owner"
-)
+_EVENT_COLUMNS: Final = ", ".join(
+    f + "::text" if f == "data" else f for f in StoredEvent._fields
+)  # in StoredEvent's order: a row is a StoredEvent
 
 
 class PostgresSagaStore:
@@ -438,24 +437,8 @@ def _columns(events: Sequence[StoredEvent]) -> list[list[object]]:
     """The entries as one list per column, for `unnest` (none when there are none)."""
     if not events:
         return []
-    rows = [
-        (
-            e.seq,
-            e.kind,
-            e.at,
-            e.step_key,
-            e.step,
-            e.attempt,
-            e.elapsed,
-            e.error_type,
-            e.error,
-            e.data,
-            e.data_type,
-            e.owner,
-        )
-        for e in events
-    ]
-    return [list(column) for column in zip(*rows, strict=True)]
+    # A StoredEvent is a tuple in column order: its columns are the events transposed.
+    return [list(column) for column in zip(*events, strict=True)]
 
 
 def _driver() -> tuple[Any, Any]:

@@ -83,9 +83,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 }
 
 _SAGA_COLUMNS: Final = ", ".join(SAGA_COLUMNS)
-_EVENT_COLUMNS: Final = (
-    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type, owner"
-)
+_EVENT_COLUMNS: Final = ", ".join(StoredEvent._fields)  # a row is a StoredEvent, in order
 
 type Synchronous = Literal["FULL", "NORMAL"]
 
@@ -567,24 +565,7 @@ def _insert_events(db: sqlite3.Connection, saga_id: str, events: Sequence[Stored
         db.executemany(
             f"INSERT INTO spakky_saga_events (saga_id, {_EVENT_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    saga_id,
-                    e.seq,
-                    e.kind,
-                    e.at,
-                    e.step_key,
-                    e.step,
-                    e.attempt,
-                    e.elapsed,
-                    e.error_type,
-                    e.error,
-                    e.data,
-                    e.data_type,
-                    e.owner,
-                )
-                for e in events
-            ],
+            [(saga_id, *event) for event in events],  # a StoredEvent is in column order
         )
 
 
