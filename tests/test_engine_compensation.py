@@ -14,8 +14,8 @@ import pytest
 from spakky_saga import (
     SagaCompensationFailedError,
     SagaEngine,
+    SagaEngineConfigurationError,
     SagaFlow,
-    SagaFlowDefinitionError,
     SagaStatus,
     StepRecord,
     StepStatus,
@@ -265,7 +265,7 @@ async def test_failed_compensations_of_steps_sharing_a_name_are_all_reported(
 
 @pytest.mark.parametrize("bound", [timedelta(0), timedelta(seconds=-1), 5])
 def test_a_compensation_timeout_must_be_a_positive_timedelta(bound: object) -> None:
-    with pytest.raises(SagaFlowDefinitionError) as raised:
+    with pytest.raises(SagaEngineConfigurationError) as raised:
         SagaEngine(compensation_timeout=wrong(bound))
 
     assert str(raised.value) == (

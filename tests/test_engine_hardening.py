@@ -28,6 +28,7 @@ from spakky_saga import (
     SagaEvent,
     SagaListener,
     SagaListenerWarning,
+    SagaRollbackInterruptedWarning,
     SagaStatus,
     SagaStepResultError,
     SagaTimeoutError,
@@ -111,11 +112,16 @@ def test_a_rollback_cut_off_by_loop_shutdown_reports_every_compensation_left(
             journal.fail("d"),
         ).on_compensation_failure(handled.append)
         asyncio.get_running_loop().create_task(
-            SagaEngine(listeners=[listener]).run(flow, OrderData(order_id=1))
+            # No shutdown grace: the cut comes at once (tests/test_engine_shutdown.py has
+            # the grace period, which finishes such a rollback instead).
+            SagaEngine(listeners=[listener], shutdown_grace=timedelta(0)).run(
+                flow, OrderData(order_id=1)
+            )
         )
         await journal.reached("undoing b")  # then main returns: asyncio.run cancels the rest
 
-    asyncio.run(main())
+    with pytest.warns(SagaRollbackInterruptedWarning, match=r"not finished: b, a"):
+        asyncio.run(main())
 
     assert journal.events == ["a", "b", "c", "d", "undo c", "undoing b"]
     assert len(handled) == 1
@@ -135,8 +141,9 @@ def test_a_rollback_cut_off_by_loop_shutdown_reports_every_compensation_left(
 
 
 async def test_a_cut_off_rollback_raises_compensation_failed_to_a_caller_still_waiting(
-    engine: SagaEngine, journal: Journal, order: OrderData
+    journal: Journal, order: OrderData
 ) -> None:
+    engine = SagaEngine(shutdown_grace=timedelta(0))
     stuck = asyncio.Event()
     flow = saga_flow(
         journal.transaction("a"),
@@ -151,7 +158,10 @@ async def test_a_cut_off_rollback_raises_compensation_failed_to_a_caller_still_w
 
     rollback.cancel()  # e.g. something cancelling every task but this saga's caller
 
-    with pytest.raises(SagaCompensationFailedError) as raised:
+    with (
+        pytest.raises(SagaCompensationFailedError) as raised,
+        pytest.warns(SagaRollbackInterruptedWarning),
+    ):
         await saga
     assert raised.value.result is not None
     failed = raised.value.result.compensation_failures

@@ -3,6 +3,7 @@ an error strategy and gives back the same kind of item; anything else is refused
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -64,9 +65,24 @@ def test_rshift_keeps_the_actions_strategy_and_timeout() -> None:
     assert transaction.on_error is retry
 
 
-def test_a_compensation_cannot_carry_its_own_strategy() -> None:
-    with pytest.raises(SagaFlowDefinitionError, match='compensation "release": error strategies'):
-        _ = step(reserve) >> wrong(step(release) | Retry(2))
+def test_a_compensation_carries_its_own_policy_into_the_transaction() -> None:
+    transaction = step(reserve) >> (step(release, timeout=timedelta(seconds=2)) | Retry(2))
+
+    assert transaction.compensation_strategy == Retry(2)
+    assert transaction.compensation_timeout == timedelta(seconds=2)
+    assert repr(transaction) == "Transaction(reserve >> (step(release, timeout=2s) | Retry(2)))"
+
+
+def test_a_compensation_cannot_skip_its_failure() -> None:
+    with pytest.raises(SagaFlowDefinitionError) as raised:
+        _ = step(reserve) >> (step(release) | Retry(2, then=Skip()))
+
+    assert str(raised.value) == (
+        'compensation "release" of transaction "reserve": a compensation cannot skip its '
+        "failure (Retry(2, then=Skip())); a compensation that gives up has failed and is "
+        "reported. Use Retry(n) (then Compensate(), the default), or handle the error inside "
+        "the compensation"
+    )
 
 
 def test_transaction_or_group_as_compensation_is_a_definition_error_naming_both() -> None:
@@ -212,7 +228,8 @@ def test_or_with_a_foreign_operand_is_a_definition_error_naming_the_step() -> No
         _ = step(reserve) | foreign
 
     assert str(raised.value) == (
-        'step "reserve": on_error must be Compensate(), Skip() or Retry(...), got 3'
+        'step "reserve": on_error must be Compensate(), Skip(), Retry(...) or an '
+        "ErrorStrategy subclass, got 3"
     )
 
 
@@ -254,6 +271,7 @@ def test_or_with_a_strategy_class_instead_of_an_instance_says_so() -> None:
         _ = step(reserve) | wrong(Skip)
 
     assert str(raised.value) == (
-        'step "reserve": on_error must be Compensate(), Skip() or Retry(...), got '
+        'step "reserve": on_error must be Compensate(), Skip(), Retry(...) or an '
+        "ErrorStrategy subclass, got "
         "<class 'spakky_saga.strategy.Skip'> (the class itself; did you mean Skip(...)?)"
     )

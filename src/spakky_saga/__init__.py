@@ -19,6 +19,7 @@ from spakky_saga.errors import (
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
     SagaDataCodecError,
+    SagaEngineConfigurationError,
     SagaEngineNotConnectedError,
     SagaFlowChangedError,
     SagaFlowDefinitionError,
@@ -29,6 +30,7 @@ from spakky_saga.errors import (
     SagaMergeResultError,
     SagaParallelMergeConflictError,
     SagaRecoveryError,
+    SagaRollbackInterruptedWarning,
     SagaSchemaVersionError,
     SagaStepCancelledError,
     SagaStepResultError,
@@ -51,7 +53,7 @@ from spakky_saga.flow import (
 )
 from spakky_saga.listeners import SagaListener
 from spakky_saga.logs import SagaLogListener
-from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
+from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.spakky_plugin import PLUGIN_NAME
@@ -59,7 +61,20 @@ from spakky_saga.store import SagaStore, StoredStatus
 from spakky_saga.stores.memory import InMemorySagaStore
 from spakky_saga.stores.postgres import PostgresSagaStore
 from spakky_saga.stores.sqlite import SqliteSagaStore
-from spakky_saga.strategy import Compensate, ErrorStrategy, ExponentialBackoff, Retry, Skip
+from spakky_saga.strategy import (
+    Compensate,
+    Decision,
+    ErrorStrategy,
+    ExponentialBackoff,
+    FailedAttempt,
+    Retry,
+    Skip,
+    Verdict,
+)
+
+_SagaStepDescriptor = SagaStepMethod
+"""The documented package's name for what `@saga_step` returns, for code (and tests) that
+import it: `from spakky_saga import _SagaStepDescriptor`."""
 
 if TYPE_CHECKING:
     from spakky_saga.otel import SagaTelemetryListener as SagaTelemetryListener
@@ -89,14 +104,17 @@ __all__ = [
     "Compensate",
     "CompensateFn",
     "CompensationOrder",
+    "Decision",
     "ErrorStrategy",
     "ExponentialBackoff",
+    "FailedAttempt",
     "FlowItem",
     "InMemorySagaStore",
     "MergeFn",
     "Parallel",
     "PostgresSagaStore",
     "RecoveredSaga",
+    "RecoveryOutcome",
     "RecoveryPolicy",
     "RecoveryReport",
     "Retry",
@@ -107,6 +125,7 @@ __all__ = [
     "SagaDataCodecError",
     "SagaDataT",
     "SagaEngine",
+    "SagaEngineConfigurationError",
     "SagaEngineNotConnectedError",
     "SagaEvent",
     "SagaEventKind",
@@ -123,6 +142,7 @@ __all__ = [
     "SagaParallelMergeConflictError",
     "SagaRecoveryError",
     "SagaResult",
+    "SagaRollbackInterruptedWarning",
     "SagaSchemaVersionError",
     "SagaStatus",
     "SagaStep",
@@ -140,6 +160,8 @@ __all__ = [
     "StepStatus",
     "StoredStatus",
     "Transaction",
+    "Verdict",
+    "_SagaStepDescriptor",
     "current_step",
     "parallel",
     "run_saga_flow",

@@ -183,7 +183,7 @@ def _report(sagas: Sequence[RecoveredSaga], as_json: bool) -> int:
                     {
                         "saga_id": s.saga_id,
                         "saga_name": s.saga_name,
-                        "outcome": s.outcome,
+                        "outcome": s.outcome.value,
                         "status": None if s.result is None else s.result.status.value,
                         "error": None if s.error is None else error_text(s.error),
                     }
@@ -197,7 +197,7 @@ def _report(sagas: Sequence[RecoveredSaga], as_json: bool) -> int:
     for saga in [] if as_json else sagas:
         detail = "" if saga.error is None else f": {error_text(saga.error)}"
         print(f"{saga.saga_id} ({saga.saga_name}): {saga.outcome}{detail}")
-    return ATTENTION if any(s.outcome in ("refused", "compensation_failed") for s in sagas) else OK
+    return ATTENTION if any(s.outcome.needs_attention for s in sagas) else OK
 
 
 async def _recover(args: argparse.Namespace) -> int:

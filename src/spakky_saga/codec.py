@@ -55,10 +55,8 @@ def type_name(data_class: type) -> str:
     return f"{data_class.__module__}:{data_class.__qualname__}"
 
 
-def resolve_type(name: str, known: dict[str, type[AbstractSagaData]] | None = None) -> type:
-    """The class a `module:QualName` names: a known (registered) class, else imported."""
-    if known and name in known:
-        return known[name]
+def resolve_type(name: str) -> type:
+    """The saga-data class a `module:QualName` names, imported."""
     module_name, _, qualname = name.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
@@ -69,8 +67,8 @@ def resolve_type(name: str, known: dict[str, type[AbstractSagaData]] | None = No
             None,
             None,
             f'the saga log names data class "{name}", which cannot be imported '
-            f"({error_text(error)}); make it importable, or register the saga so its data "
-            "class is known",
+            f"({error_text(error)}); make its module importable by the recovering process "
+            "(installed, or on sys.path)",
         ) from error
     if not (isinstance(target, type) and issubclass(target, AbstractSagaData)):
         raise SagaDataCodecError(

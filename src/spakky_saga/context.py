@@ -29,9 +29,14 @@ class StepContext:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable per saga, step position and attempt: `<saga id>/<key>:<step>/<attempt>`
-        (`.../undo` for a compensation). Pass it to participants that deduplicate."""
-        suffix = "undo" if self.compensation else str(self.attempt)
+        """Stable per saga, step position and attempt: `<saga id>/<key>:<step>/<attempt>`;
+        for a compensation `.../undo`, then `.../undo/2`, `.../undo/3` for the attempts its
+        own policy retries (the first keeps the key sagas already stored were given). Pass it
+        to participants that deduplicate."""
+        if self.compensation:
+            suffix = "undo" if self.attempt == 1 else f"undo/{self.attempt}"
+        else:
+            suffix = str(self.attempt)
         return f"{self.saga_id}/{self.step_key}:{self.step}/{suffix}"
 
 

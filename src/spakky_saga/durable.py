@@ -2,8 +2,9 @@
 
 `DurableRuns` starts a durable run (checks its name, flow and data, and opens its journal),
 keeps the leases of running sagas alive (one heartbeat task), and finishes unfinished sagas:
-it claims them, replays their log (`recovery.replay`) and hands the state back to the engine,
-which compensates (`_roll_back`) or carries on (`_drive`) exactly as in a live run.
+it claims them, replays their log (`recovery.replay`) and hands what the log says to the
+executor it was given, the same one fresh runs use: `Executor.roll_back` compensates,
+`Executor.run` carries on from the log's `StartPoint`, exactly as a live run would.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from spakky_saga._text import error_text
 from spakky_saga.codec import check_round_trip
@@ -29,6 +30,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.events import SagaEventKind
+from spakky_saga.execution import Executor
 from spakky_saga.fingerprint import Structure, describe_changes, identity_of
 from spakky_saga.flow import SagaFlow
 from spakky_saga.journal import SagaJournal, begin_record
@@ -37,6 +39,7 @@ from spakky_saga.logs import ENGINE_LOGGER
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
 from spakky_saga.recovery import (
     RecoveredSaga,
+    RecoveryOutcome,
     RecoveryPolicy,
     RecoveryReport,
     Replayed,
@@ -48,9 +51,6 @@ from spakky_saga.run import SagaRun
 from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate
 from spakky_saga.strategy import DEFAULT_STRATEGY
 
-if TYPE_CHECKING:
-    from spakky_saga.engine import SagaEngine
-
 logger: Final = ENGINE_LOGGER
 
 
@@ -60,6 +60,7 @@ class DurableRuns:
     __slots__ = (
         "_active",
         "_clock",
+        "_executor",
         "_heartbeat",
         "_held",
         "_opened",
@@ -74,6 +75,7 @@ class DurableRuns:
         self,
         store: SagaStore,
         registry: SagaRegistry,
+        executor: Executor,
         *,
         lease: float,
         recovery: RecoveryPolicy,
@@ -82,6 +84,7 @@ class DurableRuns:
     ) -> None:
         self.store = store
         self.registry = registry
+        self._executor = executor
         self.lease = lease
         self.recovery = recovery
         self.owner = owner
@@ -189,7 +192,6 @@ class DurableRuns:
 
     async def recover(
         self,
-        engine: SagaEngine,
         observers: ListenerSet,
         *,
         limit: int,
@@ -206,22 +208,19 @@ class DurableRuns:
             if claimed:
                 self._keep_beating()
             for record in claimed:
-                outcomes.append(await self._finish(engine, record, observers, compensate_by_name))
+                outcomes.append(await self._finish(record, observers, compensate_by_name))
                 self._held.discard(record.saga_id)
         finally:
             self._held.difference_update(record.saga_id for record in claimed)
         return RecoveryReport(tuple(outcomes))
 
-    async def retry_compensation(
-        self, engine: SagaEngine, observers: ListenerSet, saga_id: str
-    ) -> RecoveredSaga:
+    async def retry_compensation(self, observers: ListenerSet, saga_id: str) -> RecoveredSaga:
         await self.open()
         record = await self.store.reopen(saga_id, self.owner, self.lease)
-        return await self._finish(engine, record, observers, False, retry_failed=True)
+        return await self._finish(record, observers, False, retry_failed=True)
 
     async def _finish(
         self,
-        engine: SagaEngine,
         record: SagaRecord,
         observers: ListenerSet,
         compensate_by_name: bool,
@@ -231,7 +230,7 @@ class DurableRuns:
         """Recover one claimed saga; a refusal releases it, untouched."""
         try:
             plan, nameless = self._plan(record, compensate_by_name)
-            state = replay(record, plan, {})
+            state = replay(record, plan)
         except Exception as refusal:
             with contextlib.suppress(Exception):  # let an engine that knows it take it
                 await self.store.append(
@@ -243,11 +242,14 @@ class DurableRuns:
                 type(refusal).__name__,
                 extra={"saga_id": record.saga_id, "saga_error_message": error_text(refusal)},
             )
-            return RecoveredSaga(record.saga_id, record.saga_name, "refused", error=refusal)
+            return RecoveredSaga(
+                record.saga_id, record.saga_name, RecoveryOutcome.REFUSED, error=refusal
+            )
         uncompensable = tuple(
             name for name in nameless if any(r.name == name for r in state.history)
         )
         journal = SagaJournal(self.store, record.saga_id, self.owner, self.lease, seq=state.seq)
+        journal.merged(state.data)  # the row follows the log (a group may have closed unwritten)
         run = SagaRun(record.saga_name, state.data.saga_id, self._clock, observers, journal)
         run.started -= max(0.0, time.time() - state.started_at)  # offsets from the saga start
         run.history.extend(state.history)
@@ -265,21 +267,34 @@ class DurableRuns:
                 if not state.rolling_back and not retry_failed:
                     run.undo.extend(possibly_done(state, plan))  # at-least-once: maybe done
                 error = SagaInterruptedError(record.saga_name, state.failed_step, state.error)
-                result = await engine._roll_back(
-                    plan, run, state.data, failed_step=state.failed_step, error=error
+                result = await self._executor.roll_back(
+                    plan,
+                    run,
+                    state.data,
+                    failed_step=state.failed_step,
+                    error=error,
+                    start=state.rollback_point(),
                 )
-                outcome = "compensated"
+                outcome = RecoveryOutcome.COMPENSATED
             else:
                 run.undo.extend(state.undo)
-                result = await engine._drive(plan, run, state.data, resume=state)
-                outcome = "completed" if result.succeeded else "compensated"
+                result = await self._executor.run(plan, run, state.data, state.start_point())
+                outcome = (
+                    RecoveryOutcome.COMPLETED if result.succeeded else RecoveryOutcome.COMPENSATED
+                )
         except SagaCompensationFailedError as failed:
             return RecoveredSaga(
-                record.saga_id, record.saga_name, "compensation_failed", failed.result, failed
+                record.saga_id,
+                record.saga_name,
+                RecoveryOutcome.COMPENSATION_FAILED,
+                failed.result,
+                failed,
             )
         except SagaStoreError as stopped:
             run.abort_unended(stopped)
-            return RecoveredSaga(record.saga_id, record.saga_name, "stopped", error=stopped)
+            return RecoveredSaga(
+                record.saga_id, record.saga_name, RecoveryOutcome.STOPPED, error=stopped
+            )
         except BaseException as error:
             run.abort_unended(error)
             raise
@@ -338,8 +353,6 @@ def _plan_by_name(old: Structure, current: ExecutionPlan) -> tuple[ExecutionPlan
             compensate=found.compensate if found is not None else None,
             compensation_name=found.compensation_name if found is not None else "",
             strategy=DEFAULT_STRATEGY,
-            max_attempts=1,
-            skip_on_failure=False,
             timeout=None,
             simple=True,
             key=item["key"],

@@ -206,6 +206,23 @@ class SagaCompensationInterruptedError(AbstractSpakkySagaError):
         )
 
 
+class SagaEngineConfigurationError(AbstractSpakkySagaError, ValueError):
+    """A `SagaEngine` was given options it cannot run with, or asked for something its
+    options rule out (`recover()` on an engine without a store). Each problem is named."""
+
+    message = "Invalid saga engine configuration"
+
+    def __init__(self, *problems: str) -> None:
+        self.problems: tuple[str, ...] = problems or (type(self).message,)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} problems in saga engine options:\n" + "\n".join(
+                f"  - {problem}" for problem in self.problems
+            )
+        super().__init__(text)
+
+
 class SagaEngineNotConnectedError(AbstractSpakkySagaError, RuntimeError):
     """`execute()` was called on a saga whose engine is not running (closed or never set up)."""
 
@@ -281,6 +298,12 @@ class SagaMergeResultError(SagaStepResultError):
 class SagaListenerWarning(RuntimeWarning):
     """A saga listener (a log handler through the log listener, a metrics hook, an exporter)
     raised. Reported once per listener; the saga's run is never affected by it."""
+
+
+class SagaRollbackInterruptedWarning(RuntimeWarning):
+    """A rollback was cut off (the event loop shut down and its grace period ran out):
+    shown on stderr even where logging is not configured, naming the compensations that did
+    not finish."""
 
 
 class SagaDataCodecError(AbstractSpakkySagaError, TypeError):

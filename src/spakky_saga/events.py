@@ -1,10 +1,10 @@
 """What happens in a saga run, as data: the engine's one event seam.
 
 Every transition of a run (saga started; step attempt started, committed, failed, retrying,
-skipped; compensation started, done, failed; saga finished or aborted) is a `SagaEvent`. Two
-kinds of consumers read them: listeners (observers such as the log lines or OpenTelemetry;
-never awaited, never able to change the run) and, for durable engines, the saga log (awaited
-before the engine moves on: write-ahead).
+skipped; compensation started, done, failed, retrying; saga finished or aborted) is a
+`SagaEvent`. Two kinds of consumers read them: listeners (observers such as the log lines or
+OpenTelemetry; never awaited, never able to change the run) and, for durable engines, the saga
+log (awaited before the engine moves on: write-ahead).
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ class SagaEventKind(Enum):
     COMPENSATION_STARTED = "compensation_started"
     COMPENSATION_DONE = "compensation_done"
     COMPENSATION_FAILED = "compensation_failed"
+    """A compensation attempt raised (`error`); its own policy decides whether another
+    attempt follows."""
+    COMPENSATION_RETRYING = "compensation_retrying"
+    """The compensation's policy retries it after `delay_seconds`; `attempt` is the next
+    attempt."""
     SAGA_FINISHED = "saga_finished"
     """The run returns a result: `status` is COMPLETED, FAILED or TIMED_OUT."""
     SAGA_ABORTED = "saga_aborted"

@@ -22,7 +22,12 @@ from typing_extensions import deprecated
 from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError, SagaFlowOperatorError
-from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy
+from spakky_saga.strategy import (
+    DEFAULT_STRATEGY,
+    ErrorStrategy,
+    check_compensation_strategy,
+    check_strategy,
+)
 
 SagaDataT = TypeVar("SagaDataT", bound=AbstractSagaData)
 """The saga data type a flow item works on."""
@@ -295,6 +300,7 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
                 f'step "{self.name}" >> {safe_repr(compensate)}: a compensation must be an async '
                 f"function taking the saga data, or a step; got {_kind(compensate)}"
             )
+        policy = compensate if isinstance(compensate, SagaStep) else None
         return Transaction(
             action=self.action,
             compensate=_compensation_fn(compensate),
@@ -302,6 +308,8 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
             compensation_name=_compensation_name(compensate),
             on_error=self.on_error,
             timeout=self.timeout,
+            compensation_strategy=DEFAULT_STRATEGY if policy is None else policy.on_error,
+            compensation_timeout=None if policy is None else policy.timeout,
         )
 
     def __repr__(self) -> str:
@@ -313,11 +321,6 @@ def _compensation_fn[D: AbstractSagaData](
     compensate: SagaStep[D] | CompensateFn[D],
 ) -> CompensateFn[D]:
     if isinstance(compensate, SagaStep):
-        if compensate.on_error is not DEFAULT_STRATEGY or compensate.timeout is not None:
-            raise SagaFlowDefinitionError(
-                f'compensation "{compensate.name}": error strategies and timeouts apply to '
-                "actions; a compensation always runs to the end once rollback starts"
-            )
         return cast(CompensateFn[D], compensate.action)
     return compensate
 
@@ -334,6 +337,12 @@ class Transaction[D: AbstractSagaData](_Action[D]):
 
     compensate: CompensateFn[D] = field(kw_only=True)
     compensation_name: str = field(default="", kw_only=True)
+    compensation_strategy: ErrorStrategy = field(default=DEFAULT_STRATEGY, kw_only=True)
+    """The compensation's own policy: `action >> (undo | Retry(5))`. The default runs it
+    once; a failure is reported (see SagaCompensationFailedError)."""
+    compensation_timeout: timedelta | None = field(default=None, kw_only=True)
+    """Bounds each attempt of the compensation: `action >> step(undo, timeout=...)`. None:
+    the engine's `compensation_timeout`, if any."""
 
     def __post_init__(self) -> None:
         _Action.__post_init__(self)
@@ -341,6 +350,9 @@ class Transaction[D: AbstractSagaData](_Action[D]):
         check_name(self.compensation_name, where, "compensation_name")
         if not self.compensation_name:
             object.__setattr__(self, "compensation_name", callable_name(self.compensate))
+        label = f'compensation "{self.compensation_name}" of {where}'
+        check_compensation_strategy(self.compensation_strategy, label)
+        check_timeout(self.compensation_timeout, label)
         awaitability = check_callable(self.compensate, "compensation", where)
         if awaitability == "unknown":
             label = f'compensation "{self.compensation_name}" of {where}'
@@ -634,11 +646,22 @@ def _action_text(item: SagaStep[Any] | Transaction[Any], *, standalone: bool = F
     if timeout is not None and not standalone:
         text = f"step({text}, timeout={timeout})"
     if isinstance(item, Transaction):
-        text += f" >> {_shown_name(item.compensation_name)}"
+        text += f" >> {_compensation_text(item)}"
     if item.on_error != DEFAULT_STRATEGY:
         text += f" | {safe_repr(item.on_error)}"
     if timeout is not None and standalone:
         text += f", timeout={timeout}"
+    return text
+
+
+def _compensation_text(item: Transaction[Any]) -> str:
+    """`release`, `(release | Retry(5))`, `step(release, timeout=2s)`: the compensation with
+    its own policy, as it is written after `>>`."""
+    text = _shown_name(item.compensation_name)
+    if item.compensation_timeout is not None:
+        text = f"step({text}, timeout={format_duration(item.compensation_timeout)})"
+    if item.compensation_strategy != DEFAULT_STRATEGY:
+        text = f"({text} | {safe_repr(item.compensation_strategy)})"
     return text
 
 

@@ -32,6 +32,10 @@ from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate, StoredEvent, St
 _KIND_NAMES: Final = {kind: kind.value for kind in SagaEventKind}
 _new_entry: Final = tuple.__new__  # StoredEvent, positionally, without its __new__: two a step
 
+_COMPENSATION_OUTCOMES: Final = frozenset(
+    {SagaEventKind.COMPENSATION_DONE, SagaEventKind.COMPENSATION_FAILED}
+)
+
 _FINAL_STATUS: Final = {
     SagaStatus.COMPLETED: StoredStatus.COMPLETED,
     SagaStatus.FAILED: StoredStatus.FAILED,
@@ -93,7 +97,8 @@ class SagaJournal:
         self._error: str | None = None
         self._release = False
         self._finished = False
-        self._cut_off = False
+        self._cut_off: set[str | None] = set()
+        """Compensations a cancellation cut off, not run again since."""
         self._failure: BaseException | None = None
         self._last_data: AbstractSagaData | None = None
         self._lock: asyncio.Lock | None = None
@@ -106,11 +111,6 @@ class SagaJournal:
         """Whether the saga's row is in the store (its first batch was written): before that,
         there is no lease to renew."""
         return self._begun
-
-    @property
-    def failed(self) -> BaseException | None:
-        """Why this journal stopped writing (lease lost, store error), or None."""
-        return self._failure
 
     def lose(self, error: BaseException) -> None:
         """Stop writing: every later flush raises `error` (the heartbeat found the lease gone)."""
@@ -142,7 +142,9 @@ class SagaJournal:
         elif kind is SagaEventKind.COMPENSATION_FAILED and isinstance(
             event.error, SagaCompensationInterruptedError
         ):
-            self._cut_off = True
+            self._cut_off.add(step_key)
+        elif kind in _COMPENSATION_OUTCOMES:  # an outcome after all: it was run again
+            self._cut_off.discard(step_key)
         error = event.error
         self.seq += 1
         self._pending.append(

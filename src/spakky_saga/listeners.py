@@ -65,6 +65,10 @@ class SagaListener:
     def compensation_failed(self, event: SagaEvent) -> None:
         """A compensation raised `event.error` (or never ran: the rollback was cut off)."""
 
+    def compensation_retrying(self, event: SagaEvent) -> None:
+        """The compensation's own policy runs attempt `event.attempt` after
+        `event.delay_seconds`."""
+
     def saga_finished(self, event: SagaEvent) -> None:
         """The run returns a result with `event.status`."""
 

@@ -100,6 +100,15 @@ class SagaLogListener(SagaListener):
             compensation=True,
         )
 
+    def compensation_retrying(self, event: SagaEvent) -> None:
+        self._log(
+            logging.INFO,
+            "[saga=%s step=%s status=compensation_retry attempt=%d]",
+            (event.saga_name, event.step, event.attempt),
+            event,
+            compensation=True,
+        )
+
     def saga_finished(self, event: SagaEvent) -> None:
         assert event.status is not None, "the engine sets status on SAGA_FINISHED"
         self._log(

@@ -1,8 +1,9 @@
 """A flow compiled once into the flat, immutable plan the engine runs.
 
 Compiling resolves everything a run would otherwise recompute per step: timeouts become
-seconds, strategies become attempt counts, and steps that need no special handling are
-marked for the engine's fast path. A flow's plan is cached on the flow object.
+seconds, and steps that need no special handling (no timeout, a strategy that fails at once)
+are marked for the engine's fast path. Strategies stay objects: what a failure means is theirs
+to decide (`ErrorStrategy.decide`). A flow's plan is cached on the flow object.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from spakky_saga.flow import MergeFn, Parallel, SagaFlow, Transaction
-from spakky_saga.strategy import Compensate, ErrorStrategy, Retry, Skip
+from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +24,18 @@ class StepNode:
     compensate: Any | None
     compensation_name: str
     strategy: ErrorStrategy
-    max_attempts: int
-    skip_on_failure: bool
     timeout: float | None
     simple: bool
-    """True when the step has no timeout and compensates on failure: the engine's fast path."""
+    """True when the step has no timeout and its strategy fails at once: the engine's fast
+    path."""
     key: str
     """Where the step stands in the flow: `3` for the third item, `2.1` for the first member
     of a group in second place. Stable for a given flow structure, unlike names, which may
     repeat."""
+    compensation_strategy: ErrorStrategy = DEFAULT_STRATEGY
+    """The compensation's own policy (the default: one attempt)."""
+    compensation_timeout: float | None = None
+    """Bounds each attempt of the compensation, in seconds (None: the engine's bound)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class GroupNode:
 
 
 type PlanNode = StepNode | GroupNode
+type UndoEntry = StepNode | tuple[StepNode, ...]
+"""What a rollback undoes in one go: a step, or group members compensated together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +110,19 @@ def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
 
 
 def _step_node(item: Any, key: str) -> StepNode:
-    strategy = item.on_error
-    final = strategy.then if isinstance(strategy, Retry) else strategy
-    compensate = item.compensate if isinstance(item, Transaction) else None
+    strategy: ErrorStrategy = item.on_error
+    transaction = isinstance(item, Transaction)
     timeout = item.timeout.total_seconds() if item.timeout is not None else None
+    undo_timeout = item.compensation_timeout if transaction else None
     return StepNode(
         name=item.name,
         action=item.action,
-        compensate=compensate,
-        compensation_name=item.compensation_name if compensate is not None else "",
+        compensate=item.compensate if transaction else None,
+        compensation_name=item.compensation_name if transaction else "",
         strategy=strategy,
-        max_attempts=strategy.max_attempts if isinstance(strategy, Retry) else 1,
-        skip_on_failure=isinstance(final, Skip),
         timeout=timeout,
-        simple=isinstance(strategy, Compensate) and timeout is None,
+        simple=strategy.fails_at_once and timeout is None,
         key=key,
+        compensation_strategy=item.compensation_strategy if transaction else DEFAULT_STRATEGY,
+        compensation_timeout=None if undo_timeout is None else undo_timeout.total_seconds(),
     )

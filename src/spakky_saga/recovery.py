@@ -14,20 +14,21 @@ compensation. A compensation that started without an outcome runs again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from spakky_saga.codec import decode, resolve_type
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaCompensationInterruptedError
 from spakky_saga.events import SagaEventKind
+from spakky_saga.execution import StartPoint
 from spakky_saga.merge import merge_committed
-from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
-from spakky_saga.result import StepRecord, StepStatus
+from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, UndoEntry
+from spakky_saga.result import StepRecord, StepStatus, record_of
 
 if TYPE_CHECKING:
     from spakky_saga.result import SagaResult
-    from spakky_saga.store import SagaRecord
+    from spakky_saga.store import SagaRecord, StoredEvent
 
 
 class RecoveryPolicy(Enum):
@@ -40,8 +41,6 @@ class RecoveryPolicy(Enum):
     """Carry on from the first unfinished step, re-running an attempt that may not have
     happened with the same idempotency key."""
 
-
-type UndoEntry = StepNode | tuple[StepNode, ...]
 
 _INTERRUPTED: Final = SagaCompensationInterruptedError.__qualname__
 
@@ -58,7 +57,8 @@ class Replayed:
     """Committed members of the group the forward pass stopped in (a failed or unfinished
     group), not compensated yet: compensated unless the group resumes."""
     rolling_back: bool = False
-    """A compensation started, or a step failed for good: only compensation remains."""
+    """A compensation started, or a step (or a whole group) failed for good: only
+    compensation remains."""
     next_index: int = 0
     """The first item of the plan that has not finished."""
     in_doubt: dict[str, int] = field(default_factory=dict)
@@ -67,19 +67,46 @@ class Replayed:
     """Step key -> the last attempt started."""
     member_results: dict[str, AbstractSagaData | None] = field(default_factory=dict)
     """Committed (or skipped: None) group members of the unfinished group."""
+    failed_for_good: dict[str, LoggedError] = field(default_factory=dict)
+    """Step key -> the error of a step whose last attempt failed with no retry or skip
+    after it (its strategy gave up)."""
     skipped: list[str] = field(default_factory=list)
     committed_keys: set[str] = field(default_factory=set)
     """Every step (or member) with a recorded commit."""
     failed_step: str | None = None
     error: str | None = None
     compensation_failures: dict[str, str] = field(default_factory=dict)
+    compensation_attempts: dict[str, int] = field(default_factory=dict)
+    """Step key -> the next attempt of its compensation: the same one when it started
+    without an outcome (or was cut off), the next one after a failure."""
     seq: int = 0
     started_at: float = 0.0
 
+    def start_point(self) -> StartPoint:
+        """Where the forward pass resumes, for the executor: the first unfinished item,
+        each step's next attempt (an in-doubt attempt runs again with its number), and the
+        unfinished group's members that finished or failed for good."""
+        attempts = {key: last + 1 for key, last in self.attempts.items()}
+        attempts.update(self.in_doubt)
+        return StartPoint(
+            index=self.next_index,
+            attempts=attempts,
+            finished=dict(self.member_results),
+            committed=frozenset(self.committed_keys),
+            failed={
+                key: error
+                for key, error in self.failed_for_good.items()
+                if key not in self.member_results
+            },
+            compensation_attempts=dict(self.compensation_attempts),
+        )
 
-def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
-    record: SagaRecord, plan: ExecutionPlan, known_types: dict[str, type[AbstractSagaData]]
-) -> Replayed:
+    def rollback_point(self) -> StartPoint:
+        """What a rollback of this saga needs: each compensation's next attempt."""
+        return StartPoint(compensation_attempts=dict(self.compensation_attempts))
+
+
+def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR0915 - one branch per event kind
     """The state of `record`'s saga, from its log, against `plan` (same structure)."""
     steps: dict[str, StepNode] = {}
     group_of: dict[str, GroupNode] = {}
@@ -93,11 +120,11 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
         else:
             steps[item.key] = item
 
-    state = Replayed(data=decode(_data_class(record.data_type, known_types), record.data))
+    state = Replayed(data=decode(_data_class(record.data_type), record.data))
     resolved: set[str] = set()  # steps committed or skipped
     compensated: set[str] = set()  # compensations done or failed (not retried by recovery)
     committed: list[UndoEntry] = []  # compensable commits, in the order they were registered
-    failed_for_good = False
+    group_failed = False
     if record.events:
         state.started_at = record.events[0].at
     for event in record.events:
@@ -107,14 +134,14 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
         offset = event.at - state.started_at
         if kind is SagaEventKind.SAGA_STARTED:
             if event.data is not None:
-                state.data = decode(_data_class(event.data_type, known_types), event.data)
+                state.data = decode(_data_class(event.data_type), event.data)
             continue
         group = groups_by_key.get(key)
-        if group is not None:  # the group itself failed: its merge
+        if group is not None:  # the group itself failed: its merge (or the saga timeout)
             if kind is SagaEventKind.STEP_FAILED:
                 state.history.append(_record(group.name, StepStatus.FAILED, event, offset))
                 state.failed_step, state.error = group.name, event.error
-                failed_for_good = True
+                group_failed = True
             continue
         node = steps.get(key)
         if node is None:
@@ -122,17 +149,17 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
         if kind is SagaEventKind.STEP_STARTED:
             state.attempts[key] = event.attempt
             state.in_doubt[key] = event.attempt
+            state.failed_for_good.pop(key, None)
         elif kind is SagaEventKind.STEP_COMMITTED:
             state.in_doubt.pop(key, None)
+            state.failed_for_good.pop(key, None)
             state.history.append(_record(node.name, StepStatus.COMMITTED, event, offset))
             resolved.add(key)
             state.committed_keys.add(key)
             if state.failed_step == node.name:  # an earlier attempt failed, this one did not
                 state.failed_step = state.error = None
             result = (
-                None
-                if event.data is None
-                else decode(_data_class(event.data_type, known_types), event.data)
+                None if event.data is None else decode(_data_class(event.data_type), event.data)
             )
             member_of = group_of.get(key)
             if member_of is None:
@@ -147,11 +174,12 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
             state.in_doubt.pop(key, None)
             state.history.append(_record(node.name, StepStatus.FAILED, event, offset))
             state.failed_step, state.error = node.name, event.error
-            failed_for_good = True  # unless a retry or skip follows
+            # failed for good, unless a retry or a skip of this very step follows
+            state.failed_for_good[key] = LoggedError(event.error_type or "Exception", event.error)
         elif kind is SagaEventKind.STEP_RETRYING:
-            failed_for_good = False
+            state.failed_for_good.pop(key, None)
         elif kind is SagaEventKind.STEP_SKIPPED:
-            failed_for_good = False
+            state.failed_for_good.pop(key, None)
             resolved.add(key)
             state.skipped.append(node.name)
             state.failed_step = state.error = None
@@ -163,8 +191,10 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
             state.rolling_back = True
             compensated.discard(key)  # run again (retry_compensation): done only once it ends
             state.compensation_failures.pop(key, None)
+            state.compensation_attempts[key] = event.attempt  # in doubt until its outcome
         elif kind is SagaEventKind.COMPENSATION_DONE:
             compensated.add(key)
+            state.compensation_attempts.pop(key, None)
             state.history.append(
                 _record(node.name, StepStatus.COMPENSATED, event, offset, compensation=True)
             )
@@ -172,10 +202,14 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
             if event.error_type != _INTERRUPTED:  # cut off by a shutdown: it must still run
                 compensated.add(key)
                 state.compensation_failures[key] = event.error or ""
+                state.compensation_attempts[key] = event.attempt + 1
             state.history.append(
                 _record(node.name, StepStatus.FAILED, event, offset, compensation=True)
             )
-    state.rolling_back = state.rolling_back or failed_for_good
+        elif kind is SagaEventKind.COMPENSATION_RETRYING:
+            compensated.discard(key)  # its policy runs it again
+            state.compensation_failures.pop(key, None)
+            state.compensation_attempts[key] = event.attempt
 
     state.next_index = len(plan.nodes)
     for index, item in enumerate(plan.nodes):
@@ -183,6 +217,18 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
         if not all(k in resolved for k in keys):
             state.next_index = index
             break
+    stopped_in = plan.nodes[state.next_index] if state.next_index < len(plan.nodes) else None
+    state.rolling_back = (
+        state.rolling_back
+        or group_failed
+        or any(key not in group_of for key in state.failed_for_good)
+        or (
+            # a group whose every member finished or failed for good, one of them failing
+            isinstance(stopped_in, GroupNode)
+            and any(m.key in state.failed_for_good for m in stopped_in.members)
+            and all(m.key in resolved or m.key in state.failed_for_good for m in stopped_in.members)
+        )
+    )
     for entry in committed:
         if isinstance(entry, tuple):
             left = tuple(m for m in entry if m.key not in compensated)
@@ -192,7 +238,6 @@ def replay(  # noqa: PLR0915 - one pass over the log, one branch per event kind
                 state.undo.extend(left)
         elif entry.key not in compensated:
             state.undo.append(entry)
-    stopped_in = plan.nodes[state.next_index] if state.next_index < len(plan.nodes) else None
     if isinstance(stopped_in, GroupNode):
         members = tuple(
             m
@@ -237,29 +282,26 @@ def possibly_done(state: Replayed, plan: ExecutionPlan) -> list[StepNode]:
     return nodes
 
 
-def _data_class(name: str | None, known: dict[str, type[AbstractSagaData]]) -> Any:
+def _data_class(name: str | None) -> Any:
     if not name:
         raise ValueError("a log entry with data has no data type")
-    return resolve_type(name, known)
+    return resolve_type(name)
 
 
 def _record(
-    name: str, status: StepStatus, event: Any, offset: float, *, compensation: bool = False
+    name: str, status: StepStatus, event: StoredEvent, offset: float, *, compensation: bool = False
 ) -> StepRecord:
     """A history record from a log entry; it was logged when the step ended, so it started
     `elapsed` earlier."""
     error = None if event.error_type is None else LoggedError(event.error_type, event.error)
-    return tuple.__new__(
-        StepRecord,
-        (
-            name,
-            status,
-            event.elapsed,
-            event.attempt,
-            compensation,
-            error,
-            max(0.0, offset - event.elapsed),
-        ),
+    return record_of(
+        name,
+        status,
+        event.elapsed,
+        event.attempt,
+        compensation,
+        error,
+        max(0.0, offset - event.elapsed),
     )
 
 
@@ -275,14 +317,33 @@ class LoggedError(Exception):
         return f"{self.type_name}({str(self)!r})"
 
 
+class RecoveryOutcome(StrEnum):
+    """What recovery did with one saga (a `str`, so it prints and compares as its value)."""
+
+    COMPLETED = "completed"
+    """Resumed, and its forward pass completed."""
+    COMPENSATED = "compensated"
+    """Its committed steps were compensated (the saga ended FAILED or TIMED_OUT)."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """A compensation failed: the saga is COMPENSATION_FAILED, for `retry_compensation`."""
+    REFUSED = "refused"
+    """Left untouched: unknown name, changed flow, or data that no longer loads."""
+    STOPPED = "stopped"
+    """Its log could not be written (store down, lease lost): still unfinished."""
+
+    @property
+    def needs_attention(self) -> bool:
+        """Whether an operator has something to do about it."""
+        return self in (RecoveryOutcome.REFUSED, RecoveryOutcome.COMPENSATION_FAILED)
+
+
 @dataclass(frozen=True, slots=True)
 class RecoveredSaga:
     """What recovery did with one saga."""
 
     saga_id: str
     saga_name: str
-    outcome: str
-    """"completed", "compensated", "compensation_failed", "refused" or "stopped"."""
+    outcome: RecoveryOutcome
     result: SagaResult[Any] | None = None
     error: BaseException | None = None
     uncompensated: tuple[str, ...] = ()
@@ -299,11 +360,12 @@ class RecoveryReport:
     @property
     def refused(self) -> tuple[RecoveredSaga, ...]:
         """Sagas left untouched: unknown name, changed flow, data that no longer loads."""
-        return tuple(s for s in self.sagas if s.outcome == "refused")
+        return tuple(s for s in self.sagas if s.outcome is RecoveryOutcome.REFUSED)
 
     @property
-    def finished(self) -> tuple[RecoveredSaga, ...]:
-        return tuple(s for s in self.sagas if s.outcome != "refused")
+    def needs_attention(self) -> tuple[RecoveredSaga, ...]:
+        """Sagas an operator has to look at: refused, or with a failed compensation."""
+        return tuple(s for s in self.sagas if s.outcome.needs_attention)
 
     def __len__(self) -> int:
         return len(self.sagas)

@@ -116,6 +116,27 @@ def _seconds(value: timedelta | float, what: str) -> float:
     raise TypeError(f"StepRecord({what}={value!r}): expected a datetime.timedelta")
 
 
+_new_tuple: Final = tuple.__new__
+
+
+def record_of(  # noqa: PLR0917 - positional on purpose: called on every step
+    name: str,
+    status: StepStatus,
+    elapsed_seconds: float,
+    attempt: int,
+    compensation: bool,
+    error: BaseException | None,
+    offset_seconds: float,
+) -> StepRecord:
+    """A record from the seconds the engine measures, without `StepRecord.__new__`'s
+    conversions: the engine records every step, and this is the one place besides
+    `__new__` that knows the field order."""
+    return _new_tuple(
+        StepRecord,
+        (name, status, elapsed_seconds, attempt, compensation, error, offset_seconds),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SagaResult[D: AbstractSagaData]:
     """The outcome of a saga run.

@@ -19,14 +19,12 @@ from spakky_saga.data import AbstractSagaData
 from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.journal import SagaJournal
 from spakky_saga.listeners import ListenerSet
-from spakky_saga.plan import StepNode
-from spakky_saga.result import SagaStatus, StepRecord, StepStatus
+from spakky_saga.plan import StepNode, UndoEntry
+from spakky_saga.result import SagaStatus, StepRecord, StepStatus, record_of
 
 type Clock = Callable[[], float]
-type UndoEntry = StepNode | tuple[StepNode, ...]
 
 _NO_DEADLINE: Final[tuple[asyncio.Timeout | None, float]] = (None, 0.0)
-_new_record: Final = tuple.__new__  # StepRecord without its Python-level __new__: hot path
 
 
 class Cursor:
@@ -150,9 +148,6 @@ class SagaRun(Cursor):
         """Append a history record of something that started at `t0`; returns its elapsed."""
         elapsed = self.clock() - t0
         self.history.append(
-            _new_record(
-                StepRecord,
-                (name, status, elapsed, attempt, compensation, error, t0 - self.started),
-            )
+            record_of(name, status, elapsed, attempt, compensation, error, t0 - self.started)
         )
         return elapsed

@@ -1,8 +1,13 @@
-"""What to do when a step fails: small frozen value objects, validated when built.
+"""What to do when a step (or a compensation) fails: small frozen strategy objects.
 
-A strategy decides; the engine acts. `Retry.delay_before(attempt)` and
-`Retry.should_retry(error)` are pure and never raise, so backoff and error filtering are
-tested without sleeping and the engine stays the one place with side effects.
+A strategy decides; the engine acts. Each strategy answers one question,
+`decide(failure) -> Decision`: given a read-only snapshot of the attempt that just failed
+(`FailedAttempt`: the step, the attempt number counted across crashes, the error), retry after
+a delay, skip the step, or fail. `Compensate`, `Skip` and `Retry` are such strategies; a
+user-defined one (retry only while a circuit breaker is closed, say) is a subclass with its own
+`decide`, and the engine, recovery, the testing tools and the mypy plugin treat it like ours.
+Decisions are pure and never reach I/O, so backoff and error filtering are tested without
+sleeping and the engine stays the one place with side effects.
 """
 
 from __future__ import annotations
@@ -17,25 +22,125 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Final
+from enum import Enum
+from typing import ClassVar, Final
 
 from spakky_saga._text import safe_repr, type_repr
 from spakky_saga.errors import SagaFlowDefinitionError
 
 
+def _is_number(value: object) -> bool:
+    """True for int and float, but not bool (a common slip: `ExponentialBackoff(True)`)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """What a strategy decides on: the attempt that just failed, read-only.
+
+    `attempt` is 1 for the first attempt and counts every attempt of the step, including
+    those a crashed process made before recovery took the saga over; `compensation` is True
+    when the failed call was the step's compensation (its own policy decides then).
+    """
+
+    step: str
+    attempt: int
+    error: BaseException
+    compensation: bool = False
+
+
+class Verdict(Enum):
+    """What a `Decision` tells the engine to do."""
+
+    RETRY = "retry"
+    """Run another attempt, after `Decision.delay` seconds."""
+    SKIP = "skip"
+    """Give up and go on as if the step had returned None (a compensation cannot be skipped:
+    for a compensation it means the same as FAIL)."""
+    FAIL = "fail"
+    """Give up: the saga compensates (or, for a compensation, the rollback reports it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A strategy's answer for one failed attempt. Build it with `Decision.retry(after)`,
+    or use `Decision.SKIP` / `Decision.FAIL`."""
+
+    verdict: Verdict
+    delay: float = 0.0
+    """Seconds to wait before the next attempt (RETRY only)."""
+
+    SKIP: ClassVar[Decision]
+    FAIL: ClassVar[Decision]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.verdict, Verdict):
+            raise TypeError(f"Decision(verdict={safe_repr(self.verdict)}): expected a Verdict")
+        delay = self.delay
+        if not (_is_number(delay) and 0.0 <= delay < math.inf):
+            raise ValueError(
+                f"Decision: a retry delay must be a finite number of seconds >= 0, "
+                f"got {safe_repr(delay)}"
+            )
+
+    @staticmethod
+    def retry(after: float = 0.0) -> Decision:
+        """Retry after `after` seconds."""
+        return Decision(Verdict.RETRY, float(after) if _is_number(after) else after)
+
+
+Decision.SKIP = Decision(Verdict.SKIP)
+Decision.FAIL = Decision(Verdict.FAIL)
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorStrategy:
-    """Base of the strategies a step's `on_error=` (or `|`) accepts."""
+    """Base of the strategies a step's `on_error=` (or `|`) accepts.
+
+    Subclass it (a frozen dataclass, like ours) and implement `decide`. The engine calls
+    `decide` once per failed attempt, never concurrently for one step, and never lets its
+    errors escape: a `decide` that raises (or returns something that is not a `Decision`)
+    fails the step, with the strategy named in the error.
+    """
+
+    fails_at_once: ClassVar[bool] = False
+    """True when every failure is a FAIL without asking (`Compensate`): the engine's fast
+    path then skips the call."""
+
+    def decide(self, failure: FailedAttempt, /) -> Decision:
+        """Retry, skip or fail after `failure`; see `Decision`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement decide(failure) -> Decision"
+        )
+
+    @property
+    def skips(self) -> bool:
+        """Whether a failure this strategy gives up on is skipped rather than compensated:
+        what diagrams and `explore_failures` expect of the step. Override it in a strategy
+        whose `decide` returns `Decision.SKIP`."""
+        return False
 
 
 @dataclass(frozen=True, slots=True)
 class Compensate(ErrorStrategy):
     """The default: stop the saga and compensate committed steps in reverse order."""
 
+    fails_at_once: ClassVar[bool] = True
+
+    def decide(self, failure: FailedAttempt, /) -> Decision:
+        return Decision.FAIL
+
 
 @dataclass(frozen=True, slots=True)
 class Skip(ErrorStrategy):
     """Record the failure and continue with the next item, as if the step had returned None."""
+
+    def decide(self, failure: FailedAttempt, /) -> Decision:
+        return Decision.SKIP
+
+    @property
+    def skips(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +218,6 @@ def _doubled(base: float, doublings: int) -> float:
     return base * 2.0 ** max(doublings, _SMALLEST_USEFUL_EXPONENT)  # x * big -> inf, no raise
 
 
-def _is_number(value: object) -> bool:
-    """True for int and float, but not bool (a common slip: `ExponentialBackoff(True)`)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 _JITTER_RANDOM: Final = random.Random()
 _DEFAULT_BACKOFF: Final = ExponentialBackoff()
 
@@ -171,6 +271,16 @@ class Retry(ErrorStrategy):
         problems.extend(_retry_on_problems(self.retry_on))
         if problems:
             raise SagaFlowDefinitionError(*problems)
+
+    def decide(self, failure: FailedAttempt, /) -> Decision:
+        """Retry while attempts are left and `retry_on` matches the error, then `then`."""
+        if failure.attempt < self.max_attempts and self.should_retry(failure.error):
+            return Decision(Verdict.RETRY, self.delay_before(failure.attempt + 1))
+        return self.then.decide(failure)
+
+    @property
+    def skips(self) -> bool:
+        return self.then.skips
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt number `attempt` (2 is the first retry)."""
@@ -314,11 +424,29 @@ DEFAULT_STRATEGY: Final = Compensate()
 def check_strategy(strategy: object, where: str) -> ErrorStrategy:
     """Return `strategy` if it is one, else raise a definition error naming `where`."""
     if isinstance(strategy, ErrorStrategy) and type(strategy) is not ErrorStrategy:
+        if type(strategy).decide is ErrorStrategy.decide:
+            raise SagaFlowDefinitionError(
+                f"{where}: the strategy {type_repr(type(strategy))} does not implement "
+                "decide(failure) -> Decision; define it to say when to retry, skip or fail"
+            )
         return strategy
     hint = ""
     if isinstance(strategy, type) and issubclass(strategy, ErrorStrategy):
         hint = f" (the class itself; did you mean {strategy.__name__}(...)?)"
     raise SagaFlowDefinitionError(
-        f"{where}: on_error must be Compensate(), Skip() or Retry(...), got "
-        f"{safe_repr(strategy)}{hint}"
+        f"{where}: on_error must be Compensate(), Skip(), Retry(...) or an ErrorStrategy "
+        f"subclass, got {safe_repr(strategy)}{hint}"
     )
+
+
+def check_compensation_strategy(strategy: object, where: str) -> ErrorStrategy:
+    """`check_strategy` for a compensation's own policy, which cannot skip: a compensation
+    that gives up has failed, and the rollback reports it."""
+    checked = check_strategy(strategy, where)
+    if checked.skips:
+        raise SagaFlowDefinitionError(
+            f"{where}: a compensation cannot skip its failure ({safe_repr(checked)}); a "
+            "compensation that gives up has failed and is reported. Use Retry(n) (then "
+            "Compensate(), the default), or handle the error inside the compensation"
+        )
+    return checked

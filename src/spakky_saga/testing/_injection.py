@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from spakky_saga.flow import Parallel, SagaFlow, Transaction
-from spakky_saga.strategy import Retry, Skip
 
 type CallKind = Literal["action", "compensation", "handler"]
 
@@ -80,15 +79,13 @@ def shape_of(flow: SagaFlow[Any]) -> Shape:
     )
 
     def site(item: Any, key: str, group: str | None) -> Site:
-        strategy = item.on_error
-        final = strategy.then if isinstance(strategy, Retry) else strategy
         return Site(
             key=key,
             name=item.name,
             label=item.name if names[item.name] == 1 else f"{item.name}@{key}",
             compensable=isinstance(item, Transaction),
             group=group,
-            skip=isinstance(final, Skip),
+            skip=item.on_error.skips,
             timeout=item.timeout is not None,
         )
 
