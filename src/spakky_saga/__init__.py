@@ -54,9 +54,10 @@ from spakky_saga.flow import (
 from spakky_saga.listeners import SagaListener
 from spakky_saga.logs import SagaLogListener
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome, RecoveryPolicy, RecoveryReport
-from spakky_saga.result import SagaResult, SagaStatus, StepRecord, StepStatus
+from spakky_saga.result import SagaResult, StepRecord
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.spakky_plugin import PLUGIN_NAME
+from spakky_saga.status import SagaStatus, StepStatus
 from spakky_saga.store import SagaStore, StoredStatus
 from spakky_saga.stores.memory import InMemorySagaStore
 from spakky_saga.stores.postgres import PostgresSagaStore

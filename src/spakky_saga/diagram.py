@@ -35,7 +35,8 @@ def to_mermaid(flow: SagaFlow[Any], *, direction: Direction = "TD") -> str:
     set) to a `completed` node: each step is a box showing its name and, when set, its error
     strategy (`Retry(3)`, `Skip()`) and timeout; a parallel group forks into its members and
     joins (or merges) after them; each action has a dotted `compensate` edge to a rounded,
-    dashed box naming its compensation. The same flow always gives the same text.
+    dashed box naming its compensation (and its own policy and timeout, when set). The same
+    flow always gives the same text.
     """
     if not isinstance(flow, SagaFlow):
         raise TypeError(
@@ -90,7 +91,12 @@ class _Chart:
         self.node(step_id, "[", "]", *lines)
         if isinstance(item, Transaction):
             undo_id = f"c{key}"
-            self.node(undo_id, "(", ")", item.compensation_name)
+            undo_lines = [item.compensation_name]
+            if item.compensation_strategy != DEFAULT_STRATEGY:
+                undo_lines.append(safe_repr(item.compensation_strategy))
+            if item.compensation_timeout is not None:
+                undo_lines.append(f"timeout {format_duration(item.compensation_timeout)}")
+            self.node(undo_id, "(", ")", *undo_lines)
             self.compensation_edges.append(f"{step_id} -.->|compensate| {undo_id}")
             self.compensations.append(undo_id)
         return step_id

@@ -15,7 +15,7 @@ from uuid import UUID
 
 if TYPE_CHECKING:
     from spakky_saga.data import AbstractSagaData
-    from spakky_saga.result import SagaStatus
+    from spakky_saga.status import SagaStatus
 
 
 class SagaEventKind(Enum):

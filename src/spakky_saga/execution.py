@@ -55,8 +55,9 @@ from spakky_saga.events import SagaEventKind
 from spakky_saga.logs import ENGINE_LOGGER
 from spakky_saga.merge import merge_committed, merge_results
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
-from spakky_saga.result import SagaResult, SagaStatus, StepStatus, record_of
+from spakky_saga.result import SagaResult, record_of
 from spakky_saga.run import Cursor, SagaRun
+from spakky_saga.status import SagaStatus, StepStatus
 from spakky_saga.strategy import Decision, ErrorStrategy, FailedAttempt, Verdict
 
 logger: Final = ENGINE_LOGGER

@@ -26,7 +26,7 @@ from spakky_saga.errors import (
     SagaCompensationInterruptedError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
-from spakky_saga.result import SagaStatus
+from spakky_saga.status import SagaStatus
 from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate, StoredEvent, StoredStatus
 
 _KIND_NAMES: Final = {kind: kind.value for kind in SagaEventKind}

@@ -24,7 +24,8 @@ from spakky_saga.events import SagaEventKind
 from spakky_saga.execution import StartPoint
 from spakky_saga.merge import merge_committed
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, UndoEntry
-from spakky_saga.result import StepRecord, StepStatus, record_of
+from spakky_saga.result import StepRecord, record_of
+from spakky_saga.status import StepStatus
 
 if TYPE_CHECKING:
     from spakky_saga.result import SagaResult

@@ -9,35 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
 from typing import Final, NamedTuple
 
 from spakky_saga._text import error_text
 from spakky_saga.data import AbstractSagaData
+from spakky_saga.status import SagaStatus, StepStatus
 from spakky_saga.timeline import format_timeline, mermaid_gantt, rows_from_history
-
-
-class SagaStatus(Enum):
-    """Where a saga run is, or how it ended."""
-
-    STARTED = "STARTED"
-    RUNNING = "RUNNING"
-    COMPENSATING = "COMPENSATING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TIMED_OUT = "TIMED_OUT"
-
-
-class StepStatus(Enum):
-    """What happened to one step attempt or compensation."""
-
-    COMMITTED = "COMMITTED"
-    """The action succeeded."""
-    FAILED = "FAILED"
-    """The action (or, with `compensation=True`, the compensation) raised."""
-    COMPENSATED = "COMPENSATED"
-    """The compensation of a committed action succeeded."""
-
 
 ANONYMOUS: Final = "<anonymous>"
 """The saga name when none is given, as in the documented package."""

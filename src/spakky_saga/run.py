@@ -13,16 +13,31 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.events import SagaEvent, SagaEventKind
-from spakky_saga.journal import SagaJournal
 from spakky_saga.listeners import ListenerSet
 from spakky_saga.plan import StepNode, UndoEntry
-from spakky_saga.result import SagaStatus, StepRecord, StepStatus, record_of
+from spakky_saga.result import StepRecord, record_of
+from spakky_saga.status import SagaStatus, StepStatus
 
 type Clock = Callable[[], float]
+
+
+class RunLog(Protocol):
+    """Where a durable run writes ahead (`journal.SagaJournal`): what the executor needs of
+    it, so that how a flow runs knows nothing of stores."""
+
+    def add(self, event: SagaEvent, /) -> None:
+        """Buffer `event` (cheap; nothing is written yet)."""
+
+    async def flush(self) -> None:
+        """Write what is buffered; raise `SagaStoreError` if the run may not write any more."""
+
+    def merged(self, data: AbstractSagaData, /) -> None:
+        """A group's results were merged into `data`: the saga's stored data follows."""
+
 
 _NO_DEADLINE: Final[tuple[asyncio.Timeout | None, float]] = (None, 0.0)
 
@@ -77,7 +92,7 @@ class SagaRun(Cursor):
         saga_id: uuid.UUID,
         clock: Clock,
         listeners: ListenerSet,
-        journal: SagaJournal | None = None,
+        journal: RunLog | None = None,
     ) -> None:
         super().__init__(saga_name, saga_id)
         self.clock = clock

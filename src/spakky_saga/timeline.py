@@ -8,14 +8,33 @@ The same renderer serves `SagaResult.format_timeline()`, the demo, and the opera
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from spakky_saga._text import error_text
 from spakky_saga.events import SagaEventKind
+from spakky_saga.status import StepStatus
 
 if TYPE_CHECKING:
-    from spakky_saga.result import StepRecord
     from spakky_saga.store import StoredEvent
+
+
+class HistoryRecord(Protocol):
+    """What a timeline reads of a history record (`StepRecord` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> StepStatus: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def compensation(self) -> bool: ...
+    @property
+    def error(self) -> BaseException | None: ...
+    @property
+    def offset_seconds(self) -> float: ...
+    @property
+    def elapsed_seconds(self) -> float: ...
 
 
 class TimelineRow(NamedTuple):
@@ -36,7 +55,7 @@ class TimelineRow(NamedTuple):
         return f"undo {self.step}" if self.compensation else self.step
 
 
-def rows_from_history(history: Iterable[StepRecord]) -> list[TimelineRow]:
+def rows_from_history(history: Iterable[HistoryRecord]) -> list[TimelineRow]:
     """A result's history as timeline rows."""
     return [
         TimelineRow(

@@ -21,7 +21,8 @@ from spakky_saga.errors import (
     SagaStepTimeoutError,
     SagaTimeoutError,
 )
-from spakky_saga.result import SagaResult, SagaStatus, StepStatus
+from spakky_saga.result import SagaResult
+from spakky_saga.status import SagaStatus, StepStatus
 from spakky_saga.testing._injection import Call, Group, Shape, Site
 from spakky_saga.testing.report import Check, Scenario, Violation, describe_error
 

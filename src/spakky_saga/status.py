@@ -1,0 +1,31 @@
+"""Where a saga run is, and what happened to a step: the two status enums, on their own so
+that events, results and timelines can all name them without importing each other.
+
+Names and values are those of the documented package.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class SagaStatus(Enum):
+    """Where a saga run is, or how it ended."""
+
+    STARTED = "STARTED"
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+class StepStatus(Enum):
+    """What happened to one step attempt or compensation."""
+
+    COMMITTED = "COMMITTED"
+    """The action succeeded."""
+    FAILED = "FAILED"
+    """The action (or, with `compensation=True`, the compensation) raised."""
+    COMPENSATED = "COMPENSATED"
+    """The compensation of a committed action succeeded."""
