@@ -12,11 +12,11 @@
 See docs/testing.md.
 """
 
+from spakky_saga.testing._source import SagaSource
 from spakky_saga.testing.explore import (
     FailureExplorer,
     InjectedFault,
     SagaRunner,
-    SagaSource,
     explore_failures,
 )
 from spakky_saga.testing.report import (
