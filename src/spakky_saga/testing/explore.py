@@ -56,8 +56,8 @@ class InjectedFault(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
-    """A scenario, by site keys."""
+class Plan:
+    """A scenario, by site keys (what `ScenarioRunner.run` runs)."""
 
     scenario: Scenario
     faults: Faults
@@ -94,13 +94,13 @@ async def explore_failures[D: AbstractSagaData](
     source = Source(saga, saga_name, "explore_failures")
     runner: SagaRunner = engine if engine is not None else VirtualClock().engine(log=False)
     shape = source.shape
-    explorer = _Explorer(source, runner, data, error)
+    explorer = ScenarioRunner(source, runner, data, error)
     outcomes: list[ScenarioOutcome[D]] = []
     notes: list[str] = []
 
-    base = [_Plan(Scenario(), Faults(error))]
+    base = [Plan(Scenario(), Faults(error))]
     base += [
-        _Plan(Scenario(failing_step=site.label), Faults(error, fail_action=site.key))
+        Plan(Scenario(failing_step=site.label), Faults(error, fail_action=site.key))
         for site in shape.sites
     ]
     base_runs = [await explorer.run(plan, baseline=index == 0) for index, plan in enumerate(base)]
@@ -125,7 +125,7 @@ async def explore_failures[D: AbstractSagaData](
             )
             continue
         compensation_plans.append(
-            _Plan(
+            Plan(
                 Scenario(
                     failing_step=trigger.scenario.failing_step,
                     failing_compensation=site.label,
@@ -144,7 +144,7 @@ async def explore_failures[D: AbstractSagaData](
                     "nothing would ever end the hang"
                 )
                 continue
-            plan = _Plan(
+            plan = Plan(
                 Scenario(hanging_step=site.label),
                 Faults(error, hang_action=site.key),
                 virtual=True,
@@ -154,7 +154,7 @@ async def explore_failures[D: AbstractSagaData](
     if cancellation:
         for plan in base + compensation_plans:
             for point in range(1, max_cancellation_points + 1):
-                cancelled = _Plan(
+                cancelled = Plan(
                     Scenario(
                         failing_step=plan.scenario.failing_step,
                         failing_compensation=plan.scenario.failing_compensation,
@@ -216,8 +216,9 @@ class FailureExplorer:
         )
 
 
-class _Explorer[D: AbstractSagaData]:
-    """Runs one plan: instrument, run (cancelling if asked), check."""
+class ScenarioRunner[D: AbstractSagaData]:
+    """Runs one plan: instrument, run (cancelling if asked), check. Also what
+    `explore_crashes` runs its uncrashed reference with."""
 
     def __init__(
         self,
@@ -234,7 +235,7 @@ class _Explorer[D: AbstractSagaData]:
         self.clock = VirtualClock()
 
     async def run(
-        self, plan: _Plan, *, baseline: bool = False
+        self, plan: Plan, *, baseline: bool = False
     ) -> tuple[ScenarioOutcome[D], Recorder]:
         recorder = Recorder()
         shape = self.source.shape
@@ -349,4 +350,3 @@ class _CancelAt[T]:
                 value, error = (yield yielded), None
             except BaseException as thrown:  # delivered to the saga where it waits
                 value, error = None, thrown
-
