@@ -16,7 +16,7 @@ See docs/testing.md.
 """
 
 from spakky_saga.testing._source import SagaSource
-from spakky_saga.testing.crash import explore_crashes
+from spakky_saga.testing.crash import StoreFactory, explore_crashes
 from spakky_saga.testing.explore import (
     FailureExplorer,
     InjectedFault,
@@ -46,6 +46,7 @@ __all__ = [
     "SagaSource",
     "Scenario",
     "ScenarioOutcome",
+    "StoreFactory",
     "Violation",
     "VirtualClock",
     "explore_crashes",

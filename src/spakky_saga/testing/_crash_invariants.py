@@ -10,6 +10,7 @@ same faults is the reference: a saga resumed after a crash must end as it did.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ class _Checker:
     run: Recovered
     reference: Reference
     found: list[Violation] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
+    """Repeated calls a participant answered otherwise than the first time."""
 
     def add(self, check: Check, message: str) -> None:
         self.found.append(Violation(check, self.scenario, message))
@@ -146,10 +149,10 @@ class _Checker:
             self.stored_data(self.reference.result.data, "the uncrashed run's result data")
         if run.at_crash is None:  # it never reached the store: no saga to finish or compare
             return self.found
-        if run.policy is RecoveryPolicy.RESUME:
-            self.as_uncrashed(entry)
         undo = self.repeats()
         self.compensations(undo)
+        if run.policy is RecoveryPolicy.RESUME and not self.diverged:
+            self.as_uncrashed(entry)
         return self.found
 
     # --- the checks ---------------------------------------------------------------------------
@@ -288,6 +291,17 @@ class _Checker:
                     f"{label} ran attempts {attempts.get(label, [])}, the uncrashed run "
                     f"{uncrashed.get(label, [])}",
                 )
+        given, expected_data = (
+            _compensation_data(self.run.calls),
+            _compensation_data(reference.calls),
+        )
+        for label in sorted(given.keys() & expected_data.keys()):
+            if not same_data(given[label], expected_data[label]):
+                self.add(
+                    Check.RESUMED_AS_UNCRASHED,
+                    f"undo {label} got other data than in the uncrashed run: "
+                    f"{differences(given[label], expected_data[label], 'recovered', 'uncrashed')}",
+                )
         undone = _compensated(self.run.calls)
         if undone != _compensated(reference.calls):
             self.add(
@@ -340,6 +354,9 @@ class _Checker:
                 f"{label} ran again after the crash with idempotency key {calls[1].key!r}, not "
                 f"{first.key!r}",
             )
+        answer, again = _answer(first), _answer(calls[1])
+        if answer is not None and answer != again:
+            self.diverged.append(f"{label} answered {answer} first, {again} when repeated")
         return True
 
     def compensations(self, undo: list[Call]) -> None:
@@ -383,9 +400,12 @@ class _Checker:
 
 def check_recovery(
     scenario: Scenario, shape: Shape, run: Recovered, reference: Reference
-) -> list[Violation]:
-    """Every broken promise of one crash and its recovery."""
-    return _Checker(scenario, shape, run, reference).check()
+) -> tuple[list[Violation], list[str]]:
+    """Every broken promise of one crash and its recovery; and the repeated calls whose
+    participant answered otherwise than the first time (the saga then legitimately takes
+    another path than the uncrashed run, so `resumed-as-uncrashed` is not checked)."""
+    checker = _Checker(scenario, shape, run, reference)
+    return checker.check(), checker.diverged
 
 
 def check_stored(
@@ -450,6 +470,14 @@ def differences(got: object, expected: object, got_name: str, expected_name: str
     return "; ".join(parts) or "equal fields, unequal objects"
 
 
+def _answer(call: Call) -> str | None:
+    """How a call ended, to compare a repeat with: `returned`, `raised ValueError`; None when
+    the crash cut it off (no answer to compare)."""
+    if call.ended is None or isinstance(call.raised, asyncio.CancelledError):
+        return None
+    return "returned" if call.raised is None else f"raised {type(call.raised).__name__}"
+
+
 def _attempts(calls: list[Call]) -> dict[str, list[int]]:
     """The attempt numbers each step ran (once each)."""
     attempts: dict[str, set[int]] = defaultdict(set)
@@ -457,6 +485,11 @@ def _attempts(calls: list[Call]) -> dict[str, list[int]]:
         if call.kind == "action" and call.site is not None:
             attempts[call.site.label].add(attempt_of(call))
     return {label: sorted(numbers) for label, numbers in attempts.items()}
+
+
+def _compensation_data(calls: list[Call]) -> dict[str, object]:
+    """The data each compensation was last given, by step label."""
+    return {c.site.label: c.data for c in calls if c.kind == "compensation" and c.site is not None}
 
 
 def _compensated(calls: list[Call]) -> set[str]:

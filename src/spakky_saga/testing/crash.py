@@ -32,6 +32,7 @@ from spakky_saga.data import AbstractSagaData
 from spakky_saga.engine import SagaEngine
 from spakky_saga.recovery import RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult
+from spakky_saga.store import SagaStore
 from spakky_saga.stores.memory import InMemorySagaStore
 from spakky_saga.testing._crash_invariants import (
     Recovered,
@@ -46,6 +47,10 @@ from spakky_saga.testing._source import SagaSource, Source
 from spakky_saga.testing.explore import InjectedFault, Plan, ScenarioRunner
 from spakky_saga.testing.report import CrashOutcome, CrashReport, Scenario, ScenarioOutcome
 from spakky_saga.testing.virtual_time import VirtualClock
+
+type StoreFactory = Callable[[Callable[[], float]], SagaStore]
+"""Builds an empty store whose leases run on the clock it is given (`clock=`): every run of
+`explore_crashes` gets a fresh one."""
 
 _LEASE: Final = timedelta(seconds=30)
 _NAMELESS: Final = "explore_crashes"
@@ -66,6 +71,7 @@ async def explore_crashes[D: AbstractSagaData](
     lost_writes: bool = True,
     error: Callable[[str], Exception] = InjectedFault,
     saga_name: str | None = None,
+    store: StoreFactory | None = None,
 ) -> CrashReport[D]:
     """Kill a durable engine running `saga` at each of its writes, recover with a new engine
     under each of `policies`, and check the promises of recovery each time.
@@ -84,6 +90,11 @@ async def explore_crashes[D: AbstractSagaData](
     store, and killed just before it (the engine had acted; the write is lost, which is how
     a step that ran ends up in doubt). Returns a `CrashReport`; never raises for a broken
     promise.
+
+    `store(clock)` builds each run's store (default: `InMemorySagaStore(clock=clock)`); give
+    `lambda clock: SqliteSagaStore(path, clock=clock)` with a fresh path to explore the real
+    thing. Its leases must run on `clock`: that is how the dead engine's lease expires without
+    waiting.
     """
     started = time.perf_counter()
     source = Source(saga, saga_name, "explore_crashes")
@@ -103,7 +114,7 @@ async def explore_crashes[D: AbstractSagaData](
         compensation_failures,
     )
     clock = VirtualClock()
-    explorer = _CrashExplorer(source, data, faults, clock)
+    explorer = _CrashExplorer(source, data, faults, clock, store or _in_memory)
     notes: list[str] = []
     with _virtual_time(clock, source.shape):
         uncrashed, writes, reference = await explorer.uncrashed(scenario, policies[0])
@@ -114,14 +125,19 @@ async def explore_crashes[D: AbstractSagaData](
                     point = dataclasses.replace(
                         scenario, crashed_at=write, write_lost=lost, recovery=policy
                     )
-                    outcome = await explorer.crash(point, reference, writes[write - 1])
-                    if outcome is None:
+                    crashed = await explorer.crash(point, reference, writes[write - 1])
+                    if crashed is None:
                         notes.append(
                             f"{point}: the run made fewer writes than the uncrashed one (it is "
                             "not deterministic), so it was never killed"
                         )
-                    else:
-                        crashes.append(outcome)
+                        continue
+                    crashes.append(crashed[0])
+                    notes += [
+                        f"{point}: resumed-as-uncrashed not checked: {answer} (the saga may "
+                        "then take another path than the uncrashed run)"
+                        for answer in crashed[1]
+                    ]
     return CrashReport(
         saga_name=source.name,
         uncrashed=uncrashed,
@@ -149,7 +165,15 @@ class _StoreTime:
 class _CrashExplorer[D: AbstractSagaData]:
     """Runs the uncrashed reference, and each crash with its recovery."""
 
-    def __init__(self, source: Source[D], data: D, faults: Faults, clock: VirtualClock) -> None:
+    def __init__(
+        self,
+        source: Source[D],
+        data: D,
+        faults: Faults,
+        clock: VirtualClock,
+        new_store: StoreFactory,
+    ) -> None:
+        self.new_store = new_store
         self.source = source
         self.data = data
         self.faults = faults
@@ -163,7 +187,7 @@ class _CrashExplorer[D: AbstractSagaData]:
         self, scenario: Scenario, policy: RecoveryPolicy
     ) -> tuple[ScenarioOutcome[D], list[str], Reference]:
         """The run without a crash, checked as `explore_failures` checks a run, and its store."""
-        store = InMemorySagaStore(clock=_StoreTime())
+        store = self.new_store(_StoreTime())
         process = ProcessStore(store)
         engine = self.engine(process, policy)
         runner = ScenarioRunner(self.source, engine, self.data, self.faults.make_error)
@@ -171,22 +195,37 @@ class _CrashExplorer[D: AbstractSagaData]:
             outcome, recorder = await runner.run(
                 Plan(scenario, self.faults), baseline=scenario == Scenario()
             )
+            record = await store.load(self.saga_id)
         finally:
             await engine.aclose()
-        record = await store.load(self.saga_id)
+            await store.close()
         stored = check_stored(scenario, record, type(self.data), outcome.result)
         outcome = dataclasses.replace(outcome, violations=outcome.violations + tuple(stored))
         return outcome, process.writes, Reference(outcome.result, record, recorder.calls)
 
     async def crash(
         self, scenario: Scenario, reference: Reference, write: str
-    ) -> CrashOutcome[D] | None:
-        """Kill a run at `scenario.crashed_at`, recover it, check; None if it never got there."""
+    ) -> tuple[CrashOutcome[D], list[str]] | None:
+        """Kill a run at `scenario.crashed_at`, recover it, check; None if it never got there.
+        Also the repeated calls a participant answered otherwise (see `check_recovery`)."""
+        store_time = _StoreTime()
+        store = self.new_store(store_time)
+        try:
+            return await self._crash(scenario, reference, write, store, store_time)
+        finally:
+            await store.close()
+
+    async def _crash(
+        self,
+        scenario: Scenario,
+        reference: Reference,
+        write: str,
+        store: SagaStore,
+        store_time: _StoreTime,
+    ) -> tuple[CrashOutcome[D], list[str]] | None:
         assert scenario.crashed_at is not None
         assert scenario.recovery is not None
         policy = scenario.recovery
-        store_time = _StoreTime()
-        store = InMemorySagaStore(clock=store_time)
         recorder = Recorder()
         killed_at = 0
 
@@ -249,6 +288,7 @@ class _CrashExplorer[D: AbstractSagaData]:
         )
         result: SagaResult[D] | None = entry.result if entry is not None else None
         undo = [c for c in recorder.calls if c.kind == "compensation" and c.site is not None]
+        violations, diverged = check_recovery(scenario, shape, run, reference)
         return CrashOutcome(
             scenario=scenario,
             write=write,
@@ -262,9 +302,13 @@ class _CrashExplorer[D: AbstractSagaData]:
             failed_compensations=tuple(
                 c.site.label for c in undo if c.site is not None and c.raised is not None
             ),
-            violations=tuple(check_recovery(scenario, shape, run, reference)),
+            violations=tuple(violations),
             subject=subject,
-        )
+        ), diverged
+
+
+def _in_memory(clock: Callable[[], float]) -> SagaStore:
+    return InMemorySagaStore(clock=clock)
 
 
 def _faults(  # noqa: PLR0917 - the explorer's fault parameters, passed on as they came
