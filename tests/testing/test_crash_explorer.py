@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -392,6 +393,25 @@ class KeepsTheFirstData(InMemorySagaStore):
         return dataclasses.replace(record, data=record.events[0].data)
 
 
+class RenamesTheSaga(InMemorySagaStore):
+    """Hands recovery the saga's data under another saga id: the repeat of an attempt then
+    gets another idempotency key (the key is made of the saga id, step and attempt)."""
+
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
+    ) -> list[SagaRecord]:
+        claimed = await super().claim(owner, lease_seconds, limit, saga_ids)
+        renamed = []
+        for record in claimed:
+            other = str(uuid.uuid4())
+            events = tuple(
+                e if e.data is None else e._replace(data=e.data.replace(record.saga_id, other))
+                for e in record.events
+            )
+            renamed.append(dataclasses.replace(record, events=events))
+        return renamed
+
+
 class NeverClaims(InMemorySagaStore):
     """Finds no unfinished saga to recover."""
 
@@ -407,6 +427,7 @@ class NeverClaims(InMemorySagaStore):
         (ForgetsTheFirstStep, COMPENSATE, Check.COMPENSATED_ONCE),
         (ForgetsTheFirstStep, RESUME, Check.REPEATED_CALL),
         (KeepsTheFirstData, RESUME, Check.STORED_DATA),
+        (RenamesTheSaga, RESUME, Check.IDEMPOTENCY_KEY),
         (NeverClaims, COMPENSATE, Check.RECOVERED),
         (NeverClaims, RESUME, Check.FINISHED_IN_STORE),
     ],
