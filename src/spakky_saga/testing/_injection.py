@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from spakky_saga.context import current_step
 from spakky_saga.flow import Parallel, SagaFlow, Transaction
 
 type CallKind = Literal["action", "compensation", "handler"]
@@ -110,12 +111,31 @@ def shape_of(flow: SagaFlow[Any]) -> Shape:
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """One scenario's faults, by site key."""
+    """One scenario's faults, by site key.
+
+    `action_failures` bounds the failing action to its first attempts (by the engine's
+    attempt number, so that a recovered saga repeating an attempt sees it fail again, as the
+    participant answers a repeated request); `compensation_failures` to the first calls of the
+    failing compensation. None: every attempt, every call.
+    """
 
     make_error: Callable[[str], Exception]
     fail_action: str | None = None
     fail_compensation: str | None = None
     hang_action: str | None = None
+    action_failures: int | None = None
+    compensation_failures: int | None = None
+
+    def fails_action(self, site: Site, call: Call) -> bool:
+        attempt = call.step_attempt if call.step_attempt is not None else call.attempt
+        return self.fail_action == site.key and (
+            self.action_failures is None or attempt <= self.action_failures
+        )
+
+    def fails_compensation(self, site: Site, call: Call) -> bool:
+        return self.fail_compensation == site.key and (
+            self.compensation_failures is None or call.attempt <= self.compensation_failures
+        )
 
 
 @dataclass(slots=True, eq=False)
@@ -133,6 +153,13 @@ class Call:
     raised: BaseException | None = None
     injected: BaseException | None = None
     """The fault the harness raised here, if any."""
+    step_attempt: int | None = None
+    """The engine's attempt number (`current_step().attempt`), when it runs the call as a
+    step (None for the failure handler, or an engine without `current_step()`)."""
+    key: str | None = None
+    """`current_step().idempotency_key` when the call started."""
+    process: int = 1
+    """Which (simulated) process ran it: `explore_crashes` recovers in process 2."""
 
     @property
     def label(self) -> str:
@@ -151,11 +178,18 @@ class Recorder:
     _tick: int = 0
     _attempts: Counter[tuple[CallKind, str]] = field(default_factory=Counter)
 
-    def start(self, kind: CallKind, site: Site | None, data: object) -> Call:
+    def start(self, kind: CallKind, site: Site | None, data: object, process: int = 1) -> Call:
         key = (kind, site.key if site is not None else "")
         self._attempts[key] += 1
         self._tick += 1
-        call = Call(kind, site, self._attempts[key], data, self._tick)
+        call = Call(kind, site, self._attempts[key], data, self._tick, process=process)
+        if site is not None:
+            try:
+                context = current_step()
+            except LookupError:  # an engine that does not say which step runs
+                pass
+            else:
+                call.step_attempt, call.key = context.attempt, context.idempotency_key
         self.calls.append(call)
         return call
 
@@ -175,16 +209,17 @@ class Recorder:
 
 
 def instrument(
-    flow: SagaFlow[Any], shape: Shape, faults: Faults, recorder: Recorder
+    flow: SagaFlow[Any], shape: Shape, faults: Faults, recorder: Recorder, process: int = 1
 ) -> SagaFlow[Any]:
-    """`flow` with every action, compensation and the failure handler wrapped."""
+    """`flow` with every action, compensation and the failure handler wrapped; their calls
+    are recorded as `process`'s."""
     sites = iter(shape.sites)
 
     def wrap(item: Any) -> Any:
         site = next(sites)
-        action = _action(item.action, site, faults, recorder)
+        action = _action(item.action, site, faults, recorder, process)
         if isinstance(item, Transaction):
-            compensate = _compensation(item.compensate, site, faults, recorder)
+            compensate = _compensation(item.compensate, site, faults, recorder, process)
             return dataclasses.replace(item, action=action, compensate=compensate)
         return dataclasses.replace(item, action=action)
 
@@ -196,20 +231,20 @@ def instrument(
     )
     handler = flow.compensation_failure_handler
     if handler is not None:
-        handler = _handler(handler, recorder)
+        handler = _handler(handler, recorder, process)
     return dataclasses.replace(flow, items=items, compensation_failure_handler=handler)
 
 
 def _action(
-    original: Callable[[Any], Any], site: Site, faults: Faults, recorder: Recorder
+    original: Callable[[Any], Any], site: Site, faults: Faults, recorder: Recorder, process: int
 ) -> Callable[[Any], Any]:
     async def action(data: Any) -> Any:
-        call = recorder.start("action", site, data)
+        call = recorder.start("action", site, data, process)
         try:
             await asyncio.sleep(0)  # an await point before the step acts
             if faults.hang_action == site.key:
                 await asyncio.get_running_loop().create_future()  # never done: only a timeout
-            if faults.fail_action == site.key:
+            if faults.fails_action(site, call):
                 fault = faults.make_error(
                     f"injected failure of step {site.label} (attempt {call.attempt})"
                 )
@@ -228,13 +263,13 @@ def _action(
 
 
 def _compensation(
-    original: Callable[[Any], Any], site: Site, faults: Faults, recorder: Recorder
+    original: Callable[[Any], Any], site: Site, faults: Faults, recorder: Recorder, process: int
 ) -> Callable[[Any], Any]:
     async def compensate(data: Any) -> None:
-        call = recorder.start("compensation", site, data)
+        call = recorder.start("compensation", site, data, process)
         try:
             await asyncio.sleep(0)
-            if faults.fail_compensation == site.key:
+            if faults.fails_compensation(site, call):
                 fault = faults.make_error(f"injected failure of the compensation of {site.label}")
                 call.injected = fault
                 raise fault
@@ -249,9 +284,11 @@ def _compensation(
     return compensate
 
 
-def _handler(original: Callable[[Any], Any], recorder: Recorder) -> Callable[[Any], Any]:
+def _handler(
+    original: Callable[[Any], Any], recorder: Recorder, process: int
+) -> Callable[[Any], Any]:
     async def handler(data: Any) -> None:
-        call = recorder.start("handler", None, data)
+        call = recorder.start("handler", None, data, process)
         try:
             returned = original(data)
             if inspect.isawaitable(returned):

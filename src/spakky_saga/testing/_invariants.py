@@ -533,3 +533,15 @@ def _expected(units: list[tuple[str, ...]], shape: Shape) -> str:
         for unit in units
     ]
     return " -> ".join(parts) or "nothing"
+
+
+def check_compensation_order(
+    scenario: Scenario, shape: Shape, undo: list[Call], due: list[Site]
+) -> list[Violation]:
+    """Whether the compensation calls `undo` (one per site of `due`) ran one at a time in
+    reverse commit order: the order check of `check_run`, for calls gathered elsewhere (a
+    crashed run and its recovery)."""
+    nothing = Observed([], None, None, None, False, None, 0)
+    checker = _Checker(scenario, shape, nothing, baseline=False)
+    checker.order(undo, due)
+    return checker.found

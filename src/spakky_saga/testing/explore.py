@@ -25,24 +25,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaCompensationFailedError
 from spakky_saga.events import SagaEvent
 from spakky_saga.flow import SagaFlow
 from spakky_saga.listeners import SagaListener
-from spakky_saga.result import ANONYMOUS, SagaResult
-from spakky_saga.saga import AbstractSaga
-from spakky_saga.testing._injection import Faults, Recorder, Shape, Site, instrument, shape_of
+from spakky_saga.result import SagaResult
+from spakky_saga.testing._injection import Faults, Recorder, instrument
 from spakky_saga.testing._invariants import Observed, check_run
+from spakky_saga.testing._source import SagaSource, Source
 from spakky_saga.testing.report import ExplorationReport, Scenario, ScenarioOutcome
 from spakky_saga.testing.virtual_time import VirtualClock
-
-type SagaSource[D: AbstractSagaData] = (
-    SagaFlow[D] | AbstractSaga[D] | Callable[[], SagaFlow[D] | AbstractSaga[D]]
-)
-"""What `explore_failures` explores: a flow, a saga instance, or a function building either
-(called once per run, so that every run gets fresh services)."""
 
 
 class SagaRunner(Protocol):
@@ -63,8 +56,8 @@ class InjectedFault(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
-    """A scenario, by site keys."""
+class Plan:
+    """A scenario, by site keys (what `ScenarioRunner.run` runs)."""
 
     scenario: Scenario
     faults: Faults
@@ -98,16 +91,16 @@ async def explore_failures[D: AbstractSagaData](
     `report.assert_ok()`).
     """
     started = time.perf_counter()
-    source = _Source(saga, saga_name)
+    source = Source(saga, saga_name, "explore_failures")
     runner: SagaRunner = engine if engine is not None else VirtualClock().engine(log=False)
     shape = source.shape
-    explorer = _Explorer(source, runner, data, error)
+    explorer = ScenarioRunner(source, runner, data, error)
     outcomes: list[ScenarioOutcome[D]] = []
     notes: list[str] = []
 
-    base = [_Plan(Scenario(), Faults(error))]
+    base = [Plan(Scenario(), Faults(error))]
     base += [
-        _Plan(Scenario(failing_step=site.label), Faults(error, fail_action=site.key))
+        Plan(Scenario(failing_step=site.label), Faults(error, fail_action=site.key))
         for site in shape.sites
     ]
     base_runs = [await explorer.run(plan, baseline=index == 0) for index, plan in enumerate(base)]
@@ -132,7 +125,7 @@ async def explore_failures[D: AbstractSagaData](
             )
             continue
         compensation_plans.append(
-            _Plan(
+            Plan(
                 Scenario(
                     failing_step=trigger.scenario.failing_step,
                     failing_compensation=site.label,
@@ -151,7 +144,7 @@ async def explore_failures[D: AbstractSagaData](
                     "nothing would ever end the hang"
                 )
                 continue
-            plan = _Plan(
+            plan = Plan(
                 Scenario(hanging_step=site.label),
                 Faults(error, hang_action=site.key),
                 virtual=True,
@@ -161,7 +154,7 @@ async def explore_failures[D: AbstractSagaData](
     if cancellation:
         for plan in base + compensation_plans:
             for point in range(1, max_cancellation_points + 1):
-                cancelled = _Plan(
+                cancelled = Plan(
                     Scenario(
                         failing_step=plan.scenario.failing_step,
                         failing_compensation=plan.scenario.failing_compensation,
@@ -223,61 +216,13 @@ class FailureExplorer:
         )
 
 
-class _Source[D: AbstractSagaData]:
-    """Where each run's flow comes from, and the saga name it runs under."""
-
-    def __init__(self, saga: SagaSource[D], saga_name: str | None) -> None:
-        self._factory: Callable[[], SagaFlow[D] | AbstractSaga[D]] | None = None
-        if isinstance(saga, SagaFlow | AbstractSaga):
-            subject: object = saga
-        elif callable(saga):
-            self._factory = saga
-            subject = saga()
-        else:
-            subject = saga
-        flow, self._subject, name = self._flow_of(subject, "explore_failures(saga)")
-        self._flow = flow
-        self.name = saga_name if saga_name is not None else name
-        self.shape: Shape = shape_of(flow)
-
-    def next(self) -> tuple[SagaFlow[D], SagaFlow[D] | AbstractSaga[D]]:
-        """The flow of the next run and where it came from: the same one each time, or the
-        factory's new one."""
-        if self._factory is None:
-            return self._flow, self._subject
-        made = self._factory()
-        flow, subject, _ = self._flow_of(made, "explore_failures(saga): the factory's result")
-        shape = shape_of(flow)
-        if [(s.key, s.name) for s in shape.sites] != [(s.key, s.name) for s in self.shape.sites]:
-            raise ValueError(
-                "explore_failures(saga): the factory built a flow with other steps than its "
-                f"first one ({_steps(shape.sites)} instead of {_steps(self.shape.sites)}); it "
-                "must build the same saga every time"
-            )
-        return flow, subject
-
-    @staticmethod
-    def _flow_of(
-        subject: object, where: str
-    ) -> tuple[SagaFlow[D], SagaFlow[D] | AbstractSaga[D], str]:
-        if isinstance(subject, AbstractSaga):
-            saga: AbstractSaga[D] = subject
-            return saga.cached_flow(), saga, type(saga).__name__
-        if isinstance(subject, SagaFlow):
-            flow: SagaFlow[D] = subject
-            return flow, flow, ANONYMOUS
-        raise TypeError(
-            f"{where} is {safe_repr(subject)}; pass a SagaFlow, an AbstractSaga instance, or a "
-            "function without arguments returning one of them"
-        )
-
-
-class _Explorer[D: AbstractSagaData]:
-    """Runs one plan: instrument, run (cancelling if asked), check."""
+class ScenarioRunner[D: AbstractSagaData]:
+    """Runs one plan: instrument, run (cancelling if asked), check. Also what
+    `explore_crashes` runs its uncrashed reference with."""
 
     def __init__(
         self,
-        source: _Source[D],
+        source: Source[D],
         runner: SagaRunner,
         data: D,
         error: Callable[[str], Exception],
@@ -290,7 +235,7 @@ class _Explorer[D: AbstractSagaData]:
         self.clock = VirtualClock()
 
     async def run(
-        self, plan: _Plan, *, baseline: bool = False
+        self, plan: Plan, *, baseline: bool = False
     ) -> tuple[ScenarioOutcome[D], Recorder]:
         recorder = Recorder()
         shape = self.source.shape
@@ -405,7 +350,3 @@ class _CancelAt[T]:
                 value, error = (yield yielded), None
             except BaseException as thrown:  # delivered to the saga where it waits
                 value, error = None, thrown
-
-
-def _steps(sites: Iterable[Site]) -> str:
-    return ", ".join(site.label for site in sites)

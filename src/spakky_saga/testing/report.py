@@ -1,26 +1,31 @@
-"""What `explore_failures` found: one outcome per failure point, and the broken promises.
+"""What the explorers found: one outcome per failure (or crash) point, and the broken promises.
 
-An `ExplorationReport` is a frozen value a test asserts on (`report.ok`, `report.violations`,
-`report.scenarios`) and prints: `str(report)` is a table of every scenario (what was injected,
-how the run ended, which compensations ran, in order) followed by every violation.
+An `ExplorationReport` (`explore_failures`) or `CrashReport` (`explore_crashes`) is a frozen
+value a test asserts on (`report.ok`, `report.violations`, its outcomes) and prints:
+`str(report)` is a table of every scenario (what was injected, how the run ended, which
+compensations ran, in order) followed by every violation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
 
 from spakky_saga._text import error_text
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.flow import SagaFlow
+from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy
 from spakky_saga.result import SagaResult
 from spakky_saga.saga import AbstractSaga
+from spakky_saga.store import SagaRecord
 
 
 class Check(StrEnum):
-    """The promises `explore_failures` checks after every run (see docs/testing.md)."""
+    """The promises the explorers check (see docs/testing.md): `explore_failures` after every
+    run; `explore_crashes` the uncrashed run's with them, and after every crash and recovery
+    the compensation checks with its own (from `write-ahead` on)."""
 
     BASELINE = "baseline"
     """The saga completes when no fault is injected (the other scenarios start from there)."""
@@ -49,6 +54,26 @@ class Check(StrEnum):
     """A compensation raised an error nobody injected: it fails on the data it is given."""
     LEFT_RUNNING = "left-running"
     """Nothing the saga started is still running when the caller gets its outcome."""
+    WRITE_AHEAD = "write-ahead"
+    """A killed engine starts nothing after its last write: every action and compensation is
+    in the log before it runs."""
+    RECOVERED = "recovered"
+    """`recover()` returns, and its report lists the saga exactly when it was unfinished at
+    the crash, with the outcome it ended with (never refused or stopped); under COMPENSATE an
+    unfinished saga is compensated, not completed."""
+    FINISHED_IN_STORE = "finished-in-store"
+    """After recovery the saga is finished in the store (not RUNNING or COMPENSATING) and
+    nobody owns it."""
+    STORED_DATA = "stored-data"
+    """The stored row's data is the result's data."""
+    RESUMED_AS_UNCRASHED = "resumed-as-uncrashed"
+    """Under RESUME the saga ends as the uncrashed run did: status, failed step, data, skipped
+    steps, attempts of each step, compensated steps."""
+    REPEATED_CALL = "repeated-call"
+    """No attempt or compensation runs twice, except the one in flight at the crash (its
+    outcome was not in the log), once more after it."""
+    IDEMPOTENCY_KEY = "idempotency-key"
+    """An attempt or compensation run again after a crash has the same idempotency key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +90,35 @@ class Scenario:
     failing_compensation: str | None = None
     hanging_step: str | None = None
     cancelled_at: int | None = None
+    step_failures: int | None = None
+    """`failing_step` fails its first attempts only (None: every attempt)."""
+    compensation_failures: int | None = None
+    """`failing_compensation` fails its first calls only (None: every call)."""
+    crashed_at: int | None = None
+    """`explore_crashes`: the engine was killed at its `crashed_at`th write to the store..."""
+    write_lost: bool = False
+    """...after that write (False), or just before it, the write lost (True)."""
+    recovery: RecoveryPolicy | None = None
+    """`explore_crashes`: the policy the saga was recovered by."""
 
     @property
     def description(self) -> str:
         parts = []
         if self.failing_compensation is not None:
-            parts.append(f"undo {self.failing_compensation} fails")
+            parts.append(
+                f"undo {self.failing_compensation} fails{_times(self.compensation_failures)}"
+            )
         if self.failing_step is not None:
-            parts.append(f"{self.failing_step} fails")
+            parts.append(f"{self.failing_step} fails{_times(self.step_failures)}")
         if self.hanging_step is not None:
             parts.append(f"{self.hanging_step} hangs")
         if self.cancelled_at is not None:
             parts.append(f"cancelled at await {self.cancelled_at}")
+        if self.crashed_at is not None:
+            when = "before" if self.write_lost else "after"
+            parts.append(f"killed {when} write {self.crashed_at}")
+        if self.recovery is not None:
+            parts.append(self.recovery.name)
         return ", ".join(parts) or "no fault"
 
     def __str__(self) -> str:
@@ -168,45 +210,177 @@ class ExplorationReport[D: AbstractSagaData]:
         violations = self.violations
         header = (
             f"explore_failures({self.saga_name}): {len(self.scenarios)} scenarios, "
-            f"{len(violations)} violation{'s' if len(violations) != 1 else ''}, "
-            f"{self.elapsed.total_seconds() * 1000:.0f} ms"
+            f"{_count(len(violations), 'violation')}, {_ms(self.elapsed)}"
         )
         rows = [("#", "scenario", "outcome", "compensated", "check")]
         for index, outcome in enumerate(self.scenarios, start=1):
             ended = outcome.outcome
             if outcome.failed_step is not None and ended in {"FAILED", "TIMED_OUT"}:
                 ended = f"{ended} at {outcome.failed_step}"
-            checks = sorted({str(v.check) for v in outcome.violations})
             rows.append(
                 (
                     str(index),
                     outcome.scenario.description,
                     ended,
-                    _compensations(outcome) or "-",
-                    "ok" if outcome.ok else "VIOLATED " + ", ".join(checks),
+                    _compensations(outcome.compensated, outcome.failed_compensations) or "-",
+                    _verdict(outcome.violations),
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = [header, ""]
-        for number, row in enumerate(rows):
-            lines.append(
-                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        return _table(header, rows, violations, self.notes)
+
+
+@dataclass(frozen=True, slots=True)
+class CrashOutcome[D: AbstractSagaData]:
+    """One crash point, recovered by one policy: how the saga ended.
+
+    `write` is what the engine's crash-point write held (`begin`/`append`, the log entries,
+    the row's new status), `at_crash` the saga's stored status when the engine died (`-`
+    when it was not in the store yet), `outcome` its stored status after recovery.
+    `recovered` is what `recover()` reported for it (None when it had nothing to recover),
+    `result` that saga's result, `record` the stored saga after recovery (with its log).
+    `ran` is every call in the order it started, `| killed |` marking where the engine died
+    and a new one took over; `compensated` the steps whose compensation ran (both engines).
+    `subject` is the saga (or flow) both engines ran: its services are the outside world,
+    which outlives the killed process, so a test can look at them afterwards.
+    """
+
+    scenario: Scenario
+    write: str
+    at_crash: str
+    outcome: str
+    recovered: RecoveredSaga | None
+    result: SagaResult[D] | None
+    record: SagaRecord | None
+    ran: tuple[str, ...]
+    compensated: tuple[str, ...]
+    failed_compensations: tuple[str, ...] = ()
+    violations: tuple[Violation, ...] = ()
+    subject: SagaFlow[D] | AbstractSaga[D] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+@dataclass(frozen=True, slots=True)
+class CrashReport[D: AbstractSagaData]:
+    """Everything `explore_crashes` ran and found.
+
+    `uncrashed` is the run without a crash (checked with `explore_failures`'s promises), the
+    reference every recovery under RESUME must end like; `writes` describes its writes to the
+    store, in order (the crash points); `crashes` holds one outcome per crash point and
+    recovery policy; `notes` what could not be explored; `elapsed` the real time it took.
+    """
+
+    saga_name: str
+    uncrashed: ScenarioOutcome[D]
+    writes: tuple[str, ...]
+    crashes: tuple[CrashOutcome[D], ...]
+    notes: tuple[str, ...] = ()
+    elapsed: timedelta = field(default=timedelta(0))
+
+    @property
+    def ok(self) -> bool:
+        """True when neither the uncrashed run nor any crash broke a promise."""
+        return self.uncrashed.ok and all(outcome.ok for outcome in self.crashes)
+
+    @property
+    def violations(self) -> tuple[Violation, ...]:
+        """Every broken promise: the uncrashed run's, then crash point by crash point."""
+        return self.uncrashed.violations + tuple(
+            v for outcome in self.crashes for v in outcome.violations
+        )
+
+    def crash(self, description: str) -> CrashOutcome[D]:
+        """The outcome of the crash described as `description` (as in the table)."""
+        for outcome in self.crashes:
+            if outcome.scenario.description == description:
+                return outcome
+        known = ", ".join(repr(o.scenario.description) for o in self.crashes[:4])
+        raise KeyError(f"no crash {description!r} was explored (first ones: {known}, ...)")
+
+    def assert_ok(self) -> None:
+        """Raise AssertionError showing the whole report unless every promise was kept."""
+        if not self.ok:
+            raise AssertionError(str(self))
+
+    def __str__(self) -> str:
+        violations = self.violations
+        base = self.uncrashed
+        header = (
+            f"explore_crashes({self.saga_name}): {base.scenario.description}, "
+            f"{_count(len(self.writes), 'write')}, {_count(len(self.crashes), 'crash')}, "
+            f"{_count(len(violations), 'violation')}, {_ms(self.elapsed)}\n"
+            f"uncrashed: {base.outcome}"
+            + (f" at {base.failed_step}" if base.failed_step is not None else "")
+            + f" ({_verdict(base.violations)})"
+        )
+        rows = [("#", "crash", "write", "at crash", "recovered", "compensated", "check")]
+        for index, outcome in enumerate(self.crashes, start=1):
+            scenario = outcome.scenario
+            when = "before" if scenario.write_lost else "after"
+            policy = scenario.recovery.name if scenario.recovery is not None else "-"
+            rows.append(
+                (
+                    str(index),
+                    f"{when} {scenario.crashed_at}, {policy}",
+                    outcome.write,
+                    outcome.at_crash,
+                    outcome.outcome,
+                    _compensations(outcome.compensated, outcome.failed_compensations) or "-",
+                    _verdict(outcome.violations),
+                )
             )
-            if number == 0:
-                lines.append("  ".join("-" * width for width in widths))
-        if violations:
-            lines += ["", "Violations:"]
-            lines += [f"- {violation}" for violation in violations]
-        if self.notes:
-            lines += ["", "Not explored:"]
-            lines += [f"- {note}" for note in self.notes]
-        return "\n".join(line.rstrip() for line in lines)
+        return _table(header, rows, violations, self.notes)
 
 
-def _compensations(outcome: ScenarioOutcome[Any]) -> str:
-    failed = list(outcome.failed_compensations)
+def _table(
+    header: str,
+    rows: Sequence[tuple[str, ...]],
+    violations: tuple[Violation, ...],
+    notes: tuple[str, ...],
+) -> str:
+    """A report: its header, a table whose first row names the columns, the violations and
+    the notes."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [header, ""]
+    for number, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    if violations:
+        lines += ["", "Violations:"]
+        lines += [f"- {violation}" for violation in violations]
+    if notes:
+        lines += ["", "Not explored:"]
+        lines += [f"- {note}" for note in notes]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _verdict(violations: tuple[Violation, ...]) -> str:
+    if not violations:
+        return "ok"
+    return "VIOLATED " + ", ".join(sorted({str(v.check) for v in violations}))
+
+
+def _count(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 'es' if what.endswith('sh') else 's'}"
+
+
+def _ms(elapsed: timedelta) -> str:
+    return f"{elapsed.total_seconds() * 1000:.0f} ms"
+
+
+def _times(count: int | None) -> str:
+    if count is None:
+        return ""
+    return {1: " once", 2: " twice"}.get(count, f" {count} times")
+
+
+def _compensations(compensated: tuple[str, ...], failed_ones: tuple[str, ...]) -> str:
+    failed = list(failed_ones)
     shown = []
-    for name in outcome.compensated:
+    for name in compensated:
         if name in failed:
             failed.remove(name)
             shown.append(f"{name} (failed)")

@@ -1,0 +1,141 @@
+"""A saga store as one simulated process sees it: its writes counted, and killed at one.
+
+`explore_crashes` gives every engine its own `ProcessStore` over one shared store. The
+crashing engine's store dies at its `kill_at`th write (`begin` or `append`): after the write
+reached the shared store, or just before (the write lost). From then on it refuses every
+call: the write that killed it and every later one raise `ProcessKilled`, a `SagaStoreError`,
+so the engine stops where a killed process would have (its journal refuses to write, and it
+acts only after a write), and nothing it does afterwards reaches the store. What it did
+before stays there, for a new engine to recover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from spakky_saga.errors import SagaStoreError
+from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate, StoredEvent, StoredStatus
+
+
+class ProcessKilled(SagaStoreError):
+    """The simulated process was killed: this engine can no longer reach the store."""
+
+    message = "the process was killed (explore_crashes): nothing it does reaches the store"
+
+
+class ProcessStore:
+    """`store` as one process sees it: counts its writes and describes each; with
+    `kill_at`, dies at that write (after it, or before it when `lose_write`), calling
+    `on_kill` once."""
+
+    def __init__(
+        self,
+        store: SagaStore,
+        *,
+        kill_at: int | None = None,
+        lose_write: bool = False,
+        on_kill: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._kill_at = kill_at
+        self._lose_write = lose_write
+        self._on_kill = on_kill
+        self.writes: list[str] = []
+        """What each write held, in order (see `describe`)."""
+        self.killed = False
+
+    def __repr__(self) -> str:
+        state = "killed" if self.killed else f"{len(self.writes)} writes"
+        return f"ProcessStore({self._store!r}, {state})"
+
+    def _alive(self) -> None:
+        if self.killed:
+            raise ProcessKilled
+
+    def _kill(self) -> None:
+        self.killed = True
+        self._on_kill()
+
+    async def _write(self, description: str, write: Callable[[], Awaitable[None]]) -> None:
+        self._alive()
+        self.writes.append(description)
+        dies = len(self.writes) == self._kill_at
+        if dies and self._lose_write:
+            self._kill()
+            raise ProcessKilled
+        await write()
+        if dies:
+            self._kill()
+            raise ProcessKilled
+
+    async def open(self) -> None:
+        self._alive()
+        await self._store.open()
+
+    async def close(self) -> None:
+        """Closing a connection: never refused, never passed on (the shared store stays open
+        for the other processes)."""
+
+    async def begin(
+        self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
+    ) -> None:
+        await self._write(
+            describe("begin", events, record.status),
+            lambda: self._store.begin(record, events, lease_seconds),
+        )
+
+    async def append(
+        self,
+        saga_id: str,
+        owner: str,
+        events: Sequence[StoredEvent],
+        update: SagaUpdate,
+        lease_seconds: float,
+    ) -> None:
+        await self._write(
+            describe("append", events, update.status),
+            lambda: self._store.append(saga_id, owner, events, update, lease_seconds),
+        )
+
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
+    ) -> list[SagaRecord]:
+        self._alive()
+        return await self._store.claim(owner, lease_seconds, limit, saga_ids)
+
+    async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
+        self._alive()
+        return await self._store.reopen(saga_id, owner, lease_seconds)
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        self._alive()
+        return await self._store.renew(owner, saga_ids, lease_seconds)
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        self._alive()
+        return await self._store.load(saga_id)
+
+    async def list(
+        self, statuses: Sequence[StoredStatus] = (), limit: int = 100
+    ) -> list[SagaRecord]:
+        self._alive()
+        return await self._store.list(statuses, limit)
+
+
+def describe(
+    operation: str, events: Sequence[StoredEvent], status: StoredStatus | None = None
+) -> str:
+    """A write as the report shows it: `append: step_committed reserve#1, step_started
+    charge#1 -> COMPENSATING` (`#n` the attempt, shown for steps)."""
+    entries = []
+    for event in events:
+        if event.step is None:
+            entries.append(event.kind)
+        elif event.kind.startswith("step_"):
+            entries.append(f"{event.kind} {event.step}#{event.attempt}")
+        else:
+            entries.append(f"{event.kind} {event.step}")
+    text = f"{operation}: {', '.join(entries) or 'row only'}"
+    if status is not None and operation == "append":
+        text += f" -> {status.value}"
+    return text

@@ -1,0 +1,402 @@
+"""`explore_crashes`: kill a durable engine at every write to its store, recover the saga with
+a new engine, and check every promise of recovery each time.
+
+`explore_failures` injects faults into a run but never kills the engine running it, and a
+durable engine's hardest code, recovery, runs only after such a kill. Here:
+
+1. the saga runs once on a durable engine without a crash (with the faults asked for): the
+   reference. Its writes to the store (`begin`, `append`) are the crash points;
+2. for each recovery policy, and each write k: a new run on a fresh store is killed at its
+   kth write, after the write reached the store, and (with `lost_writes=True`) just before
+   it, the write lost; the killed engine can reach the store no more (see `_process`);
+3. its owner's lease expires on the store's clock, and a new engine (a new process: the same
+   flow registered under the same name) calls `recover()`;
+4. the calls both engines made, the log at the crash, the recovery report and the stored
+   saga go through the checks (`_crash_invariants`).
+
+Everything runs on a `VirtualClock` (and, for a flow with timeouts, on virtual loop time), so
+backoff and leases take no time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+from spakky_saga.data import AbstractSagaData
+from spakky_saga.engine import SagaEngine
+from spakky_saga.recovery import RecoveryPolicy, RecoveryReport
+from spakky_saga.result import SagaResult
+from spakky_saga.store import SagaStore
+from spakky_saga.stores.memory import InMemorySagaStore
+from spakky_saga.testing._crash_invariants import (
+    Recovered,
+    Reference,
+    check_recovery,
+    check_stored,
+    outcome_of,
+)
+from spakky_saga.testing._injection import Faults, Recorder, Shape, Site, instrument
+from spakky_saga.testing._process import ProcessStore
+from spakky_saga.testing._source import SagaSource, Source
+from spakky_saga.testing.explore import InjectedFault, Plan, ScenarioRunner
+from spakky_saga.testing.report import CrashOutcome, CrashReport, Scenario, ScenarioOutcome
+from spakky_saga.testing.virtual_time import VirtualClock
+
+type StoreFactory = Callable[[Callable[[], float]], SagaStore]
+"""Builds an empty store whose leases run on the clock it is given (`clock=`): every run of
+`explore_crashes` gets a fresh one."""
+
+_LEASE: Final = timedelta(seconds=30)
+_NAMELESS: Final = "explore_crashes"
+"""The saga name of a flow explored without `saga_name` (durable runs need one)."""
+_SETTLE_ROUNDS: Final = 1000
+"""Loop iterations the killed engine's calls in flight get to end before recovery starts."""
+
+
+async def explore_crashes[D: AbstractSagaData](
+    saga: SagaSource[D],
+    data: D,
+    *,
+    failing_step: str | None = None,
+    step_failures: int | None = None,
+    failing_compensation: str | None = None,
+    compensation_failures: int | None = None,
+    policies: Sequence[RecoveryPolicy] = (RecoveryPolicy.COMPENSATE, RecoveryPolicy.RESUME),
+    lost_writes: bool = True,
+    error: Callable[[str], Exception] = InjectedFault,
+    saga_name: str | None = None,
+    store: StoreFactory | None = None,
+) -> CrashReport[D]:
+    """Kill a durable engine running `saga` at each of its writes, recover with a new engine
+    under each of `policies`, and check the promises of recovery each time.
+
+    `saga` is what `explore_failures` takes: a flow, a saga instance or a function building
+    either, called once per crash point (the killed engine and the recovering one share its
+    services: they are the outside world, which outlives the process). The runs are named
+    `saga_name` (default: the saga's class name, or "explore_crashes" for a flow).
+
+    Faults, the same in every run: `failing_step` (a step's label, as in the report) raises
+    on its first `step_failures` attempts (None: every attempt; a repeated attempt fails
+    again, as the participant would answer the repeat); `failing_compensation` raises on its
+    first `compensation_failures` calls (None: every call). `error(message)` builds them.
+
+    Each write is a crash point twice with `lost_writes=True`: killed after it reached the
+    store, and killed just before it (the engine had acted; the write is lost, which is how
+    a step that ran ends up in doubt). Returns a `CrashReport`; never raises for a broken
+    promise.
+
+    `store(clock)` builds each run's store (default: `InMemorySagaStore(clock=clock)`); give
+    `lambda clock: SqliteSagaStore(path, clock=clock)` with a fresh path to explore the real
+    thing. Its leases must run on `clock`: that is how the dead engine's lease expires without
+    waiting.
+    """
+    started = time.perf_counter()
+    source = Source(saga, saga_name, "explore_crashes")
+    if source.anonymous:
+        source.name = _NAMELESS
+    policies = tuple(policies)
+    if not policies or not all(isinstance(p, RecoveryPolicy) for p in policies):
+        raise ValueError(
+            f"explore_crashes(policies={policies!r}): give one or more RecoveryPolicy values"
+        )
+    faults, scenario = _faults(
+        source.shape,
+        error,
+        failing_step,
+        step_failures,
+        failing_compensation,
+        compensation_failures,
+    )
+    clock = VirtualClock()
+    explorer = _CrashExplorer(source, data, faults, clock, store or _in_memory)
+    notes: list[str] = []
+    with _virtual_time(clock, source.shape):
+        uncrashed, writes, reference = await explorer.uncrashed(scenario, policies[0])
+        crashes: list[CrashOutcome[D]] = []
+        for policy in policies:
+            for write in range(1, len(writes) + 1):
+                for lost in (True, False) if lost_writes else (False,):
+                    point = dataclasses.replace(
+                        scenario, crashed_at=write, write_lost=lost, recovery=policy
+                    )
+                    crashed = await explorer.crash(point, reference, writes[write - 1])
+                    if crashed is None:
+                        notes.append(
+                            f"{point}: the run made fewer writes than the uncrashed one (it is "
+                            "not deterministic), so it was never killed"
+                        )
+                        continue
+                    crashes.append(crashed[0])
+                    notes += [
+                        f"{point}: resumed-as-uncrashed not checked: {answer} (the saga may "
+                        "then take another path than the uncrashed run)"
+                        for answer in crashed[1]
+                    ]
+    return CrashReport(
+        saga_name=source.name,
+        uncrashed=uncrashed,
+        writes=tuple(writes),
+        crashes=tuple(crashes),
+        notes=tuple(notes),
+        elapsed=timedelta(seconds=time.perf_counter() - started),
+    )
+
+
+class _StoreTime:
+    """The shared store's wall clock: leases expire when `expire()` says, never by waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def expire(self) -> None:
+        """Move past every lease (the dead engine's heartbeat renews no more)."""
+        self.now += _LEASE.total_seconds() * 100
+
+
+class _CrashExplorer[D: AbstractSagaData]:
+    """Runs the uncrashed reference, and each crash with its recovery."""
+
+    def __init__(
+        self,
+        source: Source[D],
+        data: D,
+        faults: Faults,
+        clock: VirtualClock,
+        new_store: StoreFactory,
+    ) -> None:
+        self.new_store = new_store
+        self.source = source
+        self.data = data
+        self.faults = faults
+        self.clock = clock
+        self.saga_id = str(data.saga_id)
+
+    def engine(self, store: ProcessStore, policy: RecoveryPolicy) -> SagaEngine:
+        return self.clock.engine(store=store, log=False, recovery=policy, lease=_LEASE)
+
+    async def uncrashed(
+        self, scenario: Scenario, policy: RecoveryPolicy
+    ) -> tuple[ScenarioOutcome[D], list[str], Reference]:
+        """The run without a crash, checked as `explore_failures` checks a run, and its store."""
+        store = self.new_store(_StoreTime())
+        process = ProcessStore(store)
+        engine = self.engine(process, policy)
+        runner = ScenarioRunner(self.source, engine, self.data, self.faults.make_error)
+        try:
+            outcome, recorder = await runner.run(
+                Plan(scenario, self.faults), baseline=scenario == Scenario()
+            )
+            record = await store.load(self.saga_id)
+        finally:
+            await engine.aclose()
+            await store.close()
+        stored = check_stored(scenario, record, type(self.data), outcome.result)
+        outcome = dataclasses.replace(outcome, violations=outcome.violations + tuple(stored))
+        return outcome, process.writes, Reference(outcome.result, record, recorder.calls)
+
+    async def crash(
+        self, scenario: Scenario, reference: Reference, write: str
+    ) -> tuple[CrashOutcome[D], list[str]] | None:
+        """Kill a run at `scenario.crashed_at`, recover it, check; None if it never got there.
+        Also the repeated calls a participant answered otherwise (see `check_recovery`)."""
+        store_time = _StoreTime()
+        store = self.new_store(store_time)
+        try:
+            return await self._crash(scenario, reference, write, store, store_time)
+        finally:
+            await store.close()
+
+    async def _crash(
+        self,
+        scenario: Scenario,
+        reference: Reference,
+        write: str,
+        store: SagaStore,
+        store_time: _StoreTime,
+    ) -> tuple[CrashOutcome[D], list[str]] | None:
+        assert scenario.crashed_at is not None
+        assert scenario.recovery is not None
+        policy = scenario.recovery
+        recorder = Recorder()
+        killed_at = 0
+
+        def killed() -> None:
+            nonlocal killed_at
+            killed_at = recorder.mark()
+
+        dying = ProcessStore(
+            store, kill_at=scenario.crashed_at, lose_write=scenario.write_lost, on_kill=killed
+        )
+        flow, subject = self.source.next()
+        shape = self.source.shape
+        engine = self.engine(dying, policy)
+        try:
+            await _abandon(
+                engine.run(
+                    instrument(flow, shape, self.faults, recorder, process=1),
+                    self.data,
+                    saga_name=self.source.name,
+                )
+            )
+        finally:
+            await engine.aclose()
+        await _settle(recorder)
+        if not dying.killed:
+            return None
+        at_crash = await store.load(self.saga_id)
+
+        store_time.expire()
+        recovering = self.engine(ProcessStore(store), policy)
+        recovering.register(
+            self.source.name,
+            instrument(flow, shape, self.faults, recorder, process=2),
+            recovery=policy,
+        )
+        report: RecoveryReport | None = None
+        recover_error: BaseException | None = None
+        try:
+            report = await recovering.recover()
+        except Exception as raised:  # a broken recovery: reported, not raised
+            recover_error = raised
+        finally:
+            await recovering.aclose()
+        await _settle(recorder)
+        final = await store.load(self.saga_id)
+
+        run = Recovered(
+            policy=policy,
+            saga_id=self.saga_id,
+            data_class=type(self.data),
+            calls=recorder.calls,
+            killed_at=killed_at,
+            at_crash=at_crash,
+            report=report,
+            recover_error=recover_error,
+            final=final,
+        )
+        entry = next(
+            (s for s in (report.sagas if report else ()) if s.saga_id == self.saga_id), None
+        )
+        result: SagaResult[D] | None = entry.result if entry is not None else None
+        undo = [c for c in recorder.calls if c.kind == "compensation" and c.site is not None]
+        violations, diverged = check_recovery(scenario, shape, run, reference)
+        return CrashOutcome(
+            scenario=scenario,
+            write=write,
+            at_crash=outcome_of(at_crash),
+            outcome=outcome_of(final),
+            recovered=entry,
+            result=result,
+            record=final,
+            ran=_ran(recorder, killed_at),
+            compensated=tuple(c.site.label for c in undo if c.site is not None),
+            failed_compensations=tuple(
+                c.site.label for c in undo if c.site is not None and c.raised is not None
+            ),
+            violations=tuple(violations),
+            subject=subject,
+        ), diverged
+
+
+def _in_memory(clock: Callable[[], float]) -> SagaStore:
+    return InMemorySagaStore(clock=clock)
+
+
+def _faults(  # noqa: PLR0917 - the explorer's fault parameters, passed on as they came
+    shape: Shape,
+    error: Callable[[str], Exception],
+    failing_step: str | None,
+    step_failures: int | None,
+    failing_compensation: str | None,
+    compensation_failures: int | None,
+) -> tuple[Faults, Scenario]:
+    """The faults asked for, by site key, and the scenario describing them."""
+    sites = {site.label: site for site in shape.sites}
+
+    def site(label: str | None, parameter: str, compensable: bool) -> Site | None:
+        if label is None:
+            return None
+        found = sites.get(label)
+        if found is None or (compensable and not found.compensable):
+            kind = "steps with a compensation" if compensable else "steps"
+            known = [s.label for s in shape.sites if s.compensable or not compensable]
+            raise ValueError(
+                f"explore_crashes({parameter}={label!r}): no such step; its {kind} are "
+                f"{', '.join(known) or 'none'} (a name shared by several steps is name@key)"
+            )
+        return found
+
+    for count, parameter in (
+        (step_failures, "step_failures"),
+        (compensation_failures, "compensation_failures"),
+    ):
+        if count is not None and count < 1:
+            raise ValueError(f"explore_crashes({parameter}={count!r}): give a count >= 1, or None")
+    action = site(failing_step, "failing_step", compensable=False)
+    undo = site(failing_compensation, "failing_compensation", compensable=True)
+    faults = Faults(
+        error,
+        fail_action=action.key if action else None,
+        fail_compensation=undo.key if undo else None,
+        action_failures=step_failures,
+        compensation_failures=compensation_failures,
+    )
+    scenario = Scenario(
+        failing_step=failing_step,
+        failing_compensation=failing_compensation,
+        step_failures=step_failures if failing_step is not None else None,
+        compensation_failures=compensation_failures if failing_compensation is not None else None,
+    )
+    return faults, scenario
+
+
+@contextlib.contextmanager
+def _virtual_time(clock: VirtualClock, shape: Shape) -> Iterator[None]:
+    """Virtual loop time for a flow with timeouts (they would wait for real otherwise)."""
+    if shape.saga_timeout or any(site.timeout for site in shape.sites):
+        with clock.virtual_loop():
+            yield
+    else:
+        yield
+
+
+async def _abandon(run: Coroutine[Any, Any, object]) -> None:
+    """Await the killed engine's run and drop whatever it ended with (it was killed: its
+    outcome reaches nobody); only the explorer's own cancellation goes through."""
+    try:
+        await run
+    except (Exception, asyncio.CancelledError) as raised:
+        task = asyncio.current_task()
+        if isinstance(raised, asyncio.CancelledError) and task is not None and task.cancelling():
+            raise
+
+
+async def _settle(recorder: Recorder) -> None:
+    """Let calls still in flight end (a killed group's siblings, concurrent compensations),
+    so that the next process's calls never interleave with the dead one's."""
+    for _ in range(_SETTLE_ROUNDS):
+        if all(call.ended is not None for call in recorder.calls):
+            return
+        await asyncio.sleep(0)
+
+
+def _ran(recorder: Recorder, killed_at: int) -> tuple[str, ...]:
+    ran: list[str] = []
+    marked = False
+    for call in recorder.calls:
+        if not marked and call.started > killed_at:
+            ran.append("| killed |")
+            marked = True
+        ran.append(call.label)
+    if not marked:
+        ran.append("| killed |")
+    return tuple(ran)
