@@ -43,7 +43,6 @@ from spakky_saga.recovery import (
     RecoveryPolicy,
     RecoveryReport,
     Replayed,
-    possibly_done,
     replay,
 )
 from spakky_saga.registry import SagaRegistry
@@ -262,15 +261,15 @@ class DurableRuns:
             if retry_failed:
                 run.undo.extend(_failed_compensations(plan, state))
             if state.rolling_back or retry_failed or policy is RecoveryPolicy.COMPENSATE:
-                run.undo.extend(state.undo)
-                run.undo.extend(state.group_undo)
-                if not state.rolling_back and not retry_failed:
-                    run.undo.extend(possibly_done(state, plan))  # at-least-once: maybe done
+                in_doubt = not state.rolling_back and not retry_failed  # maybe done: undo
+                run.undo.extend(state.rollback_entries(in_doubt=in_doubt))
+                data = state.rollback_data or state.data
+                journal.merged(data)
                 error = SagaInterruptedError(record.saga_name, state.failed_step, state.error)
                 result = await self._executor.roll_back(
                     plan,
                     run,
-                    state.data,
+                    data,
                     failed_step=state.failed_step,
                     error=error,
                     start=state.rollback_point(),

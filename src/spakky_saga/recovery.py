@@ -54,9 +54,13 @@ class Replayed:
     history: list[StepRecord] = field(default_factory=list)
     undo: list[UndoEntry] = field(default_factory=list)
     """Committed compensable steps not compensated yet, in commit order."""
-    group_undo: list[UndoEntry] = field(default_factory=list)
-    """Committed members of the group the forward pass stopped in (a failed or unfinished
-    group), not compensated yet: compensated unless the group resumes."""
+    stopped_in: StepNode | GroupNode | None = None
+    """The item the forward pass stopped in (None: it got past the last one)."""
+    compensated: set[str] = field(default_factory=set)
+    """Steps whose compensation ended (done, or failed for good)."""
+    rollback_data: AbstractSagaData | None = None
+    """The data compensations get: `data`, with what the committed members of the group the
+    forward pass stopped in changed merged in, as the engine merges a failed or cut group."""
     rolling_back: bool = False
     """A compensation started, or a step (or a whole group) failed for good: only
     compensation remains."""
@@ -101,6 +105,29 @@ class Replayed:
             },
             compensation_attempts=dict(self.compensation_attempts),
         )
+
+    def rollback_entries(self, *, in_doubt: bool) -> list[UndoEntry]:
+        """What a rollback of this saga undoes, in commit order (the rollback reverses it):
+        every committed compensable step not compensated yet, then the members of the group
+        the forward pass stopped in that committed (or, with `in_doubt`, may have: their
+        attempt started without an outcome) in declaration order, then a sequential step in
+        doubt. Under COMPENSATE an attempt in doubt counts as done (at-least-once)."""
+        entries = list(self.undo)
+        stopped = self.stopped_in
+
+        def owed(member: StepNode) -> bool:
+            done = member.key in self.committed_keys or (in_doubt and member.key in self.in_doubt)
+            return done and member.compensate is not None and member.key not in self.compensated
+
+        if isinstance(stopped, GroupNode):
+            members = tuple(m for m in stopped.members if owed(m))
+            if stopped.concurrent_compensation and len(members) > 1:
+                entries.append(members)
+            else:
+                entries.extend(members)
+        elif stopped is not None and owed(stopped) and stopped.key not in self.committed_keys:
+            entries.append(stopped)
+        return entries
 
     def rollback_point(self) -> StartPoint:
         """What a rollback of this saga needs: each compensation's next attempt."""
@@ -219,6 +246,12 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
             state.next_index = index
             break
     stopped_in = plan.nodes[state.next_index] if state.next_index < len(plan.nodes) else None
+    if state.failed_for_good and not group_failed:
+        # The step that failed the saga: in a group, the first failing member in declaration
+        # order (as the engine reports it), whichever failed last in time.
+        first = next(key for key in steps if key in state.failed_for_good)
+        state.failed_step = steps[first].name
+        state.error = str(state.failed_for_good[first])
     state.rolling_back = (
         state.rolling_back
         or group_failed
@@ -239,18 +272,13 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
                 state.undo.extend(left)
         elif entry.key not in compensated:
             state.undo.append(entry)
+    state.stopped_in = stopped_in
+    state.compensated = compensated
     if isinstance(stopped_in, GroupNode):
-        members = tuple(
-            m
-            for m in stopped_in.members
-            if m.compensate is not None
-            and m.key in state.committed_keys
-            and m.key not in compensated
-        )
-        if stopped_in.concurrent_compensation and len(members) > 1:
-            state.group_undo.append(members)
-        else:
-            state.group_undo.extend(members)
+        results = [state.member_results.get(m.key) for m in stopped_in.members]
+        state.rollback_data = merge_committed(stopped_in, state.data, results)
+    else:
+        state.rollback_data = state.data
     return state
 
 
@@ -270,17 +298,6 @@ def _close_group(
         committed.append(done)
     else:
         committed.extend(done)
-
-
-def possibly_done(state: Replayed, plan: ExecutionPlan) -> list[StepNode]:
-    """Steps whose attempt started without an outcome and that have a compensation: under
-    COMPENSATE they count as done (at-least-once), so they are compensated too."""
-    nodes: list[StepNode] = []
-    for node in plan.nodes:
-        for member in node.members if isinstance(node, GroupNode) else (node,):
-            if member.key in state.in_doubt and member.compensate is not None:
-                nodes.append(member)
-    return nodes
 
 
 def _data_class(name: str | None) -> Any:

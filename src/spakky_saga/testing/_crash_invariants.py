@@ -20,7 +20,8 @@ from spakky_saga.codec import decode
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.events import SagaEventKind
 from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
-from spakky_saga.result import SagaResult, SagaStatus
+from spakky_saga.result import SagaResult
+from spakky_saga.status import SagaStatus
 from spakky_saga.store import SagaRecord, StoredStatus
 from spakky_saga.testing._injection import Call, Shape
 from spakky_saga.testing._invariants import check_compensation_order, committed
