@@ -4,7 +4,7 @@
     spakky-saga show SAGA_ID --store URL [--json]
     spakky-saga recover --app MODULE:ENGINE [--limit N] [--compensate-by-name] [--json]
     spakky-saga retry-compensation SAGA_ID --app MODULE:ENGINE [--json]
-    spakky-saga graph MODULE:TARGET [--format mermaid] [--markdown] [--direction TD|LR]
+    spakky-saga graph MODULE:TARGET [--markdown] [--direction TD|LR]
 
 `--store` is `sqlite:////absolute/sagas.db`, `sqlite:///relative.db` (or a plain file path)
 or a PostgreSQL URL
@@ -394,7 +394,6 @@ def parser() -> argparse.ArgumentParser:
         metavar="MODULE:TARGET",
         help="a SagaFlow, a saga class (no constructor arguments), or a function returning a flow",
     )
-    graph.add_argument("--format", choices=["mermaid"], default="mermaid", help="the only one")
     graph.add_argument("--markdown", action="store_true", help="wrap it in a ```mermaid fence")
     graph.add_argument("--direction", choices=DIRECTIONS, default="TD", help="TD or LR (TD)")
     graph.set_defaults(run=_graph)
