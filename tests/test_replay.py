@@ -113,6 +113,7 @@ def test_a_step_in_doubt_runs_again_with_its_own_attempt_number() -> None:
     state = reserved().replay()
 
     assert state.next_index == 1
+    assert isinstance(state.data, Ticket)
     assert state.data.stock == 1
     point = state.start_point()
     assert point.index == 1
@@ -151,7 +152,7 @@ def test_a_group_whose_members_all_ended_with_one_failed_is_rolled_back() -> Non
     assert state.rolling_back
     assert state.failed_step == "charge"  # not forgotten when ship committed after it
     rollback_data = state.rollback_data
-    assert rollback_data is not None
+    assert isinstance(rollback_data, Ticket)
     assert rollback_data.shipped  # the committed member's change reaches the compensations
     entries = state.rollback_entries(in_doubt=True)
     assert [e.key for e in entries if isinstance(e, StepNode)] == ["1", "2.2"]
@@ -182,6 +183,7 @@ def test_a_finished_group_is_merged_into_the_data_and_its_members_registered() -
     )
 
     assert state.next_index == 2  # past the last item
+    assert isinstance(state.data, Ticket)
     assert (state.data.stock, state.data.charged, state.data.shipped) == (1, 5, True)
     assert [e.key for e in state.undo if isinstance(e, StepNode)] == ["1", "2.1", "2.2"]
 

@@ -466,3 +466,40 @@ async def test_unknown_steps_are_refused_with_the_names_there_are() -> None:
         await explore_crashes(order_flow(Services()), Order(), failing_compensation="notify")
     with pytest.raises(ValueError, match=r"step_failures=0"):
         await explore_crashes(order_flow(Services()), Order(), failing_step="ship", step_failures=0)
+
+
+def trip_with_a_retried_refund() -> SagaFlow[Trip]:
+    """The trip, its flight's cancellation retried by a policy of its own (Retry(3))."""
+    return saga_flow(
+        step(book_hotel, compensate=cancel),
+        parallel(
+            step(book_flight, compensate=step(cancel) | Retry(3, ExponentialBackoff(1.0))),
+            step(rent_car, compensate=cancel, on_error=Retry(3, ExponentialBackoff(2.0))),
+        ),
+        step(mail_itinerary, on_error=Skip()),
+        step(pay, compensate=cancel, timeout=timedelta(seconds=5), on_error=Retry(2)),
+    )
+
+
+@needs_looptime
+async def test_a_retried_compensation_recovers_at_every_write_under_both_policies() -> None:
+    report = await explore_crashes(
+        trip_with_a_retried_refund,
+        Trip(),
+        saga_name="trip",
+        failing_step="pay",
+        failing_compensation="book_flight",
+        compensation_failures=2,  # the airline refuses the cancellation twice
+    )
+
+    assert report.ok, str(report)
+    assert report.uncrashed.outcome == "FAILED"
+    assert len(report.crashes) == 2 * 2 * len(report.writes)
+    result = report.uncrashed.result
+    assert result is not None
+    attempts = [
+        (r.attempt, r.status.value)
+        for r in result.history
+        if r.compensation and r.name == "book_flight"
+    ]
+    assert attempts == [(1, "FAILED"), (2, "FAILED"), (3, "COMPENSATED")]

@@ -24,7 +24,11 @@ from spakky_saga.result import SagaResult
 from spakky_saga.status import SagaStatus
 from spakky_saga.store import SagaRecord, StoredStatus
 from spakky_saga.testing._injection import Call, Shape
-from spakky_saga.testing._invariants import check_compensation_order, committed
+from spakky_saga.testing._invariants import (
+    check_compensation_order,
+    committed,
+    fold_retried,
+)
 from spakky_saga.testing.report import Check, Scenario, Violation, describe_error
 
 _OUTCOME_OF: dict[StoredStatus, str] = {
@@ -84,16 +88,16 @@ class Recovered:
 
 @dataclass(frozen=True, slots=True)
 class InDoubt:
-    """What the log at the crash left open: attempts (step key, attempt) and compensations
-    (step key) that started without a recorded outcome."""
+    """What the log at the crash left open: attempts and compensation attempts (step key,
+    attempt) that started without a recorded outcome."""
 
     attempts: frozenset[tuple[str, int]]
-    compensations: frozenset[str]
+    compensations: frozenset[tuple[str, int]]
 
     @classmethod
     def of(cls, record: SagaRecord | None) -> InDoubt:
         attempts: set[tuple[str, int]] = set()
-        compensations: set[str] = set()
+        compensations: set[tuple[str, int]] = set()
         for event in record.events if record is not None else ():
             key = event.step_key
             if key is None:
@@ -103,9 +107,9 @@ class InDoubt:
             elif event.kind in _ENDS_ATTEMPT:
                 attempts.discard((key, event.attempt))
             elif event.kind == SagaEventKind.COMPENSATION_STARTED.value:
-                compensations.add(key)
+                compensations.add((key, event.attempt))
             elif event.kind in _ENDS_COMPENSATION:
-                compensations.discard(key)
+                compensations.discard((key, event.attempt))
         return cls(frozenset(attempts), frozenset(compensations))
 
     def step(self, key: str) -> bool:
@@ -316,22 +320,23 @@ class _Checker:
         once (its last call), in the order they started."""
         doubt = InDoubt.of(self.run.at_crash)
         actions: dict[tuple[str, int], list[Call]] = defaultdict(list)
-        undo: dict[str, list[Call]] = defaultdict(list)
+        undo: dict[tuple[str, int], list[Call]] = defaultdict(list)
         for call in self.run.calls:
             if call.site is None:
                 continue
             if call.kind == "action":
                 actions[(call.site.key, attempt_of(call))].append(call)
             elif call.kind == "compensation":
-                undo[call.site.key].append(call)
+                undo[(call.site.key, attempt_of(call))].append(call)
         for (key, attempt), calls in actions.items():
             self.repeated(calls, (key, attempt) in doubt.attempts, f"attempt {attempt} of ")
         kept: list[Call] = []
-        for key, calls in undo.items():
-            allowed = self.repeated(calls, key in doubt.compensations, "")
+        for (key, attempt), calls in undo.items():
+            what = "" if attempt == 1 else f"attempt {attempt} of "
+            allowed = self.repeated(calls, (key, attempt) in doubt.compensations, what)
             kept.extend(calls[-1:] if allowed else calls)
         kept.sort(key=lambda call: call.started)
-        return kept
+        return fold_retried(kept)
 
     def repeated(self, calls: list[Call], in_doubt: bool, what: str) -> bool:
         """Whether `calls` (of one attempt, or one compensation) are the one call they should

@@ -56,6 +56,23 @@ def committed(call: Call) -> bool:
     )
 
 
+def fold_retried(calls: list[Call]) -> list[Call]:
+    """The compensation calls that count, one per compensation: an attempt that failed and
+    that the compensation's own policy retried (a later call of the same step with the next
+    attempt number) is part of that compensation, not a failure of its own."""
+    attempts = {(c.site.key, c.step_attempt) for c in calls if c.site is not None}
+    return [
+        c
+        for c in calls
+        if not (
+            c.raised is not None
+            and c.site is not None
+            and c.step_attempt is not None
+            and (c.site.key, c.step_attempt + 1) in attempts
+        )
+    ]
+
+
 @dataclass(slots=True)
 class _Checker:
     scenario: Scenario
@@ -143,7 +160,7 @@ class _Checker:
         run = self.run
         raised = run.raised
         got = "a result" if raised is None else describe_error(raised)
-        failed = [c for c in self.calls("compensation") if c.raised is not None]
+        failed = [c for c in fold_retried(self.calls("compensation")) if c.raised is not None]
         if run.cancel_issued:
             if not isinstance(raised, asyncio.CancelledError):
                 self.add(
@@ -378,7 +395,7 @@ class _Checker:
 
     def rollback(self, result: SagaResult[Any] | None) -> None:
         run = self.run
-        undo = self.calls("compensation")
+        undo = fold_retried(self.calls("compensation"))
         rolled_back = run.cancel_issued or (
             result is not None and result.status is not SagaStatus.COMPLETED
         )
