@@ -8,6 +8,8 @@ demo:
 	@.venv/bin/python examples/explore_order_saga.py
 	@echo
 	@.venv/bin/python examples/durable_crash.py
+	@echo
+	@.venv/bin/python examples/payment_policies.py
 
 test:
 	@scripts/test.sh

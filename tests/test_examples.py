@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.postgres_support import postgres_schema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -51,3 +54,39 @@ def test_the_crash_demo_recovers_the_killed_saga_compensating_each_step_once() -
         "release seat 14C  [2:reserve_seat/undo]",
         "refund ch_420  [1:charge_card/undo]",
     ]
+
+
+PAYMENT_API_LOG = [
+    "charge 40  [charge/1]",
+    "charge 80 refused: gateway timeout  [charge/1]",
+    "charge 80  [charge/2]",  # RetryWhileClosed: the breaker was closed
+    "refund ch_2 refused (try 1)  [charge/undo]",
+    "refund ch_2 refused (try 2)  [charge/undo/2]",  # the refund's own Retry(4)
+    "refund ch_2  [charge/undo/3]",
+]
+
+
+def check_payment_policies(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "payment_policies.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    output = done.stdout
+    assert "order 1: COMPLETED" in output
+    assert "order 2: FAILED" in output
+    ledger = [line.strip() for line in output.split("in order:")[1].strip().splitlines()]
+    assert ledger == PAYMENT_API_LOG
+
+
+def test_the_policies_demo_retries_by_its_own_strategy_and_its_refund_by_its_policy() -> None:
+    check_payment_policies()  # a temporary SQLite file
+
+
+async def test_the_policies_demo_runs_the_same_on_postgresql() -> None:
+    async with postgres_schema() as (dsn, schema):
+        await asyncio.to_thread(check_payment_policies, dsn, schema)
