@@ -136,6 +136,7 @@ class DurableRuns:
     def done(self, journal: SagaJournal) -> None:
         """The run of `journal` is over: its lease needs no more renewing."""
         self._active.pop(journal.saga_id, None)
+        self._stop_beating_if_idle()
 
     async def open(self) -> None:
         if not self._opened:
@@ -160,10 +161,22 @@ class DurableRuns:
 
     def _keep_beating(self) -> None:
         beat = self._heartbeat
-        if beat is None or beat.done() or beat.get_loop() is not asyncio.get_running_loop():
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat(), name=f"spakky-saga lease heartbeat {self.owner}"
-            )
+        loop = asyncio.get_running_loop()
+        if beat is not None and not beat.done() and beat.get_loop() is loop:
+            return
+        if beat is not None:
+            _cancel(beat)  # one on another loop: never leave it pending there
+        self._heartbeat = loop.create_task(
+            self._beat(), name=f"spakky-saga lease heartbeat {self.owner}"
+        )
+
+    def _stop_beating_if_idle(self) -> None:
+        """No saga to keep: stop the heartbeat now rather than when its sleep ends, so that no
+        loop is ever closed with it pending (a process that recovered at start and then
+        only waits, a service loop that stops)."""
+        if not self._active and not self._held and self._heartbeat is not None:
+            _cancel(self._heartbeat)
+            self._heartbeat = None
 
     async def _beat(self) -> None:
         """Renew the leases of running sagas every third of a lease; a saga found taken over
@@ -196,22 +209,39 @@ class DurableRuns:
         limit: int,
         saga_ids: Sequence[str],
         compensate_by_name: bool,
+        concurrency: int = 1,
     ) -> RecoveryReport:
+        """Claim, then finish up to `concurrency` claimed sagas at a time (their writes share
+        the store's group commits); the report keeps the order they were claimed in."""
         await self.open()
         claimed = await self.store.claim(self.owner, self.lease, limit, saga_ids)
-        # Claimed sagas wait their turn (they are finished one at a time): the heartbeat keeps
-        # their leases too, so that none expires and goes to another engine meanwhile.
+        # Claimed sagas wait their turn: the heartbeat keeps their leases too, so that none
+        # expires and goes to another engine meanwhile.
         self._held.update(record.saga_id for record in claimed)
-        outcomes = []
+        outcomes: list[RecoveredSaga | None] = [None] * len(claimed)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def finish(index: int, record: SagaRecord) -> None:
+            async with slots:
+                try:
+                    outcomes[index] = await self._finish(record, observers, compensate_by_name)
+                finally:
+                    self._held.discard(record.saga_id)
+
         try:
             if claimed:
                 self._keep_beating()
-            for record in claimed:
-                outcomes.append(await self._finish(record, observers, compensate_by_name))
-                self._held.discard(record.saga_id)
+            if concurrency == 1 or len(claimed) == 1:
+                for index, record in enumerate(claimed):
+                    await finish(index, record)
+            else:
+                async with asyncio.TaskGroup() as tasks:
+                    for index, record in enumerate(claimed):
+                        tasks.create_task(finish(index, record))
         finally:
             self._held.difference_update(record.saga_id for record in claimed)
-        return RecoveryReport(tuple(outcomes))
+            self._stop_beating_if_idle()
+        return RecoveryReport(tuple(o for o in outcomes if o is not None))
 
     async def retry_compensation(self, observers: ListenerSet, saga_id: str) -> RecoveredSaga:
         await self.open()
@@ -385,3 +415,19 @@ def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode
             if member.key in state.compensation_failures and member.compensate is not None:
                 failed.append(member)
     return failed
+
+
+def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel `task` from any thread; a task whose loop is closed is gone already."""
+    loop = task.get_loop()
+    if task.done() or loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        task.cancel()
+    else:
+        with contextlib.suppress(RuntimeError):  # closed between the check and the call
+            loop.call_soon_threadsafe(task.cancel)

@@ -9,11 +9,13 @@ This module only checks options, opens a run (its `SagaRun`, its journal) and ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -26,7 +28,7 @@ from spakky_saga.events import SagaEventKind
 from spakky_saga.execution import Executor, Sleep
 from spakky_saga.flow import SagaFlow
 from spakky_saga.listeners import ListenerSet
-from spakky_saga.logs import SagaLogListener
+from spakky_saga.logs import ENGINE_LOGGER, SagaLogListener
 from spakky_saga.plan import plan_for
 from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.registry import FlowSource, SagaRegistry
@@ -35,6 +37,8 @@ from spakky_saga.run import Clock, SagaRun
 from spakky_saga.store import SagaStore
 
 _SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
+_PAUSE_RANDOM: Final = random.Random()
+logger: Final = ENGINE_LOGGER
 
 
 class SagaEngine:
@@ -61,6 +65,7 @@ class SagaEngine:
         "_listeners",
         "_owner",
         "_registry",
+        "recover_every",
         "recover_on_start",
     )
 
@@ -76,6 +81,7 @@ class SagaEngine:
         lease: timedelta = timedelta(seconds=30),
         recovery: RecoveryPolicy = RecoveryPolicy.COMPENSATE,
         recover_on_start: bool = False,
+        recover_every: timedelta | None = None,
         shutdown_grace: timedelta = timedelta(seconds=30),
     ) -> None:
         self._clock = clock
@@ -103,6 +109,18 @@ class SagaEngine:
                 f"SagaEngine(shutdown_grace={shutdown_grace!r}): must be a datetime.timedelta "
                 ">= 0 (how long a rollback carries on once the event loop shuts down; 0 cuts "
                 "it off at once)"
+            )
+        if recover_every is not None and not (
+            isinstance(recover_every, timedelta) and recover_every > timedelta(0)
+        ):
+            problems.append(
+                f"SagaEngine(recover_every={recover_every!r}): must be a positive "
+                "datetime.timedelta (how often the spakky integration recovers), or None"
+            )
+        if (recover_on_start or recover_every is not None) and store is None:
+            problems.append(
+                "SagaEngine(recover_on_start=..., recover_every=...): recovery needs a store; "
+                "pass store=SqliteSagaStore(...) or PostgresSagaStore(...)"
             )
         if sleep is not None and not callable(sleep):
             problems.append(
@@ -141,6 +159,8 @@ class SagaEngine:
             )
         )
         self.recover_on_start = recover_on_start
+        self.recover_every = recover_every
+        """How often the spakky integration's recovery service runs `serve()` (None: never)."""
         """Whether the spakky integration calls `recover()` when the application starts."""
 
     def __repr__(self) -> str:
@@ -195,9 +215,11 @@ class SagaEngine:
         saga_ids: Sequence[str] = (),
         compensate_by_name: bool = False,
         listeners: Iterable[object] = (),
+        concurrency: int = 8,
     ) -> RecoveryReport:
         """Finish unfinished sagas from the store whose owner's lease expired (or every
-        unfinished saga among `saga_ids`, once their lease expired).
+        unfinished saga among `saga_ids`, once their lease expired), up to `concurrency` at a
+        time.
 
         Each is claimed (so no other engine runs it), checked against its registered flow,
         then finished by its recovery policy: its committed steps compensated (COMPENSATE),
@@ -208,13 +230,99 @@ class SagaEngine:
         failure never stops the others. See docs/durability.md.
         """
         durable = self._needs_store("recover()")
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise SagaEngineConfigurationError(
+                f"recover(concurrency={concurrency!r}): must be an int >= 1 (how many "
+                "claimed sagas are finished at a time)"
+            )
         observers = self._listeners.plus(listeners) if listeners else self._listeners
         return await durable.recover(
             observers,
             limit=limit,
             saga_ids=saga_ids,
             compensate_by_name=compensate_by_name,
+            concurrency=concurrency,
         )
+
+    async def serve(
+        self,
+        *,
+        every: timedelta = timedelta(seconds=5),
+        concurrency: int = 8,
+        limit: int = 100,
+        stop: asyncio.Event | None = None,
+        listeners: Iterable[object] = (),
+    ) -> None:
+        """Recover continuously: every `every` (give or take a fifth, at random, so that
+        engines sharing a store spread out), claim the sagas whose owner's lease expired and
+        finish them, `concurrency` at a time, until `stop` is set.
+
+        A pass that claimed a full batch (`limit`) is followed at once by another; a pass
+        that fails (the store is down) is logged and the next one tries again. Setting `stop`
+        lets the pass in progress finish (a drain); cancelling the task stops at once (the
+        sagas it was finishing stay claimed until their lease expires, then any engine
+        finishes them).
+
+        `recovering(...)` runs this in the background for the length of an `async with`.
+        """
+        self._needs_store("serve()")
+        seconds = every.total_seconds() if isinstance(every, timedelta) else -1.0
+        if seconds <= 0:
+            raise SagaEngineConfigurationError(
+                f"serve(every={every!r}): must be a positive datetime.timedelta"
+            )
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            found = 0
+            try:
+                report = await self.recover(
+                    limit=limit, concurrency=concurrency, listeners=listeners
+                )
+                found = len(report)
+                if found:
+                    logger.info(
+                        "[saga=- status=recovery_pass sagas=%d refused=%d]",
+                        found,
+                        len(report.refused),
+                        extra={"saga_engine": self._owner},
+                    )
+            except Exception as error:  # the store is down: say so, try again next pass
+                logger.warning(
+                    "[saga=- status=recovery_pass_failed error=%s]",
+                    type(error).__name__,
+                    extra={"saga_engine": self._owner, "saga_error_message": str(error)},
+                )
+            if found >= limit:
+                continue  # more may be waiting: no pause
+            pause = seconds * _PAUSE_RANDOM.uniform(0.8, 1.2)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stop.wait()
+
+    @contextlib.asynccontextmanager
+    async def recovering(
+        self,
+        *,
+        every: timedelta = timedelta(seconds=5),
+        concurrency: int = 8,
+        limit: int = 100,
+    ) -> AsyncIterator[None]:
+        """Run `serve()` in the background while the block runs; on leaving it, stop it and
+        wait for the pass in progress to finish:
+
+            async with engine.recovering(every=timedelta(seconds=10)):
+                await serve_http_requests()
+        """
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(
+            self.serve(every=every, concurrency=concurrency, limit=limit, stop=stop),
+            name=f"spakky-saga recovery {self._owner}",
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
 
     async def retry_compensation(
         self, saga_id: str, *, listeners: Iterable[object] = ()

@@ -23,6 +23,7 @@ from spakky.core.pod.interfaces.post_processor import IPostProcessor
 from spakky.core.service.interfaces.service import IAsyncService, IService
 
 from spakky_saga.engine import SagaEngine
+from spakky_saga.recovery import RecoveryReport
 from spakky_saga.saga import AbstractSaga, Saga
 
 logger = logging.getLogger("spakky_saga.spakky")
@@ -74,9 +75,11 @@ class SagaEngineConnector(IPostProcessor, IContainerAware, IService):
 
 @Pod()
 class SagaRecoveryService(IAsyncService):
-    """Recovers the unfinished sagas of every durable engine built with
-    `recover_on_start=True` when the application starts (on the application's event loop),
-    and closes durable engines' stores when it stops.
+    """The spakky side of durable engines, on the application's async-service loop: when the
+    application starts, it recovers what each engine built with `recover_on_start=True`
+    left unfinished, then keeps recovering continuously (`SagaEngine.serve()`) for each
+    engine built with `recover_every=`; when it stops, it lets the pass in progress finish
+    and closes durable engines' stores.
 
     By then the container has created its sagas, which registered their flows with their
     engine; a saga refused by recovery (unknown name, changed flow) is logged and left for an
@@ -85,30 +88,36 @@ class SagaRecoveryService(IAsyncService):
 
     def __init__(self, connector: SagaEngineConnector) -> None:
         self._connector = connector
+        self._stop = asyncio.Event()
+        self._serving: list[asyncio.Task[None]] = []
 
     def set_stop_event(self, stop_event: asyncio.Event) -> None:
-        """Recovery runs once at start; nothing runs in the background."""
+        """Spakky's stop signal: the background recovery passes end when it is set."""
+        self._stop = stop_event
 
     async def start_async(self) -> None:
+        self._stop.clear()
         for engine in self._connector.engines:
-            if engine.store is None or not engine.recover_on_start:
+            if engine.store is None:
                 continue
-            report = await engine.recover()
-            logger.info(
-                "[saga=- status=recovered sagas=%d refused=%d]",
-                len(report),
-                len(report.refused),
-                extra={"saga_engine": engine.owner},
-            )
-            for refused in report.refused:
-                logger.error(
-                    "[saga=%s status=recovery_refused error=%s]",
-                    refused.saga_name,
-                    type(refused.error).__name__,
-                    extra={"saga_id": refused.saga_id, "saga_error_message": str(refused.error)},
+            if engine.recover_on_start:
+                _log_report(engine, await engine.recover())
+            if engine.recover_every is not None:
+                self._serving.append(
+                    asyncio.get_running_loop().create_task(
+                        engine.serve(every=engine.recover_every, stop=self._stop),
+                        name=f"spakky-saga recovery service {engine.owner}",
+                    )
                 )
 
     async def stop_async(self) -> None:
+        self._stop.set()
+        serving, self._serving = self._serving, []
+        for task in serving:
+            try:
+                await task  # the pass in progress finishes: a drain, not a cut
+            except Exception:  # serve() logs its passes' errors; this one ended it
+                logger.exception("[saga=- status=recovery_service_failed]")
         for engine in self._connector.engines:
             if engine.store is None:
                 continue
@@ -120,3 +129,19 @@ class SagaRecoveryService(IAsyncService):
                     exc_info=True,
                     extra={"saga_engine": engine.owner},
                 )
+
+
+def _log_report(engine: SagaEngine, report: RecoveryReport) -> None:
+    logger.info(
+        "[saga=- status=recovered sagas=%d refused=%d]",
+        len(report),
+        len(report.refused),
+        extra={"saga_engine": engine.owner},
+    )
+    for refused in report.refused:
+        logger.error(
+            "[saga=%s status=recovery_refused error=%s]",
+            refused.saga_name,
+            type(refused.error).__name__,
+            extra={"saga_id": refused.saga_id, "saga_error_message": str(refused.error)},
+        )
