@@ -4,9 +4,13 @@ deployment runs them (tests/recovery_service_app/shop.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from spakky_saga import SqliteSagaStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,3 +48,45 @@ def test_a_sibling_process_compensates_the_saga_of_one_that_died(tmp_path: Path)
     entries = run_both([str(tmp_path / "sagas.db")], tmp_path)
 
     assert entries == ["reserve 1:reserve/1", "ship 2:ship/1", "release 1:reserve/undo"]
+
+
+def test_an_application_recovering_at_start_stops_cleanly(tmp_path: Path) -> None:
+    store = [str(tmp_path / "sagas.db")]
+    ledger = tmp_path / "ledger.txt"
+    placing = shop(store, "place", ledger)
+    placing.wait(timeout=60)
+    assert placing.returncode == -9
+    wait_for_the_lease_to_expire(tmp_path / "sagas.db")
+
+    restarted = shop(store, "restart", ledger)
+    out, err = restarted.communicate(timeout=60)
+
+    assert restarted.returncode == 0, err
+    assert err == ""  # no "Task was destroyed but it is pending" (the lease heartbeat)
+    assert out.strip() == "FAILED"
+    assert [line.split()[0] for line in ledger.read_text().splitlines()] == [
+        "reserve",
+        "ship",
+        "release",  # order 1, recovered at start
+        "reserve",
+        "ship",  # order 2
+    ]
+
+
+def wait_for_the_lease_to_expire(path: Path) -> None:
+    """Wait (real time: the dead process's lease is a real 1 s) until the store says its
+    lease has run out, reading the store as it is, with a generous bound."""
+
+    async def remaining() -> float:
+        store = SqliteSagaStore(path)
+        await store.open()
+        try:
+            [record] = await store.list()
+            return (record.lease_expires or 0.0) - time.time()
+        finally:
+            await store.close()
+
+    deadline = time.monotonic() + 30
+    while (left := asyncio.run(remaining())) > 0:
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(left + 0.05)

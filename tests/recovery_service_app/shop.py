@@ -4,7 +4,9 @@ process by the test: `python -m tests.recovery_service_app.shop STORE [SCHEMA] M
 MODE `place` places order 1 and is killed (SIGKILL, by itself) inside the `ship` step, after
 `reserve` committed. MODE `serve` starts the application and waits (60 s at most) until order
 1's saga is finished in the store, nobody calling `recover()`: the recovery service of its
-engine finds it once the dead process's lease expired, and compensates it. Participants append
+engine finds it once the dead process's lease expired, and compensates it. MODE `restart`
+starts an application whose engine recovers once at start (`recover_on_start=True`), prints
+order 1's stored status, places order 2 (which completes) and stops. Participants append
 to the LEDGER file, which survives the kill.
 """
 
@@ -61,6 +63,8 @@ def note(what: str) -> None:
 
 @Pod()
 def saga_engine() -> SagaEngine:
+    if MODE == "restart":
+        return SagaEngine(store=make_store(), lease=timedelta(seconds=30), recover_on_start=True)
     return SagaEngine(
         store=make_store(),
         lease=timedelta(seconds=1),
@@ -83,7 +87,8 @@ class ShopSaga(AbstractSaga[Order]):
     @saga_step
     async def ship(self, data: Order) -> None:
         note("ship")
-        os.kill(os.getpid(), signal.SIGKILL)  # the process dies while shipping
+        if data.order_id == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # the process dies while shipping
 
     def flow(self) -> SagaFlow[Order]:
         return saga_flow(self.reserve >> self.release, self.ship)
@@ -107,6 +112,15 @@ async def finished(store: SagaStore) -> str:
         await store.close()
 
 
+async def status(store: SagaStore) -> str:
+    await store.open()
+    try:
+        record = await store.load(str(ORDER_ID))
+        return "-" if record is None else record.status.value
+    finally:
+        await store.close()
+
+
 app = (
     SpakkyApplication(ApplicationContext())
     .load_plugins(include={PLUGIN_NAME})
@@ -117,6 +131,9 @@ app = (
 try:
     if MODE == "place":
         asyncio.run(place(app.container.get(ShopSaga)))
+    elif MODE == "restart":  # then order 2, on this thread's loop (the heartbeat moves)
+        print(asyncio.run(status(make_store())), flush=True)
+        asyncio.run(app.container.get(ShopSaga).execute(Order(order_id=2)))
     else:
         print("serving", flush=True)
         print(asyncio.run(finished(make_store())), flush=True)
