@@ -247,8 +247,9 @@ def test_parallel_class_takes_items_like_upstream_and_keeps_members_as_an_alias(
     group = Parallel(items=wrong((reserve, step(charge) >> release)))
 
     assert [member.name for member in group.items] == ["reserve", "charge"]
-    assert group.items == group.items
     assert isinstance(group.items, tuple)
+    assert group.members is group.items  # the alias is the field itself, not a copy
+    assert [member.name for member in group.members] == ["reserve", "charge"]
 
 
 def test_parallel_lists_every_bad_member_by_position() -> None:

@@ -28,6 +28,7 @@ from spakky_saga import (
     saga_flow,
     step,
 )
+from spakky_saga.testing import VirtualClock
 from tests.durable_support import Crash, Ledger, StoreClock, Ticket, bump, engines
 
 
@@ -410,29 +411,33 @@ def test_a_rollback_cut_off_by_shutdown_is_finished_by_recovery(
 
 
 async def test_sagas_claimed_by_recovery_keep_their_leases_while_they_wait_their_turn(
-    ledger: Ledger,
+    saga_clock: VirtualClock, ledger: Ledger
 ) -> None:
-    store = InMemorySagaStore()  # the real clock: leases of 60 ms run out while others run
+    # Virtual loop time (saga_clock) is the store's clock too: leases run out, the heartbeat
+    # renews them and the rival polls exactly when the durations below say, however busy the
+    # machine is. Four 5 s compensations, one at a time, take 20 s: far past the 6 s lease of
+    # the sagas that wait their turn.
+    store = InMemorySagaStore(clock=saga_clock)
 
     async def slow_undo(data: Ticket) -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(5)
         ledger.entries.append(("undo reserve", str(data.order_id)))
 
     slow_undo.__name__ = "undo_reserve"
     flow = saga_flow(step(ledger.action("reserve"), compensate=slow_undo), ledger.action("pay"))
-    lease = timedelta(milliseconds=60)
+    lease = timedelta(seconds=6)
     crashed, recovering = engines(store, flow, lease=lease)
     for order_id in range(4):
         ledger.crash_at = "pay"
         with pytest.raises(Crash):
             await crashed.run(flow, Ticket(order_id=order_id), saga_name="order")
-    await asyncio.sleep(0.1)  # the crashed engine's leases run out
+    await asyncio.sleep(10)  # the crashed engine's leases run out
     rival = engines(store, flow, lease=lease)[1]
 
     async def rival_recovers() -> int:
         taken = 0
-        for _ in range(10):
-            await asyncio.sleep(0.02)
+        for _ in range(13):  # every 1.5 s while recovery runs (10 s to 29.5 s)
+            await asyncio.sleep(1.5)
             taken += len(await rival.recover())
         return taken
 

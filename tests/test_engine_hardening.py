@@ -38,7 +38,12 @@ from spakky_saga import (
     saga_flow,
     step,
 )
+from spakky_saga.testing import VirtualClock
 from tests.support import Boom, Journal, ManualClock, OrderData, capture_saga_logs
+
+# Tests that race a timeout against a step take `saga_clock`: their event loop's time is then
+# virtual (looptime), so which timer fires first is decided by the durations written in the
+# test, never by how busy the machine is.
 
 # --- 1. strategy code can never crash the engine ------------------------------------------
 
@@ -176,12 +181,12 @@ async def test_a_cut_off_rollback_raises_compensation_failed_to_a_caller_still_w
 
 
 async def test_a_caller_timeout_during_rollback_still_calls_the_handler_then_times_out(
-    journal: Journal, order: OrderData
+    saga_clock: VirtualClock, journal: Journal, order: OrderData
 ) -> None:
     handled: list[OrderData] = []
 
     async def slow_failing_undo(data: OrderData) -> None:
-        await asyncio.sleep(0.03)
+        await asyncio.sleep(30)
         raise Boom("refund refused")
 
     flow = saga_flow(
@@ -189,9 +194,10 @@ async def test_a_caller_timeout_during_rollback_still_calls_the_handler_then_tim
     ).on_compensation_failure(handled.append)
 
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.01):
-            await SagaEngine().run(flow, order)
+        async with asyncio.timeout(10):  # fires 10 s into the 30 s undo
+            await saga_clock.engine().run(flow, order)
 
+    assert journal.events == ["a", "b"]  # b failed first: the timeout came during the rollback
     assert handled == [order]
 
 
@@ -313,7 +319,7 @@ def swallowing(journal: Journal, name: str) -> Any:
     async def action(data: OrderData) -> None:
         journal.record(name)
         try:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(3600)
         except asyncio.CancelledError:
             raise RuntimeError("I don't do cancellation") from None
 
@@ -323,13 +329,13 @@ def swallowing(journal: Journal, name: str) -> Any:
 
 @pytest.mark.parametrize("strategy", [Retry(7, ExponentialBackoff(0.0)), Skip()])
 async def test_a_step_turning_the_saga_timeout_into_its_error_is_not_retried_or_skipped(
-    strategy: Retry | Skip, journal: Journal, order: OrderData
+    strategy: Retry | Skip, saga_clock: VirtualClock, journal: Journal, order: OrderData
 ) -> None:
     flow = saga_flow(
         journal.transaction("a"), step(swallowing(journal, "stubborn"), on_error=strategy)
-    ).timeout(timedelta(milliseconds=20))
+    ).timeout(timedelta(seconds=20))
 
-    result = await SagaEngine().run(flow, order)
+    result = await saga_clock.engine().run(flow, order)
 
     assert result.status is SagaStatus.TIMED_OUT
     assert isinstance(result.error, SagaTimeoutError)
@@ -338,12 +344,15 @@ async def test_a_step_turning_the_saga_timeout_into_its_error_is_not_retried_or_
 
 @pytest.mark.parametrize("strategy", [Retry(7, ExponentialBackoff(0.0)), Skip(), Compensate()])
 async def test_a_step_turning_the_callers_cancel_into_its_error_does_not_swallow_it(
-    strategy: Retry | Skip | Compensate, journal: Journal, order: OrderData
+    strategy: Retry | Skip | Compensate,
+    saga_clock: VirtualClock,
+    journal: Journal,
+    order: OrderData,
 ) -> None:
     flow = saga_flow(
         journal.transaction("a"), step(swallowing(journal, "stubborn"), on_error=strategy)
     )
-    task = asyncio.create_task(SagaEngine().run(flow, order))
+    task = asyncio.create_task(saga_clock.engine().run(flow, order))
     await journal.reached("stubborn")
 
     task.cancel()
@@ -419,14 +428,14 @@ async def test_a_step_returning_an_object_with_a_broken_repr_fails_with_a_result
 
 
 async def test_a_retried_step_cut_by_the_saga_timeout_records_its_own_attempt_and_time(
-    journal: Journal, order: OrderData
+    saga_clock: VirtualClock, journal: Journal, order: OrderData
 ) -> None:
     async def slow_then_fail(data: OrderData) -> None:
-        await asyncio.sleep(0.015)
+        await asyncio.sleep(15)
         raise Boom("flaky")
 
     async def hang(data: OrderData) -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(3600)
 
     tries = iter([slow_then_fail, slow_then_fail, hang])
 
@@ -436,15 +445,16 @@ async def test_a_retried_step_cut_by_the_saga_timeout_records_its_own_attempt_an
     flow = saga_flow(
         step(journal.fail("flaky"), on_error=Skip()),  # an earlier, skipped step of that name
         step(flaky, on_error=Retry(5, ExponentialBackoff(0.0))),
-    ).timeout(timedelta(milliseconds=60))
+    ).timeout(timedelta(seconds=60))
 
-    result = await SagaEngine().run(flow, order)
+    result = await saga_clock.engine().run(flow, order)
 
     cut = result.history[-1]
     assert (cut.name, cut.status, cut.attempt) == ("flaky", StepStatus.FAILED, 3)
     assert isinstance(cut.error, SagaTimeoutError)
-    assert cut.elapsed > timedelta(0)
-    assert cut.elapsed <= result.elapsed - timedelta(milliseconds=30)  # not the failed tries
+    assert result.elapsed.total_seconds() == pytest.approx(60)
+    # its own attempt only (60 s less the two failed 15 s tries), not the saga's whole time
+    assert cut.elapsed.total_seconds() == pytest.approx(30)
 
 
 # --- decided: BaseException in a compensation, fresh data in a group ---------------------

@@ -1,4 +1,5 @@
-"""Timeouts, with tiny real deadlines and steps that wait on an event never set.
+"""Timeouts, with tiny real deadlines and steps that wait on an event never set (and, where a
+test measures how long a step ran, on virtual loop time: a busy machine stretches real time).
 
 A step's `timeout=` raises SagaStepTimeoutError into the step's own strategy. The flow's
 `timeout()` ends the saga TIMED_OUT, names the running step and compensates what committed.
@@ -6,7 +7,10 @@ A step's `timeout=` raises SagaStepTimeoutError into the step's own strategy. Th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+import pytest
 
 from spakky_saga import (
     ExponentialBackoff,
@@ -21,6 +25,7 @@ from spakky_saga import (
     saga_flow,
     step,
 )
+from spakky_saga.testing import VirtualClock
 from tests.support import Journal, OrderData, around
 
 TINY = timedelta(milliseconds=10)
@@ -197,13 +202,20 @@ async def test_the_timed_out_attempt_of_a_retried_step_has_its_attempt_number(
 
 
 async def test_the_timed_out_step_records_how_long_it_had_been_running(
-    journal: Journal, order: OrderData
+    saga_clock: VirtualClock, order: OrderData
 ) -> None:
-    flow = saga_flow(step(journal.ok("a")), step(journal.hang("slow"))).timeout(TINY)
+    async def takes_10_seconds(data: OrderData) -> None:
+        await asyncio.sleep(10)
 
-    result = await SagaEngine().run(flow, order)  # the real clock: the overrun is measured
+    async def hangs(data: OrderData) -> None:
+        await asyncio.sleep(3600)
+
+    flow = saga_flow(takes_10_seconds, hangs).timeout(ROOMY)
+
+    # virtual loop time (saga_clock): the overrun is measured exactly, however busy the machine
+    result = await saga_clock.engine().run(flow, order)
 
     timed_out = result.history[-1]
-    assert (timed_out.name, timed_out.status) == ("slow", StepStatus.FAILED)
-    assert timed_out.elapsed >= TINY / 2
-    assert timed_out.elapsed <= result.elapsed
+    assert (timed_out.name, timed_out.status) == ("hangs", StepStatus.FAILED)
+    assert timed_out.elapsed.total_seconds() == pytest.approx(20)  # its own time, not the saga's
+    assert result.elapsed.total_seconds() == pytest.approx(30)

@@ -18,6 +18,7 @@ from spakky_saga import (
     SqliteSagaStore,
     StoredStatus,
 )
+from tests.durable_support import StoreClock
 from tests.spakky_durable_app.shipping import (
     LEDGER,
     SETTINGS,
@@ -33,9 +34,12 @@ def started_app() -> SpakkyApplication:
 
 
 @pytest.fixture(autouse=True)
-def settings(tmp_path: Path) -> None:
-    SETTINGS.update(path=str(tmp_path / "sagas.db"), crash_at=None, lease_ms=100)
+def store_clock(tmp_path: Path) -> StoreClock:
+    """The store's clock: `expire()` runs the crashed run's lease out, without waiting."""
+    clock = StoreClock()
+    SETTINGS.update(path=str(tmp_path / "sagas.db"), crash_at=None, clock=clock)
     LEDGER.clear()
+    return clock
 
 
 async def test_a_container_saga_runs_durably_on_the_engine_pod() -> None:
@@ -50,7 +54,9 @@ async def test_a_container_saga_runs_durably_on_the_engine_pod() -> None:
     assert LEDGER == ["pack", "hand_over"]
 
 
-async def test_an_unfinished_saga_is_recovered_when_the_application_starts_again() -> None:
+async def test_an_unfinished_saga_is_recovered_when_the_application_starts_again(
+    store_clock: StoreClock,
+) -> None:
     first = started_app()
     SETTINGS["crash_at"] = "hand_over"
     try:
@@ -58,7 +64,7 @@ async def test_an_unfinished_saga_is_recovered_when_the_application_starts_again
             await first.container.get(ShipOrderSaga).execute(ShipmentData(order_id=7))
     finally:
         first.stop()
-    await asyncio.sleep(0.15)  # the crashed run's lease expires
+    store_clock.expire()  # the crashed run's lease runs out
 
     second = started_app()  # recover_on_start: the saga is compensated during start
     second.stop()
@@ -72,7 +78,7 @@ async def test_a_durable_saga_refuses_an_engine_without_a_store() -> None:
     assert LEDGER == []
 
 
-def test_the_recovered_saga_is_finished_in_the_store() -> None:
+def test_the_recovered_saga_is_finished_in_the_store(store_clock: StoreClock) -> None:
     async def crash_then_recover() -> list[StoredStatus]:
         first = started_app()
         SETTINGS["crash_at"] = "hand_over"
@@ -81,7 +87,7 @@ def test_the_recovered_saga_is_finished_in_the_store() -> None:
                 await first.container.get(ShipOrderSaga).execute(ShipmentData(order_id=3))
         finally:
             first.stop()
-        await asyncio.sleep(0.15)
+        store_clock.expire()
         started_app().stop()
         store = SqliteSagaStore(SETTINGS["path"])
         records = await store.list()

@@ -1,12 +1,14 @@
 """A durable saga class, the ledger its participant writes to, and a durable engine pod.
 
 `SETTINGS` is set by the test before the application starts: where the SQLite store lives,
-and which step should "crash" (raise a BaseException, as a killed process would stop).
+which step should "crash" (raise a BaseException, as a killed process would stop), and the
+store's clock (a test moves it past the lease instead of sleeping until the lease runs out).
 """
 
 # No `from __future__ import annotations`: spakky reads a Pod function's return annotation
 # as a type, and a string would not do.
 import dataclasses
+import time
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -22,7 +24,7 @@ from spakky_saga import (
     saga_step,
 )
 
-SETTINGS: dict[str, Any] = {"path": None, "crash_at": None, "lease_ms": 100}
+SETTINGS: dict[str, Any] = {"path": None, "crash_at": None, "clock": time.time}
 LEDGER: list[str] = []
 
 
@@ -38,8 +40,8 @@ class ShipmentData(AbstractSagaData):
 @Pod()
 def durable_engine() -> SagaEngine:
     return SagaEngine(
-        store=SqliteSagaStore(SETTINGS["path"], synchronous="NORMAL"),
-        lease=timedelta(milliseconds=SETTINGS["lease_ms"]),
+        store=SqliteSagaStore(SETTINGS["path"], synchronous="NORMAL", clock=SETTINGS["clock"]),
+        lease=timedelta(seconds=30),
         recover_on_start=True,
     )
 
