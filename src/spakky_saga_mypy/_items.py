@@ -2,8 +2,9 @@
 
 `describe()` turns an argument or operand into a `FlowOperand` (its kind, the saga-data type
 it works on, its function when known); `most_specific()` unifies the data types of items
-composed together; `with_data()` and `errored()` build the hooks' results. The checks built
-on these live in `_checks.py`.
+composed together; `with_data()` and `errored()` build the hooks' results;
+`skipping_strategy()` and `constructed_class()` tell what an attached strategy visibly is.
+The checks built on these live in `_checks.py`.
 """
 
 from collections.abc import Sequence
