@@ -45,6 +45,10 @@ def test_every_library_full_name_is_checked() -> None:
         (names.PARALLEL, names.OR),
         (names.ABSTRACT_SAGA, names.FLOW_METHOD_NAME),
         (names.SAGA_FLOW, names.TIMEOUT_METHOD),
+        (names.ERROR_STRATEGY, names.DECIDE),
+        (names.ERROR_STRATEGY, names.SKIPS),
+        (names.SKIP, names.SKIPS),
+        (names.RETRY, names.SKIPS),
     ],
 )
 def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method: str) -> None:
@@ -63,7 +67,7 @@ def test_hooked_methods_are_defined_where_the_plugin_expects(owner: str, method:
         (names.PARALLEL_BUILDER, "merge"),
         (names.PARALLEL_BUILDER, "compensate"),
         (names.RETRY, "max_attempts"),
-        (names.RETRY, "then"),
+        (names.RETRY, names.THEN),
         (names.RETRY, "retry_on"),
         (names.EXPONENTIAL_BACKOFF, "base"),
         (names.EXPONENTIAL_BACKOFF, "max_delay"),
@@ -80,4 +84,14 @@ def test_parameters_the_hooks_read_are_still_there(owner: str, parameter: str) -
     assert callable(target)
     assert parameter in inspect.signature(target).parameters, (
         f"{owner}({parameter}=...) is gone: the plugin's check of it would never fire"
+    )
+
+
+def test_retry_takes_then_at_the_position_the_plugin_reads() -> None:
+    retry = _resolve(names.RETRY)
+    assert callable(retry)
+    parameters = list(inspect.signature(retry).parameters)
+
+    assert parameters.index(names.THEN) == names.THEN_POSITION, (
+        "Retry's positional parameters moved: the plugin would read another one as then="
     )

@@ -1,5 +1,7 @@
 """The checks operators and builders share: unified data types (check 1), step and
-compensation signatures (checks 3 and 4), and what may stand in a group or flow (check 8).
+compensation signatures (checks 3 and 4), what may stand in a group or flow (check 8), the
+strategies `|` and `on_error=` attach (checks 7 and 10) and a compensation's own strategy
+(check 11).
 
 Each reports through `errorcodes` at the operand's node and returns False after an error,
 so that the hook can degrade its result and stop.
@@ -17,7 +19,6 @@ from mypy.nodes import (
     LambdaExpr,
     MemberExpr,
     NameExpr,
-    OpExpr,
     StrExpr,
 )
 from mypy.plugin import CheckerPluginInterface
@@ -39,9 +40,13 @@ from spakky_saga_mypy._items import (
     FlowOperand,
     ItemKind,
     awaited_result,
+    constructed_class,
+    defining_class,
     first_argument,
     most_specific,
+    skipping_strategy,
     step_function,
+    step_name,
     strategy_class,
 )
 
@@ -160,8 +165,14 @@ def check_action_result(
     return True
 
 
-def check_compensation(api: CheckerPluginInterface, operand: FlowOperand) -> bool:
-    """Checks 3 and 4 for what stands right of `>>` or in `compensate=`."""
+def check_compensation(
+    api: CheckerPluginInterface, operand: FlowOperand, *, action: FlowOperand
+) -> bool:
+    """Checks 3, 4 and 11 for what stands right of `>>` or in `compensate=` of `action`.
+
+    A step may carry its own retry strategy and timeout (`undo | Retry(5)`,
+    `step(undo, timeout=...)`): they become the compensation's policy, which must not skip.
+    """
     if operand.kind not in (ItemKind.STEP, ItemKind.FUNCTION, ItemKind.UNKNOWN):
         errorcodes.definition(
             api,
@@ -170,16 +181,18 @@ def check_compensation(api: CheckerPluginInterface, operand: FlowOperand) -> boo
             "compensation must be a single step or async function",
         )
         return False
-    if (isinstance(operand.node, OpExpr) and operand.node.op == "|") or _builder_options(
-        operand.node, names.STEP_BUILDER, {"on_error": None, "timeout": None}
-    ):
-        errorcodes.definition(
-            api,
-            operand.node,
-            f'Compensation "{operand.label}" has an error strategy or timeout; they apply to '
-            "actions, a compensation always runs to the end once rollback starts",
-        )
-        return False
+    if operand.kind is ItemKind.STEP and isinstance(operand.node, Expression):
+        skipping = skipping_strategy(api, operand.node)
+        if skipping is not None:
+            node, shown = skipping
+            errorcodes.compensation_skip(
+                api,
+                node,
+                compensation=step_name(operand.node),
+                transaction=_action_name(action),
+                strategy=shown,
+            )
+            return False
     function = operand.function
     if operand.kind is ItemKind.STEP and isinstance(operand.node, Expression):
         function = step_function(api, operand.node)
@@ -192,6 +205,27 @@ def check_compensation(api: CheckerPluginInterface, operand: FlowOperand) -> boo
     result = awaited_result(function)
     if result is not None and not isinstance(result, NoneType | AnyType):
         errorcodes.compensation_return(api, operand.node, operand.label, result)
+        return False
+    return True
+
+
+def _action_name(action: FlowOperand) -> str:
+    return step_name(action.node) if isinstance(action.node, Expression) else action.label
+
+
+def check_strategy_instance(api: CheckerPluginInterface, operand: FlowOperand, lead: str) -> bool:
+    """Checks 7 and 10 for a strategy built where it is attached: `ErrorStrategy()` itself,
+    or a subclass whose class does not implement `decide` (the runtime rejects both when the
+    flow is built). Only a constructor call shows the object's exact class: a variable typed
+    as an intermediate base class may hold a subclass that implements `decide`."""
+    info = constructed_class(operand.node)
+    if info is None or not info.has_base(names.ERROR_STRATEGY):
+        return True
+    if info.fullname == names.ERROR_STRATEGY:
+        errorcodes.base_strategy(api, operand.node, lead)
+        return False
+    if defining_class(info, names.DECIDE) == names.ERROR_STRATEGY:
+        errorcodes.strategy_decide(api, operand.node, lead, info.name)
         return False
     return True
 

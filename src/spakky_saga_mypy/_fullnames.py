@@ -53,6 +53,19 @@ COMPENSATE: Final = "spakky_saga.strategy.Compensate"
 SKIP: Final = "spakky_saga.strategy.Skip"
 EXPONENTIAL_BACKOFF: Final = "spakky_saga.strategy.ExponentialBackoff"
 
+DECIDE: Final = "decide"
+"""The method a strategy implements (`ErrorStrategy.decide` only raises): a subclass that
+inherits it from `ErrorStrategy` is rejected when the flow is built."""
+
+SKIPS: Final = "skips"
+"""The property saying whether a strategy skips when it gives up: True on `Skip`, `then`'s on
+`Retry`, False on `ErrorStrategy`. A compensation's strategy must not skip."""
+
+THEN: Final = "then"
+"""`Retry(then=...)`: what a retry does after its last attempt."""
+THEN_POSITION: Final = 2
+"""`then`'s index among `Retry`'s positional parameters: `Retry(3, backoff, Skip())`."""
+
 RSHIFT: Final = "__rshift__"
 AND: Final = "__and__"
 OR: Final = "__or__"

@@ -2,17 +2,20 @@
 
 `describe()` turns an argument or operand into a `FlowOperand` (its kind, the saga-data type
 it works on, its function when known); `most_specific()` unifies the data types of items
-composed together; `with_data()` and `errored()` build the hooks' results. The checks built
-on these live in `_checks.py`.
+composed together; `with_data()` and `errored()` build the hooks' results;
+`skipping_strategy()` and `constructed_class()` tell what an attached strategy visibly is.
+The checks built on these live in `_checks.py`.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import Final
+from typing import Final, TypeGuard
 
+from mypy.checker import TypeChecker
 from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import (
+    ARG_NAMED,
     ARG_OPT,
     ARG_POS,
     ARG_STAR,
@@ -26,6 +29,7 @@ from mypy.nodes import (
     MemberExpr,
     NameExpr,
     OpExpr,
+    RefExpr,
     StrExpr,
     TypeInfo,
     UnaryExpr,
@@ -126,6 +130,120 @@ def label_of(expr: Expression) -> str:
             return label_of(expr.args[0])
         return f"{expr.callee.name}(...)"
     return "item"
+
+
+def step_name(expr: Expression) -> str:
+    """The name a step expression gives its step: `refund` for `step(refund) | Retry(3)`,
+    `self.refund | Skip()` or `step(refund, on_error=...)`, as the runtime names it."""
+    while True:
+        if isinstance(expr, OpExpr) and expr.op == "|":
+            expr = expr.left
+        elif _calls(expr, names.STEP_BUILDER) and expr.args:
+            expr = expr.args[0]
+        else:
+            return label_of(expr)
+
+
+def _calls(expr: Expression, fullname: str) -> TypeGuard[CallExpr]:
+    """Whether `expr` is a call of the function or class `fullname`."""
+    return (
+        isinstance(expr, CallExpr)
+        and isinstance(expr.callee, RefExpr)
+        and expr.callee.fullname == fullname
+    )
+
+
+def constructed_class(expr: Context) -> TypeInfo | None:
+    """The class `expr` calls, when it is a constructor call written out (`Skip()`): then the
+    object's class is exactly that one, not a subclass a variable of its type may hold."""
+    if (
+        isinstance(expr, CallExpr)
+        and isinstance(expr.callee, RefExpr)
+        and isinstance(expr.callee.node, TypeInfo)
+    ):
+        return expr.callee.node
+    return None
+
+
+def defining_class(info: TypeInfo, name: str) -> str | None:
+    """The full name of the class in `info`'s MRO that defines `name` (where lookup finds it)."""
+    for ancestor in info.mro:
+        if name in ancestor.names:
+            return ancestor.fullname
+    return None
+
+
+def skipping_strategy(
+    api: CheckerPluginInterface, step: Expression
+) -> tuple[Expression, str] | None:
+    """The error strategy of the step `step` when it visibly skips a failure it gives up on:
+    (its expression, how a message shows it: `Skip()`, `Retry(..., then=Skip())`).
+
+    The strategy is the last one attached (`x | s`, or `step(x, on_error=s)`, which keeps `x`'s
+    own when it has no `on_error=`). Whether it skips is what its class's `skips` says: a
+    `Skip` (or a subclass keeping Skip's `skips`) always, a `Retry` when `then=` is written as
+    a `Skip`. None when it does not skip or nothing shows it (a variable of type `Retry`, a
+    user strategy with its own `skips`): the runtime checks those when the flow is built.
+    """
+    strategy = _attached_strategy(step)
+    if strategy is None:
+        return None
+    shown = _skips(api, strategy)
+    return None if shown is None else (strategy, shown)
+
+
+def _attached_strategy(step: Expression) -> Expression | None:
+    if isinstance(step, OpExpr) and step.op == "|":
+        return step.right
+    if _calls(step, names.STEP_BUILDER):
+        for name, arg in zip(step.arg_names, step.args, strict=True):
+            if name == "on_error":
+                return arg
+        if step.args and step.arg_kinds[0] == ARG_POS:
+            return _attached_strategy(step.args[0])  # step(x) keeps x's strategy
+    return None
+
+
+def _skips(api: CheckerPluginInterface, strategy: Expression) -> str | None:
+    """`Skip()` or `Retry(..., then=Skip())` if `strategy` visibly skips, else None."""
+    typ = _checked_type(api, strategy)
+    if not isinstance(typ, Instance):
+        return None
+    owner = defining_class(typ.type, names.SKIPS)
+    if owner == names.SKIP:
+        return f"{typ.type.name}()"
+    if owner == names.RETRY:
+        then = _then_argument(strategy)
+        shown = None if then is None else _skips(api, then)
+        if shown is not None:
+            return f"{typ.type.name}(..., {names.THEN}={shown})"
+    return None
+
+
+def _then_argument(strategy: Expression) -> Expression | None:
+    """The `then=` of a `Retry(...)` call written out, by keyword or third position."""
+    if not isinstance(strategy, CallExpr):
+        return None
+    for position, (arg, kind, name) in enumerate(
+        zip(strategy.args, strategy.arg_kinds, strategy.arg_names, strict=True)
+    ):
+        by_name = kind == ARG_NAMED and name == names.THEN
+        if by_name or (kind == ARG_POS and position == names.THEN_POSITION):
+            return arg
+        if kind not in (ARG_POS, ARG_NAMED):
+            return None  # *args or **options: what reaches `then` is not known
+    return None
+
+
+def _checked_type(api: CheckerPluginInterface, expr: Expression) -> ProperType | None:
+    """The type mypy already inferred for `expr` (an operand's part), or None if it has none.
+
+    Read from the checker's type map rather than inferred again, which would run hooks on
+    it twice."""
+    if not isinstance(api, TypeChecker):  # the type map is a checker internal
+        return None
+    typ = api.lookup_type_or_none(expr)
+    return None if typ is None else get_proper_type(typ)
 
 
 def base_info(info: TypeInfo, fullname: str) -> TypeInfo | None:

@@ -47,6 +47,7 @@ from spakky_saga_mypy._checks import (
     check_flow_item,
     check_group_member,
     check_same_data,
+    check_strategy_instance,
     describe_kind,
     report_strategy_class,
 )
@@ -271,7 +272,8 @@ def _check_timeouts(ctx: FunctionContext, spec: BuilderSpec) -> None:
 
 
 def step_callback(ctx: FunctionContext) -> Type:
-    """`step(f)` / `step(f, compensate=g)`: checks 1, 3, 4, 5, 8."""
+    """`step(f)` / `step(f, compensate=g)`: checks 1, 3, 4, 5, 7, 8, 10 and 11 (`g` may be a
+    step with its own policy: `compensate=step(g) | Retry(5)`)."""
     _check_timeouts(ctx, STEP)
     action = _single(ctx, 0)
     if action is None:
@@ -292,11 +294,13 @@ def step_callback(ctx: FunctionContext) -> Type:
         return errored(ctx.default_return_type)
     on_error = _single(ctx, "on_error")
     if on_error is not None and on_error.kind is ItemKind.STRATEGY_CLASS:
-        report_strategy_class(ctx.api, on_error, "step(on_error=...): ")
+        report_strategy_class(ctx.api, on_error, _ON_ERROR_LEAD)
+        return errored(ctx.default_return_type)
+    if on_error is not None and not check_strategy_instance(ctx.api, on_error, _ON_ERROR_LEAD):
         return errored(ctx.default_return_type)
     operands = [action]
     if compensation is not None:
-        if not check_compensation(ctx.api, compensation):
+        if not check_compensation(ctx.api, compensation, action=action):
             return errored(ctx.default_return_type)
         operands.append(compensation)
     data, ok = check_same_data(ctx.api, "step()", operands)
@@ -305,6 +309,9 @@ def step_callback(ctx: FunctionContext) -> Type:
     ):
         return errored(ctx.default_return_type)
     return with_data(ctx.default_return_type, data)
+
+
+_ON_ERROR_LEAD: Final = "step(on_error=...): "
 
 
 def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:

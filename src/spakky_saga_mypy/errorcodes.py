@@ -52,6 +52,16 @@ UNTYPED_LAMBDA: Final = ErrorCode(
     "A lambda step whose saga-data type nothing tells (its data argument would be Any)",
     _CATEGORY,
 )
+STRATEGY_DECIDE: Final = ErrorCode(
+    "saga-strategy-decide",
+    "An ErrorStrategy subclass used as a strategy without implementing decide()",
+    _CATEGORY,
+)
+COMPENSATION_SKIP: Final = ErrorCode(
+    "saga-compensation-skip",
+    "A compensation whose own error strategy skips its failure (a compensation cannot skip)",
+    _CATEGORY,
+)
 
 ALL_CODES: Final = (
     DATA_MISMATCH,
@@ -63,6 +73,8 @@ ALL_CODES: Final = (
     STRATEGY,
     DEFINITION,
     UNTYPED_LAMBDA,
+    STRATEGY_DECIDE,
+    COMPENSATION_SKIP,
 )
 
 
@@ -168,17 +180,61 @@ def strategy(api: CheckerPluginInterface, context: Context, message: str) -> Non
     api.fail(message, context, code=STRATEGY)
 
 
+USE_A_STRATEGY: Final = "use Compensate(), Skip(), Retry(...) or your own ErrorStrategy subclass"
+"""How messages say what a strategy may be."""
+
+
 def strategy_class(
     api: CheckerPluginInterface, context: Context, lead: str, name: str, *, is_base: bool
 ) -> None:
     """Check 7: a strategy class where a strategy instance belongs (`step | Skip`)."""
     if is_base:
-        problem = (
-            f'"{name}" is the base class of the strategies; use Compensate(), Skip() or Retry(...)'
-        )
+        problem = f'"{name}" is the base class of the strategies; {USE_A_STRATEGY}'
     else:
         problem = f'"{name}" is the strategy class itself, not an instance; did you mean {name}()?'
     api.fail(f"{lead}{problem}", context, code=STRATEGY)
+
+
+def base_strategy(api: CheckerPluginInterface, context: Context, lead: str) -> None:
+    """Check 7: `ErrorStrategy()` itself, which decides nothing, used as a strategy."""
+    api.fail(
+        f'{lead}"ErrorStrategy()" is the base class of the strategies, which decides nothing; '
+        f"{USE_A_STRATEGY}",
+        context,
+        code=STRATEGY,
+    )
+
+
+def strategy_decide(api: CheckerPluginInterface, context: Context, lead: str, name: str) -> None:
+    """Check 10: a user strategy whose class does not implement `decide` (it inherits the
+    base's, which only raises), so the runtime rejects it when the flow is built."""
+    api.fail(
+        f'{lead}"{name}" does not implement decide(failure) -> Decision; define it in {name} '
+        "to say when to retry, skip or fail (the runtime rejects the strategy when the flow is "
+        "built)",
+        context,
+        code=STRATEGY_DECIDE,
+    )
+
+
+def compensation_skip(
+    api: CheckerPluginInterface,
+    context: Context,
+    *,
+    compensation: str,
+    transaction: str,
+    strategy: str,
+) -> None:
+    """Check 11: a compensation's own strategy skips its failure, which the runtime refuses
+    when the transaction is built."""
+    api.fail(
+        f'Compensation "{compensation}" of transaction "{transaction}" cannot skip its failure, '
+        f"but its strategy {strategy} skips it; a compensation that gives up has failed and is "
+        "reported. Use Retry(n) (then Compensate(), the default), or handle the error inside "
+        "the compensation",
+        context,
+        code=COMPENSATION_SKIP,
+    )
 
 
 def definition(api: CheckerPluginInterface, context: Context, message: str) -> None:

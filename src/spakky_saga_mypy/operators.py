@@ -5,20 +5,19 @@ hooks, not mypy's generic "Unsupported operand types", explain what is wrong; th
 hooks unify the saga-data types of both sides to the more specific one.
 """
 
-import functools
 from collections.abc import Callable
 from typing import Final
 
-from mypy.nodes import CallExpr, Context, Expression, LambdaExpr, OpExpr, RefExpr
+from mypy.nodes import Expression, LambdaExpr, OpExpr
 from mypy.plugin import MethodContext, MethodSigContext
 from mypy.types import AnyType, FunctionLike, Type, TypeOfAny
 
-from spakky_saga_mypy import _fullnames as names
 from spakky_saga_mypy import errorcodes
 from spakky_saga_mypy._checks import (
     check_compensation,
     check_group_member,
     check_same_data,
+    check_strategy_instance,
     report_strategy_class,
 )
 from spakky_saga_mypy._items import FlowOperand, ItemKind, describe, errored, with_data
@@ -43,13 +42,16 @@ def _operands(ctx: MethodContext) -> tuple[FlowOperand, FlowOperand] | None:
     return left, right
 
 
-def _compose(ctx: MethodContext, where: str, check_right: Callable[[FlowOperand], bool]) -> Type:
-    """Check the right operand, unify both sides' data; the default over the unified D."""
+def _compose(
+    ctx: MethodContext, where: str, check_right: Callable[[FlowOperand, FlowOperand], bool]
+) -> Type:
+    """Check the right operand (knowing the left), unify both sides' data; the default over
+    the unified D."""
     operands = _operands(ctx)
     if operands is None:
         return ctx.default_return_type
     left, right = operands
-    if not check_right(right):
+    if not check_right(left, right):
         return errored(ctx.default_return_type)
     data, ok = check_same_data(ctx.api, where, [left, right])
     if not ok:
@@ -58,8 +60,13 @@ def _compose(ctx: MethodContext, where: str, check_right: Callable[[FlowOperand]
 
 
 def bind_compensation_callback(ctx: MethodContext) -> Type:
-    """`step >> compensation`: checks 1, 3, 4 and 8; `Transaction[D]` over the unified D."""
-    return _compose(ctx, '">>"', functools.partial(check_compensation, ctx.api))
+    """`step >> compensation`: checks 1, 3, 4, 8 and 11; `Transaction[D]` over the unified D
+    (also when the compensation carries its own policy, `step >> (undo | Retry(5))`)."""
+
+    def check(left: FlowOperand, right: FlowOperand) -> bool:
+        return check_compensation(ctx.api, right, action=left)
+
+    return _compose(ctx, '">>"', check)
 
 
 def second_compensation_callback(ctx: MethodContext) -> Type:
@@ -74,13 +81,16 @@ def second_compensation_callback(ctx: MethodContext) -> Type:
 
 def parallel_callback(ctx: MethodContext) -> Type:
     """`x & y`: members must be flow items over related data types; `Parallel[D]`."""
-    return _compose(
-        ctx, '"&"', functools.partial(check_group_member, ctx.api, where='Parallel member "&"')
-    )
+
+    def check(left: FlowOperand, right: FlowOperand) -> bool:
+        return check_group_member(ctx.api, right, where='Parallel member "&"')
+
+    return _compose(ctx, '"&"', check)
 
 
 def strategy_callback(ctx: MethodContext) -> Type:
-    """`x | strategy`: check 7 on the right operand; the result is the type of `x`."""
+    """`x | strategy`: checks 7 and 10 on the right operand; the result is the type of `x`
+    (with our strategies and with a user's `ErrorStrategy` subclass alike)."""
     operands = _operands(ctx)
     if operands is None:
         return ctx.default_return_type
@@ -95,16 +105,10 @@ def strategy_callback(ctx: MethodContext) -> Type:
             ctx.api,
             right.node,
             f'"|" attaches an error strategy to "{left.label}", but "{right.label}" is '
-            f'"{errorcodes.show(ctx.api, right.typ)}"; use Compensate(), Skip() or Retry(...)',
+            f'"{errorcodes.show(ctx.api, right.typ)}"; {errorcodes.USE_A_STRATEGY}',
         )
         return errored(ctx.default_return_type)
-    if _is_base_strategy_call(right.node):
-        errorcodes.strategy(
-            ctx.api,
-            right.node,
-            f'"{left.label}" | ErrorStrategy(): the base class is not a strategy; use '
-            "Compensate(), Skip() or Retry(...)",
-        )
+    if not check_strategy_instance(ctx.api, right, _attach_lead(left)):
         return errored(ctx.default_return_type)
     return ctx.default_return_type
 
@@ -155,12 +159,3 @@ _STRATEGY_TAKERS: Final = (ItemKind.STEP, ItemKind.TRANSACTION)
 
 def _attach_lead(left: FlowOperand) -> str:
     return f'"|" attaches an error strategy to "{left.label}", but '
-
-
-def _is_base_strategy_call(node: Context) -> bool:
-    """`ErrorStrategy()` itself (a variable typed ErrorStrategy may hold a real one)."""
-    return (
-        isinstance(node, CallExpr)
-        and isinstance(node.callee, RefExpr)
-        and node.callee.fullname == names.ERROR_STRATEGY
-    )

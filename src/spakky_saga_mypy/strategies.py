@@ -27,7 +27,6 @@ from spakky_saga_mypy import errorcodes
 from spakky_saga_mypy._checks import report_strategy_class
 from spakky_saga_mypy._items import describe, label_of, literal_number, strategy_class
 
-_THEN: Final = "then"
 _RETRY_ON: Final = "retry_on"
 _EXCEPTION: Final = "builtins.BaseException"
 
@@ -38,7 +37,7 @@ def retry_signature_callback(ctx: FunctionSigContext) -> FunctionLike:
     signature = ctx.default_signature
     arg_types = list(signature.arg_types)
     for index, name in enumerate(signature.arg_names):
-        if name == _THEN or (
+        if name == names.THEN or (
             name == _RETRY_ON and not any(isinstance(arg, LambdaExpr) for arg in ctx.args[index])
         ):
             arg_types[index] = AnyType(TypeOfAny.special_form)
@@ -74,7 +73,7 @@ def retry_callback(ctx: FunctionContext) -> Type:
                 f"Retry(max_attempts={value!r}): max_attempts counts every attempt, the first "
                 "included, so it must be an int >= 1 (use Retry(1) for no retry)",
             )
-    then = _argument(ctx, _THEN)
+    then = _argument(ctx, names.THEN)
     if then is not None:
         _check_then(ctx, *then)
     retry_on = _argument(ctx, _RETRY_ON)
