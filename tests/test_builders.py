@@ -167,7 +167,7 @@ def test_step_with_a_regular_compensation_names_the_transaction() -> None:
 
 def test_step_with_an_invalid_strategy_names_the_step_and_the_value() -> None:
     assert definition_error(step, reserve, on_error=wrong("retry")) == (
-        "step \"reserve\": on_error must be Compensate(), Skip(), Retry(...) or an "
+        'step "reserve": on_error must be Compensate(), Skip(), Retry(...) or an '
         "ErrorStrategy subclass, got 'retry'"
     )
 

@@ -164,7 +164,7 @@ def test_a_strategy_without_decide_is_refused_when_the_step_is_built() -> None:
     async def pay(data: OrderData) -> None: ...
 
     with pytest.raises(SagaFlowDefinitionError) as raised:
-        step(pay, on_error=Forgetful())
+        step(pay, on_error=Forgetful())  # type: ignore[saga-strategy-decide] # under test
 
     assert "does not implement decide(failure) -> Decision" in str(raised.value)
 
