@@ -147,9 +147,10 @@ class DurableRuns:
         """Stop the heartbeat and close the store."""
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is not None:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            _cancel(heartbeat)
+            if heartbeat.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
         if self._opened:
             self._opened = False
             await self.store.close()
@@ -162,7 +163,12 @@ class DurableRuns:
     def _keep_beating(self) -> None:
         beat = self._heartbeat
         loop = asyncio.get_running_loop()
-        if beat is not None and not beat.done() and beat.get_loop() is loop:
+        if (
+            beat is not None
+            and not beat.done()
+            and not beat.cancelling()  # stopped when idle, and not yet gone
+            and beat.get_loop() is loop
+        ):
             return
         if beat is not None:
             _cancel(beat)  # one on another loop: never leave it pending there
@@ -175,8 +181,7 @@ class DurableRuns:
         loop is ever closed with it pending (a process that recovered at start and then
         only waits, a service loop that stops)."""
         if not self._active and not self._held and self._heartbeat is not None:
-            _cancel(self._heartbeat)
-            self._heartbeat = None
+            _cancel(self._heartbeat)  # kept: aclose() waits for it to be gone
 
     async def _beat(self) -> None:
         """Renew the leases of running sagas every third of a lease; a saga found taken over
