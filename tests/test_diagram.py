@@ -534,7 +534,7 @@ def test_graph_wraps_the_chart_in_a_mermaid_fence_with_markdown(
     targets: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, plain, _ = graph(capsys, f"{targets}:flow")
-    code, out, _ = graph(capsys, f"{targets}:flow", "--markdown", "--format", "mermaid")
+    code, out, _ = graph(capsys, f"{targets}:flow", "--markdown")
 
     assert code == 0
     assert out == f"```mermaid\n{plain}```\n"

@@ -635,6 +635,7 @@ class Executor:
         compensate = step.compensate
         assert compensate is not None, "only steps with a compensation are put on the undo list"
         attempt = first_attempt
+        bounded = step.compensation_timeout or self.compensation_timeout
         cursor = Cursor(run.saga_name, run.saga_id, step, attempt, compensating=True)
         task = asyncio.current_task()
         assert task is not None
@@ -647,7 +648,10 @@ class Executor:
             token = enter_step(cursor)
             t0 = run.clock()
             try:
-                await self._call_compensation(step, compensate, data, outcome)
+                if outcome.grace_until is None and bounded is None:
+                    await compensate(data)  # the common case: no frame of its own
+                else:
+                    await self._call_compensation(step, compensate, data, outcome)
             except _GraceOver:
                 _interrupted(run, step, outcome, started=True, since=t0, attempt=attempt)
                 raise asyncio.CancelledError from None
