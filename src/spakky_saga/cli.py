@@ -252,7 +252,7 @@ def _from_application(spec: str, application: SpakkyApplication) -> OperatedApp:
         what = "no SagaEngine pod" if engine is None else "a SagaEngine pod without a store"
         raise UsageError(
             f"--app {spec}: the application's container has {what}; register a @Pod() "
-            "function returning SagaEngine(store=...) (see docs/spakky.md)"
+            "function returning SagaEngine(store=...) and add it to the application"
         )
     return OperatedApp(spec, engine, application, started_here)
 
