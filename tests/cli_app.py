@@ -1,25 +1,38 @@
-"""An application for the CLI tests: a checkout saga on the SQLite store the environment
-names, engines for `--app`, and ways to leave sagas finished, failed or crashed."""
+"""An application for the CLI tests: a checkout saga on the store the environment names
+(a SQLite file, or a PostgreSQL DSN with its schema), engines for `--app`, and ways to leave
+sagas finished, failed or crashed."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
 
 from spakky_saga import (
     AbstractSagaData,
     SagaCompensationFailedError,
     SagaEngine,
     SagaFlow,
+    SagaStore,
     SqliteSagaStore,
     saga_flow,
     step,
 )
+from tests.postgres_support import postgres_schema
 
 STORE_VARIABLE = "SPAKKY_SAGA_TEST_CLI_STORE"
+SCHEMA_VARIABLE = "SPAKKY_SAGA_TEST_CLI_SCHEMA"
 LEDGER: list[str] = []
-REFUND_WORKS = {"value": True}
+BROKEN_REFUND_VARIABLE = "SPAKKY_SAGA_TEST_CLI_BROKEN_REFUND"
+REFUND_WORKS = {"value": os.environ.get(BROKEN_REFUND_VARIABLE) != "1"}
+"""The stock service that undoes a reservation: down in a command run with the variable set."""
+ROOT = Path(__file__).resolve().parents[1]
 LEASE = timedelta(milliseconds=1)
 
 
@@ -31,7 +44,9 @@ class CheckoutData(AbstractSagaData):
     order_id: int
 
 
-def checkout_flow(*, fail: bool = False, crash: bool = False) -> SagaFlow[CheckoutData]:
+def checkout_flow(
+    *, fail: bool = False, crash: bool = False, changed: bool = False
+) -> SagaFlow[CheckoutData]:
     async def reserve(data: CheckoutData) -> None:
         LEDGER.append("reserve")
 
@@ -47,11 +62,33 @@ def checkout_flow(*, fail: bool = False, crash: bool = False) -> SagaFlow[Checko
             raise ValueError("card declined")
         LEDGER.append("pay")
 
+    async def notify(data: CheckoutData) -> None:
+        LEDGER.append("notify")
+
+    if changed:  # a later release of the application: a step added
+        return saga_flow(step(reserve, compensate=undo_reserve), notify, pay)
     return saga_flow(step(reserve, compensate=undo_reserve), pay)
 
 
-def _engine() -> SagaEngine:
-    return SagaEngine(store=SqliteSagaStore(os.environ[STORE_VARIABLE]), lease=LEASE, log=False)
+def store() -> SagaStore:
+    """The store the environment names: a SQLite path, or a PostgreSQL DSN (and schema)."""
+    where = os.environ[STORE_VARIABLE]
+    if where.startswith("postgresql://"):
+        from spakky_saga import PostgresSagaStore  # noqa: PLC0415 - the optional driver
+
+        return PostgresSagaStore(where, schema=os.environ.get(SCHEMA_VARIABLE, "public"))
+    return SqliteSagaStore(where)
+
+
+def _engine(lease: timedelta = LEASE) -> SagaEngine:
+    return SagaEngine(store=store(), lease=lease, log=False)
+
+
+async def create_store() -> None:
+    """An empty saga store where the environment says (read-only commands create none)."""
+    created = store()
+    await created.open()
+    await created.close()
 
 
 def recovering_engine() -> SagaEngine:
@@ -65,22 +102,37 @@ def engine_without_flows() -> SagaEngine:
     return _engine()
 
 
-async def run_one(*, fail: bool) -> str:
+def changed_engine() -> SagaEngine:
+    """The next release: "checkout" registered with a flow that has one more step."""
+    engine = _engine()
+    engine.register("checkout", checkout_flow(changed=True))
+    return engine
+
+
+async def run_one(*, fail: bool, saga_name: str = "checkout") -> str:
     engine = _engine()
     result = await engine.run(
-        checkout_flow(fail=fail), CheckoutData(order_id=1), saga_name="checkout"
+        checkout_flow(fail=fail), CheckoutData(order_id=1), saga_name=saga_name
     )
     await engine.aclose()
     return str(result.data.saga_id)
 
 
-async def crash_one() -> str:
-    engine = _engine()
+async def crash_one(lease: timedelta = LEASE) -> str:
+    """A saga whose process "died" in its second step, its lease left to expire after
+    `lease`."""
+    return (await crash_owned(lease))[0]
+
+
+async def crash_owned(lease: timedelta) -> tuple[str, str]:
+    """`crash_one`, with the owner of the lease it leaves (to renew it, as a live engine
+    would)."""
+    engine = _engine(lease)
     data = CheckoutData(order_id=2)
     with contextlib.suppress(Crash):
         await engine.run(checkout_flow(crash=True), data, saga_name="checkout")
     await engine.aclose()
-    return str(data.saga_id)
+    return str(data.saga_id), engine.owner
 
 
 async def run_with_broken_refund() -> str:
@@ -91,3 +143,46 @@ async def run_with_broken_refund() -> str:
         await engine.run(checkout_flow(fail=True), data, saga_name="checkout")
     await engine.aclose()
     return str(data.saga_id)
+
+
+def spakky_saga(*args: str, broken_refund: bool = False) -> subprocess.CompletedProcess[str]:
+    """`python -m spakky_saga ARGS` from the project's root, as an operator runs it, with this
+    process's environment (where the store is)."""
+    env = dict(os.environ)
+    if broken_refund:
+        env[BROKEN_REFUND_VARIABLE] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "spakky_saga", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def store_options() -> list[str]:
+    """`--store` (and `--schema`) naming the store the environment names."""
+    where = os.environ[STORE_VARIABLE]
+    schema = os.environ.get(SCHEMA_VARIABLE)
+    return ["--store", where, *(["--schema", schema] if schema else [])]
+
+
+@contextlib.asynccontextmanager
+async def environment_store(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    """Point this process and the commands it runs at a fresh store: a SQLite file in
+    `tmp_path`, or a schema of its own on the machine's PostgreSQL (`kind` "postgresql")."""
+    LEDGER.clear()
+    REFUND_WORKS["value"] = True
+    if kind == "sqlite":
+        monkeypatch.setenv(STORE_VARIABLE, str(tmp_path / "sagas.db"))
+        monkeypatch.delenv(SCHEMA_VARIABLE, raising=False)
+        yield
+        return
+    async with postgres_schema() as (dsn, schema):
+        monkeypatch.setenv(STORE_VARIABLE, dsn)
+        monkeypatch.setenv(SCHEMA_VARIABLE, schema)
+        yield

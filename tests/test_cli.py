@@ -41,7 +41,10 @@ def test_list_shows_every_saga_and_filters_by_status(
     assert code == OK
     assert done in out
     assert failed in out
-    assert out.splitlines()[0].split() == ["saga", "id", "name", "status", "updated", "owner"]
+    assert out.splitlines()[0].split() == [
+        *("saga", "id", "name", "status", "updated", "owner"),
+        *("failed", "step", "error"),
+    ]
 
     code, out, _ = run_cli(capsys, "list", "--store", store_path, "--status", "FAILED", "--json")
     assert code == OK
@@ -51,6 +54,8 @@ def test_list_shows_every_saga_and_filters_by_status(
 def test_list_of_an_empty_store_says_so(
     store_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    asyncio.run(cli_app.create_store())
+
     assert run_cli(capsys, "list", "--store", store_path)[:2] == (OK, "no sagas\n")
 
 
@@ -174,6 +179,7 @@ def test_store_urls_name_their_store() -> None:
 
 
 def test_the_installed_command_and_python_m_run_the_same_cli(store_path: str) -> None:
+    asyncio.run(cli_app.create_store())
     for command in (
         [sys.executable, "-m", "spakky_saga"],
         [str(Path(sys.executable).parent / "spakky-saga")],

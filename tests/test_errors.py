@@ -98,7 +98,9 @@ def test_compensation_failed_error_carries_the_result_and_failures() -> None:
     assert error.failures == {"charge": failure}
     assert str(error) == (
         'saga "Order" could not be rolled back: compensation of "charge" (Boom(\'refund '
-        "refused')) failed; the data may be inconsistent and needs manual repair"
+        "refused')) failed; the data may be inconsistent and needs manual repair (a durable "
+        "saga: repair the participant, then run `spakky-saga retry-compensation "
+        f"{result.data.saga_id}` to re-run the failed compensations)"
     )
 
 

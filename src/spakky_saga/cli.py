@@ -1,23 +1,19 @@
 """`spakky-saga` (and `python -m spakky_saga`): operations on durable sagas.
 
-    spakky-saga list --store URL [--status STATUS ...] [--limit N] [--json]
+    spakky-saga list --store URL [--status STATUS ...] [--name NAME ...] [--since T] [--until T]
+                     [--limit N] [--json]
     spakky-saga show SAGA_ID --store URL [--json]
-    spakky-saga recover --app MODULE:ENGINE [--limit N] [--compensate-by-name] [--json]
-    spakky-saga retry-compensation SAGA_ID --app MODULE:ENGINE [--json]
+    spakky-saga recover --app MODULE:APP [--wait [SECONDS]] [--limit N] [--compensate-by-name]
+                        [--json]
+    spakky-saga retry-compensation SAGA_ID --app MODULE:APP [--json]
     spakky-saga graph MODULE:TARGET [--markdown] [--direction TD|LR]
 
-`--store` is `sqlite:////absolute/sagas.db`, `sqlite:///relative.db` (or a plain file path)
-or a PostgreSQL URL
-(`postgresql://user@host/db`, with `--schema` for a schema other than public). `recover` and
-`retry-compensation` run compensations and steps, so they need the application's flows:
-`--app` names a `SagaEngine` (or a function returning one) whose flows are registered,
-importable from the current directory. `graph` prints a flow's Mermaid flowchart: TARGET is a
-SagaFlow, a saga class whose constructor takes no arguments, a saga instance, or a function
-returning a flow or a saga; it exits 1 when the target's own code fails or builds an invalid
-flow.
-
-Exit codes, for scripts: 0 done; 1 something needs attention (a saga refused, a compensation
-failed again); 2 wrong usage; 3 no such saga; 4 the store failed or was refused.
+`list` and `show` only read the store and create nothing. `recover` and `retry-compensation` run
+compensations and steps, so they need the application's flows: `--app` names a spakky
+application (`SpakkyApplication`, whose container's `SagaEngine` pod its `@Saga()` classes
+registered their flows with), a `SagaEngine` whose flows are registered, or a function
+returning either. The operator's guide is docs/operations.md; everything an installed user
+needs is in `spakky-saga --help` and `spakky-saga COMMAND --help` (the EPILOG below).
 """
 
 from __future__ import annotations
@@ -28,21 +24,26 @@ import importlib
 import inspect
 import json
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from spakky.core.application.application import SpakkyApplication
 
 from spakky_saga._text import error_text, safe_repr
 from spakky_saga.diagram import DIRECTIONS, to_mermaid
 from spakky_saga.engine import SagaEngine
-from spakky_saga.errors import SagaStoreError
+from spakky_saga.errors import SagaFlowChangedError, SagaRecoveryError, SagaStoreError
+from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
-from spakky_saga.recovery import RecoveredSaga
-from spakky_saga.saga import AbstractSaga
-from spakky_saga.store import SagaRecord, SagaStore, StoredStatus
+from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
+from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.store import UNFINISHED, SagaRecord, SagaStore, StoredEvent, StoredStatus
 from spakky_saga.stores.postgres import PostgresSagaStore
 from spakky_saga.stores.sqlite import SqliteSagaStore
-from spakky_saga.timeline import format_timeline, rows_from_events
+from spakky_saga.timeline import format_duration, format_timeline, rows_from_events
 
 OK: Final = 0
 ATTENTION: Final = 1
@@ -50,9 +51,52 @@ USAGE: Final = 2
 NOT_FOUND: Final = 3
 STORE_FAILED: Final = 4
 
+EPILOG: Final = """\
+--store is sqlite:////absolute/path/sagas.db, sqlite:///relative.db, a plain file path, or a
+PostgreSQL URL (postgresql://user@host/db; --schema for a schema other than public).
+
+--app is MODULE:ATTRIBUTE, importable from the current directory: a spakky application
+(SpakkyApplication; the command starts it if it is not started, uses its container's
+SagaEngine pod, with the flows its @Saga() classes registered, and stops it at the end), a
+SagaEngine(store=...) whose flows are registered, or a function returning either.
+
+exit codes:
+  0  done
+  1  needs attention: a saga refused by recovery, a compensation that failed (again), a saga
+     skipped because another engine's lease on it is live, or the code of an --app or graph
+     target failed
+  2  wrong usage (the message says what to write instead)
+  3  no such saga in the store
+  4  the store failed, refused the operation, or does not exist
+
+Each command's options: spakky-saga COMMAND --help.
+"""
+
+DEFAULT_WAIT: Final = 300.0
+"""How long `recover --wait` waits for live leases to expire, at most, in seconds."""
+_POLL_MIN: Final = 0.05
+_POLL_MAX: Final = 1.0
+_UNLIMITED: Final = 2**31 - 1
+_ERROR_WIDTH: Final = 60
+_RECOVERY_WRAPPER: Final = "SagaInterruptedError"
+"""The error type recovery records on a saga it compensated (SagaInterruptedError)."""
+
 
 class UsageError(Exception):
     """A command line that cannot work: said on stderr, exit code 2."""
+
+
+class _NotFound(Exception):
+    """No such saga: said on stderr, exit code 3."""
+
+
+class _NoStore(Exception):
+    """A read-only command found no store where --store points: said on stderr, exit code 4."""
+
+
+class _BrokenTarget(Exception):
+    """The code an `--app` or `graph` target runs (its module, constructor, factory, start or
+    flow()) failed, or built an invalid flow: said on stderr, exit code 1."""
 
 
 def open_store(url: str, schema: str = "public") -> SagaStore:
@@ -75,26 +119,142 @@ def open_store(url: str, schema: str = "public") -> SagaStore:
     return SqliteSagaStore(url)
 
 
-def load_engine(spec: str) -> SagaEngine:
-    """The `SagaEngine` that `module:attribute` names (or a function returning one)."""
+async def open_existing(store: SagaStore) -> None:
+    """Open `store` for a read-only command (`list`, `show`), creating nothing: a mistyped
+    `--store` must not leave an empty saga database behind.
+
+    The seam for the stores' own read-only open (`open(create=False)`, being added to
+    store.py and stores/*): once it exists this function is `await store.open(create=False)`,
+    its "no saga store here" error mapped to `_NoStore`. Until then SQLite is checked here (the
+    file must exist), and PostgreSQL opens as before (creating the schema if it is missing).
+    """
+    if isinstance(store, SqliteSagaStore) and not store.path.exists():
+        raise _NoStore(
+            f"no saga store at {store.path}: the file does not exist (nothing was created); "
+            "check --store"
+        )
+    await store.open()
+
+
+def _import_target(spec: str, option: str, example: str) -> Any:
+    """The object `module:attribute` names; the module's own failure is the target's."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise UsageError(f"--app {spec}: write MODULE:ATTRIBUTE, e.g. myapp.sagas:engine")
-    sys.path.insert(0, "")
+        raise UsageError(f"{option} {spec}: write MODULE:ATTRIBUTE, e.g. {example}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
     try:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as error:
-        raise UsageError(f"--app {spec}: cannot import it ({error_text(error)})") from error
-    if callable(target) and not isinstance(target, SagaEngine):
-        target = target()
-    if not isinstance(target, SagaEngine) or target.store is None:
-        raise UsageError(
-            f"--app {spec}: expected a SagaEngine with a store (SagaEngine(store=...)) whose "
-            f"flows are registered, got {target!r}"
-        )
+        raise UsageError(f"{option} {spec}: cannot import it ({error_text(error)})") from error
+    except Exception as error:  # the module's own code failed
+        raise _BrokenTarget(
+            f"{option} {spec}: importing {module_name} raised {error_text(error)}"
+        ) from error
     return target
+
+
+@dataclass
+class OperatedApp:
+    """What `--app` names: the engine `recover` and `retry-compensation` run on, and the
+    spakky application it came from, if any (stopped at the end when the command started it).
+    """
+
+    spec: str
+    engine: SagaEngine
+    application: SpakkyApplication | None = None
+    started_here: bool = False
+
+    @property
+    def store(self) -> SagaStore:
+        store = self.engine.store
+        assert store is not None  # load_app refuses an engine without one
+        return store
+
+    async def aclose(self) -> None:
+        try:
+            await self.engine.aclose()
+            await self.store.close()  # idempotent: also when only the command opened it
+        finally:
+            if self.started_here and self.application is not None:
+                self.application.stop()
+
+
+_APP_EXPECTED: Final = (
+    "expected a SagaEngine with a store, a spakky application (SpakkyApplication) whose "
+    "container has one, or a function returning either"
+)
+
+
+def load_app(spec: str) -> OperatedApp:
+    """The engine (and application) `--app module:attribute` names."""
+    target = _import_target(spec, "--app", "myapp.main:app or myapp.sagas:engine")
+    if inspect.isclass(target):
+        if Saga.exists(target) or issubclass(target, AbstractSaga):
+            raise UsageError(
+                f"--app {spec}: {target.__qualname__} is a saga class; its flow is registered "
+                "with the engine when the application's container creates it, so pass the "
+                "application (MODULE:app, a SpakkyApplication) instead, or a SagaEngine whose "
+                "flows you register"
+            )
+        raise UsageError(f"--app {spec}: {target.__qualname__} is a class; {_APP_EXPECTED}")
+    if not isinstance(target, SagaEngine | SpakkyApplication) and callable(target):
+        name = spec.partition(":")[2]
+        if inspect.iscoroutinefunction(target):
+            raise UsageError(f"--app {spec}: {name} is an async function; {_APP_EXPECTED}")
+        required = _required_arguments(target)
+        if required:
+            raise UsageError(
+                f"--app {spec}: {name} takes arguments ({', '.join(required)}) the command "
+                f"cannot give; {_APP_EXPECTED}, without arguments"
+            )
+        try:
+            target = target()
+        except Exception as error:
+            raise _BrokenTarget(f"--app {spec}: {name}() raised {error_text(error)}") from error
+    if isinstance(target, SpakkyApplication):
+        return _from_application(spec, target)
+    if not isinstance(target, SagaEngine):
+        raise UsageError(
+            f"--app {spec}: {_APP_EXPECTED}; got {safe_repr(target)} ({type(target).__name__})"
+        )
+    if target.store is None:
+        raise UsageError(
+            f"--app {spec}: expected a SagaEngine with a store (SagaEngine(store=...)), got one "
+            "without: an in-memory engine has nothing to recover"
+        )
+    return OperatedApp(spec, target)
+
+
+def _from_application(spec: str, application: SpakkyApplication) -> OperatedApp:
+    """The application's `SagaEngine` pod, with every `@Saga()` pod created (each registers
+    its flow with the engine). An application that is not started is started, so that its
+    pods are what they are in production (post-processors and aspects applied), and stopped
+    when the command ends."""
+    started_here = not application.application_context.is_started
+    try:
+        if started_here:
+            application.start()
+        engine = application.container.get_or_none(SagaEngine)
+        if engine is not None:  # lazy and prototype sagas too: each registers its flow
+            application.container.find(lambda pod: isinstance(pod, Saga))
+    except Exception as error:
+        if started_here and application.application_context.is_started:
+            application.stop()
+        raise _BrokenTarget(
+            f"--app {spec}: starting the application raised {error_text(error)}"
+        ) from error
+    if engine is None or engine.store is None:
+        if started_here:
+            application.stop()
+        what = "no SagaEngine pod" if engine is None else "a SagaEngine pod without a store"
+        raise UsageError(
+            f"--app {spec}: the application's container has {what}; register a @Pod() "
+            "function returning SagaEngine(store=...) and add it to the application"
+        )
+    return OperatedApp(spec, engine, application, started_here)
 
 
 def _record_json(record: SagaRecord) -> dict[str, Any]:
@@ -117,23 +277,68 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
+def _moment(text: str | None, option: str) -> float | None:
+    """An ISO date or time (`2024-05-01`, `2024-05-01T12:30`, with an offset or not: UTC)
+    as epoch seconds."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{option} {text}: not an ISO date or time; write e.g. 2024-05-01, "
+            "2024-05-01T12:30 (UTC) or 2024-05-01T12:30+02:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _clip(text: str | None, width: int) -> str:
+    if not text:
+        return "-"
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 async def _list(args: argparse.Namespace) -> int:
+    since = _moment(args.since, "--since")
+    until = _moment(args.until, "--until")
+    filtered = bool(args.name) or since is not None or until is not None
     store = open_store(args.store, args.schema)
     try:
-        await store.open()
+        await open_existing(store)
         statuses = [StoredStatus(s) for s in args.status]
-        records = await store.list(statuses, args.limit)
+        # The store filters by status only: with other filters, read every row (without its
+        # log) and filter here, so that --limit counts matching sagas.
+        records = await store.list(statuses, _UNLIMITED if filtered else args.limit)
     finally:
         await store.close()
+    records = [
+        r
+        for r in records
+        if (not args.name or r.saga_name in args.name)
+        and (since is None or r.updated >= since)
+        and (until is None or r.updated < until)
+    ][: args.limit]
     if args.json:
         print(json.dumps([_record_json(r) for r in records], indent=2))
         return OK
     if not records:
         print("no sagas")
         return OK
-    table = [("saga id", "name", "status", "updated", "owner")]
+    table = [("saga id", "name", "status", "updated", "owner", "failed step", "error")]
     table += [
-        (r.saga_id, r.saga_name, r.status.value, _when(r.updated), r.owner or "-") for r in records
+        (
+            r.saga_id,
+            r.saga_name,
+            r.status.value,
+            _when(r.updated),
+            r.owner or "-",
+            r.failed_step or "-",
+            _clip(r.error, _ERROR_WIDTH),
+        )
+        for r in records
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -141,110 +346,259 @@ async def _list(args: argparse.Namespace) -> int:
     return OK
 
 
+def _original_error(record: SagaRecord) -> str | None:
+    """The error that failed the saga, from its log, when the row holds recovery's wrapper
+    ("was interrupted ... and was compensated on recovery") instead: the step's own error."""
+    finals = [e for e in record.events if e.kind == SagaEventKind.SAGA_FINISHED.value]
+    if not finals or finals[-1].error_type != _RECOVERY_WRAPPER or record.failed_step is None:
+        return None
+    for event in reversed(record.events):
+        if event.kind == SagaEventKind.STEP_FAILED.value and event.step == record.failed_step:
+            return f"{event.error_type}: {event.error}" if event.error_type else event.error
+    return None
+
+
+def _recoveries(events: Sequence[StoredEvent]) -> list[tuple[float, str]]:
+    """Each time the saga was taken up again, and why: "recovered" after its engine stopped
+    before it finished, "retried" when `retry-compensation` re-ran failed compensations of a
+    saga that had ended."""
+    found: list[tuple[float, str]] = []
+    ended = False
+    for event in events:
+        if event.kind in (SagaEventKind.SAGA_FINISHED.value, SagaEventKind.SAGA_ABORTED.value):
+            ended = True
+        elif event.kind == SagaEventKind.SAGA_RECOVERED.value:
+            found.append((event.at, "retried" if ended else "recovered"))
+            ended = False
+    return found
+
+
+_RECOVERY_TEXT: Final = {
+    "recovered": "recovered: its engine had stopped before the saga finished",
+    "retried": "retried: its failed compensations ran again (retry-compensation)",
+}
+
+
 async def _show(args: argparse.Namespace) -> int:
     store = open_store(args.store, args.schema)
     try:
-        await store.open()
+        await open_existing(store)
         record = await store.load(args.saga_id)
     finally:
         await store.close()
     if record is None:
-        print(f"no saga {args.saga_id} in the store", file=sys.stderr)
-        return NOT_FOUND
-    rows = rows_from_events(record.events)
+        raise _NotFound(f"no saga {args.saga_id} in the store")
+    rows = rows_from_events(record.events, finished=not record.status.unfinished)
+    original = _original_error(record)
+    recoveries = _recoveries(record.events)
     if args.json:
         print(
             json.dumps(
                 _record_json(record)
-                | {"data": json.loads(record.data), "timeline": [r._asdict() for r in rows]},
+                | {
+                    "original_error": original,
+                    "recoveries": [{"at": at, "what": what} for at, what in recoveries],
+                    "data": json.loads(record.data),
+                    "timeline": [r._asdict() for r in rows],
+                },
                 indent=2,
             )
         )
         return OK
+    error = original or record.error
     print(f"saga {record.saga_id} ({record.saga_name}): {record.status.value}")
     print(f"  started {_when(record.created)}, updated {_when(record.updated)}")
     if record.owner:
         print(f"  owned by {record.owner} until {_when(record.lease_expires)}")
     if record.failed_step:
-        print(f'  failed step "{record.failed_step}": {record.error}')
-    elif record.error:
-        print(f"  error: {record.error}")
+        print(f'  failed step "{record.failed_step}": {error}')
+    elif error:
+        print(f"  error: {error}")
+    for at, what in recoveries:
+        print(f"  {_when(at)} {_RECOVERY_TEXT[what]}")
     print(f"  data: {record.data}")
     print()
     print(format_timeline(rows))
     return OK
 
 
-def _report(sagas: Sequence[RecoveredSaga], as_json: bool) -> int:
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "saga_id": s.saga_id,
-                        "saga_name": s.saga_name,
-                        "outcome": s.outcome.value,
-                        "status": None if s.result is None else s.result.status.value,
-                        "error": None if s.error is None else error_text(s.error),
-                    }
-                    for s in sagas
-                ],
-                indent=2,
-            )
+def _saga_error(error: BaseException | None, app: OperatedApp) -> str | None:
+    """What went wrong with one saga, in the command's terms (its options, not the API's)."""
+    if error is None:
+        return None
+    if isinstance(error, SagaFlowChangedError) and error.saga_name is not None:
+        return (
+            f'the flow registered as "{error.saga_name}" is not the flow this saga started '
+            f"with ({'; '.join(error.changes)}); put the old definition back to recover it, or "
+            f"run `spakky-saga recover --app {app.spec} --compensate-by-name` to compensate its "
+            "committed steps by step name"
         )
-    elif not sagas:
+    return error_text(error)
+
+
+def _unregistered(saga: RecoveredSaga) -> bool:
+    """Refused because no flow is registered under its name (the engine's plain
+    SagaRecoveryError; a changed flow and data that no longer loads have their own types)."""
+    return saga.outcome is RecoveryOutcome.REFUSED and type(saga.error) is SagaRecoveryError
+
+
+def _report(
+    sagas: Sequence[RecoveredSaga],
+    held: Sequence[SagaRecord],
+    app: OperatedApp,
+    as_json: bool,
+    waited: float | None = None,
+) -> int:
+    now = time.time()
+    if as_json:
+        items: list[dict[str, Any]] = [
+            {
+                "saga_id": s.saga_id,
+                "saga_name": s.saga_name,
+                "outcome": s.outcome.value,
+                "status": None if s.result is None else s.result.status.value,
+                "error": _saga_error(s.error, app),
+            }
+            for s in sagas
+        ]
+        items += [
+            {
+                "saga_id": r.saga_id,
+                "saga_name": r.saga_name,
+                "outcome": "skipped",
+                "status": r.status.value,
+                "error": None,
+                "owner": r.owner,
+                "lease_expires": r.lease_expires,
+            }
+            for r in held
+        ]
+        print(json.dumps(items, indent=2))
+    elif not sagas and not held:
         print("nothing to recover")
     for saga in [] if as_json else sagas:
-        detail = "" if saga.error is None else f": {error_text(saga.error)}"
-        print(f"{saga.saga_id} ({saga.saga_name}): {saga.outcome}{detail}")
-    return ATTENTION if any(s.outcome.needs_attention for s in sagas) else OK
+        detail = _saga_error(saga.error, app)
+        print(
+            f"{saga.saga_id} ({saga.saga_name}): {saga.outcome}" + (f": {detail}" if detail else "")
+        )
+        if saga.outcome is RecoveryOutcome.COMPENSATION_FAILED:
+            print(
+                "  repair the participant, then run: spakky-saga retry-compensation "
+                f"{saga.saga_id} --app {app.spec}"
+            )
+    for record in [] if as_json else held:
+        left = (record.lease_expires or now) - now
+        when = f"in {format_duration(left)}" if left > 0 else "now"
+        print(
+            f"{record.saga_id} ({record.saga_name}): skipped, {record.status.value}: engine "
+            f"{record.owner} holds its lease until {_when(record.lease_expires)} "
+            f"(recoverable {when})"
+        )
+    if app.application is None and any(_unregistered(s) for s in sagas):
+        print(
+            f"spakky-saga: hint: the engine --app {app.spec} gave has no flow registered for "
+            "these sagas. In a spakky application, @Saga() classes register their flows when "
+            "the container creates them: pass the application instead (--app MODULE:app, "
+            "the SpakkyApplication), or register the flows in the engine's factory "
+            '(engine.register("Name", flow))',
+            file=sys.stderr,
+        )
+    if held:
+        if waited is None:
+            advice = (
+                f"if that engine crashed, wait with `spakky-saga recover --app {app.spec} "
+                "--wait`, or run recover again after the time shown"
+            )
+        else:
+            advice = (
+                f"after waiting {format_duration(waited)} their leases are still live: wait "
+                "longer (--wait SECONDS), or, if their engine keeps renewing them, it is alive "
+                "and running them"
+            )
+        print(
+            f"spakky-saga: {len(held)} unfinished saga(s) skipped: another engine's lease on "
+            f"them is live (it runs them, or stopped less than a lease ago); {advice}",
+            file=sys.stderr,
+        )
+    attention = held or any(s.outcome.needs_attention for s in sagas)
+    return ATTENTION if attention else OK
+
+
+async def _held_elsewhere(app: OperatedApp, limit: int) -> list[SagaRecord]:
+    """Unfinished sagas another engine holds a lease on: what recover() could not claim."""
+    records = await app.store.list(UNFINISHED, limit)
+    return [
+        r
+        for r in records
+        if r.owner is not None and r.owner != app.engine.owner and r.lease_expires is not None
+    ]
 
 
 async def _recover(args: argparse.Namespace) -> int:
-    engine = load_engine(args.app)
+    app = load_app(args.app)
     try:
-        report = await engine.recover(limit=args.limit, compensate_by_name=args.compensate_by_name)
+        started = time.monotonic()
+        deadline = None if args.wait is None else started + args.wait
+        recovered: list[RecoveredSaga] = []
+        announced: set[str] = set()
+        while True:
+            report = await app.engine.recover(
+                limit=args.limit, compensate_by_name=args.compensate_by_name
+            )
+            recovered.extend(report.sagas)
+            held = await _held_elsewhere(app, args.limit)
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            if not held or left <= 0:
+                break
+            for record in held:
+                if record.saga_id not in announced:
+                    announced.add(record.saga_id)
+                    print(
+                        f"waiting for {record.saga_id} ({record.saga_name}): engine "
+                        f"{record.owner} holds its lease until {_when(record.lease_expires)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            soonest = min(r.lease_expires or 0.0 for r in held) - time.time()
+            await asyncio.sleep(min(left, max(_POLL_MIN, min(soonest + _POLL_MIN, _POLL_MAX))))
     finally:
-        await engine.aclose()
-    return _report(report.sagas, args.json)
+        await app.aclose()
+    waited = None if deadline is None else time.monotonic() - started
+    return _report(recovered, held, app, args.json, waited)
+
+
+_NOT_RETRYABLE: Final = {
+    StoredStatus.RUNNING: "it is unfinished: `spakky-saga recover` finishes it",
+    StoredStatus.COMPENSATING: "it is unfinished: `spakky-saga recover` finishes it",
+    StoredStatus.COMPLETED: "it completed, so there is nothing to compensate",
+}
 
 
 async def _retry(args: argparse.Namespace) -> int:
-    engine = load_engine(args.app)
+    app = load_app(args.app)
     try:
-        outcome = await engine.retry_compensation(args.saga_id)
+        await app.store.open()
+        record = await app.store.load(args.saga_id)
+        if record is None:
+            raise _NotFound(f"no saga {args.saga_id} in the store")
+        if record.status is not StoredStatus.COMPENSATION_FAILED:
+            why = _NOT_RETRYABLE.get(record.status, "its compensations all ran")
+            raise UsageError(
+                f"saga {record.saga_id} ({record.saga_name}) is {record.status.value}: only "
+                f"COMPENSATION_FAILED sagas can be retried; {why}"
+            )
+        outcome = await app.engine.retry_compensation(args.saga_id)
     finally:
-        await engine.aclose()
-    return _report([outcome], args.json)
-
-
-class _BrokenTarget(Exception):
-    """The code a `graph` target runs (its module, constructor, factory or flow()) failed, or
-    built an invalid flow: said on stderr, exit code 1."""
+        await app.aclose()
+    return _report([outcome], [], app, args.json)
 
 
 def load_flow(spec: str) -> SagaFlow[Any]:
     """The flow `module:attribute` names: a SagaFlow, a saga class whose constructor takes no
     arguments, a saga instance (anything with a `flow()` method), or a function returning a
     flow or a saga."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise UsageError(
-            f"graph {spec}: write MODULE:ATTRIBUTE, e.g. myapp.sagas:order_flow or "
-            "myapp.sagas:CreateOrderSaga"
-        )
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise UsageError(f"graph {spec}: cannot import it ({error_text(error)})") from error
-    except Exception as error:  # the module's own code failed
-        raise _BrokenTarget(
-            f"graph {spec}: importing {module_name} raised {error_text(error)}"
-        ) from error
+    target = _import_target(spec, "graph", "myapp.sagas:order_flow or myapp.sagas:CreateOrderSaga")
+    attribute = spec.partition(":")[2]
     if isinstance(target, SagaFlow):
         return target
     if inspect.isclass(target):
@@ -330,22 +684,52 @@ def _flow_of_saga(saga: Any, spec: str) -> SagaFlow[Any]:
 
 
 async def _graph(args: argparse.Namespace) -> int:
-    try:
-        flow = load_flow(args.target)
-    except _BrokenTarget as error:
-        print(f"spakky-saga: {error}", file=sys.stderr)
-        return ATTENTION
+    flow = load_flow(args.target)
     text = to_mermaid(flow, direction=args.direction)
     print(f"```mermaid\n{text}\n```" if args.markdown else text)
     return OK
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number of sagas, 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds, e.g. 60")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="spakky-saga",
-        description="Operations on durable sagas (see docs/durability.md).",
+        description=(
+            "Operations on durable sagas: list and show what a saga store holds, recover the "
+            "sagas a stopped engine left unfinished, retry failed compensations, draw a flow."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = main.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     def store_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
@@ -354,7 +738,16 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--schema", default="public", help="PostgreSQL schema (public)")
         command.add_argument("--json", action="store_true", help="machine-readable output")
 
-    listing = commands.add_parser("list", help="list sagas, newest first")
+    def app_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--app",
+            required=True,
+            metavar="MODULE:APP",
+            help="a SpakkyApplication, a SagaEngine with a store, or a function returning one",
+        )
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+
+    listing = command("list", "list sagas, most recently updated first (reads only)")
     store_options(listing)
     listing.add_argument(
         "--status",
@@ -363,32 +756,54 @@ def parser() -> argparse.ArgumentParser:
         choices=[s.value for s in StoredStatus],
         help="only these statuses (repeatable)",
     )
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument(
+        "--name", action="append", default=[], help="only sagas of this name (repeatable)"
+    )
+    listing.add_argument(
+        "--since", metavar="TIME", help="only sagas updated at or after TIME (ISO; naive is UTC)"
+    )
+    listing.add_argument(
+        "--until", metavar="TIME", help="only sagas updated before TIME (ISO; naive is UTC)"
+    )
+    listing.add_argument("--limit", type=_positive, default=100, help="at most N sagas (100)")
     listing.set_defaults(run=_list)
 
-    show = commands.add_parser("show", help="one saga and its timeline")
+    show = command("show", "one saga, its error and its timeline (reads only)")
     show.add_argument("saga_id")
     store_options(show)
     show.set_defaults(run=_show)
 
-    recover = commands.add_parser("recover", help="finish sagas whose engine stopped")
-    recover.add_argument("--app", required=True, help="MODULE:ENGINE, a SagaEngine with flows")
-    recover.add_argument("--limit", type=int, default=100)
+    recover = command(
+        "recover",
+        "finish the sagas whose engine stopped: compensate (or resume) them by their policy",
+    )
+    app_options(recover)
+    recover.add_argument(
+        "--wait",
+        type=_seconds,
+        nargs="?",
+        const=DEFAULT_WAIT,
+        metavar="SECONDS",
+        help="wait for sagas another engine's lease still holds, until the leases expire "
+        f"(at most SECONDS, {DEFAULT_WAIT:g} by default), and recover them",
+    )
+    recover.add_argument("--limit", type=_positive, default=100, help="at most N sagas (100)")
     recover.add_argument(
         "--compensate-by-name",
         action="store_true",
         help="compensate sagas whose flow changed, matching steps by name",
     )
-    recover.add_argument("--json", action="store_true", help="machine-readable output")
     recover.set_defaults(run=_recover)
 
-    retry = commands.add_parser("retry-compensation", help="re-run failed compensations")
+    retry = command(
+        "retry-compensation",
+        "re-run the failed compensations of a COMPENSATION_FAILED saga, once repaired",
+    )
     retry.add_argument("saga_id")
-    retry.add_argument("--app", required=True, help="MODULE:ENGINE, a SagaEngine with flows")
-    retry.add_argument("--json", action="store_true", help="machine-readable output")
+    app_options(retry)
     retry.set_defaults(run=_retry)
 
-    graph = commands.add_parser("graph", help="print a flow as a Mermaid flowchart")
+    graph = command("graph", "print a flow as a Mermaid flowchart")
     graph.add_argument(
         "target",
         metavar="MODULE:TARGET",
@@ -407,6 +822,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"spakky-saga: {error}", file=sys.stderr)
         return USAGE
+    except _NotFound as error:
+        print(f"spakky-saga: {error}", file=sys.stderr)
+        return NOT_FOUND
+    except _BrokenTarget as error:
+        print(f"spakky-saga: {error}", file=sys.stderr)
+        return ATTENTION
+    except _NoStore as error:
+        print(f"spakky-saga: {error}", file=sys.stderr)
+        return STORE_FAILED
     except SagaStoreError as error:
         print(f"spakky-saga: {error_text(error)}", file=sys.stderr)
         return STORE_FAILED

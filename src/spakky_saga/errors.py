@@ -176,9 +176,12 @@ class SagaCompensationFailedError(AbstractSpakkySagaError):
             super().__init__()
             return
         names = ", ".join(f'"{name}" ({safe_repr(error)})' for name, error in self.failures.items())
+        saga_id = getattr(result.data, "saga_id", None) or "SAGA_ID"
         super().__init__(
             f'saga "{result.saga_name}" could not be rolled back: compensation of {names} '
-            "failed; the data may be inconsistent and needs manual repair"
+            "failed; the data may be inconsistent and needs manual repair (a durable saga: "
+            f"repair the participant, then run `spakky-saga retry-compensation {saga_id}` to "
+            "re-run the failed compensations)"
         )
 
 

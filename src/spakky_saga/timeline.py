@@ -39,8 +39,9 @@ class HistoryRecord(Protocol):
 
 class TimelineRow(NamedTuple):
     """One attempt or compensation: where it started (seconds from the saga's start), how long
-    it took, and how it ended ("COMMITTED", "FAILED", "COMPENSATED", or "RUNNING" for one
-    whose outcome the log does not have)."""
+    it took, and how it ended ("COMMITTED", "FAILED", "COMPENSATED"; for one whose outcome the
+    log does not have, "RUNNING" while the saga is unfinished and "IN_DOUBT" once it finished:
+    it may or may not have happened)."""
 
     step: str
     status: str
@@ -83,11 +84,14 @@ _STARTS = {
 }
 
 
-def rows_from_events(events: Sequence[StoredEvent]) -> list[TimelineRow]:
-    """A durable saga's log as timeline rows; an attempt or compensation that started and
-    has no outcome (yet, or ever: its engine died) is a RUNNING row."""
+def rows_from_events(events: Sequence[StoredEvent], *, finished: bool = False) -> list[TimelineRow]:
+    """A durable saga's log as timeline rows. An attempt or compensation that started and has
+    no outcome is a RUNNING row while the saga is unfinished (it may still be running), and an
+    IN_DOUBT row once the saga `finished` (its engine died while it ran: it may or may not have
+    happened, and nothing runs it any more)."""
     if not events:
         return []
+    unended = "IN_DOUBT" if finished else "RUNNING"
     origin = events[0].at
     rows: list[TimelineRow] = []
     open_rows: dict[tuple[str | None, int, bool], tuple[int, float]] = {}
@@ -99,7 +103,7 @@ def rows_from_events(events: Sequence[StoredEvent]) -> list[TimelineRow]:
             rows.append(
                 TimelineRow(
                     event.step or "-",
-                    "RUNNING",
+                    unended,
                     event.attempt,
                     event.at - origin,
                     0.0,
@@ -136,10 +140,10 @@ def format_timeline(rows: Sequence[TimelineRow]) -> str:
             (
                 str(index),
                 row.label,
-                row.status.lower(),
+                row.status.lower().replace("_", " "),
                 str(row.attempt),
-                f"+{row.start * 1000:.2f}ms",
-                f"{row.elapsed * 1000:.2f}ms",
+                f"+{format_duration(row.start)}",
+                format_duration(row.elapsed),
                 row.error,
             )
         )
@@ -147,6 +151,19 @@ def format_timeline(rows: Sequence[TimelineRow]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in table]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration a reader takes in at a glance: `12.50ms` under a second, `46.75s` under a
+    minute, `2min 3s` under an hour, `1h 2min` beyond."""
+    if seconds < 1:
+        return f"{seconds * 1000:.2f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}min {whole % 60}s"
+    return f"{whole // 3600}h {whole % 3600 // 60}min"
 
 
 def mermaid_gantt(rows: Sequence[TimelineRow], title: str = "saga") -> str:
@@ -158,7 +175,9 @@ def mermaid_gantt(rows: Sequence[TimelineRow], title: str = "saga") -> str:
         if wanted != section:
             section = wanted
             lines.append(f"    section {section}")
-        tag = {"FAILED": "crit, ", "RUNNING": "active, "}.get(row.status, "")
+        tag = {"FAILED": "crit, ", "RUNNING": "active, ", "IN_DOUBT": "active, "}.get(
+            row.status, ""
+        )
         start = round(row.start * 1000)
         end = max(start + 1, round((row.start + row.elapsed) * 1000))
         name = _clean(f"{row.label} attempt {row.attempt}" if row.attempt > 1 else row.label)
