@@ -68,7 +68,7 @@ def test_show_prints_the_saga_and_its_timeline(
 
     assert code == OK
     assert out.splitlines()[0] == f"saga {failed} (checkout): FAILED"
-    assert 'failed step "pay": card declined' in out
+    assert 'failed step "pay": ValueError: card declined' in out
     table = [line.split()[:3] for line in out.split("\n\n", 1)[1].splitlines()[2:]]
     assert table == [
         ["1", "reserve", "committed"],

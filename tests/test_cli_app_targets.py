@@ -63,7 +63,7 @@ async def test_an_engine_factory_without_the_application_gets_a_hint_to_pass_the
 
     assert done.returncode == ATTENTION
     assert done.stdout.startswith(
-        f'{crashed} (OrderSaga): refused: SagaRecoveryError: no flow is registered as "'
+        f'{crashed} (OrderSaga): refused: SagaNotRegisteredError: no flow is registered as "'
     )
     assert "pass the application instead (--app MODULE:app" in done.stderr
     assert "Traceback" not in done.stderr

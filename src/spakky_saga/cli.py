@@ -35,7 +35,7 @@ from spakky.core.application.application import SpakkyApplication
 from spakky_saga._text import error_text, safe_repr
 from spakky_saga.diagram import DIRECTIONS, to_mermaid
 from spakky_saga.engine import SagaEngine
-from spakky_saga.errors import SagaFlowChangedError, SagaRecoveryError, SagaStoreError
+from spakky_saga.errors import SagaFlowChangedError, SagaNotRegisteredError, SagaStoreError
 from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
@@ -78,7 +78,6 @@ _POLL_MIN: Final = 0.05
 _POLL_MAX: Final = 1.0
 _UNLIMITED: Final = 2**31 - 1
 _ERROR_WIDTH: Final = 60
-_RECOVERY_WRAPPER: Final = "SagaInterruptedError"
 """The error type recovery records on a saga it compensated (SagaInterruptedError)."""
 
 
@@ -347,10 +346,10 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 def _original_error(record: SagaRecord) -> str | None:
-    """The error that failed the saga, from its log, when the row holds recovery's wrapper
-    ("was interrupted ... and was compensated on recovery") instead: the step's own error."""
-    finals = [e for e in record.events if e.kind == SagaEventKind.SAGA_FINISHED.value]
-    if not finals or finals[-1].error_type != _RECOVERY_WRAPPER or record.failed_step is None:
+    """The error that failed the saga, from its log, with its type: the failed step's own
+    error (also when the row holds recovery's wrapper, "was interrupted ... and was
+    compensated on recovery")."""
+    if record.failed_step is None:
         return None
     for event in reversed(record.events):
         if event.kind == SagaEventKind.STEP_FAILED.value and event.step == record.failed_step:
@@ -437,9 +436,10 @@ def _saga_error(error: BaseException | None, app: OperatedApp) -> str | None:
 
 
 def _unregistered(saga: RecoveredSaga) -> bool:
-    """Refused because no flow is registered under its name (the engine's plain
-    SagaRecoveryError; a changed flow and data that no longer loads have their own types)."""
-    return saga.outcome is RecoveryOutcome.REFUSED and type(saga.error) is SagaRecoveryError
+    """Refused because no flow is registered under its name."""
+    return saga.outcome is RecoveryOutcome.REFUSED and isinstance(
+        saga.error, SagaNotRegisteredError
+    )
 
 
 def _report(

@@ -26,7 +26,7 @@ from spakky_saga.errors import (
     SagaFlowDefinitionError,
     SagaInterruptedError,
     SagaLeaseLostError,
-    SagaRecoveryError,
+    SagaNotRegisteredError,
     SagaStoreError,
 )
 from spakky_saga.events import SagaEventKind
@@ -300,7 +300,11 @@ class DurableRuns:
                 run.undo.extend(state.rollback_entries(in_doubt=in_doubt))
                 data = state.rollback_data or state.data
                 journal.merged(data)
-                error = SagaInterruptedError(record.saga_name, state.failed_step, state.error)
+                error = (
+                    state.step_error()  # retried: the failure it ended with, not a crash
+                    if retry_failed
+                    else SagaInterruptedError(record.saga_name, state.failed_step, state.error)
+                )
                 result = await self._executor.roll_back(
                     plan,
                     run,
@@ -351,12 +355,7 @@ class DurableRuns:
         the step names compensating by name could not find a compensation for."""
         registration = self.registry.get(record.saga_name)
         if registration is None:
-            known = ", ".join(self.registry.names()) or "none"
-            raise SagaRecoveryError(
-                f'no flow is registered as "{record.saga_name}" (registered: {known}); call '
-                f'engine.register("{record.saga_name}", flow) before recover(), or let the '
-                "spakky container register its @Saga() classes"
-            )
+            raise SagaNotRegisteredError(record.saga_name, tuple(self.registry.names()))
         plan = registration.plan()
         identity = identity_of(plan)
         if identity.fingerprint == record.fingerprint:

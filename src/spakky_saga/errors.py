@@ -388,6 +388,27 @@ class SagaRecoveryError(AbstractSpakkySagaError):
     message = "Saga cannot be recovered"
 
 
+class SagaNotRegisteredError(SagaRecoveryError):
+    """No flow is registered under an unfinished saga's name, so it cannot be recovered here:
+    the recovering engine was built without the application's sagas. `registered` names the
+    flows it does know."""
+
+    message = "No flow is registered for the saga"
+
+    def __init__(self, saga_name: str | None = None, registered: tuple[str, ...] = ()) -> None:
+        self.saga_name = saga_name
+        self.registered = registered
+        if saga_name is None:
+            super().__init__()
+            return
+        known = ", ".join(registered) or "none"
+        super().__init__(
+            f'no flow is registered as "{saga_name}" (registered: {known}); call '
+            f'engine.register("{saga_name}", flow) before recover(), or let the spakky '
+            "container register its @Saga() classes"
+        )
+
+
 class SagaFlowChangedError(SagaRecoveryError):
     """The registered flow of an unfinished saga differs from the flow it started with.
 
@@ -436,3 +457,15 @@ class SagaInterruptedError(AbstractSpakkySagaError):
             f'saga "{saga_name}" was interrupted (its engine stopped before it finished) and '
             f"was compensated on recovery{cause}"
         )
+
+
+class LoggedError(Exception):
+    """An error as a saga log recorded it (its type name and text), in a history rebuilt from
+    the log: the original exception did not survive the process that raised it."""
+
+    def __init__(self, type_name: str, text: str | None) -> None:
+        super().__init__(text or "")
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"{self.type_name}({str(self)!r})"

@@ -22,6 +22,7 @@ from spakky_saga._text import safe_str
 from spakky_saga.codec import CODEC_VERSION, encode, type_name
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
+    LoggedError,
     SagaCompensationFailedError,
     SagaCompensationInterruptedError,
 )
@@ -158,7 +159,7 @@ class SagaJournal:
                     event.step,
                     event.attempt,
                     event.elapsed_seconds,
-                    None if error is None else type(error).__qualname__,
+                    None if error is None else _type_name(error),
                     None if error is None else safe_str(error),
                     data_text,
                     data_type,
@@ -286,3 +287,8 @@ def begin_record(
         updated=now,
         owner=owner,
     )
+
+
+def _type_name(error: BaseException) -> str:
+    """The error's type as the log records it: a logged error keeps its original type."""
+    return error.type_name if isinstance(error, LoggedError) else type(error).__qualname__

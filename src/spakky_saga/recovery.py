@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from spakky_saga.codec import decode, resolve_type
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.errors import SagaCompensationInterruptedError
+from spakky_saga.errors import LoggedError, SagaCompensationInterruptedError
 from spakky_saga.events import SagaEventKind
 from spakky_saga.execution import StartPoint
 from spakky_saga.merge import merge_committed
@@ -128,6 +128,12 @@ class Replayed:
         elif stopped is not None and owed(stopped) and stopped.key not in self.committed_keys:
             entries.append(stopped)
         return entries
+
+    def step_error(self) -> BaseException | None:
+        """The error the failed step's last attempt ended with, as the log recorded it."""
+        for error in self.failed_for_good.values():
+            return error
+        return None if self.error is None else LoggedError("Exception", self.error)
 
     def rollback_point(self) -> StartPoint:
         """What a rollback of this saga needs: each compensation's next attempt."""
@@ -321,18 +327,6 @@ def _record(
         error,
         max(0.0, offset - event.elapsed),
     )
-
-
-class LoggedError(Exception):
-    """An error as a saga log recorded it (its type name and text), in a history rebuilt from
-    the log: the original exception did not survive the process that raised it."""
-
-    def __init__(self, type_name: str, text: str | None) -> None:
-        super().__init__(text or "")
-        self.type_name = type_name
-
-    def __repr__(self) -> str:
-        return f"{self.type_name}({str(self)!r})"
 
 
 class RecoveryOutcome(StrEnum):
