@@ -18,6 +18,7 @@ export SPAKKY_SAGA_UPSTREAM_PYTHON
 echo "== pytest (with branch coverage >= 95%; tests/compat/ compares with spakky-saga 8.5.0)"
 coverage erase
 coverage run -m pytest -q tests
+coverage combine --quiet  # the data of the processes the tests started (patch = subprocess)
 coverage report
 echo "== mypy plugin: strict with mypy's proper_plugin (get_proper_type discipline)"
 mypy --config-file typing_tests/proper_plugin.ini src/spakky_saga_mypy
