@@ -59,7 +59,14 @@ from spakky_saga.result import SagaResult, StepRecord
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.spakky_plugin import PLUGIN_NAME
 from spakky_saga.status import SagaStatus, StepStatus
-from spakky_saga.store import SagaStore, StoredStatus
+from spakky_saga.store import (
+    SagaStore,
+    SagaStoreConnectionError,
+    SagaStoreDamagedError,
+    SagaStoreLocationError,
+    SagaStoreNotFoundError,
+    StoredStatus,
+)
 from spakky_saga.stores.memory import InMemorySagaStore
 from spakky_saga.stores.postgres import PostgresSagaStore
 from spakky_saga.stores.sqlite import SqliteSagaStore
@@ -154,7 +161,11 @@ __all__ = [
     "SagaStepResultError",
     "SagaStepTimeoutError",
     "SagaStore",
+    "SagaStoreConnectionError",
+    "SagaStoreDamagedError",
     "SagaStoreError",
+    "SagaStoreLocationError",
+    "SagaStoreNotFoundError",
     "SagaTimeoutError",
     "Skip",
     "SqliteSagaStore",

@@ -21,6 +21,45 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from spakky_saga.errors import SagaStoreError
+
+
+class SagaStoreNotFoundError(SagaStoreError):
+    """A store opened with `create=False` (a read-only command: list, show, graph) found no saga
+    store where it was pointed: the SQLite file does not exist (or is empty), or the PostgreSQL
+    schema has none of the store's tables. Nothing was created."""
+
+    message = "No saga store there"
+
+
+class SagaStoreLocationError(SagaStoreError, ValueError):
+    """Where the store was pointed cannot hold a saga store: an empty path, a directory, a
+    missing parent directory, a malformed URL, a reserved schema name, or a file or schema that
+    holds another application's tables. Nothing was written there. Also a `ValueError`: some
+    of these are found when the store is constructed."""
+
+    message = "That place cannot hold a saga store"
+
+
+class SagaStoreDamagedError(SagaStoreError):
+    """The store's file is damaged (truncated, or SQLite reports it malformed): it is refused
+    as a whole, never read in part; restore it from a backup."""
+
+    message = "The saga store is damaged"
+
+
+class SagaStoreConnectionError(SagaStoreError):
+    """The database server could not be reached, or refused the connection. `transient` is
+    True when retrying later may succeed (connection refused, timed out, server starting up)
+    and False when the configuration is wrong (bad DSN, unknown database or role, failed
+    authentication): those are raised at once, not retried."""
+
+    message = "Cannot connect to the saga store"
+
+    def __init__(self, message: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
 
 class StoredStatus(Enum):
     """A saga's status in the store; the first two mean "unfinished"."""

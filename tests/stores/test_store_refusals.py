@@ -17,6 +17,7 @@ from spakky_saga import (
     SagaEngine,
     SagaSchemaVersionError,
     SagaStore,
+    SagaStoreDamagedError,
     SagaStoreError,
     SqliteSagaStore,
     saga_flow,
@@ -76,8 +77,10 @@ async def test_a_truncated_saga_store_is_refused(tmp_path: Path) -> None:
     with path.open("r+b") as file:
         file.truncate(path.stat().st_size // 2)
 
-    with pytest.raises(SagaStoreError, match="malformed"):
+    with pytest.raises(SagaStoreDamagedError, match=r"is damaged .*cut short") as refused:
         await _open_and_list(SqliteSagaStore(path))
+
+    assert str(path) in str(refused.value)
 
 
 async def test_a_saga_store_with_damaged_pages_fails_with_a_store_error(tmp_path: Path) -> None:

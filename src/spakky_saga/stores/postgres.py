@@ -5,16 +5,25 @@ the server's clock, so engines on machines whose clocks differ still agree on ex
 take rows with `FOR UPDATE SKIP LOCKED`: concurrent `recover()` calls on different nodes never
 take the same saga, and never wait on each other. Each store keeps its tables in one schema
 (`schema=`, default `public`), created with a version row on first use; a schema from a newer
-version is refused. A write that loses its connection (a killed backend, a failover) is
-retried once on a fresh connection; if the first try had in fact committed, the retry sees
-its own rows and counts as done, so a write is never applied twice.
+version is refused, and so is a schema holding other tables and no saga store (before anything
+is created in it). `create=False` opens only an existing store, reading and creating nothing.
+
+Opening first makes one connection of its own: an error the configuration causes (a bad DSN,
+an unknown database or role, failed authentication) is raised at once with the server's
+reason; one that may pass (connection refused, timed out, the server starting up) is retried
+until `open_timeout`. Only then is the pool opened, so its log does not repeat the failure.
+
+A write that loses its connection (a killed backend, a failover) is retried once on a fresh
+connection: the pool's idle connections are checked first (after a server restart they are
+all dead, and the retry must not take another of them). If the first try had in fact
+committed, the retry sees its own rows and counts as done, so a write is never applied twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from spakky_saga.errors import (
@@ -27,6 +36,9 @@ from spakky_saga.store import (
     SAGA_COLUMNS,
     UNFINISHED,
     SagaRecord,
+    SagaStoreConnectionError,
+    SagaStoreLocationError,
+    SagaStoreNotFoundError,
     SagaUpdate,
     StoredEvent,
     StoredStatus,
@@ -89,8 +101,12 @@ _EVENT_COLUMNS: Final = ", ".join(
 class PostgresSagaStore:
     """A `SagaStore` in the PostgreSQL database at `dsn` (a libpq connection string or URL).
 
-    `min_size`/`max_size` size the connection pool; `schema` is where the tables live;
-    `open_timeout` is how long opening waits for the server before saying it is unreachable.
+    `schema` is where the tables live (a schema of the store's own: one holding other tables
+    is refused); `create=False` opens only an existing store (`SagaStoreNotFoundError`
+    otherwise, nothing created); `min_size`/`max_size` size the connection pool;
+    `open_timeout` (seconds) is how long `open()` retries a server that refuses or does not
+    answer connections before raising `SagaStoreConnectionError` (errors in the DSN, the
+    database or role name, or the password are raised at once).
     """
 
     def __init__(
@@ -98,22 +114,30 @@ class PostgresSagaStore:
         dsn: str,
         *,
         schema: str = "public",
+        create: bool = True,
         min_size: int = 1,
         max_size: int = 10,
         open_timeout: float = 10.0,
     ) -> None:
         if not _IDENTIFIER.match(schema):
-            raise ValueError(
+            raise SagaStoreLocationError(
                 f"PostgresSagaStore(schema={schema!r}): use a plain SQL identifier "
                 "(letters, digits and underscores, not starting with a digit)"
             )
+        if schema.startswith("pg_"):
+            raise SagaStoreLocationError(
+                f"PostgresSagaStore(schema={schema!r}): schema names starting with pg_ are "
+                "reserved for PostgreSQL's own schemas; choose another name, e.g. 'sagas'"
+            )
         self.dsn = dsn
         self.schema = schema
+        self.create = create
         self._min_size = min_size
         self._max_size = max_size
         self._open_timeout = open_timeout
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opening: asyncio.Lock | None = None
+        self._open_error: SagaStoreError | None = None
 
     def __repr__(self) -> str:
         return f"PostgresSagaStore(schema={self.schema!r})"
@@ -121,6 +145,10 @@ class PostgresSagaStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Connect, check (or create) the schema, then open the pool; idempotent. Raises
+        `SagaStoreConnectionError` (with the server's reason), `SagaStoreNotFoundError`
+        (`create=False` and no store in the schema), `SagaStoreLocationError` (the schema
+        holds other tables) or `SagaSchemaVersionError`."""
         if self._pool is not None:
             return
         if self._opening is None:
@@ -128,29 +156,82 @@ class PostgresSagaStore:
         async with self._opening:
             if self._pool is not None:
                 return
-            _, pool_module = _driver()
-            pool: AsyncConnectionPool[Any] = pool_module.AsyncConnectionPool(
-                self.dsn,
-                min_size=self._min_size,
-                max_size=self._max_size,
-                open=False,
-                # No check on checkout (a round trip each time): a write that meets a broken
-                # connection is retried once on a fresh one (see _write).
-                kwargs={"autocommit": True},
-            )
             try:
-                await pool.open(wait=True, timeout=self._open_timeout)
-                async with pool.connection() as conn:
-                    await self._prepare(conn)
-            except BaseException as error:
-                await pool.close()
-                if isinstance(error, SagaStoreError):
-                    raise
-                raise SagaStoreError(
-                    f"cannot open the PostgreSQL saga store ({type(error).__name__}: {error}); "
-                    "check the DSN and that the server is running"
-                ) from error
-            self._pool = pool
+                self._pool = await self._open_pool()
+            except SagaStoreError as error:
+                self._open_error = error
+                raise
+            self._open_error = None
+
+    async def _open_pool(self) -> AsyncConnectionPool[Any]:
+        psycopg, pool_module = _driver()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._open_timeout
+        conn = await self._first_connection(deadline)
+        try:
+            await self._prepare(conn)
+        except psycopg.Error as error:
+            raise SagaStoreError(
+                f'cannot open the PostgreSQL saga store in schema "{self.schema}" at '
+                f"{_where(self.dsn)}: {_one_line(error)}"
+            ) from error
+        finally:
+            await conn.close()
+        pool: AsyncConnectionPool[Any] = pool_module.AsyncConnectionPool(
+            self.dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            open=False,
+            # No check on checkout (a round trip each time): a write that meets a broken
+            # connection is retried once on a fresh one (see _write).
+            kwargs={"autocommit": True},
+        )
+        try:  # the server answered a moment ago: this fails only if it just went away
+            await pool.open(wait=True, timeout=max(deadline - loop.time(), 1.0))
+        except BaseException as error:
+            await pool.close()
+            raise SagaStoreConnectionError(
+                f"cannot open the PostgreSQL saga store at {_where(self.dsn)}: its connection "
+                f"pool did not start ({type(error).__name__}: {error}); the server answered one "
+                "connection, so check max_connections and the server's log",
+                transient=True,
+            ) from error
+        return pool
+
+    async def _first_connection(self, deadline: float) -> AsyncConnection[Any]:
+        """One connection of our own, to learn why the server cannot be used: raise at once
+        when retrying cannot help, retry until `deadline` when it may."""
+        psycopg, _ = _driver()
+        loop = asyncio.get_running_loop()
+        pause = 0.05
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
+                    conn: AsyncConnection[Any] = await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True
+                    )
+                return conn
+            except (psycopg.Error, TimeoutError) as error:
+                transient, advice = _diagnose(error, self.dsn)
+                reason = "no answer" if isinstance(error, TimeoutError) else _one_line(error)
+                if not transient:
+                    raise SagaStoreConnectionError(
+                        f"cannot open the PostgreSQL saga store at {_where(self.dsn)}: "
+                        f"{reason}; {advice}",
+                        transient=False,
+                    ) from error
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise SagaStoreConnectionError(
+                        f"cannot open the PostgreSQL saga store at {_where(self.dsn)}: "
+                        f"{reason} ({attempts} attempts in {self._open_timeout:g} s, "
+                        f"open_timeout={self._open_timeout:g}); {advice}",
+                        transient=True,
+                    ) from error
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 1.0)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -338,10 +419,14 @@ class PostgresSagaStore:
 
     def _connection(self) -> Any:
         if self._pool is None:
+            if self._open_error is not None:
+                raise SagaStoreError(
+                    f"{self!r} is not open: opening it failed: {self._open_error}"
+                ) from self._open_error
             raise SagaStoreError(f"{self!r} is not open; await store.open() first")
         return self._pool.connection()
 
-    async def _write(self, run: Any) -> None:
+    async def _write(self, run: Callable[[AsyncConnection[Any], bool], Awaitable[None]]) -> None:
         """Run a write; once more on a fresh connection if the connection was lost."""
         psycopg, _ = _driver()
         if self._pool is None:
@@ -357,8 +442,17 @@ class PostgresSagaStore:
                         f"PostgreSQL saga store: the write failed twice ({error}); the saga "
                         "stays unfinished in the store and is recovered later"
                     ) from error
+                await self._drop_dead_connections()
             except psycopg.Error as error:
                 raise SagaStoreError(f"PostgreSQL saga store: {error}") from error
+
+    async def _drop_dead_connections(self) -> None:
+        """After a connection was lost, test the pool's idle connections and replace the dead
+        ones: when the server dropped them all (a restart, a failover, an administrator),
+        the retry would otherwise take another dead one."""
+        pool = self._pool
+        if pool is not None:
+            await pool.check()
 
     async def _owned_with(self, conn: AsyncConnection[Any], saga_id: str, owner: object) -> bool:
         cursor = await conn.execute(
@@ -403,17 +497,33 @@ class PostgresSagaStore:
         return SagaRecord.from_row(row, events)
 
     async def _prepare(self, conn: AsyncConnection[Any]) -> None:
-        """Create the schema (or migrate it) under an advisory lock, so that engines starting
-        together do not race; refuse a newer version."""
+        """Check the schema, and create (or migrate) it when allowed, under an advisory lock so
+        that engines starting together do not race. Refuses a newer version and a schema that
+        holds other tables; with `create=False`, reads only (a read-only transaction)."""
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            if self.create:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
+            else:
+                await conn.execute("SET TRANSACTION READ ONLY")
             cursor = await conn.execute(
-                "SELECT 1 FROM information_schema.tables "
-                "WHERE table_schema = %s AND table_name = 'spakky_saga_schema'",
+                "SELECT c.relname FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+                "ORDER BY c.relname",
                 (self.schema,),
             )
-            if await cursor.fetchone() is None:
+            tables = [row[0] for row in await cursor.fetchall()]
+            if "spakky_saga_schema" not in tables:
+                if not self.create:
+                    raise SagaStoreNotFoundError(await self._not_found(conn))
+                if tables:
+                    raise SagaStoreLocationError(
+                        f'schema "{self.schema}" at {_where(self.dsn)} holds other tables '
+                        f"({', '.join(tables[:5])}) and no saga store; nothing was created: "
+                        "give the saga store a schema of its own (schema='sagas', or "
+                        "--schema sagas)"
+                    )
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 await conn.execute(f"CREATE TABLE {self._t('schema')} (version INTEGER NOT NULL)")
                 await conn.execute(f"INSERT INTO {self._t('schema')} (version) VALUES (0)")
                 version = 0
@@ -427,10 +537,35 @@ class PostgresSagaStore:
                     f"version of spakky-saga-typed knows versions up to {SCHEMA_VERSION}; "
                     "upgrade the library (never downgrade it under a store a newer version wrote)"
                 )
+            if version < SCHEMA_VERSION and not self.create:
+                raise SagaSchemaVersionError(
+                    f'schema "{self.schema}" has saga store schema version {version} and this '
+                    f"version of spakky-saga-typed uses {SCHEMA_VERSION}; opened with "
+                    "create=False it is not upgraded: start an engine on it once (it upgrades "
+                    "the schema)"
+                )
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[step]:
                     await conn.execute(statement.replace("{s}", f'"{self.schema}"'))
                 await conn.execute(f"UPDATE {self._t('schema')} SET version = %s", (step,))
+
+    async def _not_found(self, conn: AsyncConnection[Any]) -> str:
+        """Why there is no store here, and the schemas of this database that hold one."""
+        cursor = await conn.execute(
+            "SELECT n.nspname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = 'spakky_saga_schema' AND c.relkind = 'r' ORDER BY n.nspname"
+        )
+        others = [row[0] for row in await cursor.fetchall()]
+        found = (
+            f"schemas of this database with a saga store: {', '.join(others[:10])}"
+            if others
+            else "no schema of this database holds one"
+        )
+        return (
+            f'no saga store in schema "{self.schema}" at {_where(self.dsn)} (did you mean '
+            f"--schema / schema=?); {found}; nothing was created"
+        )
 
 
 def _columns(events: Sequence[StoredEvent]) -> list[list[object]]:
@@ -439,6 +574,88 @@ def _columns(events: Sequence[StoredEvent]) -> list[list[object]]:
         return []
     # A StoredEvent is a tuple in column order: its columns are the events transposed.
     return [list(column) for column in zip(*events, strict=True)]
+
+
+_TRANSIENT: Final = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "too many clients",
+    "remaining connection slots",
+    "server closed the connection unexpectedly",
+    "no route to host",
+    "network is unreachable",
+    "connection reset",
+)
+"""Connection errors that may pass if tried again (libpq gives no SQLSTATE for them)."""
+
+_ADVICE: Final = (
+    (re.compile(r'database "[^"]*" does not exist'), "check the database name in the DSN"),
+    (re.compile(r'role "[^"]*" does not exist'), "check the user name in the DSN"),
+    (
+        re.compile(r"authentication failed|no password supplied|pg_hba\.conf|permission denied"),
+        "check the user and password in the DSN (and the server's pg_hba.conf)",
+    ),
+    (
+        re.compile(r"resolve host|translate host name|name or service not known", re.IGNORECASE),
+        "check the host name in the DSN",
+    ),
+)
+
+
+def _diagnose(error: BaseException, dsn: str) -> tuple[bool, str]:
+    """(whether retrying may help, what to do) for a failed connection."""
+    psycopg, _ = _driver()
+    text = str(error)
+    if isinstance(error, TimeoutError):
+        return True, "check that the server is running and the host and port in the DSN"
+    if isinstance(error, psycopg.ProgrammingError):  # the DSN itself did not parse
+        if re.search(r"[?&]schema=", dsn) or '"schema"' in text:
+            return False, (
+                "schema is not a connection option: take it out of the DSN and pass "
+                "schema=... (--schema ...) instead"
+            )
+        return False, (
+            "the DSN is not a libpq connection string or URL; write it as "
+            "postgresql://user:password@host:5432/database or 'host=... dbname=... user=...'"
+        )
+    for pattern, advice in _ADVICE:
+        if pattern.search(text):
+            return False, advice
+    lowered = text.lower()
+    if any(marker in lowered for marker in _TRANSIENT):
+        return True, (
+            "check that the server is running and the host and port in the DSN, or give it "
+            "longer with open_timeout="
+        )
+    if "FATAL:" in text:  # the server answered and refused: trying again will not help
+        return False, "the server refused the connection; check the DSN"
+    return True, "check that the server is running and the host and port in the DSN"
+
+
+def _where(dsn: str) -> str:
+    """The server and database a DSN names, without its password."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - the optional driver
+
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # a DSN that does not parse is described as such
+        return "a DSN that does not parse"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = str(parts.get("host") or "localhost")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    database = f"/{parts['dbname']}" if parts.get("dbname") else ""
+    return f"{user}{host}{port}{database}"
+
+
+def _one_line(error: BaseException) -> str:
+    """psycopg's message on one line, without its "connection failed: ... failed:" prefix."""
+    text = " ".join(str(error).split())
+    return re.sub(r"^connection failed: connection to server at .*? failed: ", "", text)
 
 
 def _driver() -> tuple[Any, Any]:

@@ -8,7 +8,10 @@ Design:
   one transaction (group commit), each in its own savepoint so that one refused write (a lost
   lease) does not undo the others: many sagas in flight share fsyncs.
 - A versioned schema (`spakky_saga_schema`), created on first use; a file from a newer
-  version, a corrupt file, or a database holding other tables is refused with a clear error.
+  version, a damaged file, or a database holding other tables is refused with a clear error.
+- Nothing is written to a file before it is known to be a saga store or empty: the file's
+  size is checked against its header (a truncated file is refused as damaged), its tables
+  are read, and only then is it switched to WAL. `create=False` opens only an existing store.
 - SQL that SQLite 3.40 (what Python 3.12 ships here) runs: no `unixepoch('subsec')`; times
   are epoch seconds computed in Python.
 """
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 from spakky_saga.errors import (
     SagaAlreadyStartedError,
@@ -35,6 +39,9 @@ from spakky_saga.store import (
     SAGA_COLUMNS,
     UNFINISHED,
     SagaRecord,
+    SagaStoreDamagedError,
+    SagaStoreLocationError,
+    SagaStoreNotFoundError,
     SagaUpdate,
     StoredEvent,
     StoredStatus,
@@ -125,12 +132,19 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class SqliteSagaStore:
-    """A `SagaStore` in the SQLite file at `path` (created if missing)."""
+    """A `SagaStore` in the SQLite file at `path`: a file path or a `sqlite:///relative.db` /
+    `sqlite:////absolute/sagas.db` URL.
+
+    With `create=True` (the default, for engines) a missing file is created; with
+    `create=False` (for commands that only read, or act on sagas already there) `open()`
+    creates nothing and raises `SagaStoreNotFoundError` when there is no saga store at `path`.
+    """
 
     def __init__(
         self,
         path: str | Path,
         *,
+        create: bool = True,
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
@@ -141,7 +155,8 @@ class SqliteSagaStore:
                 f"SqliteSagaStore(synchronous={synchronous!r}): use 'FULL' (survives power "
                 "loss) or 'NORMAL' (survives a process crash, faster)"
             )
-        self.path = Path(path)
+        self.path = _file_of(path)
+        self.create = create
         self.synchronous: Synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._clock = clock
@@ -156,6 +171,9 @@ class SqliteSagaStore:
 
     def __repr__(self) -> str:
         return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+    def __str__(self) -> str:
+        return f"SQLite saga store {self.path}"
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -410,7 +428,7 @@ class SqliteSagaStore:
                 break
             if db is None:
                 try:
-                    db = self._connect()
+                    db = self._connect(inspect=True)
                 except BaseException as error:
                     job.done(error=error)
                     continue
@@ -438,21 +456,89 @@ class SqliteSagaStore:
         if db is not None:
             db.close()
 
-    def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
+    def _connect(
+        self, busy_timeout: float | None = None, *, inspect: bool = False
+    ) -> sqlite3.Connection:
+        """A connection to the file. With `inspect` (the worker's first connection), nothing is
+        written before the file is known to be a saga store or empty: its place and size are
+        checked, its tables read, and only then is it switched to WAL."""
         timeout = self._busy_timeout if busy_timeout is None else busy_timeout
+        if inspect:
+            self._check_place()
+            _check_size(self.path)
+        mode = "rwc" if self.create else "rw"  # rw: never creates the file
         try:
             db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+                f"{self.path.absolute().as_uri()}?mode={quote(mode)}",
+                uri=True,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
+        except sqlite3.OperationalError as error:
+            raise SagaStoreError(
+                f"{self.path} cannot be opened ({error}); check that this process may read and "
+                "write the file and its directory"
+            ) from error
+        try:
+            if inspect:
+                self._check_tables(db)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as error:
+            db.close()
+            if "malformed" in str(error):
+                raise _damaged(self.path, str(error)) from error
             raise SagaStoreError(
                 f"{self.path} cannot be opened as a saga store ({error}); is it a SQLite "
                 "database? Point SqliteSagaStore at a new file or an existing saga store"
             ) from error
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    def _check_place(self) -> None:
+        """Refuse a path that cannot be a saga store file, saying why (before SQLite would say
+        only "unable to open database file")."""
+        path = self.path
+        if path.is_dir():
+            raise SagaStoreLocationError(
+                f"{path} is a directory, not a file; give the saga store's file, e.g. "
+                f"{path / 'sagas.db'}"
+            )
+        parent = path.absolute().parent
+        if not parent.exists():
+            raise SagaStoreLocationError(
+                f"cannot open the SQLite saga store {path}: its directory {parent} does not "
+                "exist; create it (mkdir -p) or fix the path"
+            )
+        if not parent.is_dir():
+            raise SagaStoreLocationError(
+                f"cannot open the SQLite saga store {path}: {parent} is a file, not a directory"
+            )
+        if not self.create and not path.exists():
+            raise SagaStoreNotFoundError(
+                f"no saga store at {path}: the file does not exist; check the path (nothing "
+                "was created)"
+            )
+
+    def _check_tables(self, db: sqlite3.Connection) -> None:
+        """Read (only read) the file's tables: refuse another application's database, and,
+        with create=False, a file that holds no saga store."""
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "spakky_saga_schema" in tables:
+            return
+        if tables:
+            raise _foreign(self.path, tables)
+        if not self.create:
+            raise SagaStoreNotFoundError(
+                f"no saga store at {self.path}: the file is an empty database; check the path "
+                "(nothing was written to it)"
+            )
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         """Create the schema on first use (or migrate it), in one transaction; refuse newer,
@@ -468,10 +554,9 @@ class SqliteSagaStore:
             ) from error
         if "spakky_saga_schema" not in tables:
             if tables:
-                raise SagaStoreError(
-                    f"{self.path} holds other tables ({', '.join(sorted(tables)[:5])}) and no "
-                    "saga store schema; use a database file of its own for the saga store"
-                )
+                raise _foreign(self.path, tables)
+            if not self.create:
+                raise SagaStoreNotFoundError(f"no saga store at {self.path}; check the path")
             version = 0
             db.execute("CREATE TABLE spakky_saga_schema (version INTEGER NOT NULL)")
             db.execute("INSERT INTO spakky_saga_schema (version) VALUES (0)")
@@ -482,6 +567,12 @@ class SqliteSagaStore:
                 f"{self.path} has saga store schema version {version}, but this version of "
                 f"spakky-saga-typed knows versions up to {SCHEMA_VERSION}; upgrade the library "
                 "(never downgrade it under a store a newer version wrote)"
+            )
+        if version < SCHEMA_VERSION and not self.create:
+            raise SagaSchemaVersionError(
+                f"{self.path} has saga store schema version {version} and this version of "
+                f"spakky-saga-typed uses {SCHEMA_VERSION}; opened with create=False it is not "
+                "upgraded: start an engine on it once (it upgrades the schema)"
             )
         for step in range(version + 1, SCHEMA_VERSION + 1):  # in the job's one transaction
             for statement in _MIGRATIONS[step]:
@@ -544,15 +635,82 @@ def _run_batch(db: sqlite3.Connection, batch: list[_Job], path: Path) -> None:
         job.done(error=None if failure is None else _store_error(failure, path))
 
 
+def _file_of(path: str | Path) -> Path:
+    """The file a `path` argument names: a path, or a `sqlite:///` URL as the CLI takes (and
+    SQLAlchemy writes): `sqlite:///relative.db`, `sqlite:////absolute/sagas.db`."""
+    text = str(path)
+    if isinstance(path, str) and path.startswith("sqlite:"):
+        rest = path.removeprefix("sqlite:")
+        if not rest.startswith("///") or rest.startswith("/////"):
+            raise SagaStoreLocationError(
+                f"SqliteSagaStore({path!r}): a SQLite URL names a file as "
+                "sqlite:///relative.db or sqlite:////absolute/path/sagas.db"
+            )
+        text = rest.removeprefix("///")
+    if not text:
+        raise SagaStoreLocationError(
+            f"SqliteSagaStore({path!r}): the path is empty; give the saga store's file, e.g. "
+            "'sagas.db' or 'sqlite:///sagas.db'"
+        )
+    return Path(text)
+
+
+_HEADER: Final = b"SQLite format 3\x00"
+
+
+def _check_size(path: Path) -> None:
+    """Refuse a truncated file before SQLite reads it: SQLite reads the missing end of a page
+    as zeros, so a file cut short inside its last page reads without an error, its last log
+    entries filled with NULs. The header says how many pages the file holds (when its
+    "version-valid-for" matches its change counter); with an empty write-ahead log the file
+    must hold all of them. (While the WAL has content, pages may legitimately live there.)"""
+    try:
+        size = path.stat().st_size
+        wal = Path(f"{path}-wal")
+        if size == 0 or (wal.exists() and wal.stat().st_size > 0):
+            return
+        with path.open("rb") as file:
+            header = file.read(100)
+    except OSError:
+        return  # SQLite says what is wrong with a file it cannot read
+    if len(header) < 100 or not header.startswith(_HEADER):
+        return  # not a SQLite file: refused as such when opened
+    page_size = int.from_bytes(header[16:18]) or 0
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32])
+    counted = header[24:28] == header[92:96]
+    if page_size < 512:
+        raise _damaged(path, f"its header gives a page size of {page_size} bytes")
+    if size % page_size or (counted and size < pages * page_size):
+        expected = (
+            f"{pages} pages of {page_size} bytes" if counted else f"whole {page_size}-byte pages"
+        )
+        raise _damaged(
+            path,
+            f"the file is {size} bytes but its header says it holds {expected}: it was cut "
+            "short (an interrupted copy, a full disk)",
+        )
+
+
+def _damaged(path: Path, reason: str) -> SagaStoreDamagedError:
+    return SagaStoreDamagedError(
+        f"SQLite saga store {path} is damaged ({reason}); restore it from a backup (the sagas "
+        "in a damaged file cannot be recovered from it), or move it away to start a new store"
+    )
+
+
+def _foreign(path: Path, tables: set[str]) -> SagaStoreLocationError:
+    return SagaStoreLocationError(
+        f"{path} holds other tables ({', '.join(sorted(tables)[:5])}) and no saga store "
+        "schema; nothing was written to it: use a database file of its own for the saga store"
+    )
+
+
 def _store_error(error: BaseException, path: Path) -> BaseException:
     if isinstance(error, sqlite3.DatabaseError) and "malformed" in str(error):
-        wrapped = SagaStoreError(
-            f"SQLite saga store {path}: {error}; the file is damaged: restore it from a backup "
-            "(the sagas in it cannot be recovered from a damaged file), or move it away to start "
-            "a new store"
-        )
-        wrapped.__cause__ = error
-        return wrapped
+        damaged = _damaged(path, str(error))
+        damaged.__cause__ = error
+        return damaged
     if isinstance(error, sqlite3.Error):
         wrapped = SagaStoreError(f"SQLite saga store {path}: {error}")
         wrapped.__cause__ = error
