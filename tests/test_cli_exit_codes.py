@@ -4,6 +4,7 @@ one test each, run as a subprocess; and the help an installed user has."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from spakky_saga.cli import ATTENTION, NOT_FOUND, OK, STORE_FAILED, USAGE
 from tests import cli_app
 from tests.cli_app import spakky_saga, store_options
+from tests.postgres_support import postgres_schema
 
 RETRY = ("--app", "tests.cli_app:recovering_engine")
 
@@ -132,3 +134,21 @@ def test_help_documents_every_exit_code_and_points_at_nothing_uninstalled() -> N
     recover_help = spakky_saga("recover", "--help").stdout
     assert "--wait [SECONDS]" in recover_help
     assert "exit codes:" in recover_help
+
+
+async def test_a_read_only_command_on_a_schema_without_a_store_creates_nothing() -> None:
+    async with postgres_schema() as (dsn, schema):
+        done = await asyncio.to_thread(spakky_saga, "list", "--store", dsn, "--schema", schema)
+
+        assert done.returncode == STORE_FAILED
+        assert f'no saga store in schema "{schema}"' in done.stderr
+        assert "did you mean --schema" in done.stderr
+        import psycopg  # noqa: PLC0415 - the optional driver, for this check only
+
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                (schema,),
+            )
+            row = await cursor.fetchone()
+        assert row == (0,)  # not even the schema was created

@@ -40,7 +40,14 @@ from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
 from spakky_saga.saga import AbstractSaga, Saga
-from spakky_saga.store import UNFINISHED, SagaRecord, SagaStore, StoredEvent, StoredStatus
+from spakky_saga.store import (
+    UNFINISHED,
+    SagaRecord,
+    SagaStore,
+    SagaStoreNotFoundError,
+    StoredEvent,
+    StoredStatus,
+)
 from spakky_saga.stores.postgres import PostgresSagaStore
 from spakky_saga.stores.sqlite import SqliteSagaStore
 from spakky_saga.timeline import format_duration, format_timeline, rows_from_events
@@ -98,10 +105,11 @@ class _BrokenTarget(Exception):
     flow()) failed, or built an invalid flow: said on stderr, exit code 1."""
 
 
-def open_store(url: str, schema: str = "public") -> SagaStore:
-    """The store a `--store` URL names."""
+def open_store(url: str, schema: str = "public", *, create: bool = True) -> SagaStore:
+    """The store a `--store` URL names; `create=False` for read-only commands, which must
+    never create a store (or its tables) where there was none."""
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresSagaStore(url, schema=schema)
+        return PostgresSagaStore(url, schema=schema, create=create)
     if url.startswith("sqlite:"):
         rest = url.removeprefix("sqlite:")
         path = rest.removeprefix("///") if rest.startswith("///") else rest
@@ -110,29 +118,21 @@ def open_store(url: str, schema: str = "public") -> SagaStore:
                 f"--store {url}: give a file, as SQLAlchemy URLs do: sqlite:///relative.db or "
                 "sqlite:////absolute/path/sagas.db (or just the path)"
             )
-        return SqliteSagaStore(path)
+        return SqliteSagaStore(path, create=create)
     if "://" in url:
         raise UsageError(
             f"--store {url}: use sqlite:////path/to/sagas.db or postgresql://user@host/db"
         )
-    return SqliteSagaStore(url)
+    return SqliteSagaStore(url, create=create)
 
 
 async def open_existing(store: SagaStore) -> None:
-    """Open `store` for a read-only command (`list`, `show`), creating nothing: a mistyped
-    `--store` must not leave an empty saga database behind.
-
-    The seam for the stores' own read-only open (`open(create=False)`, being added to
-    store.py and stores/*): once it exists this function is `await store.open(create=False)`,
-    its "no saga store here" error mapped to `_NoStore`. Until then SQLite is checked here (the
-    file must exist), and PostgreSQL opens as before (creating the schema if it is missing).
-    """
-    if isinstance(store, SqliteSagaStore) and not store.path.exists():
-        raise _NoStore(
-            f"no saga store at {store.path}: the file does not exist (nothing was created); "
-            "check --store"
-        )
-    await store.open()
+    """Open a store built with `create=False` for a read-only command (`list`, `show`): a
+    mistyped `--store` or a forgotten `--schema` is said as such, and leaves nothing behind."""
+    try:
+        await store.open()
+    except SagaStoreNotFoundError as error:
+        raise _NoStore(str(error)) from error
 
 
 def _import_target(spec: str, option: str, example: str) -> Any:
@@ -304,7 +304,7 @@ async def _list(args: argparse.Namespace) -> int:
     since = _moment(args.since, "--since")
     until = _moment(args.until, "--until")
     filtered = bool(args.name) or since is not None or until is not None
-    store = open_store(args.store, args.schema)
+    store = open_store(args.store, args.schema, create=False)
     try:
         await open_existing(store)
         statuses = [StoredStatus(s) for s in args.status]
@@ -379,7 +379,7 @@ _RECOVERY_TEXT: Final = {
 
 
 async def _show(args: argparse.Namespace) -> int:
-    store = open_store(args.store, args.schema)
+    store = open_store(args.store, args.schema, create=False)
     try:
         await open_existing(store)
         record = await store.load(args.saga_id)
