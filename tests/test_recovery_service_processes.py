@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from spakky_saga import SqliteSagaStore
+from tests.postgres_support import postgres_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +91,12 @@ def wait_for_the_lease_to_expire(path: Path) -> None:
     while (left := asyncio.run(remaining())) > 0:
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(left + 0.05)
+
+
+async def test_a_sibling_process_compensates_the_saga_of_one_that_died_on_postgresql(
+    tmp_path: Path,
+) -> None:
+    async with postgres_schema() as (dsn, schema):
+        entries = await asyncio.to_thread(run_both, [dsn, schema], tmp_path)
+
+    assert entries == ["reserve 1:reserve/1", "ship 2:ship/1", "release 1:reserve/undo"]

@@ -22,6 +22,7 @@ committed, the retry sees its own rows and counts as done, so a write is never a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -135,8 +136,12 @@ class PostgresSagaStore:
         self._min_size = min_size
         self._max_size = max_size
         self._open_timeout = open_timeout
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._opening: asyncio.Lock | None = None
+        self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
+        """One connection pool per event loop that uses the store (a pool's connections and
+        tasks belong to the loop that opened it): see `open()`."""
+        self._opening: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._opened = False
+        """Whether `open()` succeeded once: a loop that uses the store later gets its pool."""
         self._open_error: SagaStoreError | None = None
 
     def __repr__(self) -> str:
@@ -144,24 +149,38 @@ class PostgresSagaStore:
 
     # --- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def _pool(self) -> AsyncConnectionPool[Any] | None:
+        """The running loop's pool (None outside a loop, or before this loop opened one)."""
+        try:
+            return self._pools.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return None
+
     async def open(self) -> None:
-        """Connect, check (or create) the schema, then open the pool; idempotent. Raises
-        `SagaStoreConnectionError` (with the server's reason), `SagaStoreNotFoundError`
-        (`create=False` and no store in the schema), `SagaStoreLocationError` (the schema
-        holds other tables) or `SagaSchemaVersionError`."""
-        if self._pool is not None:
+        """Connect, check (or create) the schema, then open this event loop's pool;
+        idempotent. Raises `SagaStoreConnectionError` (with the server's reason),
+        `SagaStoreNotFoundError` (`create=False` and no store in the schema),
+        `SagaStoreLocationError` (the schema holds other tables) or `SagaSchemaVersionError`.
+
+        The store works from any event loop: each loop that uses it gets a pool of its own,
+        opened on its first use there once the store was opened anywhere (a spakky
+        application recovering on its service loop and running sagas under `asyncio.run`).
+        """
+        loop = asyncio.get_running_loop()
+        if loop in self._pools:
             return
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._pool is not None:
+        lock = self._opening.setdefault(loop, asyncio.Lock())
+        async with lock:
+            if loop in self._pools:
                 return
             try:
-                self._pool = await self._open_pool()
+                self._pools[loop] = await self._open_pool()
             except SagaStoreError as error:
                 self._open_error = error
                 raise
             self._open_error = None
+            self._opened = True
 
     async def _open_pool(self) -> AsyncConnectionPool[Any]:
         psycopg, pool_module = _driver()
@@ -234,9 +253,21 @@ class PostgresSagaStore:
             pause = min(pause * 2, 1.0)
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        """Close every loop's pool, each on its own loop: this one's here; one whose loop runs
+        in another thread there (waiting up to `open_timeout`); one whose loop is closed
+        already (an `asyncio.run` that ended) is let go, its connections gone with the loop's
+        tasks. Reopened by `open()`."""
+        pools, self._pools = self._pools, {}
+        self._opening = {}
+        self._opened = False
+        here = asyncio.get_running_loop()
+        for loop, pool in pools.items():
+            if loop is here:
+                await pool.close()
+            elif not loop.is_closed() and loop.is_running():
+                closing = asyncio.run_coroutine_threadsafe(pool.close(), loop)
+                with contextlib.suppress(Exception):  # its loop stopped meanwhile: let it go
+                    await asyncio.wait_for(asyncio.wrap_future(closing), self._open_timeout)
 
     # --- the store contract -----------------------------------------------------------------
 
@@ -346,6 +377,8 @@ class PostgresSagaStore:
         params: list[object] = [[s.value for s in UNFINISHED]]
         if saga_ids:
             params.append(list(saga_ids))
+        if self._pool is None:
+            await self._open_here()
         async with self._connection() as conn:
             async with conn.transaction():
                 cursor = await conn.execute(
@@ -363,6 +396,8 @@ class PostgresSagaStore:
         return [r for r in records if r is not None]
 
     async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
+        if self._pool is None:
+            await self._open_here()
         async with self._connection() as conn:
             cursor = await conn.execute(
                 f"UPDATE {self._t('sagas')} SET status = %s, owner = %s, "
@@ -387,6 +422,8 @@ class PostgresSagaStore:
     async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
         if not saga_ids:
             return set()
+        if self._pool is None:
+            await self._open_here()
         async with self._connection() as conn:
             cursor = await conn.execute(
                 f"UPDATE {self._t('sagas')} SET lease_expires = {_NOW} + %s "
@@ -396,6 +433,8 @@ class PostgresSagaStore:
             return {row[0] for row in await cursor.fetchall()}
 
     async def load(self, saga_id: str) -> SagaRecord | None:
+        if self._pool is None:
+            await self._open_here()
         async with self._connection() as conn:
             return await self._load(conn, saga_id)
 
@@ -404,6 +443,8 @@ class PostgresSagaStore:
     ) -> list[SagaRecord]:
         where = " WHERE status = ANY(%s)" if statuses else ""
         params: list[object] = [[s.value for s in statuses]] if statuses else []
+        if self._pool is None:
+            await self._open_here()
         async with self._connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')}{where} "
@@ -417,20 +458,29 @@ class PostgresSagaStore:
     def _t(self, table: str) -> str:
         return f'"{self.schema}".spakky_saga_{table}'
 
+    async def _open_here(self) -> None:
+        """Open this loop's pool if the store was opened (on any loop); else say it is not
+        open, or why opening it failed."""
+        if self._opened:
+            await self.open()
+            return
+        self._connection()  # raises, saying why
+
     def _connection(self) -> Any:
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             if self._open_error is not None:
                 raise SagaStoreError(
                     f"{self!r} is not open: opening it failed: {self._open_error}"
                 ) from self._open_error
             raise SagaStoreError(f"{self!r} is not open; await store.open() first")
-        return self._pool.connection()
+        return pool.connection()
 
     async def _write(self, run: Callable[[AsyncConnection[Any], bool], Awaitable[None]]) -> None:
         """Run a write; once more on a fresh connection if the connection was lost."""
         psycopg, _ = _driver()
         if self._pool is None:
-            await self.open()
+            await self.open()  # a write opens the store (this loop's pool) if need be
         for retried in (False, True):
             try:
                 async with self._connection() as conn:
