@@ -359,7 +359,9 @@ class Transaction[D: AbstractSagaData](_Action[D]):
             guarded = guard_awaitable(self.compensate, label, awaitability)
             object.__setattr__(self, "compensate", guarded)
 
-    @deprecated("a Transaction already has a compensation; bind one per action")
+    # category=None: type checkers (pyright too) report the call, while at run time the
+    # SagaFlowOperatorError below says it all, with no DeprecationWarning before it.
+    @deprecated("a Transaction already has a compensation; bind one per action", category=None)
     def __rshift__(self, compensate: object, /) -> Never:
         """Always an error: a compensation is bound once (the mypy plugin reports it too)."""
         raise SagaFlowOperatorError(

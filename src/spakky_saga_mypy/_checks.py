@@ -44,6 +44,7 @@ from spakky_saga_mypy._items import (
     defining_class,
     first_argument,
     most_specific,
+    quoted,
     skipping_strategy,
     step_function,
     step_name,
@@ -177,7 +178,7 @@ def check_compensation(
         errorcodes.definition(
             api,
             operand.node,
-            f'Compensation "{operand.label}" is {describe_kind(api, operand)}; a '
+            f"Compensation {quoted(operand.label)} is {describe_kind(api, operand)}; a "
             "compensation must be a single step or async function",
         )
         return False
@@ -299,7 +300,7 @@ def check_flow_item(api: CheckerPluginInterface, operand: FlowOperand, *, where:
         errorcodes.definition(
             api,
             operand.node,
-            f'{where}: "{operand.label}" is {describe_kind(api, operand)}; expected a step, '
+            f"{where}: {quoted(operand.label)} is {describe_kind(api, operand)}; expected a step, "
             "transaction, parallel group or async function",
         )
         return False

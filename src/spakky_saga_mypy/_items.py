@@ -132,6 +132,12 @@ def label_of(expr: Expression) -> str:
     return "item"
 
 
+def quoted(label: str) -> str:
+    """`label` in double quotes for a message, unless it is a literal's repr already
+    (`'release'`): one pair of quotes, never two."""
+    return label if label[:1] in ("'", '"') else f'"{label}"'
+
+
 def step_name(expr: Expression) -> str:
     """The name a step expression gives its step: `refund` for `step(refund) | Retry(3)`,
     `self.refund | Skip()` or `step(refund, on_error=...)`, as the runtime names it."""

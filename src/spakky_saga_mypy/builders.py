@@ -58,6 +58,7 @@ from spakky_saga_mypy._items import (
     describe,
     errored,
     most_specific,
+    quoted,
     with_data,
 )
 from spakky_saga_mypy.lambdas import (
@@ -286,8 +287,8 @@ def step_callback(ctx: FunctionContext) -> Type:
         errorcodes.definition(
             ctx.api,
             action.node,
-            f'step() takes an action (an async function or a @saga_step), but "{action.label}" '
-            f"is {describe_kind(ctx.api, action)}",
+            "step() takes an action (an async function or a @saga_step), but "
+            f"{quoted(action.label)} is {describe_kind(ctx.api, action)}",
         )
         return errored(ctx.default_return_type)
     if not check_action(ctx.api, action):
