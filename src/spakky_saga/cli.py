@@ -6,9 +6,11 @@
     spakky-saga recover --app MODULE:APP [--wait [SECONDS]] [--limit N] [--compensate-by-name]
                         [--json]
     spakky-saga retry-compensation SAGA_ID --app MODULE:APP [--json]
+    spakky-saga purge --store URL --finished-before TIME [--dry-run] [--json]
     spakky-saga graph MODULE:TARGET [--markdown] [--direction TD|LR]
 
-`list` and `show` only read the store and create nothing. `recover` and `retry-compensation` run
+`list` and `show` only read the store and create nothing; `purge` deletes finished sagas from
+an existing store (and creates nothing either). `recover` and `retry-compensation` run
 compensations and steps, so they need the application's flows: `--app` names a spakky
 application (`SpakkyApplication`, whose container's `SagaEngine` pod its `@Saga()` classes
 registered their flows with), a `SagaEngine` whose flows are registered, or a function
@@ -41,6 +43,7 @@ from spakky_saga.flow import SagaFlow
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.store import (
+    PURGEABLE,
     UNFINISHED,
     SagaRecord,
     SagaStore,
@@ -342,6 +345,40 @@ async def _list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return OK
+
+
+async def _purge(args: argparse.Namespace) -> int:
+    before = _moment(args.finished_before, "--finished-before")
+    assert before is not None  # a required option
+    store = open_store(args.store, args.schema, create=False)
+    try:
+        await open_existing(store)
+        gone = await store.purge(before, dry_run=args.dry_run)
+    finally:
+        await store.close()
+    when = _when(before)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dry_run": args.dry_run,
+                    "finished_before": when,
+                    "count": len(gone),
+                    "saga_ids": list(gone),
+                },
+                indent=2,
+            )
+        )
+        return OK
+    statuses = ", ".join(s.value for s in PURGEABLE)
+    if args.dry_run:
+        print(
+            f"would purge {len(gone)} saga(s) finished ({statuses}) before {when}; nothing "
+            "was deleted: run the same command without --dry-run to delete them"
+        )
+    else:
+        print(f"purged {len(gone)} saga(s) finished ({statuses}) before {when}")
     return OK
 
 
@@ -715,7 +752,8 @@ def parser() -> argparse.ArgumentParser:
         prog="spakky-saga",
         description=(
             "Operations on durable sagas: list and show what a saga store holds, recover the "
-            "sagas a stopped engine left unfinished, retry failed compensations, draw a flow."
+            "sagas a stopped engine left unfinished, retry failed compensations, purge finished "
+            "sagas, draw a flow."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -802,6 +840,23 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("saga_id")
     app_options(retry)
     retry.set_defaults(run=_retry)
+
+    purge = command(
+        "purge",
+        "delete the sagas (row and log) that finished (COMPLETED, FAILED, TIMED_OUT, "
+        "CANCELLED) before a time; never unfinished or COMPENSATION_FAILED ones",
+    )
+    store_options(purge)
+    purge.add_argument(
+        "--finished-before",
+        required=True,
+        metavar="TIME",
+        help="only sagas last updated before TIME (ISO date or time; naive is UTC)",
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="say how many (--json: which) would go; delete none"
+    )
+    purge.set_defaults(run=_purge)
 
     graph = command("graph", "print a flow as a Mermaid flowchart")
     graph.add_argument(

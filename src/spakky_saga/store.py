@@ -11,7 +11,8 @@ Every store keeps the same contract, which tests/stores checks against each of t
 - `append` writes a batch atomically, and only while the caller still owns the saga's
   lease (else `SagaLeaseLostError`, writing nothing);
 - `claim` hands unfinished sagas whose lease expired (or that nobody owns) to one caller;
-  two concurrent claims never get the same saga.
+  two concurrent claims never get the same saga;
+- `purge` deletes only finished sagas (`PURGEABLE`), with their logs, in one transaction.
 """
 
 from __future__ import annotations
@@ -80,6 +81,15 @@ class StoredStatus(Enum):
 
 
 UNFINISHED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
+
+PURGEABLE: tuple[StoredStatus, ...] = (
+    StoredStatus.COMPLETED,
+    StoredStatus.FAILED,
+    StoredStatus.TIMED_OUT,
+    StoredStatus.CANCELLED,
+)
+"""The statuses `purge` deletes: finished, with nothing left for an operator to do. Never an
+unfinished saga, nor a COMPENSATION_FAILED one (it still needs repair)."""
 
 
 class StoredEvent(NamedTuple):
@@ -224,4 +234,10 @@ class SagaStore(Protocol):
         self, statuses: Sequence[StoredStatus] = (), limit: int = 100
     ) -> list[SagaRecord]:
         """Sagas (without events), most recently updated first, optionally by status."""
+        ...
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        """Delete (row and log) every saga in a `PURGEABLE` status last updated before
+        `finished_before` (epoch seconds), atomically; return their ids, sorted. With
+        `dry_run`, delete nothing and return the ids that would go."""
         ...

@@ -170,3 +170,52 @@ async def test_only_a_compensation_failed_saga_reopens(store: SagaStore) -> None
     reopened = await store.reopen("x", "engine-b", 30)
 
     assert (reopened.status, reopened.owner) == (StoredStatus.COMPENSATING, "engine-b")
+
+
+async def _finish(store: SagaStore, saga_id: str, status: StoredStatus) -> None:
+    await store.begin(a_record(saga_id), [an_event(1, "saga_started")], 30)
+    await store.append(
+        saga_id,
+        "engine-a",
+        [an_event(2, "saga_ended")],
+        SagaUpdate(status=status, release=True),
+        30,
+    )
+
+
+async def test_purge_deletes_only_finished_sagas_updated_before_the_time(
+    store: SagaStore,
+) -> None:
+    for status in StoredStatus:
+        if status is not StoredStatus.RUNNING:
+            await _finish(store, f"old-{status.value.lower()}", status)
+    await store.begin(a_record("old-running"), [an_event(1, "saga_started")], 30)
+    await asyncio.sleep(0.01)
+    cutoff = time.time()
+    await asyncio.sleep(0.01)
+    await _finish(store, "new-completed", StoredStatus.COMPLETED)
+
+    gone = await store.purge(cutoff)
+
+    assert gone == ("old-cancelled", "old-completed", "old-failed", "old-timed_out")
+    for saga_id in gone:
+        assert await store.load(saga_id) is None
+    kept = sorted(r.saga_id for r in await store.list())
+    assert kept == ["new-completed", "old-compensating", "old-compensation_failed", "old-running"]
+    still = await store.load("old-compensation_failed")
+    assert still is not None
+    assert [e.seq for e in still.events] == [1, 2]
+    assert await store.purge(cutoff) == ()
+
+
+async def test_a_dry_run_purge_names_the_sagas_and_deletes_nothing(store: SagaStore) -> None:
+    await _finish(store, "done", StoredStatus.COMPLETED)
+    await _finish(store, "failed", StoredStatus.FAILED)
+
+    would = await store.purge(time.time() + 60, dry_run=True)
+
+    assert would == ("done", "failed")
+    assert sorted(r.saga_id for r in await store.list()) == ["done", "failed"]
+    done = await store.load("done")
+    assert done is not None
+    assert len(done.events) == 2

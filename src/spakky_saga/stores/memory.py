@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, SagaStoreError
 from spakky_saga.store import (
+    PURGEABLE,
     UNFINISHED,
     SagaRecord,
     SagaUpdate,
@@ -136,3 +137,17 @@ class InMemorySagaStore:
         records = [r for r in self._sagas.values() if not statuses or r.status in statuses]
         records.sort(key=lambda r: r.updated, reverse=True)
         return records[:limit]
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        gone = tuple(
+            sorted(
+                saga_id
+                for saga_id, record in self._sagas.items()
+                if record.status in PURGEABLE and record.updated < finished_before
+            )
+        )
+        if not dry_run:
+            for saga_id in gone:
+                del self._sagas[saga_id]
+                del self._events[saga_id]
+        return gone

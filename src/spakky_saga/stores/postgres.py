@@ -34,6 +34,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.store import (
+    PURGEABLE,
     SAGA_COLUMNS,
     UNFINISHED,
     SagaRecord,
@@ -452,6 +453,25 @@ class PostgresSagaStore:
                 (*params, limit),
             )
             return [SagaRecord.from_row(row) for row in await cursor.fetchall()]
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        which = f"{self._t('sagas')} WHERE status = ANY(%s) AND updated < %s"
+        params: list[object] = [[s.value for s in PURGEABLE], finished_before]
+        if dry_run:
+            statement = f"SELECT saga_id FROM {which}"
+        else:
+            # One statement (one implicit transaction): the rows, and the log entries of the
+            # rows it deleted; the foreign key is checked at the statement's end.
+            statement = (
+                f"WITH gone AS (DELETE FROM {which} RETURNING saga_id), "
+                f"entries AS (DELETE FROM {self._t('events')} "
+                "WHERE saga_id IN (SELECT saga_id FROM gone)) SELECT saga_id FROM gone"
+            )
+        if self._pool is None:
+            await self._open_here()
+        async with self._connection() as conn:
+            cursor = await conn.execute(statement, params)
+            return tuple(sorted(row[0] for row in await cursor.fetchall()))
 
     # --- helpers ----------------------------------------------------------------------------
 

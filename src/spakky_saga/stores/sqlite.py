@@ -36,6 +36,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.store import (
+    PURGEABLE,
     SAGA_COLUMNS,
     UNFINISHED,
     SagaRecord,
@@ -366,6 +367,29 @@ class SqliteSagaStore:
             return [SagaRecord.from_row(row) for row in rows]
 
         result: list[SagaRecord] = await self._call(run, batchable=False)
+        return result
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        def run(db: sqlite3.Connection) -> tuple[str, ...]:
+            # One transaction (the job's): the ids read and the rows deleted are the same
+            # sagas. The status index finds them; the log's primary key finds their entries.
+            which = (
+                f"FROM spakky_saga_sagas WHERE status IN ({', '.join('?' * len(PURGEABLE))}) "
+                "AND updated < ?"
+            )
+            params = (*(s.value for s in PURGEABLE), finished_before)
+            gone = tuple(
+                row[0] for row in db.execute(f"SELECT saga_id {which} ORDER BY saga_id", params)
+            )
+            if gone and not dry_run:
+                db.execute(
+                    f"DELETE FROM spakky_saga_events WHERE saga_id IN (SELECT saga_id {which})",
+                    params,
+                )
+                db.execute(f"DELETE {which}", params)
+            return gone
+
+        result: tuple[str, ...] = await self._call(run, batchable=False)
         return result
 
     # --- the worker thread -------------------------------------------------------------------

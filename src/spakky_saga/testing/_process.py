@@ -121,6 +121,10 @@ class ProcessStore:
         self._alive()
         return await self._store.list(statuses, limit)
 
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        self._alive()
+        return await self._store.purge(finished_before, dry_run=dry_run)
+
 
 def describe(
     operation: str, events: Sequence[StoredEvent], status: StoredStatus | None = None
