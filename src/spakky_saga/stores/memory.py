@@ -15,6 +15,8 @@ from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, Saga
 from spakky_saga.store import (
     PURGEABLE,
     UNFINISHED,
+    CancelRequest,
+    Renewal,
     SagaRecord,
     SagaUpdate,
     StoredEvent,
@@ -113,9 +115,10 @@ class InMemorySagaStore:
         self._sagas[saga_id] = record
         return dataclasses.replace(record, events=tuple(self._events[saga_id]))
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         now = self._clock()
         kept: set[str] = set()
+        requests: dict[str, CancelRequest] = {}
         for saga_id in saga_ids:
             record = self._sagas.get(saga_id)
             if record is not None and record.owner == owner:
@@ -123,7 +126,21 @@ class InMemorySagaStore:
                     record, lease_expires=now + lease_seconds
                 )
                 kept.add(saga_id)
-        return kept
+                request = record.cancel_request
+                if request is not None and record.status is StoredStatus.RUNNING:
+                    requests[saga_id] = request
+        return Renewal(kept, requests)
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        record = self._sagas.get(saga_id)
+        if record is None:
+            return None
+        if record.status is StoredStatus.RUNNING and record.cancel_request is None:
+            record = dataclasses.replace(
+                record, cancel_requested_by=by, cancel_requested_at=self._clock()
+            )
+            self._sagas[saga_id] = record
+        return record
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         record = self._sagas.get(saga_id)

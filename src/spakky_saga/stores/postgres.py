@@ -37,6 +37,8 @@ from spakky_saga.store import (
     PURGEABLE,
     SAGA_COLUMNS,
     UNFINISHED,
+    CancelRequest,
+    Renewal,
     SagaRecord,
     SagaStoreConnectionError,
     SagaStoreLocationError,
@@ -50,7 +52,9 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
+cancel a saga, and when (`spakky-saga cancel`)."""
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -91,6 +95,10 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             owner TEXT,
             PRIMARY KEY (saga_id, seq)
         )""",
+    ),
+    2: (
+        "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN cancel_requested_by TEXT",
+        "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN cancel_requested_at DOUBLE PRECISION",
     ),
 }
 
@@ -282,7 +290,7 @@ class PostgresSagaStore:
             f"WITH created AS (INSERT INTO {self._t('sagas')} "
             f"({_SAGA_COLUMNS.replace('::text', '')}) "
             f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, %s, "
-            f"{_NOW} + %s, %s, %s) RETURNING saga_id)"
+            f"{_NOW} + %s, %s, %s, NULL, NULL) RETURNING saga_id)"
             f"{self._entries_from('created') if events else ''} SELECT count(*) FROM created"
         )
         params: list[object] = [
@@ -420,18 +428,43 @@ class PostgresSagaStore:
             )
         return record
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         if not saga_ids:
-            return set()
+            return Renewal(set(), {})
         if self._pool is None:
             await self._open_here()
         async with self._connection() as conn:
             cursor = await conn.execute(
                 f"UPDATE {self._t('sagas')} SET lease_expires = {_NOW} + %s "
-                "WHERE owner = %s AND saga_id = ANY(%s) RETURNING saga_id",
+                "WHERE owner = %s AND saga_id = ANY(%s) "
+                "RETURNING saga_id, status, cancel_requested_by, cancel_requested_at",
                 (lease_seconds, owner, list(saga_ids)),
             )
-            return {row[0] for row in await cursor.fetchall()}
+            rows = await cursor.fetchall()
+        return Renewal(
+            {row[0] for row in rows},
+            {
+                saga_id: CancelRequest(by, at)
+                for saga_id, status, by, at in rows
+                if by is not None and status == StoredStatus.RUNNING.value
+            },
+        )
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        if self._pool is None:
+            await self._open_here()
+        async with self._connection() as conn:
+            await conn.execute(
+                f"UPDATE {self._t('sagas')} SET cancel_requested_by = %s, "
+                f"cancel_requested_at = {_NOW} "
+                "WHERE saga_id = %s AND status = %s AND cancel_requested_at IS NULL",
+                (by, saga_id, StoredStatus.RUNNING.value),
+            )
+            cursor = await conn.execute(
+                f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')} WHERE saga_id = %s", (saga_id,)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else SagaRecord.from_row(row)
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         if self._pool is None:
