@@ -453,7 +453,9 @@ class PostgresSagaStore:
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
         if self._pool is None:
             await self._open_here()
-        async with self._connection() as conn:
+        async with self._connection() as conn, conn.transaction():
+            # One transaction: the row read is the one the request was (or was not) written
+            # to, not one its owner changed since (it acts on the request at once).
             await conn.execute(
                 f"UPDATE {self._t('sagas')} SET cancel_requested_by = %s, "
                 f"cancel_requested_at = {_NOW} "
