@@ -53,7 +53,7 @@ from spakky_saga import (
     step,
 )
 from spakky_saga.codec import CODEC_VERSION, encode, type_name
-from spakky_saga.store import SagaRecord, SagaUpdate, StoredEvent
+from spakky_saga.store import Renewal, SagaRecord, SagaUpdate, StoredEvent
 
 DEFAULT_DSN = os.environ.get("SPAKKY_SAGA_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
 STEPS = 10
@@ -184,8 +184,11 @@ class CountingStore:
     async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
         return await self.inner.reopen(saga_id, owner, lease_seconds)
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         return await self.inner.renew(owner, saga_ids, lease_seconds)
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        return await self.inner.request_cancel(saga_id, by)
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         return await self.inner.load(saga_id)
@@ -194,6 +197,9 @@ class CountingStore:
         self, statuses: Sequence[StoredStatus] = (), limit: int = 100
     ) -> list[SagaRecord]:
         return await self.inner.list(statuses, limit)
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        return await self.inner.purge(finished_before, dry_run=dry_run)
 
 
 BareCommit = Callable[[int], Awaitable[list[float]]]

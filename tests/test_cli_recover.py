@@ -84,7 +84,7 @@ async def test_recover_wait_recovers_the_saga_once_its_lease_expires(store_kind:
     store = cli_app.store()
     await store.open()
     try:
-        assert await store.renew(owner, [crashed], 1.0) == {crashed}
+        assert (await store.renew(owner, [crashed], 1.0)).kept == {crashed}
         command = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "spakky_saga", *RECOVER, "--wait", "60"),
             stdout=asyncio.subprocess.PIPE,

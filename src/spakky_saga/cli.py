@@ -6,9 +6,12 @@
     spakky-saga recover --app MODULE:APP [--wait [SECONDS]] [--limit N] [--compensate-by-name]
                         [--json]
     spakky-saga retry-compensation SAGA_ID --app MODULE:APP [--json]
+    spakky-saga cancel SAGA_ID --app MODULE:APP [--json]
+    spakky-saga purge --store URL --finished-before TIME [--dry-run] [--json]
     spakky-saga graph MODULE:TARGET [--markdown] [--direction TD|LR]
 
-`list` and `show` only read the store and create nothing. `recover` and `retry-compensation` run
+`list` and `show` only read the store and create nothing; `purge` deletes finished sagas from
+an existing store (and creates nothing either). `recover` and `retry-compensation` run
 compensations and steps, so they need the application's flows: `--app` names a spakky
 application (`SpakkyApplication`, whose container's `SagaEngine` pod its `@Saga()` classes
 registered their flows with), a `SagaEngine` whose flows are registered, or a function
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import importlib
 import inspect
 import json
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +46,7 @@ from spakky_saga.flow import SagaFlow
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.store import (
+    PURGEABLE,
     UNFINISHED,
     SagaRecord,
     SagaStore,
@@ -345,6 +351,40 @@ async def _list(args: argparse.Namespace) -> int:
     return OK
 
 
+async def _purge(args: argparse.Namespace) -> int:
+    before = _moment(args.finished_before, "--finished-before")
+    assert before is not None  # a required option
+    store = open_store(args.store, args.schema, create=False)
+    try:
+        await open_existing(store)
+        gone = await store.purge(before, dry_run=args.dry_run)
+    finally:
+        await store.close()
+    when = _when(before)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dry_run": args.dry_run,
+                    "finished_before": when,
+                    "count": len(gone),
+                    "saga_ids": list(gone),
+                },
+                indent=2,
+            )
+        )
+        return OK
+    statuses = ", ".join(s.value for s in PURGEABLE)
+    if args.dry_run:
+        print(
+            f"would purge {len(gone)} saga(s) finished ({statuses}) before {when}; nothing "
+            "was deleted: run the same command without --dry-run to delete them"
+        )
+    else:
+        print(f"purged {len(gone)} saga(s) finished ({statuses}) before {when}")
+    return OK
+
+
 def _original_error(record: SagaRecord) -> str | None:
     """The error that failed the saga, from its log, with its type: the failed step's own
     error (also when the row holds recovery's wrapper, "was interrupted ... and was
@@ -397,6 +437,9 @@ async def _show(args: argparse.Namespace) -> int:
                 | {
                     "original_error": original,
                     "recoveries": [{"at": at, "what": what} for at, what in recoveries],
+                    "cancel_requested": None
+                    if record.cancel_request is None
+                    else {"by": record.cancel_request.by, "at": record.cancel_request.at},
                     "data": json.loads(record.data),
                     "timeline": [r._asdict() for r in rows],
                 },
@@ -413,6 +456,9 @@ async def _show(args: argparse.Namespace) -> int:
         print(f'  failed step "{record.failed_step}": {error}')
     elif error:
         print(f"  error: {error}")
+    if record.cancel_request is not None:
+        by, at = record.cancel_request
+        print(f"  {_when(at)} cancel requested by {by} (spakky-saga cancel)")
     for at, what in recoveries:
         print(f"  {_when(at)} {_RECOVERY_TEXT[what]}")
     print(f"  data: {record.data}")
@@ -593,6 +639,112 @@ async def _retry(args: argparse.Namespace) -> int:
     return _report([outcome], [], app, args.json)
 
 
+_NOT_CANCELLABLE: Final = {
+    StoredStatus.COMPENSATING: "it is being rolled back already: its engine (or `spakky-saga "
+    "recover --app {app}`) finishes the rollback; follow it with `spakky-saga show {id} "
+    "--store STORE`",
+    StoredStatus.COMPLETED: "it completed, so there is nothing to stop; undo its effects with "
+    "a saga of their own",
+    StoredStatus.FAILED: "it failed and was rolled back already",
+    StoredStatus.TIMED_OUT: "it timed out and was rolled back already",
+    StoredStatus.CANCELLED: "it was cancelled already",
+    StoredStatus.COMPENSATION_FAILED: "a compensation failed: repair the participant, then run "
+    "`spakky-saga retry-compensation {id} --app {app}`",
+}
+
+
+def _operator() -> str:
+    """Who runs the command, as the saga's log records a cancel request: user@host."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    by = _operator()
+    try:
+        await app.store.open()
+        record = await app.store.request_cancel(args.saga_id, by)
+        if record is None:
+            raise _NotFound(f"no saga {args.saga_id} in the store")
+        if record.status is not StoredStatus.RUNNING:
+            why = _NOT_CANCELLABLE[record.status].format(id=record.saga_id, app=app.spec)
+            raise UsageError(
+                f"saga {record.saga_id} ({record.saga_name}) is {record.status.value}: only "
+                f"RUNNING sagas can be cancelled; {why}"
+            )
+        # Its engine is dead (its lease expired) or it has none: claimed and compensated now.
+        # Else its engine is alive: this claims nothing, and the engine acts on the request.
+        report = await app.engine.recover(saga_ids=[record.saga_id], limit=1)
+    finally:
+        await app.aclose()
+    if report.sagas:
+        return _cancelled_here(report.sagas[0], app, args.json)
+    request = record.cancel_request
+    assert request is not None  # kept by request_cancel on a RUNNING saga
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "saga_id": record.saga_id,
+                    "saga_name": record.saga_name,
+                    "outcome": "requested",
+                    "owner": record.owner,
+                    "requested_by": request.by,
+                    "requested_at": _when(request.at),
+                },
+                indent=2,
+            )
+        )
+        return OK
+    print(
+        f"{record.saga_id} ({record.saga_name}): cancel requested by {request.by} at "
+        f"{_when(request.at)}; engine {record.owner} runs it and cancels it within a lease (it "
+        "reads requests when it renews its lease, every third of a lease): it compensates "
+        f"the committed steps and ends CANCELLED; follow it with `spakky-saga show "
+        f"{record.saga_id} --store STORE`"
+    )
+    return OK
+
+
+def _cancelled_here(saga: RecoveredSaga, app: OperatedApp, as_json: bool) -> int:
+    """What `cancel` did with a saga whose engine was dead: compensated it (or not)."""
+    detail = None if saga.outcome is RecoveryOutcome.CANCELLED else _saga_error(saga.error, app)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "saga_id": saga.saga_id,
+                    "saga_name": saga.saga_name,
+                    "outcome": saga.outcome.value,
+                    "error": detail,
+                },
+                indent=2,
+            )
+        )
+    elif saga.outcome is RecoveryOutcome.CANCELLED:
+        print(
+            f"{saga.saga_id} ({saga.saga_name}): cancelled: its engine had stopped; its "
+            "committed steps were compensated and it is CANCELLED"
+        )
+    else:
+        print(f"{saga.saga_id} ({saga.saga_name}): {saga.outcome}: {detail}")
+        if saga.outcome is RecoveryOutcome.COMPENSATION_FAILED:
+            print(
+                "  repair the participant, then run: spakky-saga retry-compensation "
+                f"{saga.saga_id} --app {app.spec}"
+            )
+        else:
+            print(
+                "  the cancel request is kept: the engine that recovers it compensates it; "
+                f"once the cause is fixed, run: spakky-saga recover --app {app.spec}"
+            )
+    return OK if saga.outcome is RecoveryOutcome.CANCELLED else ATTENTION
+
+
 def load_flow(spec: str) -> SagaFlow[Any]:
     """The flow `module:attribute` names: a SagaFlow, a saga class whose constructor takes no
     arguments, a saga instance (anything with a `flow()` method), or a function returning a
@@ -715,7 +867,8 @@ def parser() -> argparse.ArgumentParser:
         prog="spakky-saga",
         description=(
             "Operations on durable sagas: list and show what a saga store holds, recover the "
-            "sagas a stopped engine left unfinished, retry failed compensations, draw a flow."
+            "sagas a stopped engine left unfinished, retry failed compensations, cancel a running "
+            "saga, purge finished sagas, draw a flow."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -802,6 +955,32 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("saga_id")
     app_options(retry)
     retry.set_defaults(run=_retry)
+
+    cancel = command(
+        "cancel",
+        "stop a RUNNING saga and compensate its committed steps: now if its engine is dead, "
+        "else its engine does within a lease",
+    )
+    cancel.add_argument("saga_id")
+    app_options(cancel)
+    cancel.set_defaults(run=_cancel)
+
+    purge = command(
+        "purge",
+        "delete the sagas (row and log) that finished (COMPLETED, FAILED, TIMED_OUT, "
+        "CANCELLED) before a time; never unfinished or COMPENSATION_FAILED ones",
+    )
+    store_options(purge)
+    purge.add_argument(
+        "--finished-before",
+        required=True,
+        metavar="TIME",
+        help="only sagas last updated before TIME (ISO date or time; naive is UTC)",
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="say how many (--json: which) would go; delete none"
+    )
+    purge.set_defaults(run=_purge)
 
     graph = command("graph", "print a flow as a Mermaid flowchart")
     graph.add_argument(

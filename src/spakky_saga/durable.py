@@ -47,7 +47,13 @@ from spakky_saga.recovery import (
 )
 from spakky_saga.registry import SagaRegistry
 from spakky_saga.run import SagaRun
-from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate
+from spakky_saga.store import (
+    CANCEL_REQUESTED,
+    CancelRequest,
+    SagaRecord,
+    SagaStore,
+    SagaUpdate,
+)
 from spakky_saga.strategy import DEFAULT_STRATEGY
 
 logger: Final = ENGINE_LOGGER
@@ -58,11 +64,13 @@ class DurableRuns:
 
     __slots__ = (
         "_active",
+        "_cancelling",
         "_clock",
         "_executor",
         "_heartbeat",
         "_held",
         "_opened",
+        "_tasks",
         "lease",
         "owner",
         "recovery",
@@ -89,6 +97,10 @@ class DurableRuns:
         self.owner = owner
         self._clock = clock
         self._active: dict[str, SagaJournal] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        """The task running each fresh run: what a cancel request cancels."""
+        self._cancelling: set[str] = set()
+        """Runs whose cancel request the heartbeat acted on (once each)."""
         self._held: set[str] = set()
         """Sagas `recover()` claimed and has not started finishing yet."""
         self._heartbeat: asyncio.Task[None] | None = None
@@ -131,11 +143,16 @@ class DurableRuns:
             ),
         )
         self.track(journal)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[saga_id] = task
         return journal
 
     def done(self, journal: SagaJournal) -> None:
         """The run of `journal` is over: its lease needs no more renewing."""
         self._active.pop(journal.saga_id, None)
+        self._tasks.pop(journal.saga_id, None)
+        self._cancelling.discard(journal.saga_id)
         self._stop_beating_if_idle()
 
     async def open(self) -> None:
@@ -185,7 +202,7 @@ class DurableRuns:
 
     async def _beat(self) -> None:
         """Renew the leases of running sagas every third of a lease; a saga found taken over
-        stops at its next write."""
+        stops at its next write, and one an operator asked to cancel is cancelled."""
         while self._active or self._held:
             await asyncio.sleep(self.lease / 3)
             journals = {i: j for i, j in self._active.items() if j.begun}
@@ -193,7 +210,9 @@ class DurableRuns:
             if not journals and not held:
                 continue
             try:
-                kept = await self.store.renew(self.owner, [*journals, *held], self.lease)
+                kept, cancel_requested = await self.store.renew(
+                    self.owner, [*journals, *held], self.lease
+                )
             except Exception as error:  # the store is down: the runs' writes will say so
                 logger.warning(
                     "[saga=- status=lease_renewal_failed error=%s]",
@@ -204,6 +223,27 @@ class DurableRuns:
             for saga_id, journal in journals.items():
                 if saga_id not in kept and saga_id in self._active:
                     journal.lose(SagaLeaseLostError(saga_id, self.owner))
+            for saga_id, request in cancel_requested.items():
+                self._cancel_run(saga_id, request)
+
+    def _cancel_run(self, saga_id: str, request: CancelRequest) -> None:
+        """An operator asked to cancel a saga this engine runs (`spakky-saga cancel`): note
+        who in its log, and cancel the task running it, so that the engine compensates its
+        committed steps and ends it CANCELLED, as for any cancelled run. A saga recovery
+        holds is left alone: its cancellation would stop the whole `recover()` call."""
+        task = self._tasks.get(saga_id)
+        journal = self._active.get(saga_id)
+        if task is None or journal is None or saga_id in self._cancelling or task.done():
+            return
+        self._cancelling.add(saga_id)
+        journal.note_cancel_request(request)
+        logger.warning(
+            "[saga=%s status=cancel_requested by=%s]",
+            saga_id,
+            request.by,
+            extra={"saga_id": saga_id},
+        )
+        task.cancel(f"saga {saga_id}: cancelled at the request of {request.by}")
 
     # --- recovery --------------------------------------------------------------------------
 
@@ -290,7 +330,9 @@ class DurableRuns:
         run.skipped = list(state.skipped) or None
         self.track(journal)
         token = enter_step(run)
-        policy = RecoveryPolicy(record.policy)
+        cancelled = None if state.rolling_back or retry_failed else _requested(record, journal)
+        # An operator asked to cancel it: compensate, whatever its policy.
+        policy = RecoveryPolicy(record.policy) if cancelled is None else RecoveryPolicy.COMPENSATE
         run.emit(SagaEventKind.SAGA_RECOVERED, data=state.data)
         try:
             if retry_failed:
@@ -311,6 +353,7 @@ class DurableRuns:
                     data,
                     failed_step=state.failed_step,
                     error=error,
+                    cancelled=cancelled,
                     start=state.rollback_point(),
                 )
                 outcome = RecoveryOutcome.COMPENSATED
@@ -334,6 +377,11 @@ class DurableRuns:
                 record.saga_id, record.saga_name, RecoveryOutcome.STOPPED, error=stopped
             )
         except BaseException as error:
+            if error is cancelled and not _cancelled_from_outside():
+                # roll_back ended the saga CANCELLED and re-raised the cancellation it was given
+                return RecoveredSaga(
+                    record.saga_id, record.saga_name, RecoveryOutcome.CANCELLED, error=error
+                )
             run.abort_unended(error)
             raise
         finally:
@@ -419,6 +467,26 @@ def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode
             if member.key in state.compensation_failures and member.compensate is not None:
                 failed.append(member)
     return failed
+
+
+def _requested(record: SagaRecord, journal: SagaJournal) -> asyncio.CancelledError | None:
+    """The cancellation an operator asked for (`spakky-saga cancel`), if one did: what the
+    rollback of a recovered saga ends with (CANCELLED). Noted in its log, unless its owner
+    noted it before it died."""
+    request = record.cancel_request
+    if request is None:
+        return None
+    if not any(e.kind == CANCEL_REQUESTED for e in record.events):
+        journal.note_cancel_request(request)
+    return asyncio.CancelledError(
+        f"saga {record.saga_id}: cancelled at the request of {request.by}"
+    )
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the current task itself is being cancelled (beyond an operator's request)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _cancel(task: asyncio.Task[None]) -> None:

@@ -28,7 +28,15 @@ from spakky_saga.errors import (
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.status import SagaStatus
-from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate, StoredEvent, StoredStatus
+from spakky_saga.store import (
+    CANCEL_REQUESTED,
+    CancelRequest,
+    SagaRecord,
+    SagaStore,
+    SagaUpdate,
+    StoredEvent,
+    StoredStatus,
+)
 
 _KIND_NAMES: Final = {kind: kind.value for kind in SagaEventKind}
 _new_entry: Final = tuple.__new__  # StoredEvent, positionally, without its __new__: two a step
@@ -167,6 +175,14 @@ class SagaJournal:
                 ),
             )
         )
+
+    def note_cancel_request(self, request: CancelRequest) -> None:
+        """Record in the log, with the next batch, that `request.by` asked to cancel the saga
+        (at `request.at`): the audit of who stopped it. Not an engine event."""
+        if self._failure is not None or self._finished:
+            return
+        self.seq += 1
+        self._pending.append(StoredEvent(self.seq, CANCEL_REQUESTED, request.at, owner=request.by))
 
     def merged(self, data: AbstractSagaData) -> None:
         """A group's members merged into `data`: the saga row's data follows."""

@@ -26,6 +26,7 @@ from spakky_saga.merge import merge_committed
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, UndoEntry
 from spakky_saga.result import StepRecord, record_of
 from spakky_saga.status import StepStatus
+from spakky_saga.store import CANCEL_REQUESTED
 
 if TYPE_CHECKING:
     from spakky_saga.result import SagaResult
@@ -163,6 +164,8 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         state.started_at = record.events[0].at
     for event in record.events:
         state.seq = event.seq
+        if event.kind == CANCEL_REQUESTED:  # an operator's request, not a transition
+            continue
         kind = SagaEventKind(event.kind)
         key = event.step_key or ""
         offset = event.at - state.started_at
@@ -342,6 +345,9 @@ class RecoveryOutcome(StrEnum):
     """Left untouched: unknown name, changed flow, or data that no longer loads."""
     STOPPED = "stopped"
     """Its log could not be written (store down, lease lost): still unfinished."""
+    CANCELLED = "cancelled"
+    """An operator asked to cancel it (`spakky-saga cancel`): its committed steps were
+    compensated, whatever its recovery policy, and it ended CANCELLED."""
 
     @property
     def needs_attention(self) -> bool:

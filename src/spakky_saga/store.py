@@ -11,7 +11,10 @@ Every store keeps the same contract, which tests/stores checks against each of t
 - `append` writes a batch atomically, and only while the caller still owns the saga's
   lease (else `SagaLeaseLostError`, writing nothing);
 - `claim` hands unfinished sagas whose lease expired (or that nobody owns) to one caller;
-  two concurrent claims never get the same saga.
+  two concurrent claims never get the same saga;
+- `purge` deletes only finished sagas (`PURGEABLE`), with their logs, in one transaction;
+- `request_cancel` marks a RUNNING saga (only) as asked to be cancelled, and `renew` tells the
+  owner so (`Renewal.cancel_requested`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from spakky_saga.errors import SagaStoreError
 
@@ -81,6 +84,35 @@ class StoredStatus(Enum):
 
 UNFINISHED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
 
+PURGEABLE: tuple[StoredStatus, ...] = (
+    StoredStatus.COMPLETED,
+    StoredStatus.FAILED,
+    StoredStatus.TIMED_OUT,
+    StoredStatus.CANCELLED,
+)
+"""The statuses `purge` deletes: finished, with nothing left for an operator to do. Never an
+unfinished saga, nor a COMPENSATION_FAILED one (it still needs repair)."""
+
+
+CANCEL_REQUESTED: Final = "cancel_requested"
+"""The kind of the log entry recording an operator's cancel request (`spakky-saga cancel`):
+its `owner` is who asked (user@host), `at` when. Written by the engine that acts on the
+request; not an engine event (`SagaEventKind`): replay and timelines skip it."""
+
+
+class CancelRequest(NamedTuple):
+    """Who asked to cancel a saga (user@host), and when (epoch seconds)."""
+
+    by: str
+    at: float
+
+
+class Renewal(NamedTuple):
+    """What `renew` found: the sagas the owner still holds, and the cancel requests on them."""
+
+    kept: set[str]
+    cancel_requested: dict[str, CancelRequest]
+
 
 class StoredEvent(NamedTuple):
     """One entry of a saga's log. `seq` orders a saga's entries (from 1, no gaps).
@@ -126,7 +158,17 @@ class SagaRecord:
     lease_expires: float | None = None
     failed_step: str | None = None
     error: str | None = None
+    cancel_requested_by: str | None = None
+    """Who asked to cancel it (`request_cancel`), if anyone did."""
+    cancel_requested_at: float | None = None
     events: tuple[StoredEvent, ...] = field(default=(), compare=False)
+
+    @property
+    def cancel_request(self) -> CancelRequest | None:
+        """The operator's request to cancel this saga, if there is one."""
+        if self.cancel_requested_by is None or self.cancel_requested_at is None:
+            return None
+        return CancelRequest(self.cancel_requested_by, self.cancel_requested_at)
 
     @classmethod
     def from_row(cls, row: Sequence[Any], events: tuple[StoredEvent, ...] = ()) -> SagaRecord:
@@ -152,6 +194,8 @@ SAGA_COLUMNS: tuple[str, ...] = (
     "lease_expires",
     "failed_step",
     "error",
+    "cancel_requested_by",
+    "cancel_requested_at",
 )
 """A saga row's columns, as SQL stores keep them (SagaRecord's fields but `events`)."""
 
@@ -212,8 +256,16 @@ class SagaStore(Protocol):
         retry its compensations; raises SagaStoreError when it is in another state."""
         ...
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
-        """Extend the leases `owner` holds; returns the ids it still owns."""
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
+        """Extend the leases `owner` holds; returns the ids it still owns, and the cancel
+        requests on those of them that are RUNNING."""
+        ...
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        """Record that `by` (user@host) asks to cancel the saga, if it is RUNNING and not
+        asked already (the first request is kept); return the saga as it is then (without
+        its log), or None when there is no such saga. Changes nothing when it is not RUNNING:
+        the caller reads its status from the record."""
         ...
 
     async def load(self, saga_id: str) -> SagaRecord | None:
@@ -224,4 +276,10 @@ class SagaStore(Protocol):
         self, statuses: Sequence[StoredStatus] = (), limit: int = 100
     ) -> list[SagaRecord]:
         """Sagas (without events), most recently updated first, optionally by status."""
+        ...
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        """Delete (row and log) every saga in a `PURGEABLE` status last updated before
+        `finished_before` (epoch seconds), atomically; return their ids, sorted. With
+        `dry_run`, delete nothing and return the ids that would go."""
         ...

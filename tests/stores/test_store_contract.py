@@ -8,7 +8,7 @@ import time
 import pytest
 
 from spakky_saga import SagaAlreadyStartedError, SagaLeaseLostError, SagaStore, SagaStoreError
-from spakky_saga.store import SagaRecord, SagaUpdate, StoredEvent, StoredStatus
+from spakky_saga.store import CancelRequest, SagaRecord, SagaUpdate, StoredEvent, StoredStatus
 
 
 def a_record(saga_id: str = "s1", owner: str = "engine-a", name: str = "Order") -> SagaRecord:
@@ -139,7 +139,7 @@ async def test_renew_keeps_only_the_leases_still_held(store: SagaStore) -> None:
     await asyncio.sleep(0.02)
     await store.claim("engine-b", 30, 10, saga_ids=["lost"])
 
-    assert await store.renew("engine-a", ["mine", "lost"], 30) == {"mine"}
+    assert await store.renew("engine-a", ["mine", "lost"], 30) == ({"mine"}, {})
 
 
 async def test_listing_filters_by_status_newest_first(store: SagaStore) -> None:
@@ -170,3 +170,96 @@ async def test_only_a_compensation_failed_saga_reopens(store: SagaStore) -> None
     reopened = await store.reopen("x", "engine-b", 30)
 
     assert (reopened.status, reopened.owner) == (StoredStatus.COMPENSATING, "engine-b")
+
+
+async def _finish(store: SagaStore, saga_id: str, status: StoredStatus) -> None:
+    await store.begin(a_record(saga_id), [an_event(1, "saga_started")], 30)
+    await store.append(
+        saga_id,
+        "engine-a",
+        [an_event(2, "saga_ended")],
+        SagaUpdate(status=status, release=True),
+        30,
+    )
+
+
+async def test_purge_deletes_only_finished_sagas_updated_before_the_time(
+    store: SagaStore,
+) -> None:
+    for status in StoredStatus:
+        if status is not StoredStatus.RUNNING:
+            await _finish(store, f"old-{status.value.lower()}", status)
+    await store.begin(a_record("old-running"), [an_event(1, "saga_started")], 30)
+    await asyncio.sleep(0.01)
+    cutoff = time.time()
+    await asyncio.sleep(0.01)
+    await _finish(store, "new-completed", StoredStatus.COMPLETED)
+
+    gone = await store.purge(cutoff)
+
+    assert gone == ("old-cancelled", "old-completed", "old-failed", "old-timed_out")
+    for saga_id in gone:
+        assert await store.load(saga_id) is None
+    kept = sorted(r.saga_id for r in await store.list())
+    assert kept == ["new-completed", "old-compensating", "old-compensation_failed", "old-running"]
+    still = await store.load("old-compensation_failed")
+    assert still is not None
+    assert [e.seq for e in still.events] == [1, 2]
+    assert await store.purge(cutoff) == ()
+
+
+async def test_a_dry_run_purge_names_the_sagas_and_deletes_nothing(store: SagaStore) -> None:
+    await _finish(store, "done", StoredStatus.COMPLETED)
+    await _finish(store, "failed", StoredStatus.FAILED)
+
+    would = await store.purge(time.time() + 60, dry_run=True)
+
+    assert would == ("done", "failed")
+    assert sorted(r.saga_id for r in await store.list()) == ["done", "failed"]
+    done = await store.load("done")
+    assert done is not None
+    assert len(done.events) == 2
+
+
+async def test_a_cancel_request_is_kept_on_a_running_saga_and_told_to_its_owner(
+    store: SagaStore,
+) -> None:
+    await store.begin(a_record("run"), [an_event(1, "saga_started")], 30)
+    before = time.time()
+
+    asked = await store.request_cancel("run", "ops@box")
+    again = await store.request_cancel("run", "someone@else")  # the first request is kept
+
+    assert asked is not None
+    assert asked.status is StoredStatus.RUNNING
+    request = asked.cancel_request
+    assert request is not None
+    assert request.by == "ops@box"
+    assert before - 1 <= request.at <= time.time() + 1
+    assert again is not None
+    assert again.cancel_request == request
+    renewal = await store.renew("engine-a", ["run"], 30)
+    assert renewal == ({"run"}, {"run": CancelRequest("ops@box", request.at)})
+    assert await store.renew("engine-b", ["run"], 30) == (set(), {})  # not the owner's
+    loaded = await store.load("run")
+    assert loaded is not None
+    assert loaded.cancel_request == request
+    assert [e.seq for e in loaded.events] == [1]  # the log is the owner's to write
+
+
+async def test_a_cancel_request_changes_nothing_on_a_saga_that_is_not_running(
+    store: SagaStore,
+) -> None:
+    await _finish(store, "done", StoredStatus.COMPLETED)
+    await store.begin(a_record("undoing"), [], 30)
+    await store.append("undoing", "engine-a", [], SagaUpdate(status=StoredStatus.COMPENSATING), 30)
+
+    done = await store.request_cancel("done", "ops@box")
+    undoing = await store.request_cancel("undoing", "ops@box")
+
+    assert done is not None
+    assert (done.status, done.cancel_request) == (StoredStatus.COMPLETED, None)
+    assert undoing is not None
+    assert (undoing.status, undoing.cancel_request) == (StoredStatus.COMPENSATING, None)
+    assert await store.request_cancel("nope", "ops@box") is None
+    assert await store.renew("engine-a", ["undoing"], 30) == ({"undoing"}, {})

@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 
 from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, SagaStoreError
 from spakky_saga.store import (
+    PURGEABLE,
     UNFINISHED,
+    CancelRequest,
+    Renewal,
     SagaRecord,
     SagaUpdate,
     StoredEvent,
@@ -112,9 +115,10 @@ class InMemorySagaStore:
         self._sagas[saga_id] = record
         return dataclasses.replace(record, events=tuple(self._events[saga_id]))
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         now = self._clock()
         kept: set[str] = set()
+        requests: dict[str, CancelRequest] = {}
         for saga_id in saga_ids:
             record = self._sagas.get(saga_id)
             if record is not None and record.owner == owner:
@@ -122,7 +126,21 @@ class InMemorySagaStore:
                     record, lease_expires=now + lease_seconds
                 )
                 kept.add(saga_id)
-        return kept
+                request = record.cancel_request
+                if request is not None and record.status is StoredStatus.RUNNING:
+                    requests[saga_id] = request
+        return Renewal(kept, requests)
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        record = self._sagas.get(saga_id)
+        if record is None:
+            return None
+        if record.status is StoredStatus.RUNNING and record.cancel_request is None:
+            record = dataclasses.replace(
+                record, cancel_requested_by=by, cancel_requested_at=self._clock()
+            )
+            self._sagas[saga_id] = record
+        return record
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         record = self._sagas.get(saga_id)
@@ -136,3 +154,17 @@ class InMemorySagaStore:
         records = [r for r in self._sagas.values() if not statuses or r.status in statuses]
         records.sort(key=lambda r: r.updated, reverse=True)
         return records[:limit]
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        gone = tuple(
+            sorted(
+                saga_id
+                for saga_id, record in self._sagas.items()
+                if record.status in PURGEABLE and record.updated < finished_before
+            )
+        )
+        if not dry_run:
+            for saga_id in gone:
+                del self._sagas[saga_id]
+                del self._events[saga_id]
+        return gone

@@ -34,8 +34,11 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.store import (
+    PURGEABLE,
     SAGA_COLUMNS,
     UNFINISHED,
+    CancelRequest,
+    Renewal,
     SagaRecord,
     SagaStoreConnectionError,
     SagaStoreLocationError,
@@ -49,7 +52,9 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
+cancel a saga, and when (`spakky-saga cancel`)."""
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -90,6 +95,10 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             owner TEXT,
             PRIMARY KEY (saga_id, seq)
         )""",
+    ),
+    2: (
+        "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN cancel_requested_by TEXT",
+        "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN cancel_requested_at DOUBLE PRECISION",
     ),
 }
 
@@ -281,7 +290,7 @@ class PostgresSagaStore:
             f"WITH created AS (INSERT INTO {self._t('sagas')} "
             f"({_SAGA_COLUMNS.replace('::text', '')}) "
             f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, %s, "
-            f"{_NOW} + %s, %s, %s) RETURNING saga_id)"
+            f"{_NOW} + %s, %s, %s, NULL, NULL) RETURNING saga_id)"
             f"{self._entries_from('created') if events else ''} SELECT count(*) FROM created"
         )
         params: list[object] = [
@@ -419,18 +428,45 @@ class PostgresSagaStore:
             )
         return record
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         if not saga_ids:
-            return set()
+            return Renewal(set(), {})
         if self._pool is None:
             await self._open_here()
         async with self._connection() as conn:
             cursor = await conn.execute(
                 f"UPDATE {self._t('sagas')} SET lease_expires = {_NOW} + %s "
-                "WHERE owner = %s AND saga_id = ANY(%s) RETURNING saga_id",
+                "WHERE owner = %s AND saga_id = ANY(%s) "
+                "RETURNING saga_id, status, cancel_requested_by, cancel_requested_at",
                 (lease_seconds, owner, list(saga_ids)),
             )
-            return {row[0] for row in await cursor.fetchall()}
+            rows = await cursor.fetchall()
+        return Renewal(
+            {row[0] for row in rows},
+            {
+                saga_id: CancelRequest(by, at)
+                for saga_id, status, by, at in rows
+                if by is not None and status == StoredStatus.RUNNING.value
+            },
+        )
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        if self._pool is None:
+            await self._open_here()
+        async with self._connection() as conn, conn.transaction():
+            # One transaction: the row read is the one the request was (or was not) written
+            # to, not one its owner changed since (it acts on the request at once).
+            await conn.execute(
+                f"UPDATE {self._t('sagas')} SET cancel_requested_by = %s, "
+                f"cancel_requested_at = {_NOW} "
+                "WHERE saga_id = %s AND status = %s AND cancel_requested_at IS NULL",
+                (by, saga_id, StoredStatus.RUNNING.value),
+            )
+            cursor = await conn.execute(
+                f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')} WHERE saga_id = %s", (saga_id,)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else SagaRecord.from_row(row)
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         if self._pool is None:
@@ -452,6 +488,25 @@ class PostgresSagaStore:
                 (*params, limit),
             )
             return [SagaRecord.from_row(row) for row in await cursor.fetchall()]
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        which = f"{self._t('sagas')} WHERE status = ANY(%s) AND updated < %s"
+        params: list[object] = [[s.value for s in PURGEABLE], finished_before]
+        if dry_run:
+            statement = f"SELECT saga_id FROM {which}"
+        else:
+            # One statement (one implicit transaction): the rows, and the log entries of the
+            # rows it deleted; the foreign key is checked at the statement's end.
+            statement = (
+                f"WITH gone AS (DELETE FROM {which} RETURNING saga_id), "
+                f"entries AS (DELETE FROM {self._t('events')} "
+                "WHERE saga_id IN (SELECT saga_id FROM gone)) SELECT saga_id FROM gone"
+            )
+        if self._pool is None:
+            await self._open_here()
+        async with self._connection() as conn:
+            cursor = await conn.execute(statement, params)
+            return tuple(sorted(row[0] for row in await cursor.fetchall()))
 
     # --- helpers ----------------------------------------------------------------------------
 

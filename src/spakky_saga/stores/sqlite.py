@@ -36,8 +36,11 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.store import (
+    PURGEABLE,
     SAGA_COLUMNS,
     UNFINISHED,
+    CancelRequest,
+    Renewal,
     SagaRecord,
     SagaStoreDamagedError,
     SagaStoreLocationError,
@@ -47,8 +50,9 @@ from spakky_saga.store import (
     StoredStatus,
 )
 
-SCHEMA_VERSION: Final = 1
-"""Bump with a numbered migration in `_MIGRATIONS` when the tables change."""
+SCHEMA_VERSION: Final = 2
+"""Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
+cancel a saga, and when (`spakky-saga cancel`)."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -86,6 +90,10 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             owner TEXT,
             PRIMARY KEY (saga_id, seq)
         ) WITHOUT ROWID""",
+    ),
+    2: (
+        "ALTER TABLE spakky_saga_sagas ADD COLUMN cancel_requested_by TEXT",
+        "ALTER TABLE spakky_saga_sagas ADD COLUMN cancel_requested_at REAL",
     ),
 }
 
@@ -213,7 +221,7 @@ class SqliteSagaStore:
             try:
                 db.execute(
                     f"INSERT INTO spakky_saga_sagas ({_SAGA_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.saga_id,
                         record.saga_name,
@@ -230,6 +238,8 @@ class SqliteSagaStore:
                         now + lease_seconds,
                         record.failed_step,
                         record.error,
+                        None,
+                        None,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -325,11 +335,11 @@ class SqliteSagaStore:
         result: SagaRecord = await self._call(run, batchable=False)
         return result
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         if not saga_ids:
-            return set()
+            return Renewal(set(), {})
 
-        def run(db: sqlite3.Connection) -> set[str]:
+        def run(db: sqlite3.Connection) -> Renewal:
             marks = ", ".join("?" * len(saga_ids))
             db.execute(
                 f"UPDATE spakky_saga_sagas SET lease_expires = ? "
@@ -337,12 +347,35 @@ class SqliteSagaStore:
                 (self._clock() + lease_seconds, owner, *saga_ids),
             )
             rows = db.execute(
-                f"SELECT saga_id FROM spakky_saga_sagas WHERE owner = ? AND saga_id IN ({marks})",
+                "SELECT saga_id, status, cancel_requested_by, cancel_requested_at "
+                f"FROM spakky_saga_sagas WHERE owner = ? AND saga_id IN ({marks})",
                 (owner, *saga_ids),
             ).fetchall()
-            return {row[0] for row in rows}
+            return Renewal(
+                {row[0] for row in rows},
+                {
+                    saga_id: CancelRequest(by, at)
+                    for saga_id, status, by, at in rows
+                    if by is not None and status == StoredStatus.RUNNING.value
+                },
+            )
 
-        result: set[str] = await self._call(run, batchable=False)
+        result: Renewal = await self._call(run, batchable=False)
+        return result
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        def run(db: sqlite3.Connection) -> SagaRecord | None:
+            db.execute(
+                "UPDATE spakky_saga_sagas SET cancel_requested_by = ?, cancel_requested_at = ? "
+                "WHERE saga_id = ? AND status = ? AND cancel_requested_at IS NULL",
+                (by, self._clock(), saga_id, StoredStatus.RUNNING.value),
+            )
+            row = db.execute(
+                f"SELECT {_SAGA_COLUMNS} FROM spakky_saga_sagas WHERE saga_id = ?", (saga_id,)
+            ).fetchone()
+            return None if row is None else SagaRecord.from_row(row)
+
+        result: SagaRecord | None = await self._call(run, batchable=False)
         return result
 
     async def load(self, saga_id: str) -> SagaRecord | None:
@@ -366,6 +399,29 @@ class SqliteSagaStore:
             return [SagaRecord.from_row(row) for row in rows]
 
         result: list[SagaRecord] = await self._call(run, batchable=False)
+        return result
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        def run(db: sqlite3.Connection) -> tuple[str, ...]:
+            # One transaction (the job's): the ids read and the rows deleted are the same
+            # sagas. The status index finds them; the log's primary key finds their entries.
+            which = (
+                f"FROM spakky_saga_sagas WHERE status IN ({', '.join('?' * len(PURGEABLE))}) "
+                "AND updated < ?"
+            )
+            params = (*(s.value for s in PURGEABLE), finished_before)
+            gone = tuple(
+                row[0] for row in db.execute(f"SELECT saga_id {which} ORDER BY saga_id", params)
+            )
+            if gone and not dry_run:
+                db.execute(
+                    f"DELETE FROM spakky_saga_events WHERE saga_id IN (SELECT saga_id {which})",
+                    params,
+                )
+                db.execute(f"DELETE {which}", params)
+            return gone
+
+        result: tuple[str, ...] = await self._call(run, batchable=False)
         return result
 
     # --- the worker thread -------------------------------------------------------------------

@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from spakky_saga.errors import SagaStoreError
-from spakky_saga.store import SagaRecord, SagaStore, SagaUpdate, StoredEvent, StoredStatus
+from spakky_saga.store import (
+    Renewal,
+    SagaRecord,
+    SagaStore,
+    SagaUpdate,
+    StoredEvent,
+    StoredStatus,
+)
 
 
 class ProcessKilled(SagaStoreError):
@@ -107,9 +114,13 @@ class ProcessStore:
         self._alive()
         return await self._store.reopen(saga_id, owner, lease_seconds)
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         self._alive()
         return await self._store.renew(owner, saga_ids, lease_seconds)
+
+    async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
+        self._alive()
+        return await self._store.request_cancel(saga_id, by)
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         self._alive()
@@ -120,6 +131,10 @@ class ProcessStore:
     ) -> list[SagaRecord]:
         self._alive()
         return await self._store.list(statuses, limit)
+
+    async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
+        self._alive()
+        return await self._store.purge(finished_before, dry_run=dry_run)
 
 
 def describe(

@@ -1,0 +1,95 @@
+"""A store written by the previous schema version (1: no cancel requests) is upgraded when an
+engine opens it (create=True), its sagas kept, and refused, untouched, by a command that
+opens it with create=False; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from spakky_saga import PostgresSagaStore, SagaSchemaVersionError, SqliteSagaStore
+from spakky_saga.store import SagaStore, StoredStatus
+from tests.postgres_support import postgres_schema
+from tests.stores.test_store_contract import a_record, an_event
+
+_DOWNGRADE = (
+    "ALTER TABLE {t} DROP COLUMN cancel_requested_by",
+    "ALTER TABLE {t} DROP COLUMN cancel_requested_at",
+)
+
+
+async def _a_running_saga(store: SagaStore) -> None:
+    await store.open()
+    try:
+        await store.begin(a_record("old"), [an_event(1, "saga_started")], 30)
+    finally:
+        await store.close()
+
+
+async def _open_and_close(store: SagaStore) -> None:
+    try:
+        await store.open()
+    finally:
+        await store.close()
+
+
+async def _upgraded_and_cancellable(store: SagaStore) -> None:
+    await store.open()
+    try:
+        asked = await store.request_cancel("old", "ops@box")
+        loaded = await store.load("old")
+    finally:
+        await store.close()
+    assert asked is not None
+    assert asked.cancel_request is not None
+    assert loaded is not None
+    assert loaded.status is StoredStatus.RUNNING
+    assert [e.seq for e in loaded.events] == [1]
+
+
+async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_read_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sagas.db"
+    await _a_running_saga(SqliteSagaStore(path))
+    db = sqlite3.connect(path)
+    for statement in _DOWNGRADE:
+        db.execute(statement.format(t="spakky_saga_sagas"))
+    db.execute("UPDATE spakky_saga_schema SET version = 1")
+    db.commit()
+    db.close()
+
+    with pytest.raises(SagaSchemaVersionError, match="schema version 1 and this") as refused:
+        await _open_and_close(SqliteSagaStore(path, create=False))
+    assert "start an engine on it once" in str(refused.value)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(1,)]
+    db.close()
+
+    await _upgraded_and_cancellable(SqliteSagaStore(path))
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(2,)]
+    db.close()
+
+
+async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_read_only() -> None:
+    import psycopg  # noqa: PLC0415 - the optional driver, only for PostgreSQL tests
+
+    async with postgres_schema() as (dsn, schema):
+        await _a_running_saga(PostgresSagaStore(dsn, schema=schema))
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            for statement in _DOWNGRADE:
+                await admin.execute(statement.format(t=f'"{schema}".spakky_saga_sagas'))
+            await admin.execute(f'UPDATE "{schema}".spakky_saga_schema SET version = 1')
+
+            read_only = PostgresSagaStore(dsn, schema=schema, create=False)
+            with pytest.raises(SagaSchemaVersionError, match="schema version 1 and this"):
+                await _open_and_close(read_only)
+            cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
+            assert await cursor.fetchall() == [(1,)]
+
+            await _upgraded_and_cancellable(PostgresSagaStore(dsn, schema=schema))
+            cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
+            assert await cursor.fetchall() == [(2,)]
