@@ -16,6 +16,7 @@ import pytest
 from spakky_saga.cli import OK, STORE_FAILED, USAGE
 from tests import cli_app
 from tests.cli_app import spakky_saga, store_options
+from tests.postgres_support import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], autouse=True)
@@ -113,23 +114,20 @@ def test_purge_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
 
 
 async def test_purge_of_a_schema_without_a_store_creates_nothing() -> None:
-    if not store_options()[1].startswith("postgresql://"):
-        pytest.skip("a PostgreSQL schema")
-    dsn = store_options()[1]
+    async with postgres_schema() as (dsn, schema):
+        done = await asyncio.to_thread(
+            spakky_saga,
+            "purge",
+            "--store",
+            dsn,
+            "--schema",
+            schema,
+            "--finished-before",
+            "2024-05-01",
+        )
 
-    done = await asyncio.to_thread(
-        spakky_saga,
-        "purge",
-        "--store",
-        dsn,
-        "--schema",
-        "t_nothing_here",
-        "--finished-before",
-        "2024-05-01",
-    )
-
-    assert done.returncode == STORE_FAILED
-    assert 'no saga store in schema "t_nothing_here"' in done.stderr
+        assert done.returncode == STORE_FAILED
+        assert f'no saga store in schema "{schema}"' in done.stderr
 
 
 @pytest.mark.parametrize(
