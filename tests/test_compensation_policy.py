@@ -69,16 +69,6 @@ async def decline(data: OrderData) -> None:
     raise Boom("card declined")
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def sleep(clock: ManualClock) -> RecordingSleep:
-    return RecordingSleep(clock)
-
-
 async def test_a_retried_compensation_is_recorded_announced_and_keyed_attempt_by_attempt(
     clock: ManualClock, sleep: RecordingSleep, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -50,16 +50,6 @@ class Broken(ErrorStrategy):
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def sleep(clock: ManualClock) -> RecordingSleep:
-    return RecordingSleep(clock)
-
-
-@pytest.fixture
 def engine(clock: ManualClock, sleep: RecordingSleep) -> SagaEngine:
     return SagaEngine(clock=clock, sleep=sleep, log=False)
 
