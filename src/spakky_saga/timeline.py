@@ -8,14 +8,32 @@ The same renderer serves `SagaResult.format_timeline()`, the demo, and the opera
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from spakky_saga._text import error_text
 from spakky_saga.events import SagaEventKind
 from spakky_saga.status import StepStatus
 
-if TYPE_CHECKING:
-    from spakky_saga.store import StoredEvent
+
+class LoggedEvent(Protocol):
+    """What a timeline reads of a saga log's entry (`store.StoredEvent` has it)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def step_key(self) -> str | None: ...
+    @property
+    def step(self) -> str | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
 
 
 class HistoryRecord(Protocol):
@@ -84,7 +102,7 @@ _STARTS = {
 }
 
 
-def rows_from_events(events: Sequence[StoredEvent], *, finished: bool = False) -> list[TimelineRow]:
+def rows_from_events(events: Sequence[LoggedEvent], *, finished: bool = False) -> list[TimelineRow]:
     """A durable saga's log as timeline rows. An attempt or compensation that started and has
     no outcome is a RUNNING row while the saga is unfinished (it may still be running), and an
     IN_DOUBT row once the saga `finished` (its engine died while it ran: it may or may not have
