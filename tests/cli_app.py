@@ -24,6 +24,7 @@ from spakky_saga import (
     saga_flow,
     step,
 )
+from spakky_saga.store import SagaRecord
 from tests.postgres_support import postgres_schema
 
 STORE_VARIABLE = "SPAKKY_SAGA_TEST_CLI_STORE"
@@ -186,3 +187,15 @@ async def environment_store(
         monkeypatch.setenv(STORE_VARIABLE, dsn)
         monkeypatch.setenv(SCHEMA_VARIABLE, schema)
         yield
+
+
+async def load_saga(saga_id: str) -> SagaRecord:
+    """The saga as the test's store has it now (it must be there)."""
+    store_ = store()
+    await store_.open()
+    try:
+        record = await store_.load(saga_id)
+    finally:
+        await store_.close()
+    assert record is not None, f"saga {saga_id} is not in the store"
+    return record

@@ -17,7 +17,7 @@ import pytest
 
 from spakky_saga import StoredStatus
 from spakky_saga.cli import NOT_FOUND, OK, USAGE
-from spakky_saga.store import CANCEL_REQUESTED, SagaRecord, SagaUpdate
+from spakky_saga.store import CANCEL_REQUESTED, SagaUpdate
 from tests import cli_app
 from tests.cli_app import spakky_saga, store_options
 
@@ -33,17 +33,6 @@ async def environment(
         yield
 
 
-async def _load(saga_id: str) -> SagaRecord:
-    store = cli_app.store()
-    await store.open()
-    try:
-        record = await store.load(saga_id)
-    finally:
-        await store.close()
-    assert record is not None
-    return record
-
-
 async def test_cancel_of_a_saga_whose_engine_died_compensates_it_once_and_ends_cancelled() -> None:
     crashed = await cli_app.crash_one()  # its 1 ms lease has expired
 
@@ -55,7 +44,7 @@ async def test_cancel_of_a_saga_whose_engine_died_compensates_it_once_and_ends_c
         f"{crashed} (checkout): cancelled: its engine had stopped; its committed steps were "
         "compensated and it is CANCELLED\n"
     )
-    saved = await _load(crashed)
+    saved = await cli_app.load_saga(crashed)
     assert saved.status is StoredStatus.CANCELLED
     assert saved.owner is None
     kinds = [(e.kind, e.step) for e in saved.events]
@@ -70,7 +59,9 @@ async def test_cancel_of_a_saga_whose_engine_died_compensates_it_once_and_ends_c
         f"spakky-saga: saga {crashed} (checkout) is CANCELLED: only RUNNING sagas can be "
         "cancelled; it was cancelled already\n"
     )
-    assert [(e.kind, e.step) for e in (await _load(crashed)).events] == kinds  # nothing twice
+    assert [
+        (e.kind, e.step) for e in (await cli_app.load_saga(crashed)).events
+    ] == kinds  # nothing twice
 
 
 async def test_cancel_of_a_saga_whose_engine_is_alive_records_the_request_for_it() -> None:
@@ -83,7 +74,7 @@ async def test_cancel_of_a_saga_whose_engine_is_alive_records_the_request_for_it
     assert report["outcome"] == "requested"
     assert report["owner"] == owner
     assert report["requested_by"] == OPERATOR
-    saved = await _load(running)
+    saved = await cli_app.load_saga(running)
     assert saved.status is StoredStatus.RUNNING  # its engine acts on it, not the command
     assert saved.owner == owner
     assert saved.cancel_request is not None
@@ -106,7 +97,7 @@ async def test_exit_2_for_cancel_of_a_completed_saga() -> None:
         "cancelled; it completed, so there is nothing to stop; undo its effects with a saga "
         "of their own\n"
     )
-    assert (await _load(completed)).cancel_request is None
+    assert (await cli_app.load_saga(completed)).cancel_request is None
 
 
 async def test_exit_2_for_cancel_of_a_compensating_saga() -> None:
@@ -123,7 +114,7 @@ async def test_exit_2_for_cancel_of_a_compensating_saga() -> None:
     assert done.returncode == USAGE
     assert f"saga {saga_id} (checkout) is COMPENSATING: only RUNNING sagas" in done.stderr
     assert "it is being rolled back already" in done.stderr
-    assert (await _load(saga_id)).cancel_request is None
+    assert (await cli_app.load_saga(saga_id)).cancel_request is None
 
 
 async def test_exit_2_for_cancel_of_a_saga_whose_compensation_failed_pointing_at_retry() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from spakky_saga import SagaEngine, StoredStatus, saga_flow, step
 from spakky_saga.cli import OK
-from spakky_saga.store import CANCEL_REQUESTED, SagaRecord
+from spakky_saga.store import CANCEL_REQUESTED
 from spakky_saga.testing import VirtualClock
 from tests import cli_app
 from tests.cli_app import CheckoutData
@@ -30,17 +30,6 @@ OPERATOR = f"{getpass.getuser()}@{socket.gethostname()}"
 async def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     async with cli_app.environment_store("sqlite", tmp_path, monkeypatch):
         yield
-
-
-async def _load(saga_id: str) -> SagaRecord:
-    store = cli_app.store()
-    await store.open()
-    try:
-        record = await store.load(saga_id)
-    finally:
-        await store.close()
-    assert record is not None
-    return record
 
 
 async def test_a_live_engine_cancels_and_compensates_its_saga_when_the_command_asks(
@@ -83,6 +72,6 @@ async def test_a_live_engine_cancels_and_compensates_its_saga_when_the_command_a
     assert loop.time() - asked_at <= 30
     assert undone == ["reserve"]
     await engine.aclose()
-    saved = await _load(str(data.saga_id))
+    saved = await cli_app.load_saga(str(data.saga_id))
     assert saved.status is StoredStatus.CANCELLED
     assert [e.owner for e in saved.events if e.kind == CANCEL_REQUESTED] == [OPERATOR]
