@@ -89,7 +89,7 @@ class RowLock:
                 cursor = await admin.execute(
                     "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
                     "AND wait_event_type = 'Lock' AND query LIKE %s",
-                    (self.app, "%SET updated%"),
+                    (self.app, "%spakky-saga write%"),
                 )
                 waiting = [int(row[0]) for row in await cursor.fetchall()]
                 fresh = [pid for pid in waiting if pid not in self.terminated]

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from spakky_saga.errors import (
     SagaAlreadyStartedError,
@@ -47,6 +48,7 @@ from spakky_saga.store import (
     StoredEvent,
     StoredStatus,
 )
+from spakky_saga.stores.group_commit import DEFAULT_CONCURRENCY, FlushOutcomes, GroupCommit
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -116,7 +118,8 @@ class PostgresSagaStore:
     otherwise, nothing created); `min_size`/`max_size` size the connection pool;
     `open_timeout` (seconds) is how long `open()` retries a server that refuses or does not
     answer connections before raising `SagaStoreConnectionError` (errors in the DSN, the
-    database or role name, or the password are raised at once).
+    database or role name, or the password are raised at once). `flushes` is how many batch
+    writes may be in flight at once (see `GroupCommit`).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class PostgresSagaStore:
         min_size: int = 1,
         max_size: int = 10,
         open_timeout: float = 10.0,
+        flushes: int = DEFAULT_CONCURRENCY,
     ) -> None:
         if not _IDENTIFIER.match(schema):
             raise SagaStoreLocationError(
@@ -152,6 +156,15 @@ class PostgresSagaStore:
         self._opened = False
         """Whether `open()` succeeded once: a loop that uses the store later gets its pool."""
         self._open_error: SagaStoreError | None = None
+        if not 1 <= flushes <= max_size:
+            raise ValueError(
+                f"PostgresSagaStore(flushes={flushes}): use 1 to max_size ({max_size}) "
+                "concurrent batch writes"
+            )
+        self._flushes = flushes
+        self._group_commits: dict[asyncio.AbstractEventLoop, GroupCommit[_Write]] = {}
+        """One group commit per event loop, like the pools."""
+        self._batch_statement = _batch_statement(self._t)
 
     def __repr__(self) -> str:
         return f"PostgresSagaStore(schema={self.schema!r})"
@@ -283,42 +296,35 @@ class PostgresSagaStore:
     async def begin(
         self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
     ) -> None:
-        psycopg, _ = _driver()
-
-        # One statement (one round trip, one implicit transaction): the row, then its entries.
-        statement = (
-            f"WITH created AS (INSERT INTO {self._t('sagas')} "
-            f"({_SAGA_COLUMNS.replace('::text', '')}) "
-            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, %s, "
-            f"{_NOW} + %s, %s, %s, NULL, NULL) RETURNING saga_id)"
-            f"{self._entries_from('created') if events else ''} SELECT count(*) FROM created"
+        row = _dumps(
+            [
+                record.saga_id,
+                record.saga_name,
+                record.status.value,
+                record.fingerprint,
+                record.structure,
+                record.policy,
+                record.data,
+                record.data_type,
+                record.codec,
+                record.owner,
+                lease_seconds,
+                record.failed_step,
+                record.error,
+            ]
         )
-        params: list[object] = [
-            record.saga_id,
-            record.saga_name,
-            record.status.value,
-            record.fingerprint,
-            record.structure,
-            record.policy,
-            record.data,
-            record.data_type,
-            record.codec,
-            record.owner,
-            lease_seconds,
-            record.failed_step,
-            record.error,
-            *_columns(events),
-        ]
-
-        async def run(conn: AsyncConnection[Any], retried: bool) -> None:
-            try:
-                await conn.execute(statement, params)
-            except psycopg.errors.UniqueViolation:
-                if retried and await self._owned_with(conn, record.saga_id, record.owner):
-                    return  # the first try committed before its connection died
-                raise SagaAlreadyStartedError(record.saga_id) from None
-
-        await self._write(run)
+        await self._writes().write(
+            _Write(
+                record.saga_id,
+                record.owner,
+                True,
+                row,
+                _entries(record.saga_id, events),
+                len(events),
+                False,
+                events[-1].seq if events else 0,
+            )
+        )
 
     async def append(
         self,
@@ -328,56 +334,32 @@ class PostgresSagaStore:
         update: SagaUpdate,
         lease_seconds: float,
     ) -> None:
-        psycopg, _ = _driver()
-        sets = [f"updated = {_NOW}"]
-        values: list[object] = []
-        if update.release:
-            sets.append("lease_expires = NULL")
-            sets.append("owner = NULL")
-        else:
-            sets.append(f"lease_expires = {_NOW} + %s")
-            values.append(lease_seconds)
-        for column, value in (
-            ("status", update.status.value if update.status is not None else None),
-            ("data", update.data),
-            ("data_type", update.data_type),
-            ("failed_step", update.failed_step),
-            ("error", update.error),
-        ):
-            if value is not None:
-                sets.append(f"{column} = %s")
-                values.append(value)
-        # One statement, so one round trip and an implicit transaction: the lease check (the
-        # UPDATE matches only while `owner` holds the saga) and the new entries (inserted only
-        # from that UPDATE's row) commit together or not at all.
-        statement = (
-            f"WITH owned AS (UPDATE {self._t('sagas')} SET {', '.join(sets)} "
-            "WHERE saga_id = %s AND owner = %s RETURNING saga_id)"
+        status = update.status
+        row = _dumps(
+            [
+                saga_id,
+                owner,
+                lease_seconds,
+                update.release,
+                None if status is None else status.value,
+                update.data,
+                update.data_type,
+                update.failed_step,
+                update.error,
+            ]
         )
-        statement += f"{self._entries_from('owned') if events else ''} SELECT count(*) FROM owned"
-        params: list[object] = [*values, saga_id, owner, *_columns(events)]
-
-        async def run(conn: AsyncConnection[Any], retried: bool) -> None:
-            try:
-                cursor = await conn.execute(statement, params, prepare=True)
-                row = await cursor.fetchone()
-                if row is None or row[0] != 1:
-                    raise SagaLeaseLostError(saga_id, owner)
-            except psycopg.errors.UniqueViolation:
-                if retried and events:  # the first try committed before its connection died
-                    return
-                raise
-            except SagaLeaseLostError:
-                if (
-                    retried
-                    and update.release
-                    and events
-                    and await self._has_event(conn, saga_id, events[-1].seq)
-                ):
-                    return  # the first try committed, releasing the lease
-                raise
-
-        await self._write(run)
+        await self._writes().write(
+            _Write(
+                saga_id,
+                owner,
+                False,
+                row,
+                _entries(saga_id, events),
+                len(events),
+                update.release,
+                events[-1].seq if events else 0,
+            )
+        )
 
     async def claim(
         self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
@@ -434,11 +416,14 @@ class PostgresSagaStore:
         if self._pool is None:
             await self._open_here()
         async with self._connection() as conn:
+            # Rows locked in saga id order, as batch writes lock them: never a deadlock.
             cursor = await conn.execute(
-                f"UPDATE {self._t('sagas')} SET lease_expires = {_NOW} + %s "
-                "WHERE owner = %s AND saga_id = ANY(%s) "
-                "RETURNING saga_id, status, cancel_requested_by, cancel_requested_at",
-                (lease_seconds, owner, list(saga_ids)),
+                f"WITH locked AS (SELECT saga_id FROM {self._t('sagas')} "
+                "WHERE owner = %s AND saga_id = ANY(%s) ORDER BY saga_id FOR UPDATE) "
+                f"UPDATE {self._t('sagas')} AS s SET lease_expires = {_NOW} + %s "
+                "FROM locked WHERE s.saga_id = locked.saga_id AND s.owner = %s "
+                "RETURNING s.saga_id, s.status, s.cancel_requested_by, s.cancel_requested_at",
+                (owner, list(saga_ids), lease_seconds, owner),
             )
             rows = await cursor.fetchall()
         return Renewal(
@@ -572,20 +557,67 @@ class PostgresSagaStore:
         )
         return await cursor.fetchone() is not None
 
-    def _entries_from(self, source: str) -> str:
-        """A CTE inserting a batch of log entries (passed as one array per column, see
-        `_columns`) for the saga row that `source` (a CTE returning saga_id) yields: none if
-        it yields none."""
-        return (
-            f", added AS (INSERT INTO {self._t('events')} "
-            f"({_EVENT_COLUMNS.replace('::text', '')}, saga_id) "
-            "SELECT e.seq, e.kind, e.at, e.step_key, e.step, e.attempt, e.elapsed, "
-            f"e.error_type, e.error, e.data::jsonb, e.data_type, e.owner, {source}.saga_id "
-            f"FROM {source}, unnest(%s::int[], %s::text[], %s::float8[], %s::text[], "
-            "%s::text[], %s::int[], %s::float8[], %s::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[]) AS e(seq, kind, at, step_key, step, attempt, elapsed, "
-            "error_type, error, data, data_type, owner) RETURNING 1)"
-        )
+    def _writes(self) -> GroupCommit[_Write]:
+        """The running loop's group commit (writes from one loop share round trips)."""
+        loop = asyncio.get_running_loop()
+        writes = self._group_commits.get(loop)
+        if writes is None:
+            writes = self._group_commits[loop] = GroupCommit(
+                self._flush, _saga_of, concurrency=self._flushes
+            )
+        return writes
+
+    async def _flush(self, writes: Sequence[_Write]) -> FlushOutcomes:
+        """Write a batch of sagas' writes in one statement (one round trip, one commit), each
+        applied only where its lease holds. A batch the server refuses for another reason
+        than a lost connection (a value it cannot store) is written again one write at a
+        time, so that the refusal stays with the saga that caused it."""
+        outcomes: list[BaseException | None] = []
+
+        async def run(conn: AsyncConnection[Any], retried: bool) -> None:
+            cursor = await conn.execute(self._batch_statement, _batch_params(writes), prepare=True)
+            written = {saga_id: entries for saga_id, entries in await cursor.fetchall()}
+            outcomes[:] = [await self._outcome(conn, w, written, retried) for w in writes]
+
+        try:
+            await self._write(run)
+        except SagaStoreError as error:
+            if len(writes) == 1 or not isinstance(error.__cause__, _driver()[0].DataError):
+                raise
+            return [outcome for write in writes for outcome in await self._flush((write,))]
+        return outcomes
+
+    async def _outcome(
+        self,
+        conn: AsyncConnection[Any],
+        write: _Write,
+        written: dict[str, int],
+        retried: bool,
+    ) -> BaseException | None:
+        """What the batch statement did for one write: None when it is in the store."""
+        entries = written.get(write.saga_id)
+        if entries is None:  # refused: the saga exists already (begin) or is not ours
+            if write.begin:
+                if retried and await self._owned_with(conn, write.saga_id, write.owner):
+                    return None  # the first try committed before its connection died
+                return SagaAlreadyStartedError(write.saga_id)
+            if (
+                retried
+                and write.release
+                and write.entries
+                and await self._has_event(conn, write.saga_id, write.last_seq)
+            ):
+                return None  # the first try committed, releasing the lease
+            return SagaLeaseLostError(write.saga_id, write.owner)
+        if entries != write.entries and not retried:
+            # The row was ours but some of the entries' numbers were taken: two writers
+            # wrote one log, which leases exist to prevent. Stop this run; recovery reads
+            # the log as it is.
+            return SagaStoreError(
+                f"saga {write.saga_id}: {write.entries - entries} of {write.entries} log "
+                "entries were in the store already; the saga is left to recovery"
+            )
+        return None
 
     async def _load(self, conn: AsyncConnection[Any], saga_id: str) -> SagaRecord | None:
         cursor = await conn.execute(
@@ -673,12 +705,95 @@ class PostgresSagaStore:
         )
 
 
-def _columns(events: Sequence[StoredEvent]) -> list[list[object]]:
-    """The entries as one list per column, for `unnest` (none when there are none)."""
+class _Write(NamedTuple):
+    """One saga's write, ready for a batch: its row and its log entries as JSON."""
+
+    saga_id: str
+    owner: str | None
+    begin: bool
+    """A new saga's row (`begin`), else a change to an owned one (`append`)."""
+    row: str
+    entries_json: str
+    """The log entries as JSON arrays joined by commas (no brackets), or ''."""
+    entries: int
+    release: bool
+    last_seq: int
+
+
+def _saga_of(write: _Write) -> str:
+    return write.saga_id
+
+
+_dumps: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+"""JSON for a batch's parameters: compact, ASCII (a lone surrogate in an error text is escaped,
+and refused by the server for its own write only), refusing NaN (as PostgreSQL does)."""
+
+
+def _entries(saga_id: str, events: Sequence[StoredEvent]) -> str:
+    """The entries as JSON arrays (saga id first, then the columns), joined by commas."""
     if not events:
-        return []
-    # A StoredEvent is a tuple in column order: its columns are the events transposed.
-    return [list(column) for column in zip(*events, strict=True)]
+        return ""
+    return _dumps([(saga_id, *event) for event in events])[1:-1]
+
+
+def _batch_params(writes: Sequence[_Write]) -> tuple[str, str, str]:
+    """The batch statement's three parameters: the new rows, the changes, the entries."""
+    begins = ",".join(w.row for w in writes if w.begin)
+    changes = ",".join(w.row for w in writes if not w.begin)
+    entries = ",".join(w.entries_json for w in writes if w.entries)
+    return f"[{begins}]", f"[{changes}]", f"[{entries}]"
+
+
+def _batch_statement(table: Callable[[str], str]) -> str:
+    """One statement writing a batch of sagas' writes (see `_batch_params`): new sagas' rows
+    (a saga id that exists is left alone), changes to rows their writer still owns (locked
+    in saga id order, as `renew` locks them, so that the two never deadlock), and the log
+    entries of exactly the rows written. Returns each written saga's id and how many of its
+    entries were inserted. The JSON parameters are one string each: nothing is adapted per
+    value on the client. The leading comment names the statement in `pg_stat_activity`."""
+    sagas, events = table("sagas"), table("events")
+    return f"""/* spakky-saga write */
+WITH new_rows AS (
+  SELECT x->>0 AS saga_id, x->>1 AS saga_name, x->>2 AS status, x->>3 AS fingerprint,
+    x->>4 AS structure, x->>5 AS policy, (x->>6)::jsonb AS data, x->>7 AS data_type,
+    x->>8 AS codec, x->>9 AS owner, (x->>10)::float8 AS lease, x->>11 AS failed_step,
+    x->>12 AS error
+  FROM jsonb_array_elements(%s::jsonb) AS x),
+begun AS (
+  INSERT INTO {sagas} (saga_id, saga_name, status, fingerprint, structure, policy, data,
+    data_type, codec, created, updated, owner, lease_expires, failed_step, error)
+  SELECT saga_id, saga_name, status, fingerprint, structure, policy, data, data_type, codec,
+    {_NOW}, {_NOW}, owner, {_NOW} + lease, failed_step, error FROM new_rows
+  ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id),
+changes AS (
+  SELECT x->>0 AS saga_id, x->>1 AS owner, (x->>2)::float8 AS lease, (x->>3)::boolean AS release,
+    x->>4 AS status, (x->>5)::jsonb AS data, x->>6 AS data_type, x->>7 AS failed_step,
+    x->>8 AS error
+  FROM jsonb_array_elements(%s::jsonb) AS x),
+locked AS (
+  SELECT s.saga_id FROM {sagas} AS s JOIN changes AS c
+    ON s.saga_id = c.saga_id AND s.owner = c.owner
+  ORDER BY s.saga_id FOR UPDATE OF s),
+owned AS (
+  UPDATE {sagas} AS s SET updated = {_NOW},
+    lease_expires = CASE WHEN c.release THEN NULL ELSE {_NOW} + c.lease END,
+    owner = CASE WHEN c.release THEN NULL ELSE s.owner END,
+    status = COALESCE(c.status, s.status), data = COALESCE(c.data, s.data),
+    data_type = COALESCE(c.data_type, s.data_type),
+    failed_step = COALESCE(c.failed_step, s.failed_step), error = COALESCE(c.error, s.error)
+  FROM changes AS c, locked AS l
+  WHERE s.saga_id = c.saga_id AND l.saga_id = c.saga_id AND s.owner = c.owner
+  RETURNING s.saga_id),
+written AS (SELECT saga_id FROM begun UNION ALL SELECT saga_id FROM owned),
+added AS (
+  INSERT INTO {events} (saga_id, seq, kind, at, step_key, step, attempt, elapsed, error_type,
+    error, data, data_type, owner)
+  SELECT w.saga_id, (x->>1)::int, x->>2, (x->>3)::float8, x->>4, x->>5, (x->>6)::int,
+    (x->>7)::float8, x->>8, x->>9, (x->>10)::jsonb, x->>11, x->>12
+  FROM jsonb_array_elements(%s::jsonb) AS x JOIN written AS w ON w.saga_id = x->>0
+  ON CONFLICT (saga_id, seq) DO NOTHING RETURNING saga_id)
+SELECT w.saga_id, (SELECT count(*) FROM added AS a WHERE a.saga_id = w.saga_id)::int
+FROM written AS w"""
 
 
 _TRANSIENT: Final = (
