@@ -240,8 +240,11 @@ class SagaStore(Protocol):
         update: SagaUpdate,
         lease_seconds: float,
     ) -> None:
-        """Append `events` and apply `update` atomically, renewing the lease; raise
-        SagaLeaseLostError (writing nothing) if `owner` no longer owns the saga."""
+        """Append `events` and apply `update` atomically; raise SagaLeaseLostError (writing
+        nothing) if `owner` no longer owns the saga. The lease is not extended (the stores
+        here leave that to `renew`, which the engine's heartbeat calls every third of a
+        lease): a step's write changes the saga's row and log only. `lease_seconds` is the
+        engine's lease, for stores that want it."""
         ...
 
     async def claim(

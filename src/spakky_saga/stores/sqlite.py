@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
 from spakky_saga.errors import (
@@ -103,40 +103,63 @@ _EVENT_COLUMNS: Final = ", ".join(StoredEvent._fields)  # a row is a StoredEvent
 type Synchronous = Literal["FULL", "NORMAL"]
 
 
-class _Job:
-    """A function to run on the worker's connection, and the loop future its outcome goes to
-    (set through `call_soon_threadsafe`: the cheapest way back to the event loop)."""
+class _Write(NamedTuple):
+    """One saga's write: a new saga's row (`record`, from `begin`) or a change to a row its
+    writer owns (`update`, from `append`), with its log entries. The worker writes many in
+    one transaction."""
 
-    __slots__ = ("batchable", "future", "loop", "run")
+    saga_id: str
+    owner: str | None
+    record: SagaRecord | None
+    update: SagaUpdate | None
+    events: Sequence[StoredEvent]
+    lease_seconds: float
+
+
+class _Job:
+    """Work for the worker's connection, and the loop future its outcome goes to: a write
+    (`write`, batched with others) or a function (`run`, in a transaction of its own)."""
+
+    __slots__ = ("future", "loop", "run", "write")
 
     def __init__(
         self,
-        run: Callable[[sqlite3.Connection], Any],
         loop: asyncio.AbstractEventLoop | None,
         *,
-        batchable: bool,
+        run: Callable[[sqlite3.Connection], Any] | None = None,
+        write: _Write | None = None,
     ) -> None:
         self.run = run
-        self.batchable = batchable
+        self.write = write
         self.loop = loop
         self.future: asyncio.Future[Any] | None = None if loop is None else loop.create_future()
 
-    def done(self, result: Any = None, error: BaseException | None = None) -> None:
-        """Hand the outcome to the loop (from the worker thread); nobody waits for a job
-        without a loop (a checkpoint)."""
-        if self.loop is None or self.future is None:
-            return
+
+type _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _hand_back(
+    jobs: Sequence[_Job], results: Sequence[Any], errors: Sequence[BaseException | None]
+) -> None:
+    """Hand the jobs' outcomes to their loops (from the worker thread): one wake-up per loop
+    for the whole batch, not one per job. Nobody waits for a job without a loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for job, result, error in zip(jobs, results, errors, strict=True):
+        if job.loop is not None and job.future is not None:
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+    for loop, outcomes in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+            loop.call_soon_threadsafe(_settle, outcomes)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class SqliteSagaStore:
@@ -176,6 +199,9 @@ class SqliteSagaStore:
         self._inline: sqlite3.Connection | None = None
         self._inline_lock = threading.Lock()
         self._inline_commits = 0
+        self._worker_writes = 0
+        """Writes handed to the worker and not answered yet: while there are some, a new write
+        joins them rather than going inline (they share a commit)."""
 
     def __repr__(self) -> str:
         return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -196,7 +222,9 @@ class SqliteSagaStore:
                     target=self._work, name=f"spakky-saga-sqlite:{self.path.name}", daemon=True
                 )
                 self._thread.start()
-        await self._submit(self._prepare, batchable=False)  # idempotent, if run twice
+        await self._submit(
+            _Job(asyncio.get_running_loop(), run=self._prepare)
+        )  # idempotent, if run twice
         self._ready = True
 
     async def close(self) -> None:
@@ -216,37 +244,7 @@ class SqliteSagaStore:
     async def begin(
         self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
     ) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            now = self._clock()
-            try:
-                db.execute(
-                    f"INSERT INTO spakky_saga_sagas ({_SAGA_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.saga_id,
-                        record.saga_name,
-                        record.status.value,
-                        record.fingerprint,
-                        record.structure,
-                        record.policy,
-                        record.data,
-                        record.data_type,
-                        record.codec,
-                        record.created,
-                        now,
-                        record.owner,
-                        now + lease_seconds,
-                        record.failed_step,
-                        record.error,
-                        None,
-                        None,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise SagaAlreadyStartedError(record.saga_id) from None
-            _insert_events(db, record.saga_id, events)
-
-        await self._call(run, batchable=True)
+        await self._write(_Write(record.saga_id, record.owner, record, None, events, lease_seconds))
 
     async def append(
         self,
@@ -256,31 +254,7 @@ class SqliteSagaStore:
         update: SagaUpdate,
         lease_seconds: float,
     ) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            now = self._clock()
-            sets = ["updated = ?", "lease_expires = ?"]
-            values: list[object] = [now, None if update.release else now + lease_seconds]
-            for column, value in (
-                ("status", update.status.value if update.status is not None else None),
-                ("data", update.data),
-                ("data_type", update.data_type),
-                ("failed_step", update.failed_step),
-                ("error", update.error),
-            ):
-                if value is not None:
-                    sets.append(f"{column} = ?")
-                    values.append(value)
-            if update.release:
-                sets.append("owner = NULL")
-            changed = db.execute(
-                f"UPDATE spakky_saga_sagas SET {', '.join(sets)} WHERE saga_id = ? AND owner = ?",
-                (*values, saga_id, owner),
-            ).rowcount
-            if changed != 1:
-                raise SagaLeaseLostError(saga_id, owner)
-            _insert_events(db, saga_id, events)
-
-        await self._call(run, batchable=True)
+        await self._write(_Write(saga_id, owner, None, update, events, lease_seconds))
 
     async def claim(
         self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
@@ -307,7 +281,7 @@ class SqliteSagaStore:
                 claimed.append(_load(db, saga_id))
             return [r for r in claimed if r is not None]
 
-        result: list[SagaRecord] = await self._call(run, batchable=False)
+        result: list[SagaRecord] = await self._call(run)
         return result
 
     async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
@@ -332,7 +306,7 @@ class SqliteSagaStore:
                 )
             return record
 
-        result: SagaRecord = await self._call(run, batchable=False)
+        result: SagaRecord = await self._call(run)
         return result
 
     async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
@@ -360,7 +334,7 @@ class SqliteSagaStore:
                 },
             )
 
-        result: Renewal = await self._call(run, batchable=False)
+        result: Renewal = await self._call(run)
         return result
 
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
@@ -375,11 +349,11 @@ class SqliteSagaStore:
             ).fetchone()
             return None if row is None else SagaRecord.from_row(row)
 
-        result: SagaRecord | None = await self._call(run, batchable=False)
+        result: SagaRecord | None = await self._call(run)
         return result
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        result: SagaRecord | None = await self._call(lambda db: _load(db, saga_id), batchable=False)
+        result: SagaRecord | None = await self._call(lambda db: _load(db, saga_id))
         return result
 
     async def list(
@@ -398,7 +372,7 @@ class SqliteSagaStore:
             ).fetchall()
             return [SagaRecord.from_row(row) for row in rows]
 
-        result: list[SagaRecord] = await self._call(run, batchable=False)
+        result: list[SagaRecord] = await self._call(run)
         return result
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
@@ -421,28 +395,35 @@ class SqliteSagaStore:
                 db.execute(f"DELETE {which}", params)
             return gone
 
-        result: tuple[str, ...] = await self._call(run, batchable=False)
+        result: tuple[str, ...] = await self._call(run)
         return result
 
     # --- the worker thread -------------------------------------------------------------------
 
-    async def _call(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
+    async def _call(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `run` on the worker's connection, in a transaction of its own."""
         if not self._ready:
             await self.open()
-        if batchable and self._inline_enabled:
-            done, result = self._try_inline(run)
-            if done:
-                return result
-        return await self._submit(run, batchable=batchable)
+        return await self._submit(_Job(asyncio.get_running_loop(), run=run))
 
-    def _try_inline(self, run: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+    async def _write(self, write: _Write) -> None:
+        """Write inline when that is cheaper (see `_try_inline`), else through the worker,
+        with the other writes waiting there."""
+        if not self._ready:
+            await self.open()
+        if self._inline_enabled and self._try_inline(write):
+            return
+        await self._submit(_Job(asyncio.get_running_loop(), write=write))
+
+    def _try_inline(self, write: _Write) -> bool:
         """With synchronous=NORMAL a commit is a write to the WAL, no fsync (about 15 us): it
         costs less on the loop's thread than the round trip to the worker. Only when nothing
-        waits: the inline connection never waits for a lock (busy timeout 0) and never
-        checkpoints (the worker does), so it cannot hold the loop up; if the database is busy,
-        the write goes to the worker after all. Returns (done, result)."""
-        if not self._jobs.empty() or not self._inline_lock.acquire(blocking=False):
-            return False, None
+        waits: not while the worker has writes (they are committed together there), and the
+        inline connection never waits for a lock (busy timeout 0) and never checkpoints (the
+        worker does), so it cannot hold the loop up; if the database is busy, the write goes
+        to the worker after all. Returns whether it was written (or raises why not)."""
+        if self._worker_writes or not self._inline_lock.acquire(blocking=False):
+            return False
         try:
             db = self._inline
             if db is None:
@@ -451,27 +432,34 @@ class SqliteSagaStore:
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # locked by the worker or another process
-                return False, None
+                return False
             try:
-                result = run(db)
+                [error] = _apply_writes(db, [write], self._clock())
                 db.execute("COMMIT")
-            except BaseException as error:
+            except BaseException as failure:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                raise _store_error(error, self.path) from None
+                raise _store_error(failure, self.path) from None
             self._inline_commits += 1
             if self._inline_commits >= _CHECKPOINT_EVERY:
                 self._inline_commits = 0
-                self._jobs.put(_Job(_checkpoint, None, batchable=False))
-            return True, result
+                self._jobs.put(_Job(None, run=_checkpoint))
         finally:
             self._inline_lock.release()
+        if error is not None:
+            raise _store_error(error, self.path)
+        return True
 
-    async def _submit(self, run: Callable[[sqlite3.Connection], Any], *, batchable: bool) -> Any:
-        job = _Job(run, asyncio.get_running_loop(), batchable=batchable)
+    async def _submit(self, job: _Job) -> Any:
+        if job.write is not None:
+            self._worker_writes += 1
         self._jobs.put(job)
         assert job.future is not None
-        return await job.future
+        try:
+            return await job.future
+        finally:
+            if job.write is not None:
+                self._worker_writes -= 1
 
     def _work(self) -> None:
         """The worker: owns the connection; commits queued writes together."""
@@ -486,13 +474,13 @@ class SqliteSagaStore:
                 try:
                     db = self._connect(inspect=True)
                 except BaseException as error:
-                    job.done(error=error)
+                    _hand_back([job], [None], [error])
                     continue
             if job.run is _checkpoint:  # outside any transaction; a failure is not urgent
                 with contextlib.suppress(sqlite3.Error):
                     _checkpoint(db)
                 continue
-            if not job.batchable:
+            if job.write is None:
                 _run_one(db, job, self.path)
                 continue
             batch = [job]
@@ -504,11 +492,11 @@ class SqliteSagaStore:
                 if more is None:
                     self._jobs.put(None)  # stop, after committing this batch
                     break
-                if not more.batchable:
+                if more.write is None:
                     pending = more  # runs next, on its own
                     break
                 batch.append(more)
-            _run_batch(db, batch, self.path)
+            _write_batch(db, batch, self.path, self._clock)
         if db is not None:
             db.close()
 
@@ -647,6 +635,7 @@ def _checkpoint(db: sqlite3.Connection) -> None:
 
 
 def _run_one(db: sqlite3.Connection, job: _Job, path: Path) -> None:
+    assert job.run is not None
     try:
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -656,39 +645,155 @@ def _run_one(db: sqlite3.Connection, job: _Job, path: Path) -> None:
             raise
         db.execute("COMMIT")
     except BaseException as error:
-        job.done(error=_store_error(error, path))
+        _hand_back([job], [None], [_store_error(error, path)])
         return
-    job.done(result)
+    _hand_back([job], [result], [None])
 
 
-def _run_batch(db: sqlite3.Connection, batch: list[_Job], path: Path) -> None:
-    """One transaction, one savepoint a job: a refused job is undone alone."""
-    if len(batch) == 1:  # nothing to keep apart: no savepoint
-        _run_one(db, batch[0], path)
-        return
-    outcomes: list[tuple[_Job, BaseException | None]] = []
+def _write_batch(
+    db: sqlite3.Connection, batch: list[_Job], path: Path, clock: Callable[[], float]
+) -> None:
+    """Commit a batch of writes in one transaction (one fsync for all of them)."""
+    writes = [job.write for job in batch if job.write is not None]
     try:
         db.execute("BEGIN IMMEDIATE")
-        for job in batch:
-            db.execute("SAVEPOINT job")
-            try:
-                job.run(db)
-            except BaseException as error:
-                db.execute("ROLLBACK TO job")
-                db.execute("RELEASE job")
-                outcomes.append((job, error))
-                continue
-            db.execute("RELEASE job")
-            outcomes.append((job, None))
-        db.execute("COMMIT")
-    except BaseException as error:  # the commit itself failed: nothing was written
-        if db.in_transaction:
+        try:
+            errors = _apply_writes(db, writes, clock())
+        except BaseException:
             db.execute("ROLLBACK")
-        for job in batch:
-            job.done(error=_store_error(error, path))
+            raise
+        db.execute("COMMIT")
+    except BaseException as error:  # the transaction failed: nothing was written
+        failure = _store_error(error, path)
+        _hand_back(batch, [None] * len(batch), [failure] * len(batch))
         return
-    for job, failure in outcomes:
-        job.done(error=None if failure is None else _store_error(failure, path))
+    _hand_back(
+        batch,
+        [None] * len(batch),
+        [None if error is None else _store_error(error, path) for error in errors],
+    )
+
+
+class _Refused(Exception):
+    """A write of the batch was refused (a saga id taken, a lease lost, a log entry there
+    already): the batch is written again write by write, to learn which."""
+
+
+def _apply_writes(
+    db: sqlite3.Connection, writes: Sequence[_Write], now: float
+) -> list[BaseException | None]:
+    """Apply `writes` in the open transaction; return each one's refusal (None: written).
+
+    First all at once (one `executemany` per statement), which is what happens when no write
+    is refused; if one is, that is undone and the writes are applied one at a time, each in
+    a savepoint, so that a refused write changes nothing and the others still go in."""
+    db.execute("SAVEPOINT batch")
+    try:
+        _apply_together(db, writes, now)
+    except (sqlite3.IntegrityError, _Refused):
+        db.execute("ROLLBACK TO batch")
+        db.execute("RELEASE batch")
+        return [_apply_alone(db, write, now) for write in writes]
+    db.execute("RELEASE batch")
+    return [None] * len(writes)
+
+
+def _apply_together(db: sqlite3.Connection, writes: Sequence[_Write], now: float) -> None:
+    rows = [_row(write, now) for write in writes if write.record is not None]
+    if rows:
+        db.executemany(_INSERT_SAGA, rows)
+    changes: dict[str, list[tuple[object, ...]]] = {}
+    for write in writes:
+        if write.update is not None:
+            statement, values = _change(write, now)
+            changes.setdefault(statement, []).append(values)
+    for statement, params in changes.items():
+        if db.executemany(statement, params).rowcount != len(params):
+            raise _Refused  # a lease was lost: which one, the write-by-write pass says
+    entries = [(write.saga_id, *event) for write in writes for event in write.events]
+    if entries:
+        db.executemany(_INSERT_EVENT, entries)
+
+
+def _apply_alone(db: sqlite3.Connection, write: _Write, now: float) -> BaseException | None:
+    db.execute("SAVEPOINT one")
+    try:
+        if write.record is not None:
+            try:
+                db.execute(_INSERT_SAGA, _row(write, now))
+            except sqlite3.IntegrityError:
+                raise SagaAlreadyStartedError(write.saga_id) from None
+        else:
+            statement, params = _change(write, now)
+            if db.execute(statement, params).rowcount != 1:
+                raise SagaLeaseLostError(write.saga_id, write.owner or "")
+        if write.events:
+            db.executemany(_INSERT_EVENT, [(write.saga_id, *event) for event in write.events])
+    except Exception as error:
+        db.execute("ROLLBACK TO one")
+        db.execute("RELEASE one")
+        return error
+    db.execute("RELEASE one")
+    return None
+
+
+_INSERT_SAGA: Final = (
+    f"INSERT INTO spakky_saga_sagas ({_SAGA_COLUMNS}) VALUES ({', '.join('?' * len(SAGA_COLUMNS))})"
+)
+_INSERT_EVENT: Final = (
+    f"INSERT INTO spakky_saga_events (saga_id, {_EVENT_COLUMNS}) "
+    f"VALUES ({', '.join('?' * (len(StoredEvent._fields) + 1))})"
+)
+
+
+def _row(write: _Write, now: float) -> tuple[object, ...]:
+    """A new saga's row (`begin`), in `SAGA_COLUMNS` order."""
+    record = write.record
+    assert record is not None
+    return (
+        record.saga_id,
+        record.saga_name,
+        record.status.value,
+        record.fingerprint,
+        record.structure,
+        record.policy,
+        record.data,
+        record.data_type,
+        record.codec,
+        record.created,
+        now,
+        record.owner,
+        now + write.lease_seconds,
+        record.failed_step,
+        record.error,
+        None,
+        None,
+    )
+
+
+def _change(write: _Write, now: float) -> tuple[str, tuple[object, ...]]:
+    """The UPDATE for an `append` and its parameters. Only the columns that change are set:
+    SQLite rewrites an index entry whenever an indexed column is set, even to its own value,
+    and the status index (status, lease_expires) would double the pages a step writes. The
+    lease is not extended here: `renew` (the engine's heartbeat) does that."""
+    update = write.update
+    assert update is not None
+    sets = ["updated = ?"]
+    values: list[object] = [now]
+    for column, value in (
+        ("status", None if update.status is None else update.status.value),
+        ("data", update.data),
+        ("data_type", update.data_type),
+        ("failed_step", update.failed_step),
+        ("error", update.error),
+    ):
+        if value is not None:
+            sets.append(f"{column} = ?")
+            values.append(value)
+    if update.release:
+        sets.append("owner = NULL, lease_expires = NULL")
+    statement = f"UPDATE spakky_saga_sagas SET {', '.join(sets)} WHERE saga_id = ? AND owner = ?"
+    return statement, (*values, write.saga_id, write.owner)
 
 
 def _file_of(path: str | Path) -> Path:
@@ -772,15 +877,6 @@ def _store_error(error: BaseException, path: Path) -> BaseException:
         wrapped.__cause__ = error
         return wrapped
     return error
-
-
-def _insert_events(db: sqlite3.Connection, saga_id: str, events: Sequence[StoredEvent]) -> None:
-    if events:
-        db.executemany(
-            f"INSERT INTO spakky_saga_events (saga_id, {_EVENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(saga_id, *event) for event in events],  # a StoredEvent is in column order
-        )
 
 
 def _load(db: sqlite3.Connection, saga_id: str) -> SagaRecord | None:
