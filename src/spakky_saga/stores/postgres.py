@@ -550,12 +550,6 @@ class PostgresSagaStore:
         )
         return await cursor.fetchone() is not None
 
-    async def _has_event(self, conn: AsyncConnection[Any], saga_id: str, seq: int) -> bool:
-        cursor = await conn.execute(
-            f"SELECT 1 FROM {self._t('events')} WHERE saga_id = %s AND seq = %s", (saga_id, seq)
-        )
-        return await cursor.fetchone() is not None
-
     def _writes(self) -> GroupCommit[_Write]:
         """The running loop's group commit (writes from one loop share round trips)."""
         loop = asyncio.get_running_loop()
@@ -568,55 +562,70 @@ class PostgresSagaStore:
 
     async def _flush(self, writes: Sequence[_Write]) -> FlushOutcomes:
         """Write a batch of sagas' writes in one statement (one round trip, one commit), each
-        applied only where its lease holds. A batch the server refuses for another reason
-        than a lost connection (a value it cannot store) is written again one write at a
-        time, so that the refusal stays with the saga that caused it."""
-        outcomes: list[BaseException | None] = []
-
-        async def run(conn: AsyncConnection[Any], retried: bool) -> None:
-            cursor = await conn.execute(self._batch_statement, _batch_params(writes), prepare=True)
-            written = {saga_id: entries for saga_id, entries in await cursor.fetchall()}
-            outcomes[:] = [await self._outcome(conn, w, written, retried) for w in writes]
-
+        applied only where its lease holds. A batch the server refuses as a whole for one
+        write's sake (a value it cannot store, a log entry there already) is written again
+        one write at a time, so that the refusal stays with the saga that caused it."""
+        psycopg, _ = _driver()
         try:
-            await self._write(run)
+            return await self._write_batch(writes)
         except SagaStoreError as error:
-            if len(writes) == 1 or not isinstance(error.__cause__, _driver()[0].DataError):
+            if len(writes) == 1 or not isinstance(
+                error.__cause__, psycopg.DataError | psycopg.IntegrityError
+            ):
                 raise
-            return [outcome for write in writes for outcome in await self._flush((write,))]
+        outcomes: list[BaseException | None] = []
+        for write in writes:
+            try:
+                outcomes.extend(await self._write_batch((write,)))
+            except SagaStoreError as error:
+                outcomes.append(error)
         return outcomes
 
-    async def _outcome(
-        self,
-        conn: AsyncConnection[Any],
-        write: _Write,
-        written: dict[str, int],
-        retried: bool,
-    ) -> BaseException | None:
-        """What the batch statement did for one write: None when it is in the store."""
-        entries = written.get(write.saga_id)
-        if entries is None:  # refused: the saga exists already (begin) or is not ours
-            if write.begin:
-                if retried and await self._owned_with(conn, write.saga_id, write.owner):
-                    return None  # the first try committed before its connection died
-                return SagaAlreadyStartedError(write.saga_id)
-            if (
-                retried
-                and write.release
-                and write.entries
-                and await self._has_event(conn, write.saga_id, write.last_seq)
-            ):
-                return None  # the first try committed, releasing the lease
-            return SagaLeaseLostError(write.saga_id, write.owner)
-        if entries != write.entries and not retried:
-            # The row was ours but some of the entries' numbers were taken: two writers
-            # wrote one log, which leases exist to prevent. Stop this run; recovery reads
-            # the log as it is.
-            return SagaStoreError(
-                f"saga {write.saga_id}: {write.entries - entries} of {write.entries} log "
-                "entries were in the store already; the saga is left to recovery"
+    async def _write_batch(self, writes: Sequence[_Write]) -> FlushOutcomes:
+        outcomes: dict[int, BaseException | None] = {}
+
+        async def run(conn: AsyncConnection[Any], retried: bool) -> None:
+            todo = list(enumerate(writes))
+            if retried:  # the first try may have committed before its connection died
+                there = await self._logged_already(conn, writes)
+                outcomes.update((index, None) for index, write in todo if write in there)
+                todo = [(index, write) for index, write in todo if write not in there]
+            cursor = await conn.execute(
+                self._batch_statement, _batch_params([w for _, w in todo]), prepare=True
             )
-        return None
+            written = {row[0] for row in await cursor.fetchall()}
+            for index, write in todo:
+                outcomes[index] = (
+                    None if write.saga_id in written else await self._refusal(conn, write, retried)
+                )
+
+        await self._write(run)
+        return [outcomes[index] for index in range(len(writes))]
+
+    async def _logged_already(
+        self, conn: AsyncConnection[Any], writes: Sequence[_Write]
+    ) -> set[_Write]:
+        """The writes whose last log entry is in the store (they were written)."""
+        logged = [w for w in writes if w.entries]
+        if not logged:
+            return set()
+        cursor = await conn.execute(
+            f"SELECT saga_id, seq FROM {self._t('events')} "
+            "WHERE (saga_id, seq) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
+            ([w.saga_id for w in logged], [w.last_seq for w in logged]),
+        )
+        there = set(await cursor.fetchall())
+        return {w for w in logged if (w.saga_id, w.last_seq) in there}
+
+    async def _refusal(
+        self, conn: AsyncConnection[Any], write: _Write, retried: bool
+    ) -> BaseException | None:
+        """Why the batch statement did not write `write` (None: it was written after all)."""
+        if write.begin:
+            if retried and await self._owned_with(conn, write.saga_id, write.owner):
+                return None  # the first try committed before its connection died
+            return SagaAlreadyStartedError(write.saga_id)
+        return SagaLeaseLostError(write.saga_id, write.owner or "")
 
     async def _load(self, conn: AsyncConnection[Any], saga_id: str) -> SagaRecord | None:
         cursor = await conn.execute(
@@ -792,9 +801,8 @@ added AS (
   SELECT w.saga_id, (x->>1)::int, x->>2, (x->>3)::float8, x->>4, x->>5, (x->>6)::int,
     (x->>7)::float8, x->>8, x->>9, (x->>10)::jsonb, x->>11, x->>12
   FROM jsonb_array_elements(%s::jsonb) AS x JOIN written AS w ON w.saga_id = x->>0
-  ON CONFLICT (saga_id, seq) DO NOTHING RETURNING saga_id)
-SELECT w.saga_id, (SELECT count(*) FROM added AS a WHERE a.saga_id = w.saga_id)::int
-FROM written AS w"""
+  RETURNING saga_id)
+SELECT w.saga_id FROM written AS w"""
 
 
 _TRANSIENT: Final = (
