@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -44,8 +45,11 @@ from spakky_saga import (
     PostgresSagaStore,
     SagaEngine,
     SagaFlow,
+    RecoveryOutcome,
+    RecoveryPolicy,
     SagaStatus,
     SagaStore,
+    SagaStoreError,
     SqliteSagaStore,
     StoredStatus,
     parallel,
@@ -200,6 +204,29 @@ class CountingStore:
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         return await self.inner.purge(finished_before, dry_run=dry_run)
+
+
+class CrashingStore(CountingStore):
+    """Refuses every saga's write after its first `keep`, as a store would after the process
+    died: the sagas stay unfinished in the store, as a crash leaves them."""
+
+    def __init__(self, inner: SagaStore, keep: int) -> None:
+        super().__init__(inner)
+        self.keep = keep
+        self.per_saga: dict[str, int] = {}
+
+    async def append(
+        self,
+        saga_id: str,
+        owner: str,
+        events: Sequence[StoredEvent],
+        update: SagaUpdate,
+        lease_seconds: float,
+    ) -> None:
+        count = self.per_saga[saga_id] = self.per_saga.get(saga_id, 0) + 1
+        if count >= self.keep:
+            raise SagaStoreError("the benchmark's crash")
+        await self.inner.append(saga_id, owner, events, update, lease_seconds)
 
 
 BareCommit = Callable[[int], Awaitable[list[float]]]
@@ -553,6 +580,49 @@ async def measure(
                     await in_flight(b.engine, flow, flight_sagas, IN_FLIGHT, pause=True)
                 f.flight_callbacks.append(timer.durations)
     return figures
+
+
+async def recovery_seconds(
+    open_store: Callable[[], SagaStore], policy: RecoveryPolicy, n: int, concurrency: int
+) -> float:
+    """Seconds one engine takes to recover `n` sagas another one left unfinished halfway
+    (after 5 of their 11 writes), by `policy`."""
+    saga = SAGAS["ten"]
+    dying = SagaEngine(
+        store=CrashingStore(open_store(), keep=5),
+        lease=timedelta(milliseconds=200),
+        recovery=policy,
+    )
+    datas = iter(fresh(n))
+
+    async def worker() -> None:
+        for data in datas:
+            with contextlib.suppress(SagaStoreError):
+                await dying.run(saga.flow, data, saga_name=saga.name)
+
+    async with asyncio.TaskGroup() as tasks:
+        for _ in range(IN_FLIGHT):
+            tasks.create_task(worker())
+    await dying.aclose()
+    await asyncio.sleep(0.3)  # the dead engine's leases run out
+    engine = SagaEngine(store=open_store(), lease=LEASE)
+    engine.register(saga.name, saga.flow, recovery=policy)
+    try:
+        settle()
+        t0 = time.perf_counter()
+        report = await engine.recover(limit=n, concurrency=concurrency)
+        seconds = time.perf_counter() - t0
+    finally:
+        await engine.aclose()
+    wanted = (
+        RecoveryOutcome.COMPLETED
+        if policy is RecoveryPolicy.RESUME
+        else RecoveryOutcome.COMPENSATED
+    )
+    outcomes = [r.outcome for r in report.sagas]
+    if len(outcomes) != n or any(o is not wanted for o in outcomes):
+        raise RuntimeError(f"recovery finished {len(outcomes)} of {n}: {set(outcomes)}")
+    return seconds
 
 
 # --- report ----------------------------------------------------------------------------------
