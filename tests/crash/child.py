@@ -6,6 +6,9 @@ Modes:
   `--kill` says (it prints a line only if it survives, which the parent treats as a failure);
 - `fleet`: start `--count` slow sagas at once (half of them RESUME, half COMPENSATE), print
   MIDWAY once every saga has begun and `--midway` actions are done, and go on until killed;
+- `batch`: start `--count` quick fleet sagas at once on `--store` and die inside the store's
+  shared batch write once one holds at least `--batch-size` sagas' writes: `--kill-batch
+  before` (written, not committed), `after` (committed, not yet acknowledged to any saga);
 - `recover`: call `recover()` in a loop until no saga is unfinished, then print a JSON
   summary of what this process did (or die where `--kill` says, while recovering);
 - `fork-server`: fork a process per `saga` case read from stdin (see `fork_server`).
@@ -22,9 +25,12 @@ import sys
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import spakky_saga.stores.sqlite as sqlite_store
 from spakky_saga import (
     PostgresSagaStore,
     RecoveryPolicy,
@@ -34,7 +40,17 @@ from spakky_saga import (
     SqliteSagaStore,
     StoredStatus,
 )
-from tests.crash.flows import FLOWS, MIDWAY, NO_KILL, KillPlan, Order, Participant, die
+from tests.crash.flows import (
+    FLOWS,
+    MIDWAY,
+    NO_KILL,
+    KillPlan,
+    Order,
+    Participant,
+    die,
+    fleet_runs,
+    register_fleet,
+)
 
 
 def open_store(kind: str, target: str, schema: str, synchronous: str = "FULL") -> SagaStore:
@@ -84,18 +100,8 @@ async def run_fleet(args: argparse.Namespace) -> None:
         store=open_store("postgres", args.target, args.schema),
         lease=timedelta(milliseconds=args.lease_ms),
     )
-    flows = {name: FLOWS[name](participant) for name in ("fleet_compensate", "fleet_resume")}
-    engine.register("fleet_compensate", flows["fleet_compensate"])
-    engine.register("fleet_resume", flows["fleet_resume"], recovery=RecoveryPolicy.RESUME)
-    names = ["fleet_compensate", "fleet_resume"]
-    runs = [
-        engine.run(
-            flows[names[index % 2]],
-            Order(order_id=index, saga_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{args.seed}/{index}")),
-            saga_name=names[index % 2],
-        )
-        for index in range(args.count)
-    ]
+    flows = register_fleet(engine, participant)
+    runs = fleet_runs(engine, flows, args.count, args.seed)
 
     async def watch() -> None:
         while len(participant.sagas_started) < args.count or participant.actions_done < args.midway:
@@ -105,6 +111,67 @@ async def run_fleet(args: argparse.Namespace) -> None:
 
     await asyncio.gather(watch(), *runs)
     say("SURVIVED fleet")  # every saga finished before the parent killed us
+
+
+def die_in_a_shared_batch(store: SagaStore, when: str, size: int, nth: int) -> None:
+    """Make the process SIGKILL itself in the store's `nth` batch write of `size` or more
+    sagas' writes: `before` its commit (the batch is applied, not committed), `after` it
+    (committed, no saga told yet)."""
+    seen = [0]
+
+    def fatal(writes: int) -> bool:
+        if writes < size:
+            return False
+        seen[0] += 1
+        return seen[0] >= nth
+
+    if isinstance(store, PostgresSagaStore):
+        write_batch = store._write_batch
+
+        async def postgres_batch(writes: Sequence[Any]) -> Any:
+            kill = fatal(len(writes))
+            if kill and when == "before":
+                die()  # nothing sent: the server has nothing of it
+            outcomes = await write_batch(writes)
+            if kill:
+                die()  # the statement committed; no saga has heard back
+            return outcomes
+
+        store._write_batch = postgres_batch  # type: ignore[method-assign] # the kill point
+        return
+    apply_writes, write_batch_here = sqlite_store._apply_writes, sqlite_store._write_batch
+
+    def applied(db: Any, writes: Sequence[Any], now: float) -> Any:
+        outcomes = apply_writes(db, writes, now)
+        if when == "before" and fatal(len(writes)):
+            die()  # in the open transaction: SQLite rolls it back
+        return outcomes
+
+    def committed(db: Any, batch: Any, path: Any, clock: Any) -> None:
+        kill = when == "after" and fatal(len(batch))
+        if not kill:
+            write_batch_here(db, batch, path, clock)
+            return
+        hand_back, sqlite_store._hand_back = sqlite_store._hand_back, lambda *_: die()
+        try:
+            write_batch_here(db, batch, path, clock)  # commits, then dies handing back
+        finally:
+            sqlite_store._hand_back = hand_back
+
+    sqlite_store._apply_writes = applied
+    sqlite_store._write_batch = committed
+
+
+async def run_batch(args: argparse.Namespace) -> None:
+    participant = Participant(Path(args.effects), NO_KILL)
+    participant.fsync = False
+    store = open_store(args.store, args.target, args.schema)
+    engine = SagaEngine(store=store, lease=timedelta(milliseconds=args.lease_ms))
+    flows = register_fleet(engine, participant)
+    await store.open()
+    die_in_a_shared_batch(store, args.kill_batch, args.batch_size, args.batch_number)
+    await asyncio.gather(*fleet_runs(engine, flows, args.count, args.seed))
+    say("SURVIVED batch")  # no batch was that large: a test failure
 
 
 async def run_recoverer(args: argparse.Namespace) -> None:
@@ -162,7 +229,7 @@ def fork_server(parser: argparse.ArgumentParser, stderr_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.crash.child")
-    parser.add_argument("mode", choices=["saga", "fleet", "recover", "fork-server"])
+    parser.add_argument("mode", choices=["saga", "fleet", "batch", "recover", "fork-server"])
     parser.add_argument("--stderr-dir", default=".")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--target", default="", help="SQLite path or PostgreSQL DSN")
@@ -173,6 +240,9 @@ def main() -> None:
     parser.add_argument("--scenario", default="line")
     parser.add_argument("--policy", default="compensate")
     parser.add_argument("--kill", default=str(NO_KILL))
+    parser.add_argument("--kill-batch", choices=["before", "after"], default="after")
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--batch-number", type=int, default=3)
     parser.add_argument("--saga-id", default=str(uuid.uuid4()))
     parser.add_argument("--order-id", type=int, default=1)
     parser.add_argument("--count", type=int, default=200)
@@ -183,7 +253,9 @@ def main() -> None:
     if args.mode == "fork-server":
         fork_server(parser, Path(args.stderr_dir))
         return
-    run = {"saga": run_one, "fleet": run_fleet, "recover": run_recoverer}[args.mode]
+    run = {"saga": run_one, "fleet": run_fleet, "batch": run_batch, "recover": run_recoverer}[
+        args.mode
+    ]
     asyncio.run(run(args))
 
 

@@ -15,7 +15,8 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -23,8 +24,11 @@ from typing import Any, Final, Literal
 from spakky_saga import (
     AbstractSagaData,
     ExponentialBackoff,
+    RecoveryPolicy,
     Retry,
+    SagaEngine,
     SagaFlow,
+    SagaResult,
     Transaction,
     current_step,
     parallel,
@@ -125,12 +129,17 @@ class Participant:
         self.sagas_started: set[str] = set()
         self.progress = asyncio.Event()
         """Set after every action (the fleet child waits on it)."""
+        self.fsync = True
+        """Sync each effect to disk. A SIGKILL keeps what was written anyway (the kernel has
+        it); without the fsync, which holds the event loop, many sagas' writes queue up
+        together, as in a service (the shared-batch test needs that)."""
 
     def record(self, verb: Verb, name: str, key: str) -> None:
         fd = os.open(self.effects, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, f"{verb}\t{name}\t{key}\n".encode())
-            os.fsync(fd)
+            if self.fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -354,3 +363,33 @@ FLOWS: Final[dict[str, Callable[[Participant], SagaFlow[Order]]]] = {
     "fleet_resume": fleet_flow,
 }
 """Saga name -> its flow; the parent registers the same names to recover."""
+
+
+def register_fleet(engine: SagaEngine, participant: Participant) -> dict[str, SagaFlow[Order]]:
+    """Register the two fleet sagas on `engine` (`fleet_compensate` with the engine's policy,
+    `fleet_resume` with RESUME); their flows, by name."""
+    flows = {name: FLOWS[name](participant) for name in ("fleet_compensate", "fleet_resume")}
+    engine.register("fleet_compensate", flows["fleet_compensate"])
+    engine.register("fleet_resume", flows["fleet_resume"], recovery=RecoveryPolicy.RESUME)
+    return flows
+
+
+def fleet_runs(
+    engine: SagaEngine, flows: dict[str, SagaFlow[Order]], count: int, seed: str
+) -> list[Coroutine[Any, Any, SagaResult[Order]]]:
+    """`count` fleet sagas to start at once, alternately compensating and resuming ones, with
+    ids from `seed` (see `fleet_ids`)."""
+    names = ["fleet_compensate", "fleet_resume"]
+    return [
+        engine.run(
+            flows[names[index % 2]],
+            Order(order_id=index, saga_id=uuid.UUID(saga_id)),
+            saga_name=names[index % 2],
+        )
+        for index, saga_id in enumerate(fleet_ids(seed, count))
+    ]
+
+
+def fleet_ids(seed: str, count: int) -> list[str]:
+    """The ids of the fleet sagas a child started with `seed`."""
+    return [str(uuid.uuid5(uuid.NAMESPACE_URL, f"{seed}/{index}")) for index in range(count)]

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +23,16 @@ from typing import Final
 
 import spakky_saga
 from spakky_saga import RecoveredSaga, SagaEngine, SagaStore
-from spakky_saga.store import SagaRecord, StoredEvent
-from tests.crash.flows import KILL_ME
+from spakky_saga.store import SagaRecord, StoredEvent, StoredStatus
+from tests.crash.flows import FLEET_STEPS, KILL_ME, read_effects
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 """The repository root: `python -m tests.crash.child` runs from here."""
 SRC: Final = Path(spakky_saga.__file__).resolve().parents[1]
 """Where the parent imports spakky_saga from: the child imports the same code."""
 CHILD_TIMEOUT: Final = 60.0
+COMPENSABLE: Final = ("reserve", "charge", "ship")
+"""The fleet flow's steps with a compensation."""
 
 
 def child_env() -> dict[str, str]:
@@ -247,3 +250,43 @@ def check_handover(record: SagaRecord, leases: dict[str, float]) -> None:
 def kinds(events: Iterable[StoredEvent]) -> list[tuple[str, str | None, int]]:
     """(kind, step, attempt) of each entry: what a log says happened, in order."""
     return [(event.kind, event.step, event.attempt) for event in events]
+
+
+def check_fleet_effects(
+    record: SagaRecord, effects_of: dict[str, list[tuple[str, str, str]]]
+) -> None:
+    """What the participants saw agrees with a fleet saga's log: a COMPLETED saga did every
+    step (the step its first owner's death cut maybe twice, with one key), a compensated one
+    undid each step its first owner had started, once, in reverse order."""
+    effects = effects_of.get(record.saga_id, [])
+    a_owner = record.events[0].owner
+    started = {
+        e.step or "" for e in record.events if e.owner == a_owner and e.kind == "step_started"
+    }
+    actions = [(step, key) for verb, step, key in effects if verb == "do"]
+    undos = [step for verb, step, _ in effects if verb == "undo"]
+    for step in FLEET_STEPS:
+        keys = {key for name, key in actions if name == step}
+        assert len(keys) <= 1, f"saga {record.saga_id}: {step} ran with several keys {keys}"
+    repeated = [step for step, count in Counter(s for s, _ in actions).items() if count > 1]
+    assert len(repeated) <= 1, f"saga {record.saga_id}: {repeated} all ran twice"
+    if record.status is StoredStatus.COMPLETED:
+        done = {step for step, _ in actions}
+        assert done == set(FLEET_STEPS), f"saga {record.saga_id}: {effects}"
+        assert undos == [], f"saga {record.saga_id}: {effects}"
+    else:
+        assert record.status is StoredStatus.FAILED, f"saga {record.saga_id}: {record.status}"
+        assert record.saga_name == "fleet_compensate"
+        assert not repeated, f"saga {record.saga_id}: {effects}"
+        assert undos == [s for s in reversed(COMPENSABLE) if s in started], (
+            f"saga {record.saga_id}: undid {undos}, A had started {sorted(started)}"
+        )
+
+
+def effects_by_saga(path: Path) -> dict[str, list[tuple[str, str, str]]]:
+    by_saga: dict[str, list[tuple[str, str, str]]] = {}
+    for effect in read_effects(path):
+        by_saga.setdefault(effect.key.split("/", 1)[0], []).append(
+            (effect.verb, effect.step, effect.key)
+        )
+    return by_saga

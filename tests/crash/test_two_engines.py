@@ -18,13 +18,15 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from spakky_saga import PostgresSagaStore, RecoveryPolicy, SagaEngine, StoredStatus
+from spakky_saga import PostgresSagaStore, SagaEngine, StoredStatus
 from spakky_saga.store import SagaRecord
-from tests.crash.flows import FLEET_STEPS, FLOWS, MIDWAY, Participant, read_effects
+from tests.crash.flows import FLEET_STEPS, MIDWAY, Participant, fleet_ids, register_fleet
 from tests.crash.harness import (
     Ended,
+    check_fleet_effects,
     check_handover,
     check_log_shape,
+    effects_by_saga,
     recover_until_finished,
     run_child,
     wait_for_leases,
@@ -39,7 +41,6 @@ RECOVERY_LEASE = timedelta(seconds=1)
 """The recovering engines' lease: short, so that B and C take over each other's claimed but
 not yet started sagas; not so short that a loaded machine stalling a process for a moment
 makes it lose a saga it is running (a legitimate takeover, but not what these tests check)."""
-COMPENSABLE = ("reserve", "charge", "ship")
 
 
 def _ms(lease: timedelta) -> str:
@@ -61,7 +62,7 @@ async def _crash_fleet(dsn: str, schema: str, effects: Path) -> tuple[Ended, lis
         kill_on=(MIDWAY,),
     )
     assert ended.killed, ended.describe()
-    return ended, [str(uuid.uuid5(uuid.NAMESPACE_URL, f"{seed}/{index}")) for index in range(COUNT)]
+    return ended, fleet_ids(seed, COUNT)
 
 
 async def _load_all(store: PostgresSagaStore, ids: list[str]) -> dict[str, SagaRecord]:
@@ -83,44 +84,6 @@ def _died_mid_way(before: dict[str, SagaRecord]) -> list[str]:
     return unfinished
 
 
-def _check_effects(record: SagaRecord, effects_of: dict[str, list[tuple[str, str, str]]]) -> None:
-    """What the participants saw agrees with the log: a COMPLETED saga did every step (the
-    step A's death cut maybe twice, with one key), a compensated one undid each step A had
-    started, once, in reverse order."""
-    effects = effects_of.get(record.saga_id, [])
-    a_owner = record.events[0].owner
-    started = {
-        e.step or "" for e in record.events if e.owner == a_owner and e.kind == "step_started"
-    }
-    actions = [(step, key) for verb, step, key in effects if verb == "do"]
-    undos = [step for verb, step, _ in effects if verb == "undo"]
-    for step in FLEET_STEPS:
-        keys = {key for name, key in actions if name == step}
-        assert len(keys) <= 1, f"saga {record.saga_id}: {step} ran with several keys {keys}"
-    repeated = [step for step, count in Counter(s for s, _ in actions).items() if count > 1]
-    assert len(repeated) <= 1, f"saga {record.saga_id}: {repeated} all ran twice"
-    if record.status is StoredStatus.COMPLETED:
-        done = {step for step, _ in actions}
-        assert done == set(FLEET_STEPS), f"saga {record.saga_id}: {effects}"
-        assert undos == [], f"saga {record.saga_id}: {effects}"
-    else:
-        assert record.status is StoredStatus.FAILED, f"saga {record.saga_id}: {record.status}"
-        assert record.saga_name == "fleet_compensate"
-        assert not repeated, f"saga {record.saga_id}: {effects}"
-        assert undos == [s for s in reversed(COMPENSABLE) if s in started], (
-            f"saga {record.saga_id}: undid {undos}, A had started {sorted(started)}"
-        )
-
-
-def _effects_by_saga(path: Path) -> dict[str, list[tuple[str, str, str]]]:
-    by_saga: dict[str, list[tuple[str, str, str]]] = {}
-    for effect in read_effects(path):
-        by_saga.setdefault(effect.key.split("/", 1)[0], []).append(
-            (effect.verb, effect.step, effect.key)
-        )
-    return by_saga
-
-
 def _check_finished(
     before: dict[str, SagaRecord],
     after: dict[str, SagaRecord],
@@ -132,7 +95,7 @@ def _check_finished(
     assert not [record for record in listed if record.status.unfinished]
     [a_owner] = {record.events[0].owner for record in before.values()}
     assert a_owner is not None
-    effects_of = _effects_by_saga(effects)
+    effects_of = effects_by_saga(effects)
     finishers: Counter[str | None] = Counter()
     for saga_id, record in after.items():
         assert not record.status.unfinished, f"saga {saga_id} is still {record.status}"
@@ -148,7 +111,7 @@ def _check_finished(
             finishers.update(owners)
         else:
             assert not owners, f"saga {saga_id} had finished before the kill: {owners} wrote"
-        _check_effects(record, effects_of)
+        check_fleet_effects(record, effects_of)
     return a_owner, finishers
 
 
@@ -160,11 +123,7 @@ async def test_a_killed_engine_s_sagas_are_all_finished_by_another_engine_after_
         _, ids = await _crash_fleet(dsn, schema, effects)
         store = PostgresSagaStore(dsn, schema=schema)
         engine = SagaEngine(store=store, lease=RECOVERY_LEASE)
-        participant = Participant(effects)
-        engine.register("fleet_compensate", FLOWS["fleet_compensate"](participant))
-        engine.register(
-            "fleet_resume", FLOWS["fleet_resume"](participant), recovery=RecoveryPolicy.RESUME
-        )
+        register_fleet(engine, Participant(effects))
         try:
             await store.open()
             before = await _load_all(store, ids)
