@@ -435,7 +435,7 @@ class SqliteSagaStore:
                 return False
             try:
                 [error] = _apply_writes(db, [write], self._clock())
-                db.execute("COMMIT")
+                db.execute("COMMIT" if error is None else "ROLLBACK")
             except BaseException as failure:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -662,7 +662,8 @@ def _write_batch(
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        # A write alone that was refused may have changed something: undo it.
+        db.execute("ROLLBACK" if len(writes) == 1 and errors[0] is not None else "COMMIT")
     except BaseException as error:  # the transaction failed: nothing was written
         failure = _store_error(error, path)
         _hand_back(batch, [None] * len(batch), [failure] * len(batch))
@@ -686,7 +687,10 @@ def _apply_writes(
 
     First all at once (one `executemany` per statement), which is what happens when no write
     is refused; if one is, that is undone and the writes are applied one at a time, each in
-    a savepoint, so that a refused write changes nothing and the others still go in."""
+    a savepoint, so that a refused write changes nothing and the others still go in. A write
+    alone needs no savepoint: when it is refused, the caller rolls the transaction back."""
+    if len(writes) == 1:
+        return [_apply_alone(db, writes[0], now, savepoint=False)]
     db.execute("SAVEPOINT batch")
     try:
         _apply_together(db, writes, now)
@@ -715,8 +719,11 @@ def _apply_together(db: sqlite3.Connection, writes: Sequence[_Write], now: float
         db.executemany(_INSERT_EVENT, entries)
 
 
-def _apply_alone(db: sqlite3.Connection, write: _Write, now: float) -> BaseException | None:
-    db.execute("SAVEPOINT one")
+def _apply_alone(
+    db: sqlite3.Connection, write: _Write, now: float, *, savepoint: bool = True
+) -> BaseException | None:
+    if savepoint:
+        db.execute("SAVEPOINT one")
     try:
         if write.record is not None:
             try:
@@ -730,10 +737,12 @@ def _apply_alone(db: sqlite3.Connection, write: _Write, now: float) -> BaseExcep
         if write.events:
             db.executemany(_INSERT_EVENT, [(write.saga_id, *event) for event in write.events])
     except Exception as error:
-        db.execute("ROLLBACK TO one")
-        db.execute("RELEASE one")
+        if savepoint:
+            db.execute("ROLLBACK TO one")
+            db.execute("RELEASE one")
         return error
-    db.execute("RELEASE one")
+    if savepoint:
+        db.execute("RELEASE one")
     return None
 
 

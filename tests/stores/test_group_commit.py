@@ -1,0 +1,165 @@
+"""Concurrent sagas' writes share a store's batches (group commit), each keeping its own
+outcome: a refused write (a lost lease, a saga id taken, a value the database refuses) fails
+alone, and its neighbours in the batch are written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from spakky_saga import (
+    InMemorySagaStore,
+    PostgresSagaStore,
+    SagaAlreadyStartedError,
+    SagaLeaseLostError,
+    SagaStore,
+    SagaStoreError,
+    SqliteSagaStore,
+)
+from spakky_saga.store import SagaUpdate, StoredStatus
+from tests.postgres_support import postgres_schema
+from tests.stores.test_store_contract import a_record, an_event
+
+SAGAS = 40
+
+
+@pytest.fixture(params=["memory", "sqlite-full", "sqlite-normal", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SagaStore]:
+    """Stores whose concurrent writes share batches (SQLite's worker, PostgreSQL's group
+    commit), and the in-memory one, which keeps the same contract without batches."""
+    kind = request.param
+    if kind == "memory":
+        yield InMemorySagaStore()
+        return
+    if kind.startswith("sqlite"):
+        sqlite = SqliteSagaStore(
+            tmp_path / "sagas.db", synchronous="FULL" if kind == "sqlite-full" else "NORMAL"
+        )
+        await sqlite.open()
+        yield sqlite
+        await sqlite.close()
+        return
+    async with postgres_schema() as (dsn, schema):
+        postgres = PostgresSagaStore(dsn, schema=schema, max_size=4)
+        await postgres.open()
+        yield postgres
+        await postgres.close()
+
+
+async def _begin_all(store: SagaStore) -> list[str]:
+    ids = [f"s{index:02}" for index in range(SAGAS)]
+    await asyncio.gather(
+        *(store.begin(a_record(i), [an_event(1, "saga_started")], 30) for i in ids)
+    )
+    return ids
+
+
+async def test_concurrent_writes_with_lost_leases_refuse_only_those_sagas(
+    store: SagaStore,
+) -> None:
+    ids = await _begin_all(store)
+    lost = set(ids[::7])
+    outcomes = await asyncio.gather(
+        *(
+            store.append(
+                i,
+                "engine-b" if i in lost else "engine-a",
+                [an_event(2, "step_started"), an_event(3, data='{"order_id": 3}')],
+                SagaUpdate(data='{"order_id": 3}', data_type="tests.support:OrderData"),
+                30,
+            )
+            for i in ids
+        ),
+        return_exceptions=True,
+    )
+
+    refused = {i for i, outcome in zip(ids, outcomes, strict=True) if outcome is not None}
+    assert refused == lost
+    assert all(isinstance(o, SagaLeaseLostError) for o in outcomes if o is not None)
+    for saga_id in ids:
+        record = await store.load(saga_id)
+        assert record is not None
+        assert [e.seq for e in record.events] == ([1] if saga_id in lost else [1, 2, 3])
+        assert (record.data.replace(" ", "") == '{"order_id":3}') is (saga_id not in lost)
+
+
+async def test_a_saga_id_taken_among_concurrent_begins_is_refused_alone(store: SagaStore) -> None:
+    await store.begin(a_record("s07", owner="engine-z"), [an_event(1, "saga_started")], 30)
+
+    outcomes = await asyncio.gather(
+        *(
+            store.begin(a_record(f"s{index:02}"), [an_event(1, "saga_started")], 30)
+            for index in range(SAGAS)
+        ),
+        return_exceptions=True,
+    )
+
+    assert [type(o).__name__ for o in outcomes if o is not None] == ["SagaAlreadyStartedError"]
+    assert isinstance(outcomes[7], SagaAlreadyStartedError)
+    taken = await store.load("s07")
+    assert taken is not None
+    assert taken.owner == "engine-z"  # untouched
+    assert [record.saga_id for record in await store.list(limit=100)].count("s07") == 1
+    assert len(await store.list(limit=100)) == SAGAS
+
+
+async def test_finishing_writes_in_one_batch_each_release_their_own_saga(
+    store: SagaStore,
+) -> None:
+    ids = await _begin_all(store)
+    await asyncio.gather(
+        *(
+            store.append(
+                i,
+                "engine-a",
+                [an_event(2, "saga_finished")],
+                SagaUpdate(status=StoredStatus.COMPLETED, release=True),
+                30,
+            )
+            for i in ids[::2]
+        )
+    )
+
+    records = {i: await store.load(i) for i in ids}
+    for index, saga_id in enumerate(ids):
+        record = records[saga_id]
+        assert record is not None
+        finished = index % 2 == 0
+        assert record.status is (StoredStatus.COMPLETED if finished else StoredStatus.RUNNING)
+        assert (record.owner is None) is finished
+        assert (record.lease_expires is None) is finished
+
+
+async def test_a_value_postgresql_cannot_store_fails_only_its_own_write(tmp_path: Path) -> None:
+    async with postgres_schema() as (dsn, schema):
+        store = PostgresSagaStore(dsn, schema=schema, max_size=4)
+        await store.open()
+        try:
+            ids = await _begin_all(store)
+            poisoned = ids[5]
+            outcomes = await asyncio.gather(
+                *(
+                    store.append(
+                        i,
+                        "engine-a",
+                        [an_event(2, "step_failed")],
+                        SagaUpdate(error="refused\x00" if i == poisoned else "refused"),
+                        30,
+                    )
+                    for i in ids
+                ),
+                return_exceptions=True,
+            )
+            records = {i: await store.load(i) for i in ids}
+        finally:
+            await store.close()
+
+    failed = [i for i, o in zip(ids, outcomes, strict=True) if o is not None]
+    assert failed == [poisoned]
+    assert isinstance(outcomes[5], SagaStoreError)
+    for saga_id, record in records.items():
+        assert record is not None
+        assert len(record.events) == (1 if saga_id == poisoned else 2)
