@@ -163,3 +163,10 @@ async def test_a_value_postgresql_cannot_store_fails_only_its_own_write(tmp_path
     for saga_id, record in records.items():
         assert record is not None
         assert len(record.events) == (1 if saga_id == poisoned else 2)
+
+
+def test_postgres_store_refuses_a_number_of_concurrent_flushes_its_pool_cannot_hold() -> None:
+    with pytest.raises(ValueError, match=r"flushes=0\): use 1 to max_size \(4\)"):
+        PostgresSagaStore("postgresql://localhost/x", max_size=4, flushes=0)
+    with pytest.raises(ValueError, match=r"flushes=5\)"):
+        PostgresSagaStore("postgresql://localhost/x", max_size=4, flushes=5)
