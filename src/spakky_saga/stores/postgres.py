@@ -27,7 +27,7 @@ import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 from spakky_saga.errors import (
     SagaAlreadyStartedError,
@@ -165,7 +165,7 @@ class PostgresSagaStore:
         self._flushes = flushes
         self._group_commits: dict[asyncio.AbstractEventLoop, GroupCommit[_Write]] = {}
         """One group commit per event loop, like the pools."""
-        self._batch_statement = _batch_statement(self._t)
+        self._statements = _statements(self._t)
 
     def __repr__(self) -> str:
         return f"PostgresSagaStore(schema={self.schema!r})"
@@ -297,35 +297,22 @@ class PostgresSagaStore:
     async def begin(
         self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
     ) -> None:
-        row = _dumps(
-            [
-                record.saga_id,
-                record.saga_name,
-                record.status.value,
-                record.fingerprint,
-                record.structure,
-                record.policy,
-                record.data,
-                record.data_type,
-                record.codec,
-                record.owner,
-                lease_seconds,
-                record.failed_step,
-                record.error,
-            ]
+        values = (
+            record.saga_id,
+            record.saga_name,
+            record.status.value,
+            record.fingerprint,
+            record.structure,
+            record.policy,
+            record.data,
+            record.data_type,
+            record.codec,
+            record.owner,
+            lease_seconds,
+            record.failed_step,
+            record.error,
         )
-        await self._writes().write(
-            _Write(
-                record.saga_id,
-                record.owner,
-                True,
-                row,
-                _entries(record.saga_id, events),
-                len(events),
-                False,
-                events[-1].seq if events else 0,
-            )
-        )
+        await self._writes().write(_Write.of(values, events, begin=True, release=False))
 
     async def append(
         self,
@@ -336,30 +323,17 @@ class PostgresSagaStore:
         lease_seconds: float,
     ) -> None:
         status = update.status
-        row = _dumps(
-            [
-                saga_id,
-                owner,
-                update.release,
-                None if status is None else status.value,
-                update.data,
-                update.data_type,
-                update.failed_step,
-                update.error,
-            ]
+        values = (
+            saga_id,
+            owner,
+            update.release,
+            None if status is None else status.value,
+            update.data,
+            update.data_type,
+            update.failed_step,
+            update.error,
         )
-        await self._writes().write(
-            _Write(
-                saga_id,
-                owner,
-                False,
-                row,
-                _entries(saga_id, events),
-                len(events),
-                update.release,
-                events[-1].seq if events else 0,
-            )
-        )
+        await self._writes().write(_Write.of(values, events, begin=False, release=update.release))
 
     async def claim(
         self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
@@ -590,9 +564,17 @@ class PostgresSagaStore:
                 there = await self._logged_already(conn, writes)
                 outcomes.update((index, None) for index, write in todo if write in there)
                 todo = [(index, write) for index, write in todo if write not in there]
-            cursor = await conn.execute(
-                self._batch_statement, _batch_params([w for _, w in todo]), prepare=True
-            )
+                if not todo:
+                    return
+            if len(todo) == 1:
+                write = todo[0][1]
+                statements = self._statements
+                statement = statements.begin_one if write.begin else statements.append_one
+                cursor = await conn.execute(statement, write.alone(), prepare=True)
+            else:
+                cursor = await conn.execute(
+                    self._statements.batch, _batch_params([w for _, w in todo]), prepare=True
+                )
             written = {row[0] for row in await cursor.fetchall()}
             for index, write in todo:
                 outcomes[index] = (
@@ -738,19 +720,68 @@ class PostgresSagaStore:
         )
 
 
+_NEW_ROW: Final = (
+    "saga_id",
+    "saga_name",
+    "status",
+    "fingerprint",
+    "structure",
+    "policy",
+    "data",
+    "data_type",
+    "codec",
+    "owner",
+    "lease",
+    "failed_step",
+    "error",
+)
+"""A new saga's row as a write carries it (`begin`), in this order."""
+_CHANGE: Final = (
+    "saga_id",
+    "owner",
+    "release",
+    "status",
+    "data",
+    "data_type",
+    "failed_step",
+    "error",
+)
+"""A change to an owned row as a write carries it (`append`), in this order."""
+
+
 class _Write(NamedTuple):
-    """One saga's write, ready for a batch: its row and its log entries as JSON."""
+    """One saga's write: its row's values (`_NEW_ROW` or `_CHANGE`) and its log entries."""
 
     saga_id: str
     owner: str | None
     begin: bool
     """A new saga's row (`begin`), else a change to an owned one (`append`)."""
-    row: str
+    values: tuple[object, ...]
     entries_json: str
     """The log entries as JSON arrays joined by commas (no brackets), or ''."""
     entries: int
     release: bool
     last_seq: int
+
+    @classmethod
+    def of(
+        cls,
+        values: tuple[object, ...],
+        events: Sequence[StoredEvent],
+        *,
+        begin: bool,
+        release: bool,
+    ) -> _Write:
+        saga_id, owner = cast(str, values[0]), cast(str | None, values[9 if begin else 1])
+        last_seq = events[-1].seq if events else 0
+        entries = _entries(saga_id, events)
+        return cls(saga_id, owner, begin, values, entries, len(events), release, last_seq)
+
+    def alone(self) -> dict[str, object]:
+        """The parameters of the statement that writes it alone (`_one_statements`)."""
+        params = dict(zip(_NEW_ROW if self.begin else _CHANGE, self.values, strict=True))
+        params["entries"] = f"[{self.entries_json}]"
+        return params
 
 
 def _saga_of(write: _Write) -> str:
@@ -771,24 +802,56 @@ def _entries(saga_id: str, events: Sequence[StoredEvent]) -> str:
 
 def _batch_params(writes: Sequence[_Write]) -> tuple[str, str, str]:
     """The batch statement's three parameters: the new rows, the changes, the entries."""
-    begins = ",".join(w.row for w in writes if w.begin)
-    changes = ",".join(w.row for w in writes if not w.begin)
+    begins = _dumps([w.values for w in writes if w.begin])
+    changes = _dumps([w.values for w in writes if not w.begin])
     entries = ",".join(w.entries_json for w in writes if w.entries)
-    return f"[{begins}]", f"[{changes}]", f"[{entries}]"
+    return begins, changes, f"[{entries}]"
 
 
-def _batch_statement(table: Callable[[str], str]) -> str:
-    """One statement writing a batch of sagas' writes (see `_batch_params`): new sagas' rows
-    (a saga id that exists is left alone), changes to rows their writer still owns (locked
-    in saga id order, as `renew` locks them, so that the two never deadlock), and the log
-    entries of exactly the rows written. Returns each written saga's id and how many of its
-    entries were inserted. The JSON parameters are one string each: nothing is adapted per
-    value on the client. A change leaves the lease as it is (`renew`, the engine's heartbeat,
+class _Statements(NamedTuple):
+    """The write statements of one store (they name its schema)."""
+
+    batch: str
+    """Any number of sagas' writes, given as JSON (`_batch_params`)."""
+    begin_one: str
+    """One new saga's row and entries (`_Write.alone`)."""
+    append_one: str
+    """One change to an owned row, and its entries (`_Write.alone`)."""
+
+
+def _statements(table: Callable[[str], str]) -> _Statements:
+    """The write statements. A batch writes new sagas' rows (a saga id that exists is left
+    alone), changes to rows their writer still owns (locked in saga id order, as `renew`
+    locks them, so that the two never deadlock), and the log entries of exactly the rows
+    written; it returns the ids of the sagas written. Its parameters are three JSON texts:
+    nothing is adapted value by value on the client. A write alone (one saga at a time, the
+    idle case) goes out as the same thing without the joins and the sort, which costs the
+    server less. A change leaves the lease as it is (`renew`, the engine's heartbeat,
     extends it) and indexed columns as they are unless the status changes, so that most
-    updates are HOT (no index entry written). The leading comment names the statement in
+    updates are HOT (no index entry written). The leading comment names them in
     `pg_stat_activity`."""
     sagas, events = table("sagas"), table("events")
-    return f"""/* spakky-saga write */
+    columns = (
+        "saga_id, saga_name, status, fingerprint, structure, policy, data, data_type, codec, "
+        "created, updated, owner, lease_expires, failed_step, error"
+    )
+    change = f"""updated = {_NOW},
+    lease_expires = CASE WHEN c.release THEN NULL ELSE s.lease_expires END,
+    owner = CASE WHEN c.release THEN NULL ELSE s.owner END,
+    status = COALESCE(c.status, s.status), data = COALESCE(c.data, s.data),
+    data_type = COALESCE(c.data_type, s.data_type),
+    failed_step = COALESCE(c.failed_step, s.failed_step), error = COALESCE(c.error, s.error)"""
+
+    def entries_of(written: str, parameter: str) -> str:
+        return f"""added AS (
+  INSERT INTO {events} (saga_id, seq, kind, at, step_key, step, attempt, elapsed, error_type,
+    error, data, data_type, owner)
+  SELECT w.saga_id, (x->>1)::int, x->>2, (x->>3)::float8, x->>4, x->>5, (x->>6)::int,
+    (x->>7)::float8, x->>8, x->>9, (x->>10)::jsonb, x->>11, x->>12
+  FROM jsonb_array_elements({parameter}::jsonb) AS x JOIN {written} AS w ON w.saga_id = x->>0
+  RETURNING saga_id)"""
+
+    batch = f"""/* spakky-saga write */
 WITH new_rows AS (
   SELECT x->>0 AS saga_id, x->>1 AS saga_name, x->>2 AS status, x->>3 AS fingerprint,
     x->>4 AS structure, x->>5 AS policy, (x->>6)::jsonb AS data, x->>7 AS data_type,
@@ -796,8 +859,7 @@ WITH new_rows AS (
     x->>12 AS error
   FROM jsonb_array_elements(%s::jsonb) AS x),
 begun AS (
-  INSERT INTO {sagas} (saga_id, saga_name, status, fingerprint, structure, policy, data,
-    data_type, codec, created, updated, owner, lease_expires, failed_step, error)
+  INSERT INTO {sagas} ({columns})
   SELECT saga_id, saga_name, status, fingerprint, structure, policy, data, data_type, codec,
     {_NOW}, {_NOW}, owner, {_NOW} + lease, failed_step, error FROM new_rows
   ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id),
@@ -810,24 +872,33 @@ locked AS (
     ON s.saga_id = c.saga_id AND s.owner = c.owner
   ORDER BY s.saga_id FOR UPDATE OF s),
 owned AS (
-  UPDATE {sagas} AS s SET updated = {_NOW},
-    lease_expires = CASE WHEN c.release THEN NULL ELSE s.lease_expires END,
-    owner = CASE WHEN c.release THEN NULL ELSE s.owner END,
-    status = COALESCE(c.status, s.status), data = COALESCE(c.data, s.data),
-    data_type = COALESCE(c.data_type, s.data_type),
-    failed_step = COALESCE(c.failed_step, s.failed_step), error = COALESCE(c.error, s.error)
+  UPDATE {sagas} AS s SET {change}
   FROM changes AS c, locked AS l
   WHERE s.saga_id = c.saga_id AND l.saga_id = c.saga_id AND s.owner = c.owner
   RETURNING s.saga_id),
 written AS (SELECT saga_id FROM begun UNION ALL SELECT saga_id FROM owned),
-added AS (
-  INSERT INTO {events} (saga_id, seq, kind, at, step_key, step, attempt, elapsed, error_type,
-    error, data, data_type, owner)
-  SELECT w.saga_id, (x->>1)::int, x->>2, (x->>3)::float8, x->>4, x->>5, (x->>6)::int,
-    (x->>7)::float8, x->>8, x->>9, (x->>10)::jsonb, x->>11, x->>12
-  FROM jsonb_array_elements(%s::jsonb) AS x JOIN written AS w ON w.saga_id = x->>0
-  RETURNING saga_id)
-SELECT w.saga_id FROM written AS w"""
+{entries_of("written", "%s")}
+SELECT saga_id FROM written"""
+    begin_one = f"""/* spakky-saga write */
+WITH begun AS (
+  INSERT INTO {sagas} ({columns})
+  VALUES (%(saga_id)s, %(saga_name)s, %(status)s, %(fingerprint)s, %(structure)s,
+    %(policy)s, %(data)s::jsonb, %(data_type)s, %(codec)s, {_NOW}, {_NOW}, %(owner)s,
+    {_NOW} + %(lease)s, %(failed_step)s, %(error)s)
+  ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id),
+{entries_of("begun", "%(entries)s")}
+SELECT saga_id FROM begun"""
+    append_one = f"""/* spakky-saga write */
+WITH c AS (
+  SELECT %(saga_id)s::text AS saga_id, %(owner)s::text AS owner, %(release)s::boolean AS release,
+    %(status)s::text AS status, %(data)s::jsonb AS data, %(data_type)s::text AS data_type,
+    %(failed_step)s::text AS failed_step, %(error)s::text AS error),
+owned AS (
+  UPDATE {sagas} AS s SET {change}
+  FROM c WHERE s.saga_id = c.saga_id AND s.owner = c.owner RETURNING s.saga_id),
+{entries_of("owned", "%(entries)s")}
+SELECT saga_id FROM owned"""
+    return _Statements(batch, begin_one, append_one)
 
 
 _TRANSIENT: Final = (
