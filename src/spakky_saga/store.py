@@ -200,9 +200,9 @@ SAGA_COLUMNS: tuple[str, ...] = (
 """A saga row's columns, as SQL stores keep them (SagaRecord's fields but `events`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SagaUpdate:
-    """What a batch changes on the saga's row (None: leave as it is)."""
+class SagaUpdate(NamedTuple):
+    """What a batch changes on the saga's row (None: leave as it is). A named tuple: a
+    journal makes one a step, and a tuple is the cheapest immutable record."""
 
     status: StoredStatus | None = None
     data: str | None = None
