@@ -49,6 +49,10 @@ class SagaEventKind(Enum):
     """The run raises `error` instead of returning: a compensation failed (after the failure
     handler ran) or the task running the saga was cancelled (after compensating)."""
 
+    # Members are singletons compared by identity, so identity is a valid hash; Enum's own
+    # hashes the name in Python, and every event is looked up by kind two or three times.
+    __hash__ = object.__hash__
+
 
 class SagaEvent(NamedTuple):
     """One transition of one saga run.
