@@ -200,6 +200,8 @@ class SqliteSagaStore:
         self._inline_lock = threading.Lock()
         self._inline_commits = 0
         self._worker_writes = 0
+        self._inline_turn: str | None = None
+        """The saga that wrote inline in this turn of the event loop, if one did."""
         """Writes handed to the worker and not answered yet: while there are some, a new write
         joins them rather than going inline (they share a commit)."""
 
@@ -417,13 +419,24 @@ class SqliteSagaStore:
 
     def _try_inline(self, write: _Write) -> bool:
         """With synchronous=NORMAL a commit is a write to the WAL, no fsync (about 15 us): it
-        costs less on the loop's thread than the round trip to the worker. Only when nothing
-        waits: not while the worker has writes (they are committed together there), and the
-        inline connection never waits for a lock (busy timeout 0) and never checkpoints (the
-        worker does), so it cannot hold the loop up; if the database is busy, the write goes
-        to the worker after all. Returns whether it was written (or raises why not)."""
-        if self._worker_writes or not self._inline_lock.acquire(blocking=False):
+        costs less on the loop's thread than the round trip to the worker, while one saga
+        has the store to itself. As soon as a second saga writes in the same turn of the
+        event loop, or while the worker has writes, writes go to the worker instead, where
+        they are committed together (one by one on the loop, 100 sagas in flight would wait
+        for each other's commits). The inline connection never waits for a lock (busy
+        timeout 0) and never checkpoints (the worker does), so it cannot hold the loop up; if
+        the database is busy, the write goes to the worker after all. Returns whether it was
+        written (or raises why not)."""
+        turn = self._inline_turn
+        if (
+            self._worker_writes
+            or (turn is not None and turn != write.saga_id)
+            or not self._inline_lock.acquire(blocking=False)
+        ):
             return False
+        if turn is None:
+            self._inline_turn = write.saga_id
+            asyncio.get_running_loop().call_soon(self._end_inline_turn)
         try:
             db = self._inline
             if db is None:
@@ -449,6 +462,9 @@ class SqliteSagaStore:
         if error is not None:
             raise _store_error(error, self.path)
         return True
+
+    def _end_inline_turn(self) -> None:
+        self._inline_turn = None
 
     async def _submit(self, job: _Job) -> Any:
         if job.write is not None:
