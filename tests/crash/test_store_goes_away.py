@@ -7,6 +7,8 @@
 - A write cut off twice: `run()` raises SagaStoreError and stops without acting further;
   the saga stays unfinished (owned, leased) and another engine recovers it once the lease
   runs out; the engine's other sagas, running meanwhile, complete.
+- Every pooled connection dropped (a server restart) between two reads: each read and lease
+  call is retried on a fresh connection and answers as before.
 """
 
 from __future__ import annotations
@@ -266,3 +268,37 @@ async def test_a_write_cut_off_twice_stops_the_saga_for_recovery_and_loses_no_ot
         assert record is not None
         assert record.status is StoredStatus.COMPLETED
         check_log_shape(record)
+
+
+async def test_reads_and_lease_calls_after_the_server_dropped_every_connection_answer_as_before(
+    tmp_path: Path,
+) -> None:
+    app = _app()
+    effects = tmp_path / "effects.log"
+    async with postgres_schema() as (dsn, schema):
+        store = PostgresSagaStore(with_application_name(dsn, app), schema=schema, max_size=4)
+        engine = SagaEngine(store=store, lease=timedelta(seconds=30))
+        result = await engine.run(
+            _flow(Participant(effects), None), Order(order_id=1), saga_name="r"
+        )
+        saga_id = str(result.data.saga_id)
+        before = await store.load(saga_id)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            assert await _terminate_all(admin, app)  # the pool's idle connections, all dead
+        try:
+            loaded = await store.load(saga_id)
+            listed = await store.list()
+            renewed = await store.renew("nobody", [saga_id], 30)
+            claimed = await store.claim("engine-x", 30, 10)
+            cancelled = await store.request_cancel(saga_id, "ops@box")
+            purged = await store.purge(0.0, dry_run=True)
+        finally:
+            await engine.aclose()
+
+    assert loaded == before
+    assert [record.saga_id for record in listed] == [saga_id]
+    assert renewed == (set(), {})
+    assert claimed == []  # it finished: nothing to claim
+    assert cancelled is not None
+    assert cancelled.status is StoredStatus.COMPLETED
+    assert purged == ()

@@ -338,13 +338,15 @@ class PostgresSagaStore:
     async def claim(
         self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
     ) -> list[SagaRecord]:
+        # Retried once after a lost connection (`_call`): if the first try had committed, the
+        # sagas it took stay this owner's until their lease runs out, then go to the next
+        # claim; never to two owners at once.
         only = " AND saga_id = ANY(%s)" if saga_ids else ""
         params: list[object] = [[s.value for s in UNFINISHED]]
         if saga_ids:
             params.append(list(saga_ids))
-        if self._pool is None:
-            await self._open_here()
-        async with self._connection() as conn:
+
+        async def run(conn: AsyncConnection[Any]) -> list[SagaRecord]:
             async with conn.transaction():
                 cursor = await conn.execute(
                     f"WITH candidates AS ("
@@ -359,10 +361,10 @@ class PostgresSagaStore:
                 ids = [row[0] for row in await cursor.fetchall()]
             return await self._load_many(conn, ids)
 
+        return await self._call(run)
+
     async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
-        if self._pool is None:
-            await self._open_here()
-        async with self._connection() as conn:
+        async def run(conn: AsyncConnection[Any]) -> tuple[int, SagaRecord | None]:
             cursor = await conn.execute(
                 f"UPDATE {self._t('sagas')} SET status = %s, owner = %s, "
                 f"lease_expires = {_NOW} + %s WHERE saga_id = %s AND status = %s",
@@ -374,8 +376,10 @@ class PostgresSagaStore:
                     StoredStatus.COMPENSATION_FAILED.value,
                 ),
             )
-            record = await self._load(conn, saga_id)
-        if cursor.rowcount != 1 or record is None:
+            return cursor.rowcount, await self._load(conn, saga_id)
+
+        changed, record = await self._call(run)
+        if changed != 1 or record is None:
             state = "unknown" if record is None else record.status.value
             raise SagaStoreError(
                 f"saga {saga_id} is {state}; only a COMPENSATION_FAILED saga can have its "
@@ -386,9 +390,8 @@ class PostgresSagaStore:
     async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         if not saga_ids:
             return Renewal(set(), {})
-        if self._pool is None:
-            await self._open_here()
-        async with self._connection() as conn:
+
+        async def run(conn: AsyncConnection[Any]) -> builtins.list[Any]:
             # Rows locked in saga id order, as batch writes lock them: never a deadlock.
             cursor = await conn.execute(
                 f"WITH locked AS (SELECT saga_id FROM {self._t('sagas')} "
@@ -398,7 +401,9 @@ class PostgresSagaStore:
                 "RETURNING s.saga_id, s.status, s.cancel_requested_by, s.cancel_requested_at",
                 (owner, list(saga_ids), lease_seconds, owner),
             )
-            rows = await cursor.fetchall()
+            return await cursor.fetchall()
+
+        rows = await self._call(run)
         return Renewal(
             {row[0] for row in rows},
             {
@@ -409,43 +414,43 @@ class PostgresSagaStore:
         )
 
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
-        if self._pool is None:
-            await self._open_here()
-        async with self._connection() as conn, conn.transaction():
+        async def run(conn: AsyncConnection[Any]) -> Any:
             # One transaction: the row read is the one the request was (or was not) written
             # to, not one its owner changed since (it acts on the request at once).
-            await conn.execute(
-                f"UPDATE {self._t('sagas')} SET cancel_requested_by = %s, "
-                f"cancel_requested_at = {_NOW} "
-                "WHERE saga_id = %s AND status = %s AND cancel_requested_at IS NULL",
-                (by, saga_id, StoredStatus.RUNNING.value),
-            )
-            cursor = await conn.execute(
-                f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')} WHERE saga_id = %s", (saga_id,)
-            )
-            row = await cursor.fetchone()
+            async with conn.transaction():
+                await conn.execute(
+                    f"UPDATE {self._t('sagas')} SET cancel_requested_by = %s, "
+                    f"cancel_requested_at = {_NOW} "
+                    "WHERE saga_id = %s AND status = %s AND cancel_requested_at IS NULL",
+                    (by, saga_id, StoredStatus.RUNNING.value),
+                )
+                cursor = await conn.execute(
+                    f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')} WHERE saga_id = %s",
+                    (saga_id,),
+                )
+                return await cursor.fetchone()
+
+        row = await self._call(run)
         return None if row is None else SagaRecord.from_row(row)
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        if self._pool is None:
-            await self._open_here()
-        async with self._connection() as conn:
-            return await self._load(conn, saga_id)
+        return await self._call(lambda conn: self._load(conn, saga_id))
 
     async def list(
         self, statuses: Sequence[StoredStatus] = (), limit: int = 100
     ) -> list[SagaRecord]:
         where = " WHERE status = ANY(%s)" if statuses else ""
         params: list[object] = [[s.value for s in statuses]] if statuses else []
-        if self._pool is None:
-            await self._open_here()
-        async with self._connection() as conn:
+
+        async def run(conn: AsyncConnection[Any]) -> builtins.list[SagaRecord]:
             cursor = await conn.execute(
                 f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')}{where} "
                 "ORDER BY updated DESC LIMIT %s",
                 (*params, limit),
             )
             return [SagaRecord.from_row(row) for row in await cursor.fetchall()]
+
+        return await self._call(run)
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         which = f"{self._t('sagas')} WHERE status = ANY(%s) AND updated < %s"
@@ -460,11 +465,12 @@ class PostgresSagaStore:
                 f"entries AS (DELETE FROM {self._t('events')} "
                 "WHERE saga_id IN (SELECT saga_id FROM gone)) SELECT saga_id FROM gone"
             )
-        if self._pool is None:
-            await self._open_here()
-        async with self._connection() as conn:
+
+        async def run(conn: AsyncConnection[Any]) -> tuple[str, ...]:
             cursor = await conn.execute(statement, params)
             return tuple(sorted(row[0] for row in await cursor.fetchall()))
+
+        return await self._call(run)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -488,6 +494,28 @@ class PostgresSagaStore:
                 ) from self._open_error
             raise SagaStoreError(f"{self!r} is not open; await store.open() first")
         return pool.connection()
+
+    async def _call[T](self, run: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run `run` on a pooled connection; once more on a fresh one if the connection was
+        lost (a server restart drops every pooled connection: the first call after it would
+        otherwise fail). For reads and for changes that are safe to make twice. Errors are
+        `SagaStoreError`s."""
+        psycopg, _ = _driver()
+        if self._pool is None:
+            await self._open_here()
+        for retried in (False, True):
+            try:
+                async with self._connection() as conn:
+                    return await run(conn)
+            except psycopg.OperationalError as error:
+                if retried:
+                    raise SagaStoreError(
+                        f"PostgreSQL saga store: lost the connection twice ({error})"
+                    ) from error
+                await self._drop_dead_connections()
+            except psycopg.Error as error:
+                raise SagaStoreError(f"PostgreSQL saga store: {error}") from error
+        raise AssertionError("unreachable: the second try returns or raises")
 
     async def _write(self, run: Callable[[AsyncConnection[Any], bool], Awaitable[None]]) -> None:
         """Run a write; once more on a fresh connection if the connection was lost."""
