@@ -281,6 +281,7 @@ class PostgresSagaStore:
         already (an `asyncio.run` that ended) is let go, its connections gone with the loop's
         tasks. Reopened by `open()`."""
         pools, self._pools = self._pools, {}
+        self._group_commits = {}  # each belonged to a pool's loop
         self._opening = {}
         self._opened = False
         here = asyncio.get_running_loop()
