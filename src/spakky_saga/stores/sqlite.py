@@ -200,10 +200,10 @@ class SqliteSagaStore:
         self._inline_lock = threading.Lock()
         self._inline_commits = 0
         self._worker_writes = 0
-        self._inline_turn: str | None = None
-        """The saga that wrote inline in this turn of the event loop, if one did."""
         """Writes handed to the worker and not answered yet: while there are some, a new write
         joins them rather than going inline (they share a commit)."""
+        self._inline_turn: str | None = None
+        """The saga that wrote inline in this turn of the event loop, if one did."""
 
     def __repr__(self) -> str:
         return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -224,9 +224,8 @@ class SqliteSagaStore:
                     target=self._work, name=f"spakky-saga-sqlite:{self.path.name}", daemon=True
                 )
                 self._thread.start()
-        await self._submit(
-            _Job(asyncio.get_running_loop(), run=self._prepare)
-        )  # idempotent, if run twice
+        # Idempotent, if two loops open the store at once.
+        await self._submit(_Job(asyncio.get_running_loop(), run=self._prepare))
         self._ready = True
 
     async def close(self) -> None:
