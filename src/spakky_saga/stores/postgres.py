@@ -801,13 +801,15 @@ class _Write(NamedTuple):
         begin: bool,
         release: bool,
     ) -> _Write:
-        saga_id, owner = cast(str, values[0]), cast(str | None, values[9 if begin else 1])
+        fields = dict(zip(_NEW_ROW if begin else _CHANGE, values, strict=True))
+        saga_id, owner = cast(str, fields["saga_id"]), cast(str | None, fields["owner"])
         last_seq = events[-1].seq if events else 0
         entries = _entries(saga_id, events)
         return cls(saga_id, owner, begin, values, entries, len(events), release, last_seq)
 
     def alone(self) -> dict[str, object]:
-        """The parameters of the statement that writes it alone (`_one_statements`)."""
+        """The parameters of the statement that writes it alone (`_Statements.begin_one`,
+        `_Statements.append_one`)."""
         params = dict(zip(_NEW_ROW if self.begin else _CHANGE, self.values, strict=True))
         params["entries"] = f"[{self.entries_json}]"
         return params
