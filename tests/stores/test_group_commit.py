@@ -5,9 +5,11 @@ alone, and its neighbours in the batch are written."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from spakky_saga import (
@@ -170,3 +172,69 @@ def test_postgres_store_refuses_a_number_of_concurrent_flushes_its_pool_cannot_h
         PostgresSagaStore("postgresql://localhost/x", max_size=4, flushes=0)
     with pytest.raises(ValueError, match=r"flushes=5\)"):
         PostgresSagaStore("postgresql://localhost/x", max_size=4, flushes=5)
+
+
+async def test_a_batch_the_sqlite_database_refuses_as_a_whole_fails_each_write_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sagas.db"
+    store = SqliteSagaStore(path, synchronous="FULL", busy_timeout=0.01)
+    await store.open()
+    try:
+        ids = await _begin_all(store)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the database
+        try:
+            outcomes = await asyncio.gather(
+                *(store.append(i, "engine-a", [an_event(2)], SagaUpdate(), 30) for i in ids[:5]),
+                return_exceptions=True,
+            )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        records = [await store.load(i) for i in ids[:5]]
+    finally:
+        await store.close()
+
+    assert all(isinstance(o, SagaStoreError) and "locked" in str(o) for o in outcomes), outcomes
+    assert all(r is not None and [e.seq for e in r.events] == [1] for r in records)
+
+
+async def test_an_inline_write_that_finds_the_database_busy_waits_for_it_at_the_worker(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sagas.db"
+    store = SqliteSagaStore(path, synchronous="NORMAL")
+    await store.open()
+    try:
+        await store.begin(a_record("s1"), [an_event(1, "saga_started")], 30)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process is writing
+        write = asyncio.ensure_future(
+            store.append("s1", "engine-a", [an_event(2)], SagaUpdate(), 30)
+        )
+        await asyncio.sleep(0)  # the write tried inline, found the lock, went to the worker
+        assert not write.done()
+        holder.execute("COMMIT")
+        holder.close()
+        await write
+        record = await store.load("s1")
+    finally:
+        await store.close()
+
+    assert record is not None
+    assert [e.seq for e in record.events] == [1, 2]
+
+
+async def test_a_postgresql_read_the_server_refuses_is_a_store_error(tmp_path: Path) -> None:
+    async with postgres_schema() as (dsn, schema):
+        store = PostgresSagaStore(dsn, schema=schema, max_size=2)
+        await store.open()
+        try:
+            await store.begin(a_record("s1"), [an_event(1, "saga_started")], 30)
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+                await admin.execute(f'DROP TABLE "{schema}".spakky_saga_events')
+            with pytest.raises(SagaStoreError, match="spakky_saga_events"):
+                await store.load("s1")
+        finally:
+            await store.close()
