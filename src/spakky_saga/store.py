@@ -241,10 +241,10 @@ class SagaStore(Protocol):
         lease_seconds: float,
     ) -> None:
         """Append `events` and apply `update` atomically; raise SagaLeaseLostError (writing
-        nothing) if `owner` no longer owns the saga. The lease is not extended (the stores
-        here leave that to `renew`, which the engine's heartbeat calls every third of a
-        lease): a step's write changes the saga's row and log only. `lease_seconds` is the
-        engine's lease, for stores that want it."""
+        nothing) if `owner` no longer owns the saga. The lease is extended to `lease_seconds`
+        when less than half of it is left (a store may extend it at every write; the SQL
+        stores do not, so that most writes leave the lease and its index alone): after a
+        write, at least half a lease is left."""
         ...
 
     async def claim(

@@ -233,15 +233,16 @@ def check_log_shape(record: SagaRecord) -> None:
 
 def check_handover(record: SagaRecord, leases: dict[str, float]) -> None:
     """Where one owner's entries end and another's begin, the next owner wrote only after
-    the previous one's lease (`leases[owner]`) had run out. Its heartbeat renews the lease
-    every third of it, so when it wrote its last entry at least two thirds of a lease were
-    left. With `check_log_shape`, no two engines ever ran the saga at once."""
+    the previous one's lease (`leases[owner]`) had run out. A write leaves at least half a
+    lease (it extends the lease when less is left), so the next owner's first entry is at
+    least half a lease after the previous owner's last. With `check_log_shape`, no two
+    engines ever ran the saga at once."""
     events = record.events
     for before, after in itertools.pairwise(events):
         if before.owner == after.owner or before.owner not in leases:
             continue
         lease = leases[before.owner]
-        assert after.at >= before.at + lease * 2 / 3 - 0.005, (
+        assert after.at >= before.at + lease / 2 - 0.005, (
             f"saga {record.saga_id}: {after.owner} wrote {after.at - before.at:.3f} s after "
             f"{before.owner}'s last entry, before its {lease} s lease ran out"
         )

@@ -63,7 +63,7 @@ class InMemorySagaStore:
         if record is None or record.owner != owner:
             raise SagaLeaseLostError(saga_id, owner)
         now = self._clock()
-        changes: dict[str, object] = {"updated": now}  # the lease is renew()'s to extend
+        changes: dict[str, object] = {"updated": now, "lease_expires": now + lease_seconds}
         if update.status is not None:
             changes["status"] = update.status
         if update.data is not None:

@@ -327,6 +327,7 @@ class PostgresSagaStore:
         values = (
             saga_id,
             owner,
+            lease_seconds,
             update.release,
             None if status is None else status.value,
             update.data,
@@ -768,6 +769,7 @@ _NEW_ROW: Final = (
 _CHANGE: Final = (
     "saga_id",
     "owner",
+    "lease",
     "release",
     "status",
     "data",
@@ -857,17 +859,19 @@ def _statements(table: Callable[[str], str]) -> _Statements:
     written; it returns the ids of the sagas written. Its parameters are three JSON texts:
     nothing is adapted value by value on the client. A write alone (one saga at a time, the
     idle case) goes out as the same thing without the joins and the sort, which costs the
-    server less. A change leaves the lease as it is (`renew`, the engine's heartbeat,
-    extends it) and indexed columns as they are unless the status changes, so that most
-    updates are HOT (no index entry written). The leading comment names them in
-    `pg_stat_activity`."""
+    server less. A change extends the lease only when less than half of it is left (the
+    heartbeat renews it every third), and leaves indexed columns as they are unless the
+    status changes, so that most updates are HOT (no index entry written). The leading
+    comment names them in `pg_stat_activity`."""
     sagas, events = table("sagas"), table("events")
     columns = (
         "saga_id, saga_name, status, fingerprint, structure, policy, data, data_type, codec, "
         "created, updated, owner, lease_expires, failed_step, error"
     )
     change = f"""updated = {_NOW},
-    lease_expires = CASE WHEN c.release THEN NULL ELSE s.lease_expires END,
+    lease_expires = CASE WHEN c.release THEN NULL
+      WHEN s.lease_expires < {_NOW} + c.lease / 2 THEN {_NOW} + c.lease
+      ELSE s.lease_expires END,
     owner = CASE WHEN c.release THEN NULL ELSE s.owner END,
     status = COALESCE(c.status, s.status), data = COALESCE(c.data, s.data),
     data_type = COALESCE(c.data_type, s.data_type),
@@ -895,8 +899,9 @@ begun AS (
     {_NOW}, {_NOW}, owner, {_NOW} + lease, failed_step, error FROM new_rows
   ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id),
 changes AS (
-  SELECT x->>0 AS saga_id, x->>1 AS owner, (x->>2)::boolean AS release, x->>3 AS status,
-    (x->>4)::jsonb AS data, x->>5 AS data_type, x->>6 AS failed_step, x->>7 AS error
+  SELECT x->>0 AS saga_id, x->>1 AS owner, (x->>2)::float8 AS lease,
+    (x->>3)::boolean AS release, x->>4 AS status, (x->>5)::jsonb AS data, x->>6 AS data_type,
+    x->>7 AS failed_step, x->>8 AS error
   FROM jsonb_array_elements(%s::jsonb) AS x),
 locked AS (
   SELECT s.saga_id FROM {sagas} AS s JOIN changes AS c
@@ -921,7 +926,8 @@ WITH begun AS (
 SELECT saga_id FROM begun"""
     append_one = f"""/* spakky-saga write */
 WITH c AS (
-  SELECT %(saga_id)s::text AS saga_id, %(owner)s::text AS owner, %(release)s::boolean AS release,
+  SELECT %(saga_id)s::text AS saga_id, %(owner)s::text AS owner, %(lease)s::float8 AS lease,
+    %(release)s::boolean AS release,
     %(status)s::text AS status, %(data)s::jsonb AS data, %(data_type)s::text AS data_type,
     %(failed_step)s::text AS failed_step, %(error)s::text AS error),
 owned AS (

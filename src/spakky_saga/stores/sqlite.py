@@ -114,6 +114,8 @@ class _Write(NamedTuple):
     update: SagaUpdate | None
     events: Sequence[StoredEvent]
     lease_seconds: float
+    extend: bool = False
+    """Whether an `append` extends the lease (only when less than half of it is left)."""
 
 
 class _Job:
@@ -204,6 +206,10 @@ class SqliteSagaStore:
         joins them rather than going inline (they share a commit)."""
         self._inline_turn: str | None = None
         """The saga that wrote inline in this turn of the event loop, if one did."""
+        self._lease_until: dict[str, float] = {}
+        """When the leases this store object set last run out at the earliest (begin, claim,
+        reopen, renew, an extending append): an `append` extends a lease only when less than
+        half of it is left, so most writes leave the lease and its index alone."""
 
     def __repr__(self) -> str:
         return f"SqliteSagaStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -245,7 +251,9 @@ class SqliteSagaStore:
     async def begin(
         self, record: SagaRecord, events: Sequence[StoredEvent], lease_seconds: float
     ) -> None:
+        now = self._clock()
         await self._write(_Write(record.saga_id, record.owner, record, None, events, lease_seconds))
+        self._lease_until[record.saga_id] = now + lease_seconds
 
     async def append(
         self,
@@ -255,7 +263,19 @@ class SqliteSagaStore:
         update: SagaUpdate,
         lease_seconds: float,
     ) -> None:
-        await self._write(_Write(saga_id, owner, None, update, events, lease_seconds))
+        now = self._clock()
+        extend = not update.release and (
+            self._lease_until.get(saga_id, 0.0) < now + lease_seconds / 2
+        )
+        try:
+            await self._write(_Write(saga_id, owner, None, update, events, lease_seconds, extend))
+        except SagaLeaseLostError:
+            self._lease_until.pop(saga_id, None)
+            raise
+        if update.release:
+            self._lease_until.pop(saga_id, None)
+        elif extend:
+            self._lease_until[saga_id] = now + lease_seconds
 
     async def claim(
         self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
@@ -282,7 +302,9 @@ class SqliteSagaStore:
                 claimed.append(_load(db, saga_id))
             return [r for r in claimed if r is not None]
 
+        now = self._clock()
         result: list[SagaRecord] = await self._call(run)
+        self._lease_until.update((record.saga_id, now + lease_seconds) for record in result)
         return result
 
     async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
@@ -307,7 +329,9 @@ class SqliteSagaStore:
                 )
             return record
 
+        now = self._clock()
         result: SagaRecord = await self._call(run)
+        self._lease_until[saga_id] = now + lease_seconds
         return result
 
     async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
@@ -335,7 +359,9 @@ class SqliteSagaStore:
                 },
             )
 
+        now = self._clock()
         result: Renewal = await self._call(run)
+        self._lease_until.update((saga_id, now + lease_seconds) for saga_id in result.kept)
         return result
 
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
@@ -798,8 +824,8 @@ def _row(write: _Write, now: float) -> tuple[object, ...]:
 def _change(write: _Write, now: float) -> tuple[str, tuple[object, ...]]:
     """The UPDATE for an `append` and its parameters. Only the columns that change are set:
     SQLite rewrites an index entry whenever an indexed column is set, even to its own value,
-    and the status index (status, lease_expires) would double the pages a step writes. The
-    lease is not extended here: `renew` (the engine's heartbeat) does that."""
+    and the status index (status, lease_expires) would double the pages a step writes. So
+    the lease is set only when the write extends it (`_Write.extend`)."""
     update = write.update
     assert update is not None
     sets = ["updated = ?"]
@@ -816,6 +842,9 @@ def _change(write: _Write, now: float) -> tuple[str, tuple[object, ...]]:
             values.append(value)
     if update.release:
         sets.append("owner = NULL, lease_expires = NULL")
+    elif write.extend:
+        sets.append("lease_expires = ?")
+        values.append(now + write.lease_seconds)
     statement = f"UPDATE spakky_saga_sagas SET {', '.join(sets)} WHERE saga_id = ? AND owner = ?"
     return statement, (*values, write.saga_id, write.owner)
 
