@@ -303,7 +303,8 @@ def step_callback(ctx: FunctionContext) -> Type:
     if compensation is not None:
         if not check_compensation(ctx.api, compensation, action=action):
             return errored(ctx.default_return_type)
-        operands.append(compensation)
+        # Named as written, so that a mismatch says which argument it is.
+        operands.append(replace(compensation, name=f"compensate={compensation.label}"))
     data, ok = check_same_data(ctx.api, "step()", operands)
     if not ok or not check_lambda_data(
         ctx.api, operands, where=STEP.where, result=ctx.default_return_type
