@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check the project has: lint, strict typing, unit tests with the coverage gate (with
 # tests/compat/, the differential tests against the documented spakky-saga 8.5.0, which run
-# in .venv/upstream), the mypy plugin's typing tests, and the examples under basedpyright
+# in .venv/upstream, and tests/test_pyright_typing.py, the cases of typing_tests/pyright/ under
+# the pinned basedpyright), the mypy plugin's typing tests, and the examples under basedpyright
 # (without our plugin).
 set -euo pipefail
 cd "$(dirname "$0")/.."

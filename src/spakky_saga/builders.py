@@ -17,8 +17,10 @@ from spakky_saga.flow import (
     ActionFn,
     CompensateFn,
     CompensationOrder,
+    CompensationStep,
     FlowItem,
     MergeFn,
+    Operand,
     Parallel,
     SagaFlow,
     SagaStep,
@@ -26,7 +28,7 @@ from spakky_saga.flow import (
     callable_name,
     check_name,
 )
-from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy
+from spakky_saga.strategy import DEFAULT_STRATEGY, MYPY, ErrorStrategy
 
 
 @overload
@@ -43,7 +45,7 @@ def step[D: AbstractSagaData](
     action: ActionFn[D] | SagaStep[D],
     /,
     *,
-    compensate: CompensateFn[D] | SagaStep[D],
+    compensate: CompensateFn[D] | CompensationStep[D],
     on_error: ErrorStrategy = ...,
     timeout: timedelta | None = ...,
     name: str = ...,
@@ -52,7 +54,7 @@ def step[D: AbstractSagaData](
     action: ActionFn[D] | SagaStep[D],
     /,
     *,
-    compensate: CompensateFn[D] | SagaStep[D] | None = None,
+    compensate: CompensateFn[D] | CompensationStep[D] | None = None,
     on_error: ErrorStrategy = DEFAULT_STRATEGY,
     timeout: timedelta | None = None,
     name: str = "",
@@ -91,17 +93,28 @@ type _Item[D: AbstractSagaData] = FlowItem[D] | ActionFn[D]
 
 # `parallel` and `saga_flow` show type checkers the documented arity (two members, one item),
 # while at run time any number of arguments reaches the validation, so `parallel(a)` and
-# `saga_flow()` raise SagaFlowDefinitionError instead of a bare TypeError. Two overloads
-# because a function needs at least two; they accept the same calls.
-@overload
-def parallel[D: AbstractSagaData](
-    first: _Item[D],
-    second: _Item[D],
-    /,
-    *,
-    merge: MergeFn[D] | None = ...,
-    compensate: CompensationOrder = ...,
-) -> Parallel[D]: ...
+# `saga_flow()` raise SagaFlowDefinitionError instead of a bare TypeError.
+#
+# Their overloads accept the same calls but type them differently: `_Item` takes items over
+# one data type, `Operand` also steps and transactions over a base class of it. mypy must try
+# `_Item` first: from `Operand` it infers no `D` for a lone step (which fits two of its
+# members in different ways). pyright must try `Operand` first: it picks the first overload
+# whose arguments fit, and `_Item` would type a flow of base-class steps over the base class
+# even where the expected type (`flow() -> SagaFlow[OrderData]`) says the subclass. mypy takes
+# the name MYPY as true, so it skips the `Operand` overload written first for pyright.
+if not MYPY:
+
+    @overload
+    def parallel[D: AbstractSagaData](
+        first: Operand[D],
+        second: Operand[D],
+        /,
+        *rest: Operand[D],
+        merge: MergeFn[D] | None = ...,
+        compensate: CompensationOrder = ...,
+    ) -> Parallel[D]: ...
+
+
 @overload
 def parallel[D: AbstractSagaData](
     first: _Item[D],
@@ -111,8 +124,17 @@ def parallel[D: AbstractSagaData](
     merge: MergeFn[D] | None = ...,
     compensate: CompensationOrder = ...,
 ) -> Parallel[D]: ...
+@overload
 def parallel[D: AbstractSagaData](
-    *items: _Item[D],
+    first: Operand[D],
+    second: Operand[D],
+    /,
+    *rest: Operand[D],
+    merge: MergeFn[D] | None = ...,
+    compensate: CompensationOrder = ...,
+) -> Parallel[D]: ...
+def parallel[D: AbstractSagaData](
+    *items: Operand[D],
     merge: MergeFn[D] | None = None,
     compensate: CompensationOrder = "reverse",
 ) -> Parallel[D]:
@@ -136,11 +158,17 @@ def parallel[D: AbstractSagaData](
     return Parallel(items=cast(Any, items), merge=merge, compensation_order=compensate)
 
 
-@overload
-def saga_flow[D: AbstractSagaData](only: _Item[D], /) -> SagaFlow[D]: ...
+if not MYPY:  # see parallel()
+
+    @overload
+    def saga_flow[D: AbstractSagaData](first: Operand[D], /, *rest: Operand[D]) -> SagaFlow[D]: ...
+
+
 @overload
 def saga_flow[D: AbstractSagaData](first: _Item[D], /, *rest: _Item[D]) -> SagaFlow[D]: ...
-def saga_flow[D: AbstractSagaData](*items: _Item[D]) -> SagaFlow[D]:
+@overload
+def saga_flow[D: AbstractSagaData](first: Operand[D], /, *rest: Operand[D]) -> SagaFlow[D]: ...
+def saga_flow[D: AbstractSagaData](*items: Operand[D]) -> SagaFlow[D]:
     """Build a flow from items run in order (at least one; plain async functions become
     steps)."""
     if not items:

@@ -15,7 +15,7 @@ import types
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, Never, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Never, Protocol, Self, TypeVar, cast
 
 from typing_extensions import deprecated
 
@@ -24,6 +24,7 @@ from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError, SagaFlowOperatorError
 from spakky_saga.strategy import (
     DEFAULT_STRATEGY,
+    MYPY,
     ErrorStrategy,
     check_compensation_strategy,
     check_strategy,
@@ -46,6 +47,36 @@ type CompensationOrder = Literal["reverse", "concurrent"]
 
 type FlowItem[D: AbstractSagaData] = SagaStep[D] | Transaction[D] | Parallel[D]
 """Anything that can stand in a flow's items."""
+
+
+class ActionItem[D: AbstractSagaData](Protocol):
+    """A step or transaction whose action can take `D`: one over `D`, or over a base class
+    of it (a shared `audit(data: AbstractSagaData) -> None` in a flow over `OrderData`).
+
+    Contravariant in `D`, unlike the flow types themselves: operators and builders take
+    their operands as this, so that type checkers without our mypy plugin (pyright, plain
+    mypy) accept a step over a base class beside steps over `D`."""
+
+    @property
+    def name(self) -> str: ...
+
+    def __call__(self, data: D, /) -> Awaitable[object]: ...
+
+
+class CompensationStep[D: AbstractSagaData](Protocol):
+    """A `SagaStep` (not a transaction or group) whose action can take `D`: what `>>` and
+    `compensate=` accept besides a function, a compensation over `D` or a base class of it."""
+
+    def __call__(self, data: D, /) -> Awaitable[object]: ...
+
+    # A transaction's `|` returns a transaction, a group's accepts nothing: only a SagaStep's
+    # result fits. Any: the step's own data type is `D` or any base class of it.
+    def __or__(self, strategy: ErrorStrategy, /) -> SagaStep[Any]: ...
+
+
+type Operand[D: AbstractSagaData] = FlowItem[D] | ActionItem[D] | ActionFn[D]
+"""What `&`, `parallel()` and `saga_flow()` take: a flow item over `D` (or, for steps and
+transactions, a base class of it) or an async function."""
 
 
 def callable_name(fn: object) -> str:
@@ -277,17 +308,25 @@ class _Action[D: AbstractSagaData]:
                 raise SagaFlowOperatorError(*error.problems) from None
         return dataclasses.replace(self, on_error=strategy)
 
-    def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
+    def __and__(self, other: Operand[D], /) -> Parallel[D]:
         """Run both concurrently: `a & b & c` is one flat group (an async function on the
         right is promoted to a step)."""
         return _parallel_of(self, other)
+
+    if TYPE_CHECKING and not MYPY:
+        # For pyright, never called: the left operand of `x & y` here is a step or
+        # transaction, whose own `__and__` runs. It types `base_step & step_over_subclass`
+        # over the subclass, which `__and__` (over the left's data type) cannot. mypy skips
+        # it (MYPY is true to mypy): it would try it after our plugin reported `__and__`,
+        # and could accept what the plugin rejected.
+        def __rand__(self, other: ActionItem[D], /) -> Parallel[D]: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SagaStep[D: AbstractSagaData](_Action[D]):
     """A single action without compensation."""
 
-    def __rshift__(self, compensate: SagaStep[D] | CompensateFn[D], /) -> Transaction[D]:
+    def __rshift__(self, compensate: CompensationStep[D] | CompensateFn[D], /) -> Transaction[D]:
         """Bind a compensation: `action >> compensation` is a Transaction."""
         if isinstance(compensate, _Action | Parallel) and not isinstance(compensate, SagaStep):
             raise SagaFlowOperatorError(
@@ -318,11 +357,12 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
 
 
 def _compensation_fn[D: AbstractSagaData](
-    compensate: SagaStep[D] | CompensateFn[D],
+    compensate: CompensationStep[D] | CompensateFn[D],
 ) -> CompensateFn[D]:
-    if isinstance(compensate, SagaStep):
-        return cast(CompensateFn[D], compensate.action)
-    return compensate
+    # A CompensationStep is a SagaStep at run time; everything else is the function itself.
+    return cast(
+        CompensateFn[D], compensate.action if isinstance(compensate, SagaStep) else compensate
+    )
 
 
 def _compensation_name(compensate: object) -> str:
@@ -362,8 +402,11 @@ class Transaction[D: AbstractSagaData](_Action[D]):
     # category=None: type checkers (pyright too) report the call, while at run time the
     # SagaFlowOperatorError below says it all, with no DeprecationWarning before it.
     @deprecated("a Transaction already has a compensation; bind one per action", category=None)
-    def __rshift__(self, compensate: object, /) -> Never:
-        """Always an error: a compensation is bound once (the mypy plugin reports it too)."""
+    def __rshift__(self, compensate: Never, /) -> Never:
+        """Always an error: a compensation is bound once (the mypy plugin reports it too).
+
+        Typed to accept nothing, so type checkers without the plugin report `a >> b >> c`
+        as an error, not only as a use of something deprecated."""
         raise SagaFlowOperatorError(
             f'transaction "{self.name}" already has compensation "{self.compensation_name}"; '
             f'cannot bind "{_item_name(compensate)}" as a second one. Bind one compensation '
@@ -433,7 +476,7 @@ class Parallel[D: AbstractSagaData]:
         """`a & b & c`: the members' names, used in logs and error messages."""
         return " & ".join(member.name for member in self.items)
 
-    def __and__(self, other: FlowItem[D] | ActionFn[D], /) -> Parallel[D]:
+    def __and__(self, other: Operand[D], /) -> Parallel[D]:
         """Add to the group: nested groups flatten, async functions are promoted to steps."""
         return _parallel_of(self, other)
 

@@ -23,10 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, overload
+
+from typing_extensions import deprecated
 
 from spakky_saga._text import safe_repr, type_repr
 from spakky_saga.errors import SagaFlowDefinitionError
+
+MYPY: Final = False
+"""False at run time and for pyright; mypy always takes a name `MYPY` as true, which keeps
+it out of pyright-only declarations (Retry's constructor overloads)."""
 
 
 def _is_number(value: object) -> bool:
@@ -242,6 +248,42 @@ class Retry(ErrorStrategy):
     backoff: ExponentialBackoff = _DEFAULT_BACKOFF
     then: Compensate | Skip = field(default_factory=Compensate)
     retry_on: RetryOn | None = field(default=None, kw_only=True)
+
+    if TYPE_CHECKING and not MYPY:
+        # For pyright only (at run time the dataclass's own __init__): it reports a deprecated
+        # overload where it is called, so `Retry(0)` is flagged without our mypy plugin, which
+        # reports it as saga-strategy. mypy skips this block (it takes MYPY as true): with an
+        # overloaded constructor it would type `step | Retry` as a union type, not an error.
+        @overload
+        @deprecated(
+            "Retry(0): max_attempts counts every attempt, the first included, so it must be "
+            ">= 1 (use Retry(1) for no retry)"
+        )
+        def __init__(
+            self,
+            max_attempts: Literal[0],
+            backoff: ExponentialBackoff = ...,
+            then: Compensate | Skip = ...,
+            *,
+            retry_on: RetryOn | None = ...,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self,
+            max_attempts: int = ...,
+            backoff: ExponentialBackoff = ...,
+            then: Compensate | Skip = ...,
+            *,
+            retry_on: RetryOn | None = ...,
+        ) -> None: ...
+        def __init__(
+            self,
+            max_attempts: int = 3,
+            backoff: ExponentialBackoff = _DEFAULT_BACKOFF,
+            then: Compensate | Skip = ...,
+            *,
+            retry_on: RetryOn | None = None,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         problems = []

@@ -27,6 +27,7 @@ from mypy.nodes import (
     TypeInfo,
 )
 from mypy.plugin import CheckerPluginInterface, FunctionContext, FunctionSigContext
+from mypy.subtypes import is_subtype
 from mypy.types import (
     AnyType,
     FunctionLike,
@@ -303,16 +304,27 @@ def step_callback(ctx: FunctionContext) -> Type:
     if compensation is not None:
         if not check_compensation(ctx.api, compensation, action=action):
             return errored(ctx.default_return_type)
-        operands.append(compensation)
+        # Named as written, so that a mismatch says which argument it is.
+        operands.append(replace(compensation, name=f"compensate={compensation.label}"))
     data, ok = check_same_data(ctx.api, "step()", operands)
     if not ok or not check_lambda_data(
         ctx.api, operands, where=STEP.where, result=ctx.default_return_type
     ):
         return errored(ctx.default_return_type)
-    return with_data(ctx.default_return_type, data)
+    return with_data(ctx.default_return_type, _as_expected(ctx.api, data))
 
 
 _ON_ERROR_LEAD: Final = "step(on_error=...): "
+
+
+def _as_expected(api: CheckerPluginInterface, data: ProperType | None) -> ProperType | None:
+    """The data type the call is expected to build over, when every item takes it (items over
+    `AbstractSagaData` assigned to `SagaFlow[OrderData]`, or returned from a generic saga's
+    `flow() -> SagaFlow[D]`); else the items' own most specific type, `data`."""
+    expected = expected_data(api)
+    if data is not None and expected is not None and is_subtype(expected, data):
+        return expected
+    return data
 
 
 def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
@@ -339,7 +351,7 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
             ctx.api, operands, where=spec.where, result=ctx.default_return_type
         ):
             return errored(ctx.default_return_type)
-        return with_data(ctx.default_return_type, data)
+        return with_data(ctx.default_return_type, _as_expected(ctx.api, data))
 
     return callback
 
@@ -371,7 +383,7 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
             ctx.api, items.operands, where=spec.where, result=ctx.default_return_type
         ):
             return errored(ctx.default_return_type)
-        return with_data(ctx.default_return_type, data)
+        return with_data(ctx.default_return_type, _as_expected(ctx.api, data))
 
     return callback
 

@@ -21,6 +21,7 @@ from mypy.types import (
     Instance,
     ProperType,
     Type,
+    TypeVarType,
     UninhabitedType,
     UnionType,
     get_proper_type,
@@ -70,19 +71,20 @@ def _lambdas(expr: Expression) -> Iterator[LambdaExpr]:
 
 def expected_data(api: CheckerPluginInterface) -> ProperType | None:
     """`D` of the flow type the call is expected to build (`x: SagaFlow[D] = saga_flow(...)`,
-    a function returning `SagaStep[D]`, an item of an outer builder over `D`), if any."""
+    a function returning `SagaStep[D]`, an item of an outer builder over `D`, a generic
+    saga's `flow() -> SagaFlow[D]` over its type variable), if any."""
     if not isinstance(api, TypeChecker):  # the type context stack is a checker internal
         return None
     contexts = api.expr_checker.type_context
     if not contexts or contexts[-1] is None:
         return None
-    found: list[Instance] = []
+    found: list[Instance | TypeVarType] = []
     for option in _alternatives(contexts[-1]):
         if not isinstance(option, Instance):
             continue
         for flow_type in _FLOW_TYPES:
             data = data_argument(option, flow_type)
-            if isinstance(data, Instance) and data not in found:
+            if isinstance(data, Instance | TypeVarType) and data not in found:
                 found.append(data)
     return found[0] if len(found) == 1 else None
 

@@ -33,6 +33,15 @@ def operand_signature_callback(ctx: MethodSigContext) -> FunctionLike:
     return signature.copy_modified(arg_types=[AnyType(TypeOfAny.special_form)])
 
 
+def any_operand_signature_callback(ctx: MethodSigContext) -> FunctionLike:
+    """Accept any right operand, a lambda too: `transaction >> x` is declared to take
+    nothing (so that pyright reports it), and check 5 is the one report of it."""
+    signature = ctx.default_signature
+    if len(signature.arg_types) != 1:
+        return signature
+    return signature.copy_modified(arg_types=[AnyType(TypeOfAny.special_form)])
+
+
 def _operands(ctx: MethodContext) -> tuple[FlowOperand, FlowOperand] | None:
     if len(ctx.args) != 1 or len(ctx.args[0]) != 1:
         return None

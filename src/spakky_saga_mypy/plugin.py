@@ -144,7 +144,7 @@ class SpakkySagaPlugin(Plugin):
     }
     """Plain methods, by the full name of the class that defines them."""
     _UNWIDENED_METHODS: ClassVar[frozenset[tuple[str, str]]] = frozenset(
-        {(names.TRANSACTION, names.RSHIFT), (names.ERROR_STRATEGY, names.ROR)}
+        {(names.ERROR_STRATEGY, names.ROR)}
     )
     """Operator methods whose right operand keeps its declared type."""
 
@@ -183,6 +183,8 @@ class SpakkySagaPlugin(Plugin):
         key = self._method_key(fullname)
         if key is None or key in self._UNWIDENED_METHODS:
             return None
+        if key == (names.TRANSACTION, names.RSHIFT):
+            return self._guard(operators.any_operand_signature_callback)
         return self._guard(operators.operand_signature_callback)
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
