@@ -49,6 +49,7 @@ _FINAL_STATUS: Final = {
     SagaStatus.COMPLETED: StoredStatus.COMPLETED,
     SagaStatus.FAILED: StoredStatus.FAILED,
     SagaStatus.TIMED_OUT: StoredStatus.TIMED_OUT,
+    SagaStatus.STUCK: StoredStatus.STUCK,
 }
 
 

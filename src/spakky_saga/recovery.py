@@ -38,7 +38,8 @@ class RecoveryPolicy(Enum):
 
     COMPENSATE = "compensate"
     """Undo what committed (the default): the saga ends FAILED, every committed compensable
-    step compensated, including an attempt that may have happened."""
+    step compensated, including an attempt that may have happened. A saga past its flow's
+    pivot (the point of no return) resumes instead: nothing after the pivot is undone."""
     RESUME = "resume"
     """Carry on from the first unfinished step, re-running an attempt that may not have
     happened with the same idempotency key."""
@@ -348,11 +349,18 @@ class RecoveryOutcome(StrEnum):
     CANCELLED = "cancelled"
     """An operator asked to cancel it (`spakky-saga cancel`): its committed steps were
     compensated, whatever its recovery policy, and it ended CANCELLED."""
+    STUCK = "stuck"
+    """Past its flow's pivot (the point of no return), a step failed for good: nothing was
+    compensated and the saga is STUCK, for an operator to finish."""
 
     @property
     def needs_attention(self) -> bool:
         """Whether an operator has something to do about it."""
-        return self in (RecoveryOutcome.REFUSED, RecoveryOutcome.COMPENSATION_FAILED)
+        return self in (
+            RecoveryOutcome.REFUSED,
+            RecoveryOutcome.COMPENSATION_FAILED,
+            RecoveryOutcome.STUCK,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +390,8 @@ class RecoveryReport:
 
     @property
     def needs_attention(self) -> tuple[RecoveredSaga, ...]:
-        """Sagas an operator has to look at: refused, or with a failed compensation."""
+        """Sagas an operator has to look at: refused, with a failed compensation, or stuck
+        past their pivot."""
         return tuple(s for s in self.sagas if s.outcome.needs_attention)
 
     def __len__(self) -> int:

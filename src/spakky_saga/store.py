@@ -76,6 +76,9 @@ class StoredStatus(Enum):
     """Finished, but a compensation failed: needs `retry-compensation` or manual repair."""
     CANCELLED = "CANCELLED"
     """The task running it was cancelled; its committed steps were compensated."""
+    STUCK = "STUCK"
+    """Past its flow's pivot (the point of no return), a step failed for good; nothing was
+    compensated. Needs an operator: finish what the saga could not, by hand."""
 
     @property
     def unfinished(self) -> bool:
