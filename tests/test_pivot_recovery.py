@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from spakky_saga import (
@@ -129,3 +131,37 @@ async def test_a_recovered_saga_that_gives_up_after_its_pivot_is_stuck_and_needs
     record = await store.load(saga.saga_id)
     assert record is not None
     assert record.status is StoredStatus.STUCK
+
+
+async def test_a_durable_saga_cancelled_past_its_pivot_is_left_for_recovery_to_finish(
+    store: InMemorySagaStore, clock: StoreClock, ledger: Ledger
+) -> None:
+    started = asyncio.Event()
+
+    async def ship(data: Ticket) -> None:
+        if not started.is_set():
+            started.set()
+            await asyncio.Event().wait()  # the caller cancels the saga here
+        ledger.entries.append(("ship", ""))
+
+    flow = saga_flow(
+        ledger.transaction("reserve", bump("stock")),
+        pivot(ledger.action("charge", bump("charged", 10))),
+        step(ship, on_error=RETRY, name="ship"),
+    )
+    crashed, recovering = engines(store, flow)
+    data = Ticket(order_id=1)
+    running = asyncio.create_task(crashed.run(flow, data, saga_name="order"))
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    record = await store.load(str(data.saga_id))
+    assert record is not None
+    assert record.status is StoredStatus.RUNNING  # unfinished: past the pivot it must go on
+    clock.expire()
+
+    report = await recovering.recover()
+
+    assert report.sagas[0].outcome is RecoveryOutcome.COMPLETED
+    assert ledger.names() == ["reserve", "charge", "ship"]

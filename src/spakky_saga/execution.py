@@ -531,7 +531,10 @@ class Executor:
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=outcome.fatal, data=data)
             raise outcome.fatal
         if cancelled is not None:
-            run.emit(_SAGA_ABORTED, elapsed=elapsed, error=cancelled, data=data)
+            # Past the pivot the saga must go on: RUNNING tells a durable run's journal to
+            # leave it unfinished, for recovery to take forward.
+            going_on = SagaStatus.RUNNING if run.past_pivot else None
+            run.emit(_SAGA_ABORTED, elapsed=elapsed, error=cancelled, data=data, status=going_on)
             if journal is not None:
                 with contextlib.suppress(Exception):  # recovery finishes it if this is lost
                     await journal.flush()

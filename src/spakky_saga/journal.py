@@ -248,6 +248,9 @@ class SagaJournal:
             return
         if isinstance(error, SagaCompensationFailedError):
             self._status = StoredStatus.COMPENSATION_FAILED
+        elif event.status is SagaStatus.RUNNING:
+            # Cancelled past its pivot: it must complete, so recovery takes it forward.
+            return
         elif isinstance(error, asyncio.CancelledError):
             self._status = StoredStatus.CANCELLED
         else:  # KeyboardInterrupt or SystemExit from a compensation: leave it to recovery

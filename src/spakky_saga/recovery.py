@@ -46,6 +46,8 @@ class RecoveryPolicy(Enum):
 
 
 _INTERRUPTED: Final = SagaCompensationInterruptedError.__qualname__
+_CUT: Final = "CancelledError"
+"""The error type the log records for an attempt a cancellation cut off."""
 
 
 @dataclass
@@ -156,6 +158,14 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         else:
             steps[item.key] = item
 
+    # Past the pivot a saga only goes forward: an attempt a cancellation cut off there (its
+    # run was left for recovery) runs again, as an attempt in doubt does.
+    later = () if plan.pivot is None else plan.nodes[plan.pivot + 1 :]
+    after_pivot = {
+        key
+        for item in later
+        for key in ([m.key for m in item.members] if isinstance(item, GroupNode) else [item.key])
+    }
     state = Replayed(data=decode(_data_class(record.data_type), record.data))
     resolved: set[str] = set()  # steps committed or skipped
     compensated: set[str] = set()  # compensations done or failed (not retried by recovery)
@@ -208,6 +218,8 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
             else:
                 state.member_results[key] = result
                 _close_group(state, member_of, resolved, committed)
+        elif kind is SagaEventKind.STEP_FAILED and key in after_pivot and event.error_type == _CUT:
+            state.history.append(_record(node.name, StepStatus.FAILED, event, offset))
         elif kind is SagaEventKind.STEP_FAILED:
             state.in_doubt.pop(key, None)
             state.history.append(_record(node.name, StepStatus.FAILED, event, offset))
