@@ -56,3 +56,12 @@ async def test_recover_of_a_saga_that_gets_stuck_past_its_pivot_needs_attention(
     assert recovered.returncode == ATTENTION
     assert recovered.stdout.splitlines() == [f"{crashed} (delivery): stuck", STUCK_ADVICE]
     assert (await cli_app.load_saga(crashed)).status.value == "STUCK"
+
+
+async def test_show_marks_the_attempts_of_the_pivot_in_the_timeline() -> None:
+    stuck = await cli_app.run_stuck()
+
+    shown = spakky_saga("show", stuck, *store_options())
+
+    rows = [line.split()[1:3] for line in shown.stdout.split("\n\n", 1)[1].splitlines()[2:]]
+    assert rows[:2] == [["reserve", "committed"], ["pay", "(pivot)"]]

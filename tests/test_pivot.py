@@ -303,3 +303,49 @@ def test_the_pivot_and_read_only_markers_show_in_reprs_and_survive_operators() -
 
 def test_a_flow_without_a_pivot_has_none() -> None:
     assert saga_flow(charge, ship).pivot is None
+
+
+# Seen: the diagram and the timeline ------------------------------------------------------
+
+
+def test_the_diagram_draws_the_pivot_with_a_thick_border_and_read_only_steps() -> None:
+    flow = saga_flow(step(charge) >> refund, step(_noop, read_only=True), pivot(capture))
+
+    chart = flow.to_mermaid().splitlines()
+
+    assert '    s2["_noop<br/>read-only"]' in chart
+    assert '    s3["capture<br/>pivot (point of no return)"]' in chart
+    assert chart[-2:] == ["    classDef pivot stroke-width:4px", "    class s3 pivot"]
+
+
+def test_the_diagram_marks_the_join_of_a_group_pivot() -> None:
+    flow = saga_flow(pivot(step(capture) & ship), step(_noop) | Skip())
+
+    chart = flow.to_mermaid()
+
+    assert 'join1[\\"join<br/>pivot (point of no return)"/]' in chart
+    assert chart.endswith("class join1 pivot")
+
+
+async def test_the_timeline_marks_the_attempts_of_the_pivot(
+    engine: SagaEngine, journal: Journal, order: OrderData
+) -> None:
+    flow = order_flow(journal)
+    result = await engine.run(flow, order)
+
+    timeline = result.format_timeline(pivot=flow.pivot_steps)
+
+    steps = [line.split()[1:3] for line in timeline.splitlines()[2:]]
+    assert steps == [
+        ["reserve", "committed"],
+        ["check", "committed"],
+        ["capture", "(pivot)"],
+        ["ship", "committed"],
+    ]
+    assert "(pivot)" not in result.format_timeline()
+
+
+def test_pivot_steps_names_the_pivot_or_its_group_members() -> None:
+    assert saga_flow(pivot(capture), step(ship) | Retry(2)).pivot_steps == ("capture",)
+    assert saga_flow(pivot(step(capture) & ship)).pivot_steps == ("capture", "ship")
+    assert saga_flow(charge).pivot_steps == ()

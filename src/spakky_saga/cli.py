@@ -465,7 +465,7 @@ async def _show(args: argparse.Namespace) -> int:
         print(f"  {_when(at)} {_RECOVERY_TEXT[what]}")
     print(f"  data: {record.data}")
     print()
-    print(format_timeline(rows))
+    print(format_timeline(rows, pivot=_pivot_steps(record.structure)))
     return OK
 
 
@@ -473,6 +473,15 @@ _STUCK_ADVICE: Final = (
     "stuck past its pivot (the point of no return): a step after it failed for good and "
     "nothing was compensated; finish the saga's remaining steps by hand"
 )
+
+
+def _pivot_steps(structure: str) -> tuple[str, ...]:
+    """The names of the pivot's steps, as the saga's recorded structure has them."""
+    for item in json.loads(structure):
+        if item.get("pivot"):
+            members = item.get("group") or [item]
+            return tuple(member["step"] for member in members)
+    return ()
 
 
 def _saga_error(error: BaseException | None, app: OperatedApp) -> str | None:

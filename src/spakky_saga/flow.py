@@ -630,6 +630,14 @@ class SagaFlow[D: AbstractSagaData]:
         """The flow's point of no return (`pivot(capture)`), if it has one."""
         return next((item for item in self.items if item.pivot), None)
 
+    @property
+    def pivot_steps(self) -> tuple[str, ...]:
+        """The names of the pivot's steps (a group's members), for timelines; () without one."""
+        pivot = self.pivot
+        if pivot is None:
+            return ()
+        return tuple(m.name for m in pivot.items) if isinstance(pivot, Parallel) else (pivot.name,)
+
     def timeout(self, timeout: timedelta, /) -> SagaFlow[D]:
         """A copy of this flow that times out (status TIMED_OUT) after `timeout`."""
         return dataclasses.replace(self, saga_timeout=timeout)
