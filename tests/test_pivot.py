@@ -205,7 +205,7 @@ async def ship(data: OrderData) -> None:
 
 def test_a_step_before_the_pivot_without_compensation_is_rejected_naming_it() -> None:
     with pytest.raises(SagaUncompensatedBeforePivotError) as caught:
-        saga_flow(charge, pivot(capture), step(ship) | Retry(3))
+        saga_flow(charge, pivot(capture), step(ship) | Retry(3))  # type: ignore[saga-pivot-uncompensated] # the runtime's check
 
     (problem,) = caught.value.problems
     assert problem.startswith('step "charge" (item 1) comes before the pivot "capture"')
@@ -226,12 +226,12 @@ def test_read_only_and_compensated_steps_before_the_pivot_pass() -> None:
 
 def test_a_group_before_the_pivot_is_checked_member_by_member() -> None:
     with pytest.raises(SagaUncompensatedBeforePivotError, match='step "ship" \\(item 1\\)'):
-        saga_flow((step(charge) >> refund) & step(ship), pivot(capture))
+        saga_flow((step(charge) >> refund) & step(ship), pivot(capture))  # type: ignore[saga-pivot-uncompensated] # the runtime's check
 
 
 def test_a_step_after_the_pivot_that_fails_at_once_is_rejected_naming_it() -> None:
     with pytest.raises(SagaNotRetriableAfterPivotError) as caught:
-        saga_flow(step(charge) >> refund, pivot(capture), ship)
+        saga_flow(step(charge) >> refund, pivot(capture), ship)  # type: ignore[saga-pivot-not-retriable] # the runtime's check
 
     (problem,) = caught.value.problems
     assert problem.startswith('step "ship" (item 3) comes after the pivot "capture"')
@@ -249,7 +249,7 @@ def test_a_retry_that_ends_in_skip_or_a_skip_after_the_pivot_passes() -> None:
 
 def test_two_pivots_are_rejected_naming_both() -> None:
     with pytest.raises(SagaSecondPivotError) as caught:
-        saga_flow(pivot(capture), pivot(step(ship) | Retry(2)))
+        saga_flow(pivot(capture), pivot(step(ship) | Retry(2)))  # type: ignore[saga-pivot-twice] # the runtime's check
 
     assert caught.value.problems == (
         'item 2 "ship" is marked as the pivot, but "capture" (item 1) is the pivot already; a '
@@ -259,7 +259,7 @@ def test_two_pivots_are_rejected_naming_both() -> None:
 
 def test_mistakes_of_several_kinds_are_reported_together() -> None:
     with pytest.raises(SagaPivotError) as caught:
-        saga_flow(charge, pivot(capture), ship)
+        saga_flow(charge, pivot(capture), ship)  # type: ignore[saga-pivot-not-retriable, saga-pivot-uncompensated] # the runtime's check
 
     assert type(caught.value) is SagaPivotError
     assert len(caught.value.problems) == 2
@@ -268,12 +268,12 @@ def test_mistakes_of_several_kinds_are_reported_together() -> None:
 
 def test_a_group_member_cannot_be_the_pivot() -> None:
     with pytest.raises(SagaPivotMemberError, match='member "capture" is marked as the pivot'):
-        pivot(capture) & step(ship)
+        pivot(capture) & step(ship)  # type: ignore[saga-pivot-member] # the runtime's check
 
 
 def test_a_pivot_group_cannot_be_extended() -> None:
     with pytest.raises(SagaPivotMemberError, match="cannot be extended"):
-        pivot(step(capture) & ship) & charge
+        pivot(step(capture) & ship) & charge  # type: ignore[saga-pivot-member] # the runtime's check
 
 
 def test_a_whole_group_can_be_the_pivot() -> None:
