@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from spakky_saga import (
+    AbstractSaga,
     ActionFn,
     Retry,
     SagaEngine,
@@ -25,6 +26,7 @@ from spakky_saga import (
     parallel,
     pivot,
     saga_flow,
+    saga_step,
     step,
 )
 from tests.support import Journal, OrderData, capture_saga_logs, saga_messages
@@ -349,3 +351,38 @@ def test_pivot_steps_names_the_pivot_or_its_group_members() -> None:
     assert saga_flow(pivot(capture), step(ship) | Retry(2)).pivot_steps == ("capture",)
     assert saga_flow(pivot(step(capture) & ship)).pivot_steps == ("capture", "ship")
     assert saga_flow(charge).pivot_steps == ()
+
+
+# @saga_step(read_only=True) -------------------------------------------------------------
+
+
+class CheckoutSaga(AbstractSaga[OrderData]):
+    @saga_step(read_only=True)
+    async def check_stock(self, data: OrderData) -> None:
+        return None
+
+    @saga_step
+    async def capture(self, data: OrderData) -> None:
+        return None
+
+    @saga_step
+    async def ship(self, data: OrderData) -> None:
+        return None
+
+    def flow(self) -> SagaFlow[OrderData]:
+        return saga_flow(self.check_stock, pivot(self.capture), self.ship | Retry(5))
+
+
+def test_a_saga_step_declared_read_only_needs_no_compensation_before_the_pivot() -> None:
+    saga = CheckoutSaga()
+
+    assert saga.check_stock.read_only is True
+    assert saga.capture.read_only is False
+    assert repr(saga.flow()) == (
+        "SagaFlow(step(check_stock, read_only=True), pivot(capture), ship | Retry(5))"
+    )
+
+
+def test_saga_step_read_only_must_be_a_bool() -> None:
+    with pytest.raises(SagaFlowDefinitionError, match=r"@saga_step\(read_only=1\)"):
+        saga_step(read_only=1)  # type: ignore[call-overload] # the runtime check of a mistyped call

@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from mypy.nodes import ARG_NAMED, ARG_POS, Expression, NameExpr, OpExpr
+from mypy.nodes import (
+    ARG_NAMED,
+    ARG_POS,
+    CallExpr,
+    Decorator,
+    Expression,
+    MemberExpr,
+    NameExpr,
+    OpExpr,
+)
 from mypy.plugin import CheckerPluginInterface
 from mypy.types import Instance
 
@@ -169,24 +178,50 @@ def _uncompensated(api: CheckerPluginInterface, member: Expression) -> bool:
     """Whether a step visibly has no compensation and no read-only marker."""
     operand = _shown(api, member)
     return (
-        operand is not None and operand.kind is not ItemKind.TRANSACTION and not _read_only(member)
+        operand is not None
+        and operand.kind is not ItemKind.TRANSACTION
+        and not _read_only(api, member)
     )
 
 
-def _read_only(expr: Expression) -> bool:
-    """Whether `step(..., read_only=True)` marks the step (through `|` and `step(...)`)."""
+def _read_only(api: CheckerPluginInterface, expr: Expression) -> bool:
+    """Whether `step(..., read_only=True)` or `@saga_step(read_only=True)` marks the step
+    (through `|` and `step(...)`)."""
     while True:
         if isinstance(expr, OpExpr) and expr.op == "|":
             expr = expr.left
         elif calls(expr, names.STEP_BUILDER):
-            for name, kind, arg in zip(expr.arg_names, expr.arg_kinds, expr.args, strict=True):
-                if kind == ARG_NAMED and name == names.READ_ONLY:
-                    return isinstance(arg, NameExpr) and arg.fullname == names.TRUE
+            marked = _read_only_argument(expr)
+            if marked is not None:
+                return marked
             if not expr.args or expr.arg_kinds[0] != ARG_POS:
                 return False
             expr = expr.args[0]
+        elif isinstance(expr, MemberExpr):
+            return _decorated_read_only(api, expr)
         else:
             return False
+
+
+def _read_only_argument(call: CallExpr) -> bool | None:
+    """What `read_only=` a call writes: True or False (anything but `True` counts as False),
+    None when it has none."""
+    for name, kind, arg in zip(call.arg_names, call.arg_kinds, call.args, strict=True):
+        if kind == ARG_NAMED and name == names.READ_ONLY:
+            return isinstance(arg, NameExpr) and arg.fullname == names.TRUE
+    return None
+
+
+def _decorated_read_only(api: CheckerPluginInterface, expr: MemberExpr) -> bool:
+    """Whether `self.check` is a method decorated `@saga_step(read_only=True)`."""
+    owner = checked_type(api, expr.expr)
+    symbol = owner.type.get(expr.name) if isinstance(owner, Instance) else None
+    if symbol is None or not isinstance(symbol.node, Decorator):
+        return False
+    return any(
+        calls(decorator, names.SAGA_STEP_DECORATOR) and _read_only_argument(decorator) is True
+        for decorator in symbol.node.original_decorators
+    )
 
 
 def _failing_strategy(api: CheckerPluginInterface, member: Expression) -> str | None:
