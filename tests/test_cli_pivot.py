@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spakky_saga.cli import ATTENTION, OK
+from spakky_saga.cli import ATTENTION, OK, USAGE
 from tests import cli_app
 from tests.cli_app import spakky_saga, store_options
 
@@ -65,3 +65,26 @@ async def test_show_marks_the_attempts_of_the_pivot_in_the_timeline() -> None:
 
     rows = [line.split()[1:3] for line in shown.stdout.split("\n\n", 1)[1].splitlines()[2:]]
     assert rows[:2] == [["reserve", "committed"], ["pay", "(pivot)"]]
+
+
+async def test_cancel_of_a_dead_engines_saga_past_its_pivot_takes_it_forward_instead() -> None:
+    crashed = await cli_app.run_stuck(crash=True)
+
+    cancelled = spakky_saga("cancel", crashed, "--app", "tests.cli_app:delivery_engine")
+
+    assert cancelled.returncode == ATTENTION
+    assert cancelled.stdout.splitlines() == [
+        f"{crashed} (delivery): stuck",
+        "  past its pivot (the point of no return) a saga cannot be cancelled: recovery took "
+        "it forward instead",
+    ]
+    assert (await cli_app.load_saga(crashed)).status.value == "STUCK"
+
+
+async def test_cancel_of_a_stuck_saga_is_refused_saying_why() -> None:
+    stuck = await cli_app.run_stuck()
+
+    refused = spakky_saga("cancel", stuck, "--app", "tests.cli_app:delivery_engine")
+
+    assert refused.returncode == USAGE
+    assert "only RUNNING sagas can be cancelled; it is stuck past its pivot" in refused.stderr
