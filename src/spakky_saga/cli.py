@@ -998,7 +998,7 @@ def parser() -> argparse.ArgumentParser:
     purge = command(
         "purge",
         "delete the sagas (row and log) that finished (COMPLETED, FAILED, TIMED_OUT, "
-        "CANCELLED) before a time; never unfinished or COMPENSATION_FAILED ones",
+        "CANCELLED) before a time; never unfinished, COMPENSATION_FAILED or STUCK ones",
     )
     store_options(purge)
     purge.add_argument(

@@ -94,7 +94,7 @@ PURGEABLE: tuple[StoredStatus, ...] = (
     StoredStatus.CANCELLED,
 )
 """The statuses `purge` deletes: finished, with nothing left for an operator to do. Never an
-unfinished saga, nor a COMPENSATION_FAILED one (it still needs repair)."""
+unfinished saga, nor a COMPENSATION_FAILED or STUCK one (it still needs repair)."""
 
 
 CANCEL_REQUESTED: Final = "cancel_requested"
