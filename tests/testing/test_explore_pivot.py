@@ -15,6 +15,7 @@ from spakky_saga import (
     Retry,
     SagaFlow,
     SagaResult,
+    SagaStatus,
     Skip,
     SqliteSagaStore,
     parallel,
@@ -106,3 +107,32 @@ async def test_a_pivot_flow_whose_retried_step_gives_up_recovers_stuck_after_eve
 
     assert report.ok, str(report)
     assert report.uncrashed.outcome == "STUCK"
+
+
+class StuckTooEarly(IgnoresThePivot):
+    """An engine that reports STUCK for a saga that failed before its pivot (and
+    compensated)."""
+
+    async def run[D: AbstractSagaData](
+        self,
+        flow: SagaFlow[D],
+        data: D,
+        *,
+        saga_name: str = "",
+        listeners: Iterable[object] = (),
+    ) -> SagaResult[D]:
+        result = await self.engine.run(flow, data, saga_name=saga_name, listeners=listeners)
+        if result.status is SagaStatus.FAILED:
+            return dataclasses.replace(result, status=SagaStatus.STUCK)
+        return result
+
+
+async def test_an_engine_that_ends_stuck_before_the_pivot_breaks_the_pivot_check() -> None:
+    runner: Any = StuckTooEarly()  # its `run` takes listeners as objects, as SagaEngine's
+
+    report = await explore_failures(pivot_flow(Services()), Order(), engine=runner)
+
+    violations = [str(v) for v in report.violations if v.check is Check.PIVOT]
+    assert any("STUCK at reserve, but the forward pass never got past" in v for v in violations)
+    assert any("STUCK at charge, but the forward pass never got past" in v for v in violations)
+    assert report.scenario("reserve fails").outcome == "STUCK"
