@@ -3,7 +3,8 @@
 `explore_failures` runs the saga from examples/order_saga.py once per failure point: each
 step failing, each compensation failing, each step hanging until a timeout, and the caller
 cancelling at each await point; after each run it checks that every committed step was
-compensated exactly once, in reverse order, with the latest data. Run with `make demo`, or
+compensated exactly once, in reverse order, with the latest data, and that once the order's
+confirmation (the saga's pivot) committed nothing was compensated. Run with `make demo`, or
 `.venv/bin/python examples/explore_order_saga.py`. Tests do the same with the pytest fixture
 `explore_failures` (docs/testing.md).
 """

@@ -1,7 +1,11 @@
-"""Demo: an order saga that succeeds, then one that fails and is compensated.
+"""Demo: an order saga that succeeds, one that fails and is compensated, and one that fails
+past its point of no return.
 
 Run with `make demo`. The services are in-memory stand-ins for remote systems, so the
-compensations' effects can be printed next to each result.
+compensations' effects can be printed next to each result. Confirming the order to the
+customer is the saga's pivot: before it, a failure undoes everything; after it, nothing is
+undone, the delivery is retried, and a delivery that cannot be booked leaves the saga STUCK
+for an operator (see docs/runtime.md, "The point of no return").
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from spakky_saga import (
     Saga,
     SagaFlow,
     SagaResult,
+    pivot,
     saga_step,
 )
 
@@ -64,6 +69,29 @@ class Inventory:
         self.stock += quantity
 
 
+class Customers:
+    """Sends order confirmations: once sent, the order cannot be taken back."""
+
+    def __init__(self) -> None:
+        self.confirmed: list[int] = []
+
+    async def confirm(self, order_id: int) -> None:
+        self.confirmed.append(order_id)
+
+
+class Couriers:
+    """Books deliveries; a courier that is down refuses every booking."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.down = down
+        self.booked: list[int] = []
+
+    async def book(self, order_id: int) -> None:
+        if self.down:
+            raise ConnectionError("courier service unavailable")
+        self.booked.append(order_id)
+
+
 class Payments:
     """Charges customers; a refund is recorded."""
 
@@ -82,12 +110,22 @@ class Payments:
 
 @Saga()
 class CreateOrderSaga(AbstractSaga[OrderSagaData]):
-    """Issue a ticket and charge the customer (in parallel), then reserve stock."""
+    """Issue a ticket and charge the customer (in parallel), reserve stock, confirm the order
+    (the pivot: the point of no return), then book its delivery."""
 
-    def __init__(self, kitchen: Kitchen, inventory: Inventory, payments: Payments) -> None:
+    def __init__(
+        self,
+        kitchen: Kitchen,
+        inventory: Inventory,
+        payments: Payments,
+        customers: Customers | None = None,
+        couriers: Couriers | None = None,
+    ) -> None:
         self.kitchen = kitchen
         self.inventory = inventory
         self.payments = payments
+        self.customers = customers or Customers()
+        self.couriers = couriers or Couriers()
 
     @saga_step
     async def issue_ticket(self, data: OrderSagaData) -> OrderSagaData:
@@ -113,14 +151,30 @@ class CreateOrderSaga(AbstractSaga[OrderSagaData]):
     async def reserve_stock(self, data: OrderSagaData) -> None:
         await self.inventory.reserve(data.quantity)
 
+    @saga_step
+    async def release_stock(self, data: OrderSagaData) -> None:
+        await self.inventory.release(data.quantity)
+
+    @saga_step
+    async def confirm_order(self, data: OrderSagaData) -> None:
+        await self.customers.confirm(data.order_id)
+
+    @saga_step
+    async def book_delivery(self, data: OrderSagaData) -> None:
+        await self.couriers.book(data.order_id)
+
     def flow(self) -> SagaFlow[OrderSagaData]:
         return SagaFlow(
             items=(
                 (self.issue_ticket >> self.cancel_ticket)
                 & (self.charge_payment >> self.refund_payment),
                 # Retry what may pass on the next try; a permanent error compensates at once.
-                self.reserve_stock
+                self.reserve_stock >> self.release_stock
                 | Retry(3, ExponentialBackoff(0.01), retry_on=(ConnectionError,)),
+                # The point of no return: once the customer is told, the order goes ahead.
+                pivot(self.confirm_order),
+                # After it nothing is compensated: retry; giving up leaves the saga STUCK.
+                self.book_delivery | Retry(3, ExponentialBackoff(0.01)),
             )
         ).timeout(timedelta(seconds=5))
 
@@ -132,7 +186,7 @@ def show(title: str, result: SagaResult[OrderSagaData]) -> None:
     print(f"error       : {result.error!r}")
     print(f"elapsed     : {result.elapsed.total_seconds() * 1000:.2f} ms")
     print(f"data        : ticket_id={result.data.ticket_id} payment_id={result.data.payment_id}")
-    print(result.format_timeline())
+    print(result.format_timeline(pivot=order_flow().pivot_steps))
 
 
 def order_flow() -> SagaFlow[OrderSagaData]:
@@ -155,6 +209,12 @@ async def main() -> None:
     failed = await failing_saga.execute(OrderSagaData(order_id=2, customer_id=7, quantity=5))
     show("order 2: fails on stock and is compensated", failed)
     print(f"tickets={kitchen.tickets} refunded={payments.refunded}")
+
+    customers, couriers = Customers(), Couriers(down=True)
+    stuck_saga = CreateOrderSaga(kitchen, Inventory(stock=10), payments, customers, couriers)
+    stuck = await stuck_saga.execute(OrderSagaData(order_id=3, customer_id=9, quantity=1))
+    show("order 3: confirmed, then no courier: STUCK past the pivot, nothing undone", stuck)
+    print(f"tickets={kitchen.tickets} refunded={payments.refunded} confirmed={customers.confirmed}")
 
 
 if __name__ == "__main__":

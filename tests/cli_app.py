@@ -16,11 +16,14 @@ import pytest
 
 from spakky_saga import (
     AbstractSagaData,
+    ExponentialBackoff,
+    Retry,
     SagaCompensationFailedError,
     SagaEngine,
     SagaFlow,
     SagaStore,
     SqliteSagaStore,
+    pivot,
     saga_flow,
     step,
 )
@@ -69,6 +72,49 @@ def checkout_flow(
     if changed:  # a later release of the application: a step added
         return saga_flow(step(reserve, compensate=undo_reserve), notify, pay)
     return saga_flow(step(reserve, compensate=undo_reserve), pay)
+
+
+def delivery_flow(*, crash: bool = False) -> SagaFlow[CheckoutData]:
+    """A flow with a pivot: `pay` is the point of no return; `ship` (retried) always fails,
+    or "dies" with `crash`."""
+
+    async def reserve(data: CheckoutData) -> None:
+        LEDGER.append("reserve")
+
+    async def undo_reserve(data: CheckoutData) -> None:
+        LEDGER.append("undo reserve")
+
+    async def pay(data: CheckoutData) -> None:
+        LEDGER.append("pay")
+
+    async def ship(data: CheckoutData) -> None:
+        if crash:
+            raise Crash
+        raise ConnectionError("the carrier's API is down")
+
+    return saga_flow(
+        step(reserve, compensate=undo_reserve),
+        pivot(pay),
+        step(ship, on_error=Retry(2, ExponentialBackoff(base=0.0))),
+    )
+
+
+def delivery_engine() -> SagaEngine:
+    """What `--app tests.cli_app:delivery_engine` loads: the pivot flow registered."""
+    engine = _engine()
+    engine.register("delivery", delivery_flow())
+    return engine
+
+
+async def run_stuck(*, crash: bool = False) -> str:
+    """A delivery saga stuck past its pivot (or, with `crash`, one whose process "died" in
+    the step after it)."""
+    engine = _engine()
+    data = CheckoutData(order_id=4)
+    with contextlib.suppress(Crash):
+        await engine.run(delivery_flow(crash=crash), data, saga_name="delivery")
+    await engine.aclose()
+    return str(data.saga_id)
 
 
 def store() -> SagaStore:

@@ -44,6 +44,7 @@ NODE = re.compile(
 )
 EDGE = re.compile(r"(?P<source>\w+) (?P<arrow>-->|-\.->\|compensate\|) (?P<target>\w+)")
 CLASS = re.compile(r"class (?P<ids>\w+(?:,\w+)*) compensation")
+PIVOT_CLASS = re.compile(r"class (?P<id>\w+) pivot")
 VALID_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
@@ -65,6 +66,8 @@ class Chart:
     edges: list[tuple[str, str]] = field(default_factory=list)
     compensations: list[tuple[str, str]] = field(default_factory=list)
     styled: list[str] = field(default_factory=list)
+    pivot: str | None = None
+    """The node drawn as the pivot (its `class ... pivot`)."""
 
     def after(self, node_id: str) -> list[str]:
         return [target for source, target in self.edges if source == node_id]
@@ -126,8 +129,14 @@ def parse(text: str) -> Chart:
             (chart.edges if edge["arrow"] == "-->" else chart.compensations).append(pair)
         elif styled := CLASS.fullmatch(line):
             chart.styled.extend(styled["ids"].split(","))
+        elif pivot := PIVOT_CLASS.fullmatch(line):
+            assert chart.pivot is None, "one pivot"
+            chart.pivot = pivot["id"]
         else:
-            assert line == "classDef compensation stroke-dasharray: 5 5", line
+            assert line in (
+                "classDef compensation stroke-dasharray: 5 5",
+                "classDef pivot stroke-width:4px",
+            ), line
     for node_id in chart.nodes:
         assert VALID_ID.fullmatch(node_id), node_id
         assert node_id.lower() != "end", "a node called end ends a subgraph"
@@ -364,14 +373,22 @@ def test_the_demo_order_saga_is_drawn_with_its_group_retry_and_timeout(
 ) -> None:
     chart = draw(demo_flow)
 
-    assert chart.path() == [("issue_ticket", "charge_payment"), "reserve_stock"]
+    assert chart.path() == [
+        ("issue_ticket", "charge_payment"),
+        "reserve_stock",
+        "confirm_order",
+        "book_delivery",
+    ]
     assert chart.undo_of("issue_ticket") == ["cancel_ticket"]
     assert chart.undo_of("charge_payment") == ["refund_payment"]
-    assert chart.undo_of("reserve_stock") == []
+    assert chart.undo_of("reserve_stock") == ["release_stock"]
+    assert chart.undo_of("book_delivery") == []
     assert chart.nodes["s2"].lines == [
         "reserve_stock",
         "Retry(3, ExponentialBackoff(0.01), retry_on=(ConnectionError,))",
     ]
+    assert chart.pivot == "s3"
+    assert chart.nodes["s3"].lines == ["confirm_order", "pivot (point of no return)"]
     assert chart.nodes["start"].lines == ["start", "saga timeout 5s"]
 
 

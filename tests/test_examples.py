@@ -31,6 +31,13 @@ def test_the_order_demo_completes_one_saga_and_compensates_the_other() -> None:
     assert "status      : FAILED" in output
     assert "undo charge_payment  compensated" in output
     assert "refunded=['pay-2']" in output
+    # order 3: confirmed (the pivot), then the delivery gives up: STUCK, nothing undone
+    stuck = output.split("=== order 3")[1]
+    assert "status      : STUCK" in stuck
+    assert "failed_step : book_delivery" in stuck
+    assert "confirm_order (pivot)  committed" in stuck
+    assert "compensated" not in stuck
+    assert stuck.rstrip().endswith("refunded=['pay-2'] confirmed=[3]")
 
 
 def test_the_exploring_demo_finds_every_promise_kept_at_every_failure_point() -> None:
@@ -38,7 +45,10 @@ def test_the_exploring_demo_finds_every_promise_kept_at_every_failure_point() ->
 
     assert output.splitlines()[0].startswith("explore_failures(CreateOrderSaga): ")
     assert " 0 violations" in output.splitlines()[0]
-    assert "undo issue_ticket fails, reserve_stock fails" in output
+    assert "undo issue_ticket fails, confirm_order fails" in output
+    # past the pivot nothing is compensated: the saga is STUCK, and that is a kept promise
+    [delivery] = [line for line in output.splitlines() if "  book_delivery fails  " in line]
+    assert delivery.split()[-3:] == ["STUCK", "-", "ok"]
 
 
 def test_the_crash_demo_recovers_the_killed_saga_compensating_each_step_once() -> None:

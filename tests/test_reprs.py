@@ -131,7 +131,9 @@ def test_a_saga_class_flow_repr_names_its_methods_not_partials_or_addresses(
 
     assert repr(flow) == (
         "SagaFlow((issue_ticket >> cancel_ticket) & (charge_payment >> refund_payment), "
-        "reserve_stock | Retry(3, ExponentialBackoff(0.01), retry_on=(ConnectionError,)), "
+        "reserve_stock >> release_stock | Retry(3, ExponentialBackoff(0.01), "
+        "retry_on=(ConnectionError,)), pivot(confirm_order), "
+        "book_delivery | Retry(3, ExponentialBackoff(0.01)), "
         "timeout=5s)"
     )
 

@@ -11,7 +11,7 @@ from spakky_saga import SagaEngine, SagaResult, SagaStatus, StepRecord, StepStat
 from tests.support import Boom, Journal, OrderData
 
 
-def test_statuses_are_the_documented_ones() -> None:
+def test_statuses_are_the_documented_ones_then_stuck() -> None:
     assert [s.name for s in SagaStatus] == [
         "STARTED",
         "RUNNING",
@@ -19,6 +19,7 @@ def test_statuses_are_the_documented_ones() -> None:
         "COMPLETED",
         "FAILED",
         "TIMED_OUT",
+        "STUCK",  # past a flow's pivot (issue 19): docs/compatibility.md, 16
     ]
     assert [s.name for s in StepStatus] == ["COMMITTED", "FAILED", "COMPENSATED"]
 

@@ -8,7 +8,7 @@ committed steps are compensated in reverse on failure and a `SagaResult` is retu
 import logging
 from typing import TYPE_CHECKING
 
-from spakky_saga.builders import parallel, saga_flow, step
+from spakky_saga.builders import parallel, pivot, saga_flow, step
 from spakky_saga.context import StepContext, current_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.descriptor import SagaStepMethod, saga_step
@@ -29,15 +29,20 @@ from spakky_saga.errors import (
     SagaListenerWarning,
     SagaMergeResultError,
     SagaNotRegisteredError,
+    SagaNotRetriableAfterPivotError,
     SagaParallelMergeConflictError,
+    SagaPivotError,
+    SagaPivotMemberError,
     SagaRecoveryError,
     SagaRollbackInterruptedWarning,
     SagaSchemaVersionError,
+    SagaSecondPivotError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
     SagaStoreError,
     SagaTimeoutError,
+    SagaUncompensatedBeforePivotError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.flow import (
@@ -149,11 +154,15 @@ __all__ = [
     "SagaLogListener",
     "SagaMergeResultError",
     "SagaNotRegisteredError",
+    "SagaNotRetriableAfterPivotError",
     "SagaParallelMergeConflictError",
+    "SagaPivotError",
+    "SagaPivotMemberError",
     "SagaRecoveryError",
     "SagaResult",
     "SagaRollbackInterruptedWarning",
     "SagaSchemaVersionError",
+    "SagaSecondPivotError",
     "SagaStatus",
     "SagaStep",
     "SagaStepCancelledError",
@@ -167,6 +176,7 @@ __all__ = [
     "SagaStoreLocationError",
     "SagaStoreNotFoundError",
     "SagaTimeoutError",
+    "SagaUncompensatedBeforePivotError",
     "Skip",
     "SqliteSagaStore",
     "StepContext",
@@ -178,6 +188,7 @@ __all__ = [
     "_SagaStepDescriptor",
     "current_step",
     "parallel",
+    "pivot",
     "run_saga_flow",
     "saga_flow",
     "saga_step",

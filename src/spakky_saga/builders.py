@@ -7,6 +7,7 @@ for every type checker, and the signatures show that `parallel` needs two member
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, cast, overload
 
@@ -39,6 +40,7 @@ def step[D: AbstractSagaData](
     on_error: ErrorStrategy = ...,
     timeout: timedelta | None = ...,
     name: str = ...,
+    read_only: bool = ...,
 ) -> SagaStep[D]: ...
 @overload
 def step[D: AbstractSagaData](
@@ -49,6 +51,7 @@ def step[D: AbstractSagaData](
     on_error: ErrorStrategy = ...,
     timeout: timedelta | None = ...,
     name: str = ...,
+    read_only: bool = ...,
 ) -> Transaction[D]: ...
 def step[D: AbstractSagaData](
     action: ActionFn[D] | SagaStep[D],
@@ -58,8 +61,12 @@ def step[D: AbstractSagaData](
     on_error: ErrorStrategy = DEFAULT_STRATEGY,
     timeout: timedelta | None = None,
     name: str = "",
+    read_only: bool = False,
 ) -> SagaStep[D] | Transaction[D]:
-    """Build a step from an async function, or a transaction when `compensate=` is given."""
+    """Build a step from an async function, or a transaction when `compensate=` is given.
+
+    `read_only=True` declares that the step changes nothing (a query, a validation), so it
+    needs no compensation before the flow's pivot (see `pivot`)."""
     if isinstance(action, Transaction | Parallel):
         raise SagaFlowDefinitionError(
             f'step({type(action).__name__} "{action.name}"): step() takes an action '
@@ -67,7 +74,10 @@ def step[D: AbstractSagaData](
         )
     check_name(name, f'step "{_name_of(action)}"')  # before `name or ...` hides a falsy non-str
     base_name = name
+    pivot_mark = False
     if isinstance(action, SagaStep):
+        pivot_mark = action.pivot
+        read_only = read_only or action.read_only
         base_name = name or action.name
         action_fn: ActionFn[D] = action.action
         if on_error is DEFAULT_STRATEGY:
@@ -76,7 +86,14 @@ def step[D: AbstractSagaData](
             timeout = action.timeout
     else:
         action_fn = action
-    built = SagaStep(action=action_fn, name=base_name, on_error=on_error, timeout=timeout)
+    built = SagaStep(
+        action=action_fn,
+        name=base_name,
+        on_error=on_error,
+        timeout=timeout,
+        read_only=read_only,
+        pivot=pivot_mark,
+    )
     if compensate is None:
         return built
     if not callable(compensate):
@@ -176,6 +193,32 @@ def saga_flow[D: AbstractSagaData](*items: Operand[D]) -> SagaFlow[D]:
             "saga_flow(): a saga needs at least one item; pass the steps to run in order"
         )
     return SagaFlow(items=cast(Any, items))
+
+
+@overload
+def pivot[I: SagaStep[Any] | Transaction[Any] | Parallel[Any]](item: I, /) -> I: ...
+@overload
+def pivot[D: AbstractSagaData](item: ActionFn[D], /) -> SagaStep[D]: ...
+def pivot[D: AbstractSagaData](item: _Item[D], /) -> FlowItem[D]:
+    """Mark `item` as the flow's pivot, its point of no return: the step (or whole parallel
+    group) after which the saga must complete, e.g. the payment capture.
+
+    In `saga_flow(reserve >> release, pivot(capture), ship | Retry(10))`: before the pivot
+    commits, a failure compensates as usual; once it committed, nothing is compensated, and
+    a step that gives up ends the saga STUCK, for an operator. The flow is checked when it is
+    built: every step before the pivot has a compensation or is `read_only`, every step after
+    it retries (or skips), and there is one pivot (see `SagaPivotError`).
+    """
+    if isinstance(item, Parallel):
+        return replace(item, pivot=True)
+    if isinstance(item, SagaStep | Transaction):
+        return replace(item, pivot=True)
+    if isinstance(item, SagaFlow) or not callable(item):
+        raise SagaFlowDefinitionError(
+            f"pivot({safe_repr(item)}): the pivot must be a step, transaction, parallel group "
+            "or async function"
+        )
+    return SagaStep(action=item, pivot=True)
 
 
 def _name_of(item: object) -> str:

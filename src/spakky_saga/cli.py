@@ -76,8 +76,8 @@ SagaEngine(store=...) whose flows are registered, or a function returning either
 exit codes:
   0  done
   1  needs attention: a saga refused by recovery, a compensation that failed (again), a saga
-     skipped because another engine's lease on it is live, or the code of an --app or graph
-     target failed
+     stuck past its pivot, a saga skipped because another engine's lease on it is live, or
+     the code of an --app or graph target failed
   2  wrong usage (the message says what to write instead)
   3  no such saga in the store
   4  the store failed, refused the operation, or does not exist
@@ -456,6 +456,8 @@ async def _show(args: argparse.Namespace) -> int:
         print(f'  failed step "{record.failed_step}": {error}')
     elif error:
         print(f"  error: {error}")
+    if record.status is StoredStatus.STUCK:
+        print(f"  {_STUCK_ADVICE}")
     if record.cancel_request is not None:
         by, at = record.cancel_request
         print(f"  {_when(at)} cancel requested by {by} (spakky-saga cancel)")
@@ -463,8 +465,23 @@ async def _show(args: argparse.Namespace) -> int:
         print(f"  {_when(at)} {_RECOVERY_TEXT[what]}")
     print(f"  data: {record.data}")
     print()
-    print(format_timeline(rows))
+    print(format_timeline(rows, pivot=_pivot_steps(record.structure)))
     return OK
+
+
+_STUCK_ADVICE: Final = (
+    "stuck past its pivot (the point of no return): a step after it failed for good and "
+    "nothing was compensated; finish the saga's remaining steps by hand"
+)
+
+
+def _pivot_steps(structure: str) -> tuple[str, ...]:
+    """The names of the pivot's steps, as the saga's recorded structure has them."""
+    for item in json.loads(structure):
+        if item.get("pivot"):
+            members = item.get("group") or [item]
+            return tuple(member["step"] for member in members)
+    return ()
 
 
 def _saga_error(error: BaseException | None, app: OperatedApp) -> str | None:
@@ -532,6 +549,8 @@ def _report(
                 "  repair the participant, then run: spakky-saga retry-compensation "
                 f"{saga.saga_id} --app {app.spec}"
             )
+        elif saga.outcome is RecoveryOutcome.STUCK:
+            print(f"  {_STUCK_ADVICE}")
     for record in [] if as_json else held:
         left = (record.lease_expires or now) - now
         when = f"in {format_duration(left)}" if left > 0 else "now"
@@ -617,6 +636,8 @@ _NOT_RETRYABLE: Final = {
     StoredStatus.RUNNING: "it is unfinished: `spakky-saga recover` finishes it",
     StoredStatus.COMPENSATING: "it is unfinished: `spakky-saga recover` finishes it",
     StoredStatus.COMPLETED: "it completed, so there is nothing to compensate",
+    StoredStatus.STUCK: "it is stuck past its pivot (the point of no return), where nothing "
+    "is compensated: finish its remaining steps by hand",
 }
 
 
@@ -650,6 +671,8 @@ _NOT_CANCELLABLE: Final = {
     StoredStatus.CANCELLED: "it was cancelled already",
     StoredStatus.COMPENSATION_FAILED: "a compensation failed: repair the participant, then run "
     "`spakky-saga retry-compensation {id} --app {app}`",
+    StoredStatus.STUCK: "it is stuck past its pivot (the point of no return), where nothing is "
+    "compensated: finish its remaining steps by hand",
 }
 
 
@@ -731,11 +754,18 @@ def _cancelled_here(saga: RecoveredSaga, app: OperatedApp, as_json: bool) -> int
             "committed steps were compensated and it is CANCELLED"
         )
     else:
-        print(f"{saga.saga_id} ({saga.saga_name}): {saga.outcome}: {detail}")
+        print(
+            f"{saga.saga_id} ({saga.saga_name}): {saga.outcome}" + (f": {detail}" if detail else "")
+        )
         if saga.outcome is RecoveryOutcome.COMPENSATION_FAILED:
             print(
                 "  repair the participant, then run: spakky-saga retry-compensation "
                 f"{saga.saga_id} --app {app.spec}"
+            )
+        elif saga.outcome in (RecoveryOutcome.COMPLETED, RecoveryOutcome.STUCK):
+            print(
+                "  past its pivot (the point of no return) a saga cannot be cancelled: "
+                "recovery took it forward instead"
             )
         else:
             print(
@@ -968,7 +998,7 @@ def parser() -> argparse.ArgumentParser:
     purge = command(
         "purge",
         "delete the sagas (row and log) that finished (COMPLETED, FAILED, TIMED_OUT, "
-        "CANCELLED) before a time; never unfinished or COMPENSATION_FAILED ones",
+        "CANCELLED) before a time; never unfinished, COMPENSATION_FAILED or STUCK ones",
     )
     store_options(purge)
     purge.add_argument(

@@ -35,8 +35,10 @@ def to_mermaid(flow: SagaFlow[Any], *, direction: Direction = "TD") -> str:
     set) to a `completed` node: each step is a box showing its name and, when set, its error
     strategy (`Retry(3)`, `Skip()`) and timeout; a parallel group forks into its members and
     joins (or merges) after them; each action has a dotted `compensate` edge to a rounded,
-    dashed box naming its compensation (and its own policy and timeout, when set). The same
-    flow always gives the same text.
+    dashed box naming its compensation (and its own policy and timeout, when set). A
+    read-only step says so; the pivot (the point of no return) is drawn with a thick border
+    and `pivot (point of no return)` (on a group, on its join). The same flow always
+    gives the same text.
     """
     if not isinstance(flow, SagaFlow):
         raise TypeError(
@@ -73,6 +75,8 @@ class _Chart:
     edges: list[str] = field(default_factory=list)
     compensation_edges: list[str] = field(default_factory=list)
     compensations: list[str] = field(default_factory=list)
+    pivot: str | None = None
+    """The node id of the pivot (a step, or a group's join)."""
 
     def node(self, node_id: str, opening: str, closing: str, *lines: str) -> None:
         self.nodes.append(f'{node_id}{opening}"{_label(lines)}"{closing}')
@@ -88,6 +92,11 @@ class _Chart:
             lines.append(safe_repr(item.on_error))
         if item.timeout is not None:
             lines.append(f"timeout {format_duration(item.timeout)}")
+        if item.read_only:
+            lines.append("read-only")
+        if item.pivot:
+            lines.append(_PIVOT_LINE)
+            self.pivot = step_id
         self.node(step_id, "[", "]", *lines)
         if isinstance(item, Transaction):
             undo_id = f"c{key}"
@@ -115,6 +124,9 @@ class _Chart:
         for member_id in members:
             self.edge(fork_id, member_id)
         join_lines = ["join"] if group.merge is None else ["merge", callable_name(group.merge)]
+        if group.pivot:
+            join_lines.append(_PIVOT_LINE)
+            self.pivot = join_id
         self.node(join_id, "[\\", "/]", *join_lines)
         for member_id in members:
             self.edge(member_id, join_id)
@@ -126,9 +138,15 @@ class _Chart:
         if self.compensations:
             body.append("classDef compensation stroke-dasharray: 5 5")
             body.append(f"class {','.join(self.compensations)} compensation")
+        if self.pivot is not None:
+            body.append("classDef pivot stroke-width:4px")
+            body.append(f"class {self.pivot} pivot")
         lines.extend(f"    {line}" for line in body)
         return "\n".join(lines)
 
+
+_PIVOT_LINE: Final = "pivot (point of no return)"
+"""What the pivot's node says: past it, the saga only goes forward."""
 
 _ESCAPES: Final = {
     '"': "#34;",  # would end the label

@@ -47,6 +47,7 @@ from spakky_saga.recovery import (
 )
 from spakky_saga.registry import SagaRegistry
 from spakky_saga.run import SagaRun
+from spakky_saga.status import SagaStatus
 from spakky_saga.store import (
     CANCEL_REQUESTED,
     CancelRequest,
@@ -330,9 +331,13 @@ class DurableRuns:
         run.skipped = list(state.skipped) or None
         self.track(journal)
         token = enter_step(run)
-        cancelled = None if state.rolling_back or retry_failed else _requested(record, journal)
-        # An operator asked to cancel it: compensate, whatever its policy.
-        policy = RecoveryPolicy(record.policy) if cancelled is None else RecoveryPolicy.COMPENSATE
+        run.past_pivot = past_pivot = plan.pivot is not None and state.next_index > plan.pivot
+        cancelled = (
+            None
+            if state.rolling_back or retry_failed or past_pivot
+            else _requested(record, journal)
+        )
+        policy = _policy(record, cancelled, past_pivot=past_pivot)
         run.emit(SagaEventKind.SAGA_RECOVERED, data=state.data)
         try:
             if retry_failed:
@@ -351,18 +356,17 @@ class DurableRuns:
                     plan,
                     run,
                     data,
+                    status=SagaStatus.STUCK if past_pivot else SagaStatus.FAILED,
                     failed_step=state.failed_step,
                     error=error,
                     cancelled=cancelled,
                     start=state.rollback_point(),
                 )
-                outcome = RecoveryOutcome.COMPENSATED
+                outcome = RecoveryOutcome.STUCK if past_pivot else RecoveryOutcome.COMPENSATED
             else:
                 run.undo.extend(state.undo)
                 result = await self._executor.run(plan, run, state.data, state.start_point())
-                outcome = (
-                    RecoveryOutcome.COMPLETED if result.succeeded else RecoveryOutcome.COMPENSATED
-                )
+                outcome = _FORWARD_OUTCOMES.get(result.status, RecoveryOutcome.COMPENSATED)
         except SagaCompensationFailedError as failed:
             return RecoveredSaga(
                 record.saga_id,
@@ -467,6 +471,24 @@ def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode
             if member.key in state.compensation_failures and member.compensate is not None:
                 failed.append(member)
     return failed
+
+
+_FORWARD_OUTCOMES: Final = {
+    SagaStatus.COMPLETED: RecoveryOutcome.COMPLETED,
+    SagaStatus.STUCK: RecoveryOutcome.STUCK,
+}
+"""What a resumed saga's result status means for recovery (else: it was compensated)."""
+
+
+def _policy(
+    record: SagaRecord, cancelled: asyncio.CancelledError | None, *, past_pivot: bool
+) -> RecoveryPolicy:
+    """How to finish the saga: past its pivot (the point of no return) only forward, whatever
+    its policy, even when an operator asked to cancel it; else, when an operator asked to
+    cancel it, compensate; else its own policy."""
+    if past_pivot:
+        return RecoveryPolicy.RESUME
+    return RecoveryPolicy(record.policy) if cancelled is None else RecoveryPolicy.COMPENSATE
 
 
 def _requested(record: SagaRecord, journal: SagaJournal) -> asyncio.CancelledError | None:

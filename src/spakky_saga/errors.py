@@ -64,6 +64,43 @@ class SagaFlowOperatorError(SagaFlowDefinitionError, TypeError):
     """
 
 
+class SagaPivotError(SagaFlowDefinitionError):
+    """A flow with a pivot (`pivot(capture)`, its point of no return) breaks the structure
+    that makes the pivot safe; raised when the flow is built. Each subclass is one kind of
+    mistake; a flow with mistakes of several kinds raises this base class with all of them.
+    """
+
+    message = "Invalid pivot in saga flow"
+
+
+class SagaUncompensatedBeforePivotError(SagaPivotError):
+    """A step before the pivot has no compensation and is not declared read-only: when a
+    later step fails before the pivot commits, nothing could undo what it did."""
+
+    message = "A step before the pivot has no compensation and is not read-only"
+
+
+class SagaNotRetriableAfterPivotError(SagaPivotError):
+    """A step after the pivot fails at once (`Compensate()`, the default): after the point of
+    no return nothing is compensated, so a later step must retry (`| Retry(n)`) or be
+    skippable (`| Skip()`)."""
+
+    message = "A step after the pivot is not retriable"
+
+
+class SagaSecondPivotError(SagaPivotError):
+    """A flow has more than one pivot: a saga has one point of no return."""
+
+    message = "A saga flow has more than one pivot"
+
+
+class SagaPivotMemberError(SagaPivotError):
+    """A member of a parallel group is marked as the pivot: a group can be the pivot only as
+    a whole (`pivot(a & b)`)."""
+
+    message = "A parallel group member is marked as the pivot"
+
+
 class SagaStepTimeoutError(AbstractSpakkySagaError, TimeoutError):
     """A step ran longer than its `timeout=`; routed through the step's `on_error` strategy."""
 

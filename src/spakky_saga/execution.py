@@ -194,6 +194,8 @@ class Executor:
         interrupted: list[AbstractSagaData] | None = None  # set while a group runs
         t0 = started  # when the running item started
         nodes = plan.nodes
+        pivot = None if plan.pivot is None else nodes[plan.pivot]
+        run.past_pivot = plan.pivot is not None and start.index > plan.pivot
         attempts = start.attempts
         task = asyncio.current_task()
         assert task is not None, "a saga runs in a task"
@@ -264,6 +266,8 @@ class Executor:
                             journal.merged(data)
                         if failure is not None:
                             break
+                    if node is pivot:
+                        run.past_pivot = True  # the point of no return: no compensation now
                 else:
                     node = None  # finished: nothing was running
         except TimeoutError as error:
@@ -313,7 +317,9 @@ class Executor:
                 if journal is not None:
                     await journal.flush()
             return result
-        if status is not SagaStatus.TIMED_OUT:
+        if run.past_pivot:
+            status = SagaStatus.STUCK
+        elif status is not SagaStatus.TIMED_OUT:
             status = SagaStatus.FAILED
         return await self.roll_back(
             plan, run, data, status=status, failed_step=failure.step, error=failure.error
@@ -487,13 +493,14 @@ class Executor:
         start: StartPoint = FRESH,
     ) -> SagaResult[D]:
         """Compensate `run.undo` in reverse, report, and end the run: return the result, or
-        raise SagaCompensationFailedError, or re-raise the caller's cancellation.
+        raise SagaCompensationFailedError, or re-raise the caller's cancellation. A run past
+        its flow's pivot compensates nothing: it only ends.
 
         The rollback (and the failure handler) runs in its own task, shielded: a cancellation
         of the caller, however many times it arrives, waits for it, then wins.
         """
         outcome = _Rollback(self.shutdown_grace)
-        if run.undo:
+        if run.undo and not run.past_pivot:
             # Eager: compensations that never suspend finish here, without a loop iteration.
             task = asyncio.Task(
                 self._compensate_all(plan, run, data, outcome, start),
@@ -524,7 +531,10 @@ class Executor:
             run.emit(_SAGA_ABORTED, elapsed=elapsed, error=outcome.fatal, data=data)
             raise outcome.fatal
         if cancelled is not None:
-            run.emit(_SAGA_ABORTED, elapsed=elapsed, error=cancelled, data=data)
+            # Past the pivot the saga must go on: RUNNING tells a durable run's journal to
+            # leave it unfinished, for recovery to take forward.
+            going_on = SagaStatus.RUNNING if run.past_pivot else None
+            run.emit(_SAGA_ABORTED, elapsed=elapsed, error=cancelled, data=data, status=going_on)
             if journal is not None:
                 with contextlib.suppress(Exception):  # recovery finishes it if this is lost
                     await journal.flush()

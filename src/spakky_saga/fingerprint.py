@@ -2,8 +2,9 @@
 
 Recovery re-runs or compensates steps by their position in the flow, so it must refuse a flow
 whose structure differs from the one the saga started with. The structure is what positions
-mean: each item's step name and compensation name, and the members of each group. Strategies
-and timeouts are not part of it (changing them is safe for an unfinished saga).
+mean: each item's step name and compensation name, the members of each group, and which item
+is the pivot (recovery past it only goes forward; a flow without one records nothing of it).
+Strategies and timeouts are not part of it (changing them is safe for an unfinished saga).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def structure_of(plan: ExecutionPlan) -> Structure:
             items.append({"key": node.key, "group": [_step(m) for m in node.members]})
         else:
             items.append(_step(node))
+    if plan.pivot is not None:
+        items[plan.pivot]["pivot"] = True
     return items
 
 
@@ -77,8 +80,9 @@ def describe_changes(old: Structure, new: Structure) -> tuple[str, ...]:
 def _describe(item: dict[str, Any] | None) -> str:
     if item is None:  # pragma: no cover - callers pass an item
         return "nothing"
+    pivot = " (the pivot)" if item.get("pivot") else ""
     if "group" in item:
-        return "group (" + " & ".join(_describe(m) for m in item["group"]) + ")"
+        return "group (" + " & ".join(_describe(m) for m in item["group"]) + ")" + pivot
     compensation = item.get("compensation")
     undo = f" >> {compensation}" if compensation else ""
-    return f'"{item["step"]}{undo}"'
+    return f'"{item["step"]}{undo}"{pivot}'

@@ -21,7 +21,15 @@ from typing_extensions import deprecated
 
 from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.errors import SagaFlowDefinitionError, SagaFlowOperatorError
+from spakky_saga.errors import (
+    SagaFlowDefinitionError,
+    SagaFlowOperatorError,
+    SagaNotRetriableAfterPivotError,
+    SagaPivotError,
+    SagaPivotMemberError,
+    SagaSecondPivotError,
+    SagaUncompensatedBeforePivotError,
+)
 from spakky_saga.strategy import (
     DEFAULT_STRATEGY,
     MYPY,
@@ -278,6 +286,12 @@ class _Action[D: AbstractSagaData]:
     name: str = ""
     on_error: ErrorStrategy = DEFAULT_STRATEGY
     timeout: timedelta | None = None
+    read_only: bool = field(default=False, kw_only=True)
+    """Declared to change nothing (a query, a validation): it needs no compensation before
+    the flow's pivot. See docs/runtime.md, "The point of no return"."""
+    pivot: bool = field(default=False, kw_only=True)
+    """The flow's point of no return (`pivot(capture)`): once it commits, nothing is
+    compensated."""
 
     def __post_init__(self) -> None:
         action, name = self.action, self.name
@@ -294,6 +308,7 @@ class _Action[D: AbstractSagaData]:
             object.__setattr__(self, "action", guard_awaitable(action, where, awaitability))
         check_strategy(self.on_error, where)
         check_timeout(self.timeout, where)
+        _check_flags(self, where)
 
     def __call__(self, data: D, /) -> Awaitable[D | None]:
         """Run the action alone (outside any saga): handy in unit tests of a step."""
@@ -349,6 +364,8 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
             timeout=self.timeout,
             compensation_strategy=DEFAULT_STRATEGY if policy is None else policy.on_error,
             compensation_timeout=None if policy is None else policy.timeout,
+            read_only=self.read_only,
+            pivot=self.pivot,
         )
 
     def __repr__(self) -> str:
@@ -433,6 +450,9 @@ class Parallel[D: AbstractSagaData]:
     items: tuple[ParallelMember[D], ...]
     merge: MergeFn[D] | None = None
     compensation_order: CompensationOrder = "reverse"
+    pivot: bool = field(default=False, kw_only=True)
+    """The whole group is the flow's point of no return (`pivot(a & b)`): once every member
+    finished, nothing is compensated."""
 
     def __post_init__(self) -> None:
         items = self.items
@@ -465,6 +485,17 @@ class Parallel[D: AbstractSagaData]:
             )
         if problems:
             raise SagaFlowDefinitionError(*problems)
+        _check_flags(self, f'parallel group "{self.name}"')
+        pivots = [member.name for member in flat if member.pivot]
+        if pivots:
+            raise SagaPivotMemberError(
+                *(
+                    f'parallel group "{self.name}": member "{name}" is marked as the pivot; a '
+                    "group can be the pivot only as a whole: write `pivot(a & b)`, or put "
+                    "the pivot step in the flow on its own"
+                    for name in pivots
+                )
+            )
 
     @property
     def members(self) -> tuple[ParallelMember[D], ...]:
@@ -498,6 +529,8 @@ class Parallel[D: AbstractSagaData]:
             text += f", merge={_shown_name(callable_name(self.merge))}"
         if self.compensation_order != "reverse":
             text += f", compensation_order={self.compensation_order!r}"
+        if self.pivot:
+            text += ", pivot=True"
         return f"Parallel({text})"
 
 
@@ -508,6 +541,12 @@ def _flatten_members[D: AbstractSagaData](
     problems: list[str] = []
     for position, item in enumerate(items, start=1):
         if isinstance(item, Parallel):
+            if item.pivot:
+                raise SagaPivotMemberError(
+                    f'{where}, member {position}: the group "{item.name}" is the pivot and '
+                    "cannot be extended with `&`; build the whole group first, then mark it: "
+                    "`pivot(a & b & c)`"
+                )
             if item.merge is not None or item.compensation_order != "reverse":
                 problems.append(
                     f"{where}, member {position}: a nested group with its own merge= or "
@@ -627,6 +666,20 @@ class SagaFlow[D: AbstractSagaData]:
         if problems:
             raise SagaFlowDefinitionError(*problems)
         object.__setattr__(self, "items", tuple(items))
+        _check_pivot(self.items)
+
+    @property
+    def pivot(self) -> FlowItem[D] | None:
+        """The flow's point of no return (`pivot(capture)`), if it has one."""
+        return next((item for item in self.items if item.pivot), None)
+
+    @property
+    def pivot_steps(self) -> tuple[str, ...]:
+        """The names of the pivot's steps (a group's members), for timelines; () without one."""
+        pivot = self.pivot
+        if pivot is None:
+            return ()
+        return tuple(m.name for m in pivot.items) if isinstance(pivot, Parallel) else (pivot.name,)
 
     def timeout(self, timeout: timedelta, /) -> SagaFlow[D]:
         """A copy of this flow that times out (status TIMED_OUT) after `timeout`."""
@@ -654,6 +707,74 @@ class SagaFlow[D: AbstractSagaData]:
         if handler is not None:
             parts.append(f"on_compensation_failure={_shown_name(callable_name(handler))}")
         return f"SagaFlow({', '.join(parts)})"
+
+
+def _check_flags(item: _Action[Any] | Parallel[Any], where: str) -> None:
+    """Raise a definition error unless the item's `pivot` (and a step's `read_only`) is a
+    bool: `step(f, read_only="yes")` must not read as a marker."""
+    flags = [("pivot", item.pivot)]
+    if isinstance(item, _Action):
+        flags.append(("read_only", item.read_only))
+    for flag, value in flags:
+        if not isinstance(value, bool):
+            raise SagaFlowDefinitionError(
+                f"{where}: {flag} must be True or False, got {safe_repr(value)}"
+            )
+
+
+def _check_pivot(items: Sequence[FlowItem[Any]]) -> None:
+    """The point of no return's rules, for a flow with a pivot: one pivot; before it, every
+    step can be undone (a compensation) or needs no undo (read-only); after it, every step
+    retries or may be skipped, since nothing is compensated any more.
+
+    Raises the `SagaPivotError` subclass of the mistakes found (the base class when they are
+    of several kinds), each naming the step and the fix. A flow without a pivot passes.
+    """
+    pivots = [position for position, item in enumerate(items) if item.pivot]
+    if not pivots:
+        return
+    found: list[tuple[type[SagaPivotError], str]] = []
+    first = items[pivots[0]].name
+    found.extend(
+        (
+            SagaSecondPivotError,
+            f'item {position + 1} "{items[position].name}" is marked as the pivot, but '
+            f'"{first}" (item {pivots[0] + 1}) is the pivot already; a saga has one point of no '
+            "return: keep one `pivot(...)`",
+        )
+        for position in pivots[1:]
+    )
+    for position, item in enumerate(items):
+        members = item.items if isinstance(item, Parallel) else (item,)
+        if position < pivots[0]:
+            found.extend(
+                (
+                    SagaUncompensatedBeforePivotError,
+                    f'step "{member.name}" (item {position + 1}) comes before the pivot '
+                    f'"{first}" but has no compensation: if a later step fails before the pivot '
+                    f"commits, nothing undoes it. Bind one (`{member.name} >> undo`), or declare "
+                    f"it read-only (`step({member.name}, read_only=True)`) if it changes nothing",
+                )
+                for member in members
+                if not isinstance(member, Transaction) and not member.read_only
+            )
+        elif position > pivots[0]:
+            found.extend(
+                (
+                    SagaNotRetriableAfterPivotError,
+                    f'step "{member.name}" (item {position + 1}) comes after the pivot '
+                    f'"{first}" but its strategy {safe_repr(member.on_error)} fails at once: '
+                    "after the point of no return nothing is compensated, so it must not fail "
+                    f"for good. Retry it (`{member.name} | Retry(10)`), or skip its failure "
+                    f"(`{member.name} | Skip()`) if the saga may complete without it",
+                )
+                for member in members
+                if member.on_error.fails_at_once
+            )
+    if found:
+        kinds = {kind for kind, _ in found}
+        error = kinds.pop() if len(kinds) == 1 else SagaPivotError
+        raise error(*(problem for _, problem in found))
 
 
 def format_duration(duration: timedelta) -> str:
@@ -688,15 +809,18 @@ def _action_text(item: SagaStep[Any] | Transaction[Any], *, standalone: bool = F
     stands alone, else as `step(reserve, timeout=2s)`, as a flow would be written."""
     text = _shown_name(item.name)
     timeout = None if item.timeout is None else format_duration(item.timeout)
-    if timeout is not None and not standalone:
-        text = f"step({text}, timeout={timeout})"
+    options = [f"timeout={timeout}"] if timeout is not None and not standalone else []
+    if item.read_only:
+        options.append("read_only=True")
+    if options:
+        text = f"step({', '.join([text, *options])})"
     if isinstance(item, Transaction):
         text += f" >> {_compensation_text(item)}"
     if item.on_error != DEFAULT_STRATEGY:
         text += f" | {safe_repr(item.on_error)}"
     if timeout is not None and standalone:
         text += f", timeout={timeout}"
-    return text
+    return f"pivot({text})" if item.pivot else text
 
 
 def _compensation_text(item: Transaction[Any]) -> str:
@@ -724,4 +848,5 @@ def _item_text(item: FlowItem[Any]) -> str:
         return _action_text(item)
     if item.merge is not None or item.compensation_order != "reverse":
         return repr(item)
-    return " & ".join(_member_text(member) for member in item.items)
+    text = " & ".join(_member_text(member) for member in item.items)
+    return f"pivot({text})" if item.pivot else text

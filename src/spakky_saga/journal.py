@@ -49,6 +49,7 @@ _FINAL_STATUS: Final = {
     SagaStatus.COMPLETED: StoredStatus.COMPLETED,
     SagaStatus.FAILED: StoredStatus.FAILED,
     SagaStatus.TIMED_OUT: StoredStatus.TIMED_OUT,
+    SagaStatus.STUCK: StoredStatus.STUCK,
 }
 
 
@@ -247,6 +248,9 @@ class SagaJournal:
             return
         if isinstance(error, SagaCompensationFailedError):
             self._status = StoredStatus.COMPENSATION_FAILED
+        elif event.status is SagaStatus.RUNNING:
+            # Cancelled past its pivot: it must complete, so recovery takes it forward.
+            return
         elif isinstance(error, asyncio.CancelledError):
             self._status = StoredStatus.CANCELLED
         else:  # KeyboardInterrupt or SystemExit from a compensation: leave it to recovery

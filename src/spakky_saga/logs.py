@@ -17,6 +17,7 @@ from typing import Any, Final
 from spakky_saga._text import safe_str
 from spakky_saga.events import SagaEvent
 from spakky_saga.listeners import SagaListener
+from spakky_saga.status import SagaStatus
 
 ENGINE_LOGGER: Final = logging.getLogger("spakky_saga.engine")
 
@@ -111,6 +112,20 @@ class SagaLogListener(SagaListener):
 
     def saga_finished(self, event: SagaEvent) -> None:
         assert event.status is not None, "the engine sets status on SAGA_FINISHED"
+        if event.status is SagaStatus.STUCK:
+            self._log(
+                logging.ERROR,
+                "[saga=%s status=STUCK step=%s error=%s elapsed=%.0fms] a step failed for good "
+                "after the pivot; nothing was compensated: an operator must finish this saga",
+                (
+                    event.saga_name,
+                    event.step,
+                    _error_name(event.error),
+                    event.elapsed_seconds * 1e3,
+                ),
+                event,
+            )
+            return
         self._log(
             logging.INFO,
             "[saga=%s status=%s elapsed=%.0fms]",

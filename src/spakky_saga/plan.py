@@ -62,6 +62,9 @@ class ExecutionPlan:
     nodes: tuple[PlanNode, ...]
     timeout: float | None
     compensation_failure_handler: Any | None
+    pivot: int | None = None
+    """The index in `nodes` of the flow's pivot (its point of no return), if it has one: once
+    the forward pass got past it, nothing is compensated."""
     identity: Any = field(default=None, init=False, compare=False, repr=False)
     """What a durable run records of this plan (its structure and fingerprint), worked out on
     the first durable run and kept here: fingerprint.identity_of."""
@@ -85,7 +88,10 @@ def plan_for(flow: SagaFlow[Any]) -> ExecutionPlan:
 def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
     """Compile a validated flow into its plan."""
     nodes: list[PlanNode] = []
+    pivot: int | None = None
     for position, item in enumerate(flow.items, start=1):
+        if item.pivot:
+            pivot = position - 1
         if isinstance(item, Parallel):
             nodes.append(
                 GroupNode(
@@ -106,6 +112,7 @@ def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
         nodes=tuple(nodes),
         timeout=timeout,
         compensation_failure_handler=flow.compensation_failure_handler,
+        pivot=pivot,
     )
 
 

@@ -38,13 +38,16 @@ class RecoveryPolicy(Enum):
 
     COMPENSATE = "compensate"
     """Undo what committed (the default): the saga ends FAILED, every committed compensable
-    step compensated, including an attempt that may have happened."""
+    step compensated, including an attempt that may have happened. A saga past its flow's
+    pivot (the point of no return) resumes instead: nothing after the pivot is undone."""
     RESUME = "resume"
     """Carry on from the first unfinished step, re-running an attempt that may not have
     happened with the same idempotency key."""
 
 
 _INTERRUPTED: Final = SagaCompensationInterruptedError.__qualname__
+_CUT: Final = "CancelledError"
+"""The error type the log records for an attempt a cancellation cut off."""
 
 
 @dataclass
@@ -155,6 +158,14 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         else:
             steps[item.key] = item
 
+    # Past the pivot a saga only goes forward: an attempt a cancellation cut off there (its
+    # run was left for recovery) runs again, as an attempt in doubt does.
+    later = () if plan.pivot is None else plan.nodes[plan.pivot + 1 :]
+    after_pivot = {
+        key
+        for item in later
+        for key in ([m.key for m in item.members] if isinstance(item, GroupNode) else [item.key])
+    }
     state = Replayed(data=decode(_data_class(record.data_type), record.data))
     resolved: set[str] = set()  # steps committed or skipped
     compensated: set[str] = set()  # compensations done or failed (not retried by recovery)
@@ -207,6 +218,8 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
             else:
                 state.member_results[key] = result
                 _close_group(state, member_of, resolved, committed)
+        elif kind is SagaEventKind.STEP_FAILED and key in after_pivot and event.error_type == _CUT:
+            state.history.append(_record(node.name, StepStatus.FAILED, event, offset))
         elif kind is SagaEventKind.STEP_FAILED:
             state.in_doubt.pop(key, None)
             state.history.append(_record(node.name, StepStatus.FAILED, event, offset))
@@ -348,11 +361,18 @@ class RecoveryOutcome(StrEnum):
     CANCELLED = "cancelled"
     """An operator asked to cancel it (`spakky-saga cancel`): its committed steps were
     compensated, whatever its recovery policy, and it ended CANCELLED."""
+    STUCK = "stuck"
+    """Past its flow's pivot (the point of no return), a step failed for good: nothing was
+    compensated and the saga is STUCK, for an operator to finish."""
 
     @property
     def needs_attention(self) -> bool:
         """Whether an operator has something to do about it."""
-        return self in (RecoveryOutcome.REFUSED, RecoveryOutcome.COMPENSATION_FAILED)
+        return self in (
+            RecoveryOutcome.REFUSED,
+            RecoveryOutcome.COMPENSATION_FAILED,
+            RecoveryOutcome.STUCK,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +402,8 @@ class RecoveryReport:
 
     @property
     def needs_attention(self) -> tuple[RecoveredSaga, ...]:
-        """Sagas an operator has to look at: refused, or with a failed compensation."""
+        """Sagas an operator has to look at: refused, with a failed compensation, or stuck
+        past their pivot."""
         return tuple(s for s in self.sagas if s.outcome.needs_attention)
 
     def __len__(self) -> int:

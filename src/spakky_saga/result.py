@@ -7,6 +7,7 @@ fields come after, with defaults.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final, NamedTuple
@@ -143,9 +144,10 @@ class SagaResult[D: AbstractSagaData]:
         """The compensations that raised during rollback, in the order they ran."""
         return tuple(r for r in self.history if r.compensation and r.status is StepStatus.FAILED)
 
-    def format_timeline(self) -> str:
-        """The run as a timeline: step, status, attempt, start offset, elapsed, error."""
-        return format_timeline(rows_from_history(self.history))
+    def format_timeline(self, *, pivot: Collection[str] = ()) -> str:
+        """The run as a timeline: step, status, attempt, start offset, elapsed, error; the
+        attempts of the steps named in `pivot` (the flow's `pivot_steps`) say `(pivot)`."""
+        return format_timeline(rows_from_history(self.history), pivot=pivot)
 
     def to_mermaid_gantt(self) -> str:
         """The run as a Mermaid gantt chart (GitHub renders it in Markdown)."""

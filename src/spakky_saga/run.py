@@ -80,6 +80,7 @@ class SagaRun(Cursor):
         "history",
         "journal",
         "listeners",
+        "past_pivot",
         "progress",
         "skipped",
         "started",
@@ -108,6 +109,9 @@ class SagaRun(Cursor):
         """The saga timeout's scope, while the forward pass runs under one: tells a cut made
         by the saga timeout from one made by the caller's cancellation."""
         self.ended = False
+        self.past_pivot = False
+        """Whether the forward pass got past the flow's pivot (its point of no return): from
+        then on nothing is compensated; a failure ends the run STUCK."""
         """Whether SAGA_FINISHED or SAGA_ABORTED went out: a run ends exactly once."""
         self.started = clock()
 

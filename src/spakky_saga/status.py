@@ -18,6 +18,10 @@ class SagaStatus(Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
+    STUCK = "STUCK"
+    """A step after the flow's pivot (its point of no return) failed for good: nothing was
+    compensated, the saga can neither go back nor forward on its own; an operator must finish
+    it. See docs/runtime.md, "The point of no return"."""
 
 
 class StepStatus(Enum):

@@ -76,6 +76,9 @@ class StoredStatus(Enum):
     """Finished, but a compensation failed: needs `retry-compensation` or manual repair."""
     CANCELLED = "CANCELLED"
     """The task running it was cancelled; its committed steps were compensated."""
+    STUCK = "STUCK"
+    """Past its flow's pivot (the point of no return), a step failed for good; nothing was
+    compensated. Needs an operator: finish what the saga could not, by hand."""
 
     @property
     def unfinished(self) -> bool:
@@ -91,7 +94,7 @@ PURGEABLE: tuple[StoredStatus, ...] = (
     StoredStatus.CANCELLED,
 )
 """The statuses `purge` deletes: finished, with nothing left for an operator to do. Never an
-unfinished saga, nor a COMPENSATION_FAILED one (it still needs repair)."""
+unfinished saga, nor a COMPENSATION_FAILED or STUCK one (it still needs repair)."""
 
 
 CANCEL_REQUESTED: Final = "cancel_requested"

@@ -7,7 +7,7 @@ The same renderer serves `SagaResult.format_timeline()`, the demo, and the opera
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from spakky_saga._text import error_text
@@ -150,14 +150,17 @@ def rows_from_events(events: Sequence[LoggedEvent], *, finished: bool = False) -
     return rows
 
 
-def format_timeline(rows: Sequence[TimelineRow]) -> str:
-    """The rows as a plain-text table: step, status, attempt, start offset, elapsed, error."""
+def format_timeline(rows: Sequence[TimelineRow], *, pivot: Collection[str] = ()) -> str:
+    """The rows as a plain-text table: step, status, attempt, start offset, elapsed, error.
+    The attempts of the steps named in `pivot` (the flow's point of no return: a step, or a
+    group's members) say `(pivot)`."""
     table = [("#", "step", "status", "attempt", "start", "elapsed", "error")]
     for index, row in enumerate(rows, start=1):
+        marked = row.step in pivot and not row.compensation
         table.append(
             (
                 str(index),
-                row.label,
+                f"{row.label} (pivot)" if marked else row.label,
                 row.status.lower().replace("_", " "),
                 str(row.attempt),
                 f"+{format_duration(row.start)}",

@@ -1,7 +1,7 @@
 """The checks operators and builders share: unified data types (check 1), step and
 compensation signatures (checks 3 and 4), what may stand in a group or flow (check 8), the
-strategies `|` and `on_error=` attach (checks 7 and 10) and a compensation's own strategy
-(check 11).
+strategies `|` and `on_error=` attach (checks 7 and 10), a compensation's own strategy
+(check 11) and no pivot inside a group (check 15, from `pivot`).
 
 Each reports through `errorcodes` at the operand's node and returns False after an error,
 so that the hook can degrade its result and stop.
@@ -35,7 +35,7 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import errorcodes
+from spakky_saga_mypy import errorcodes, pivot
 from spakky_saga_mypy._items import (
     FlowOperand,
     ItemKind,
@@ -270,7 +270,7 @@ def _is_literal(expr: Expression, value: object) -> bool:
 def check_group_member(api: CheckerPluginInterface, operand: FlowOperand, *, where: str) -> bool:
     """Check 8 for a member of a parallel group: a nested group flattens into it, so it cannot
     have its own `merge=` or compensation order."""
-    if not check_flow_item(api, operand, where=where):
+    if not check_flow_item(api, operand, where=where) or not pivot.check_group_member(api, operand):
         return False
     options = _builder_options(
         operand.node, names.PARALLEL_BUILDER, {"merge": None, "compensate": "reverse"}

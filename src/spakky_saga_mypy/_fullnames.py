@@ -34,6 +34,15 @@ SAGA_STEP_DECORATOR: Final = "spakky_saga.descriptor.saga_step"
 STEP_BUILDER: Final = "spakky_saga.builders.step"
 PARALLEL_BUILDER: Final = "spakky_saga.builders.parallel"
 SAGA_FLOW_BUILDER: Final = "spakky_saga.builders.saga_flow"
+PIVOT_BUILDER: Final = "spakky_saga.builders.pivot"
+"""`pivot(item)`: marks the flow's point of no return (checked by the `pivot` hooks)."""
+READ_ONLY: Final = "read_only"
+"""`step(f, read_only=True)`: a step declared to change nothing (no compensation needed
+before the pivot)."""
+FAILS_AT_ONCE: Final = "fails_at_once"
+"""The class attribute saying a strategy fails at once without retrying (`Compensate`): such
+a step after the pivot would end the saga for good."""
+TRUE: Final = "builtins.True"
 
 ABSTRACT_SAGA: Final = "spakky_saga.saga.AbstractSaga"
 """Base of saga classes, generic in their data type; `flow()` builds the saga."""

@@ -144,13 +144,13 @@ def step_name(expr: Expression) -> str:
     while True:
         if isinstance(expr, OpExpr) and expr.op == "|":
             expr = expr.left
-        elif _calls(expr, names.STEP_BUILDER) and expr.args:
+        elif calls(expr, names.STEP_BUILDER) and expr.args:
             expr = expr.args[0]
         else:
             return label_of(expr)
 
 
-def _calls(expr: Expression, fullname: str) -> TypeGuard[CallExpr]:
+def calls(expr: Expression, fullname: str) -> TypeGuard[CallExpr]:
     """Whether `expr` is a call of the function or class `fullname`."""
     return (
         isinstance(expr, CallExpr)
@@ -191,28 +191,30 @@ def skipping_strategy(
     a `Skip`. None when it does not skip or nothing shows it (a variable of type `Retry`, a
     user strategy with its own `skips`): the runtime checks those when the flow is built.
     """
-    strategy = _attached_strategy(step)
+    strategy = attached_strategy(step)
     if strategy is None:
         return None
     shown = _skips(api, strategy)
     return None if shown is None else (strategy, shown)
 
 
-def _attached_strategy(step: Expression) -> Expression | None:
+def attached_strategy(step: Expression) -> Expression | None:
+    """The expression of the error strategy last attached to the step `step` (`x | s`, or
+    `step(x, on_error=s)`, which keeps `x`'s own when it has no `on_error=`), if it shows one."""
     if isinstance(step, OpExpr) and step.op == "|":
         return step.right
-    if _calls(step, names.STEP_BUILDER):
+    if calls(step, names.STEP_BUILDER):
         for name, arg in zip(step.arg_names, step.args, strict=True):
             if name == "on_error":
                 return arg
         if step.args and step.arg_kinds[0] == ARG_POS:
-            return _attached_strategy(step.args[0])  # step(x) keeps x's strategy
+            return attached_strategy(step.args[0])  # step(x) keeps x's strategy
     return None
 
 
 def _skips(api: CheckerPluginInterface, strategy: Expression) -> str | None:
     """`Skip()` or `Retry(..., then=Skip())` if `strategy` visibly skips, else None."""
-    typ = _checked_type(api, strategy)
+    typ = checked_type(api, strategy)
     if not isinstance(typ, Instance):
         return None
     owner = defining_class(typ.type, names.SKIPS)
@@ -241,7 +243,7 @@ def _then_argument(strategy: Expression) -> Expression | None:
     return None
 
 
-def _checked_type(api: CheckerPluginInterface, expr: Expression) -> ProperType | None:
+def checked_type(api: CheckerPluginInterface, expr: Expression) -> ProperType | None:
     """The type mypy already inferred for `expr` (an operand's part), or None if it has none.
 
     Read from the checker's type map rather than inferred again, which would run hooks on

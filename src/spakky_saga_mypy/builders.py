@@ -68,6 +68,7 @@ from spakky_saga_mypy.lambdas import (
     expected_data,
     has_lambda,
 )
+from spakky_saga_mypy.pivot import check_flow as check_pivot
 from spakky_saga_mypy.saga_class import check_flow_items, enclosing_saga
 from spakky_saga_mypy.timeouts import check_timeout
 
@@ -357,7 +358,8 @@ def parallel_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
 
 
 def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
-    """The function hook of `saga_flow()` or `SagaFlow(items=...)`: checks 1, 2, 3, 6, 8."""
+    """The function hook of `saga_flow()` or `SagaFlow(items=...)`: checks 1, 2, 3, 6, 8 and
+    the pivot's, 12 to 14."""
 
     def callback(ctx: FunctionContext) -> Type:
         _check_timeouts(ctx, spec)
@@ -370,6 +372,8 @@ def flow_callback(spec: BuilderSpec) -> Callable[[FunctionContext], Type]:
             )
             return errored(ctx.default_return_type)
         if not _check_items(ctx.api, spec, items.operands):
+            return errored(ctx.default_return_type)
+        if not check_pivot(ctx.api, items.operands):
             return errored(ctx.default_return_type)
         saga = enclosing_saga(ctx.api)
         if saga is not None and saga.in_flow:

@@ -62,6 +62,23 @@ COMPENSATION_SKIP: Final = ErrorCode(
     "A compensation whose own error strategy skips its failure (a compensation cannot skip)",
     _CATEGORY,
 )
+PIVOT_UNCOMPENSATED: Final = ErrorCode(
+    "saga-pivot-uncompensated",
+    "A step before the flow's pivot has no compensation and is not declared read-only",
+    _CATEGORY,
+)
+PIVOT_NOT_RETRIABLE: Final = ErrorCode(
+    "saga-pivot-not-retriable",
+    "A step after the flow's pivot fails at once (Compensate, the default) instead of "
+    "retrying or skipping",
+    _CATEGORY,
+)
+PIVOT_TWICE: Final = ErrorCode("saga-pivot-twice", "A flow with more than one pivot", _CATEGORY)
+PIVOT_MEMBER: Final = ErrorCode(
+    "saga-pivot-member",
+    "A member of a parallel group marked as the pivot, or a pivot group extended with &",
+    _CATEGORY,
+)
 
 ALL_CODES: Final = (
     DATA_MISMATCH,
@@ -75,6 +92,10 @@ ALL_CODES: Final = (
     UNTYPED_LAMBDA,
     STRATEGY_DECIDE,
     COMPENSATION_SKIP,
+    PIVOT_UNCOMPENSATED,
+    PIVOT_NOT_RETRIABLE,
+    PIVOT_TWICE,
+    PIVOT_MEMBER,
 )
 
 
@@ -253,3 +274,54 @@ def untyped_lambda(
         context,
         code=UNTYPED_LAMBDA,
     )
+
+
+def pivot_uncompensated(
+    api: CheckerPluginInterface, context: Context, *, step: str, position: int, pivot: str
+) -> None:
+    """Check 12: a step before the pivot that nothing could undo."""
+    api.fail(
+        f'Step "{step}" (item {position}) comes before the pivot "{pivot}" but has no '
+        "compensation: if a later step fails before the pivot commits, nothing undoes it. Bind "
+        f"one ({step} >> undo), or declare it read-only (step({step}, read_only=True)) if it "
+        "changes nothing",
+        context,
+        code=PIVOT_UNCOMPENSATED,
+    )
+
+
+def pivot_not_retriable(
+    api: CheckerPluginInterface,
+    context: Context,
+    *,
+    step: str,
+    position: int,
+    pivot: str,
+    strategy: str,
+) -> None:
+    """Check 13: a step after the pivot whose strategy fails at once."""
+    api.fail(
+        f'Step "{step}" (item {position}) comes after the pivot "{pivot}" but its strategy '
+        f"{strategy} fails at once: after the point of no return nothing is compensated, so it "
+        f"must not fail for good. Retry it ({step} | Retry(10)), or skip its failure "
+        f"({step} | Skip()) if the saga may complete without it",
+        context,
+        code=PIVOT_NOT_RETRIABLE,
+    )
+
+
+def pivot_twice(
+    api: CheckerPluginInterface, context: Context, *, item: str, position: int, first: str
+) -> None:
+    """Check 14: a second pivot in one flow."""
+    api.fail(
+        f'Item {position} "{item}" is marked as the pivot, but "{first}" is the pivot already; '
+        "a saga has one point of no return: keep one pivot(...)",
+        context,
+        code=PIVOT_TWICE,
+    )
+
+
+def pivot_member(api: CheckerPluginInterface, context: Context, message: str) -> None:
+    """Check 15: a pivot inside a parallel group (a group is the pivot only as a whole)."""
+    api.fail(message, context, code=PIVOT_MEMBER)

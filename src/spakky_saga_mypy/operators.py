@@ -12,7 +12,7 @@ from mypy.nodes import Expression, LambdaExpr, OpExpr
 from mypy.plugin import MethodContext, MethodSigContext
 from mypy.types import AnyType, FunctionLike, Type, TypeOfAny
 
-from spakky_saga_mypy import errorcodes
+from spakky_saga_mypy import errorcodes, pivot
 from spakky_saga_mypy._checks import (
     check_compensation,
     check_group_member,
@@ -92,7 +92,8 @@ def parallel_callback(ctx: MethodContext) -> Type:
     """`x & y`: members must be flow items over related data types; `Parallel[D]`."""
 
     def check(left: FlowOperand, right: FlowOperand) -> bool:
-        return check_group_member(ctx.api, right, where='Parallel member "&"')
+        left_ok = pivot.check_group_member(ctx.api, left)  # the right one: check_group_member
+        return check_group_member(ctx.api, right, where='Parallel member "&"') and left_ok
 
     return _compose(ctx, '"&"', check)
 

@@ -73,6 +73,10 @@ BUILD_TIME = (
     "or not at all)"
 )
 ERROR_LEVEL = "a failed compensation is logged at ERROR (upstream: WARNING)"
+STUCK_STATUS = (
+    "SagaStatus has STUCK, how a saga ends when a step after its flow's pivot gives up "
+    "(upstream has no pivot); a flow without a pivot never ends STUCK"
+)
 MEMBERS_AS_THEY_FINISH = (
     "parallel members are recorded and logged as each finishes (upstream: after the whole "
     "group, in declaration order): the same lines and records, in the order things happened"
@@ -1123,6 +1127,7 @@ async def error_classes_construct_without_arguments(kit: Kit) -> Observation:
 # ---------------------------------------------------------------- values and data types
 
 
+@deliberate(STUCK_STATUS, keys=("SagaStatus",))
 @scenario
 async def enum_values(kit: Kit) -> Observation:
     s = kit.s

@@ -32,6 +32,7 @@ from spakky_saga import (
     Transaction,
     current_step,
     parallel,
+    pivot,
     saga_flow,
     step,
 )
@@ -353,6 +354,21 @@ def fleet_flow(p: Participant) -> SagaFlow[Order]:
     )
 
 
+PIVOT_STEPS: Final = ("reserve", "charge", "ship", "notify")
+"""`reserve` compensable, `charge` the pivot, then two retried steps."""
+
+
+def pivot_flow(p: Participant) -> SagaFlow[Order]:
+    """The point of no return: once `charge` committed, nothing is compensated."""
+    retry = Retry(3, ExponentialBackoff(base=0.0))
+    return saga_flow(
+        p.transaction("reserve", _add("stock", 1)),
+        pivot(p.transaction("charge", _add("charged", 10))),
+        step(p.action("ship", _set("shipped", True)), on_error=retry),
+        step(p.action("notify", _set("notified", True)), on_error=retry),
+    )
+
+
 FLOWS: Final[dict[str, Callable[[Participant], SagaFlow[Order]]]] = {
     "line": line_flow,
     "backoff": backoff_flow,
@@ -361,6 +377,7 @@ FLOWS: Final[dict[str, Callable[[Participant], SagaFlow[Order]]]] = {
     "refund": refund_flow,
     "fleet_compensate": fleet_flow,
     "fleet_resume": fleet_flow,
+    "pivot": pivot_flow,
 }
 """Saga name -> its flow; the parent registers the same names to recover."""
 

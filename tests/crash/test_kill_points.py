@@ -43,6 +43,7 @@ from tests.crash.flows import (
     FLOWS,
     GROUP_MEMBERS,
     LINE_STEPS,
+    PIVOT_STEPS,
     WHENS,
     Effect,
     KillPlan,
@@ -91,6 +92,10 @@ def _cases() -> list[Case]:
             cases.append(
                 Case(f"rollback-{policy}-{when}", "rollback", policy, KillPlan("undo", "b", when))
             )
+    for name in PIVOT_STEPS:  # under COMPENSATE: past the pivot, recovery goes forward
+        for when in WHENS:
+            kill = KillPlan("do", name, when)
+            cases.append(Case(f"pivot-compensate-{name}-{when}", "pivot", "compensate", kill))
     for when in WHENS:
         # retry_compensation runs the failed refund as its attempt 2 (key `.../undo/2`)
         kill = KillPlan("undo", "charge", when, 2)
@@ -537,3 +542,32 @@ def test_a_kill_during_retry_compensation_still_runs_the_failed_compensation(
     assert outcome.after.status is StoredStatus.FAILED
     assert outcome.recovered is not None
     assert outcome.recovered.outcome == "compensated"
+
+
+# --- the point of no return -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", _names("pivot-compensate"))
+def test_under_compensate_a_killed_saga_is_compensated_before_its_pivot_and_goes_forward_after(
+    crashed: dict[str, Crashed], name: str
+) -> None:
+    outcome = _case(crashed, name)
+    killed = CASES[name].kill
+    k = PIVOT_STEPS.index(killed.step)
+    happened = killed.when == "after"
+    assert outcome.recovered is not None
+
+    if k <= PIVOT_STEPS.index("charge"):  # the pivot's commit is not in the log: roll back
+        done = [(step, "1") for step in PIVOT_STEPS[: k + (1 if happened else 0)]]
+        assert outcome.actions() == done
+        assert outcome.undos() == list(reversed(PIVOT_STEPS[: k + 1]))
+        assert outcome.after.status is StoredStatus.FAILED
+        assert outcome.recovered.outcome == "compensated"
+    else:  # past the pivot: forward, whatever the policy; nothing compensated
+        expected = [(step, "1") for step in PIVOT_STEPS]
+        if happened:  # it ran in the dead child and again after: the same key both times
+            expected.insert(k, (killed.step, "1"))
+        assert outcome.actions() == expected
+        assert outcome.undos() == []
+        assert outcome.after.status is StoredStatus.COMPLETED
+        assert outcome.recovered.outcome == "completed"

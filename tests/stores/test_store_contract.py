@@ -201,7 +201,14 @@ async def test_purge_deletes_only_finished_sagas_updated_before_the_time(
     for saga_id in gone:
         assert await store.load(saga_id) is None
     kept = sorted(r.saga_id for r in await store.list())
-    assert kept == ["new-completed", "old-compensating", "old-compensation_failed", "old-running"]
+    # kept: unfinished, and the sagas an operator must still see to (COMPENSATION_FAILED, STUCK)
+    assert kept == [
+        "new-completed",
+        "old-compensating",
+        "old-compensation_failed",
+        "old-running",
+        "old-stuck",
+    ]
     still = await store.load("old-compensation_failed")
     assert still is not None
     assert [e.seq for e in still.events] == [1, 2]

@@ -119,11 +119,15 @@ async def test_the_demo_saga_recovers_from_a_crash_at_every_write_under_both_pol
     assert report.ok, str(report)
     assert report.saga_name == "CreateOrderSaga"
     assert report.uncrashed.outcome == "COMPLETED"
-    assert len(report.writes) == 6
+    assert len(report.writes) == 8
     assert len(report.crashes) == 2 * 2 * len(report.writes)  # two policies, before and after
     assert report.crash("killed after write 1, COMPENSATE").outcome == "FAILED"
     assert report.crash("killed after write 1, RESUME").outcome == "COMPLETED"
-    assert report.crash("killed after write 6, RESUME").recovered is None  # it had finished
+    # Write 7 has the order's confirmation (the pivot) committed: past it, even COMPENSATE
+    # goes forward.
+    assert "step_committed confirm_order#1" in report.writes[6]
+    assert report.crash("killed after write 7, COMPENSATE").outcome == "COMPLETED"
+    assert report.crash("killed after write 8, RESUME").recovered is None  # it had finished
     # The demo's inventory fails its first call: a repeated attempt succeeds where the
     # uncrashed run's second attempt did, so that crash is not compared with the uncrashed run.
     assert any("reserve_stock answered" in note for note in report.notes), report.notes

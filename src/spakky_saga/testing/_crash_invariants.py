@@ -23,7 +23,7 @@ from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult
 from spakky_saga.status import SagaStatus
 from spakky_saga.store import SagaRecord, StoredStatus
-from spakky_saga.testing._injection import Call, Shape
+from spakky_saga.testing._injection import Call, Group, Shape
 from spakky_saga.testing._invariants import (
     check_compensation_order,
     committed,
@@ -36,6 +36,7 @@ _OUTCOME_OF: dict[StoredStatus, str] = {
     StoredStatus.FAILED: "compensated",
     StoredStatus.TIMED_OUT: "compensated",
     StoredStatus.COMPENSATION_FAILED: "compensation_failed",
+    StoredStatus.STUCK: "stuck",
 }
 """The outcome `recover()` reports for a saga it left in each final status."""
 
@@ -43,6 +44,7 @@ _STORED_AS: dict[SagaStatus, tuple[StoredStatus, ...]] = {
     SagaStatus.COMPLETED: (StoredStatus.COMPLETED,),
     SagaStatus.FAILED: (StoredStatus.FAILED, StoredStatus.COMPENSATION_FAILED),
     SagaStatus.TIMED_OUT: (StoredStatus.TIMED_OUT, StoredStatus.COMPENSATION_FAILED),
+    SagaStatus.STUCK: (StoredStatus.STUCK,),
 }
 
 _ENDS_ATTEMPT = frozenset(
@@ -52,6 +54,9 @@ _ENDS_ATTEMPT = frozenset(
         SagaEventKind.STEP_FAILED,
         SagaEventKind.STEP_SKIPPED,
     )
+)
+_RESOLVES_STEP = frozenset(
+    kind.value for kind in (SagaEventKind.STEP_COMMITTED, SagaEventKind.STEP_SKIPPED)
 )
 _ENDS_COMPENSATION = frozenset(
     kind.value for kind in (SagaEventKind.COMPENSATION_DONE, SagaEventKind.COMPENSATION_FAILED)
@@ -217,7 +222,11 @@ class _Checker:
                 f"the recovered result is {entry.result.status.name}, but the saga is "
                 f"{final.status.value} in the store",
             )
-        if run.policy is RecoveryPolicy.COMPENSATE and entry.outcome == "completed":
+        if (
+            run.policy is RecoveryPolicy.COMPENSATE
+            and entry.outcome == "completed"
+            and not self.past_pivot()
+        ):
             self.add(
                 Check.RECOVERED,
                 f"under COMPENSATE the saga, {at_crash.status.value} at the crash, was completed "
@@ -315,6 +324,23 @@ class _Checker:
                 f"{sorted(_compensated(reference.calls)) or 'nothing'}",
             )
 
+    def past_pivot(self) -> bool:
+        """Whether the saga got past its pivot: in the log at the crash (every step of the
+        pivot item committed or skipped), or by what ran (an action after it started)."""
+        shape, at_crash = self.shape, self.run.at_crash
+        if shape.pivot is None:
+            return False
+        if shape.past_pivot(self.run.calls) is not None:
+            return True
+        item = shape.items[shape.pivot]
+        keys = {site.key for site in (item.members if isinstance(item, Group) else (item,))}
+        done = {
+            event.step_key
+            for event in (at_crash.events if at_crash is not None else ())
+            if event.kind in _RESOLVES_STEP
+        }
+        return keys <= done
+
     def repeats(self) -> list[Call]:
         """Check repeated calls; return the compensation calls with an allowed repeat counted
         once (its last call), in the order they started."""
@@ -370,6 +396,14 @@ class _Checker:
         if final is None or final.status.unfinished:
             return
         counts = Counter(call.site.key for call in undo if call.site is not None)
+        if self.past_pivot():
+            for call in undo:
+                self.add(
+                    Check.PIVOT,
+                    f"{call.label} ran though the pivot had committed: past the point of no "
+                    "return nothing is compensated, after a crash as without one",
+                )
+            return
         if final.status is StoredStatus.COMPLETED:
             for call in undo:
                 self.add(Check.UNCOMMITTED_COMPENSATED, f"the saga COMPLETED but ran {call.label}")

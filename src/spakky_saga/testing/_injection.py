@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import inspect
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +62,21 @@ class Shape:
     items: tuple[Site | Group, ...]
     saga_timeout: bool
     handler: bool
+    pivot: int | None = None
+    """The index in `items` of the flow's pivot (its point of no return), if it has one."""
+
+    def past_pivot(self, calls: Iterable[Call]) -> Site | Group | None:
+        """The pivot, if `calls` show the forward pass got past it (an action of a later item
+        started), else None."""
+        if self.pivot is None:
+            return None
+        later = {
+            site.key
+            for item in self.items[self.pivot + 1 :]
+            for site in (item.members if isinstance(item, Group) else (item,))
+        }
+        started = any(c.kind == "action" and c.site and c.site.key in later for c in calls)
+        return self.items[self.pivot] if started else None
 
     @property
     def sites(self) -> tuple[Site, ...]:
@@ -106,6 +121,7 @@ def shape_of(flow: SagaFlow[Any]) -> Shape:
         tuple(items),
         saga_timeout=flow.saga_timeout is not None,
         handler=flow.compensation_failure_handler is not None,
+        pivot=next((i for i, item in enumerate(flow.items) if item.pivot), None),
     )
 
 

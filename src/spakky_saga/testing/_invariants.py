@@ -247,6 +247,8 @@ class _Checker:
                     Check.STATUS,
                     f"TIMED_OUT with error {describe_error(result.error)}, not SagaTimeoutError",
                 )
+        elif status is SagaStatus.STUCK:
+            self.stuck(result, stopping, finals)
         elif status is SagaStatus.FAILED:
             if result.failed_step in groups and not stopping:
                 pass  # the group's merge failed: its members all committed
@@ -260,6 +262,13 @@ class _Checker:
                 self.failed_step(result, stopping[0], finals[stopping[0].key])
         else:
             self.add(Check.STATUS, f"a finished run has status {status.name}")
+        pivot = self.shape.past_pivot(self.run.calls)
+        if pivot is not None and status in (SagaStatus.FAILED, SagaStatus.TIMED_OUT):
+            self.add(
+                Check.PIVOT,
+                f"{status.name} at {result.failed_step} after the pivot {pivot.name} committed; "
+                "a saga that cannot go on past its point of no return ends STUCK",
+            )
         if stopping and status is not SagaStatus.COMPLETED:
             self.nothing_after(stopping[0])
         skipped = Counter(site.name for site in failed if site.skip)
@@ -275,6 +284,23 @@ class _Checker:
                 Check.STATUS,
                 f"result.data is {self.label(result.data)}, not the latest data "
                 f"({self.label(expected)})",
+            )
+
+    def stuck(self, result: SagaResult[Any], stopping: list[Site], finals: dict[str, Call]) -> None:
+        """STUCK: only past the pivot, at the first step that failed for good (or cut off by
+        the saga timeout)."""
+        if self.shape.past_pivot(self.run.calls) is None:
+            self.add(
+                Check.PIVOT,
+                f"STUCK at {result.failed_step}, but the forward pass never got past a pivot",
+            )
+        elif stopping:
+            self.failed_step(result, stopping[0], finals[stopping[0].key])
+        elif not isinstance(result.error, SagaTimeoutError):
+            self.add(
+                Check.STATUS,
+                f"STUCK at {result.failed_step} ({describe_error(result.error)}), although "
+                "every step that ran committed or was skipped",
             )
 
     def failed_step(self, result: SagaResult[Any], site: Site, last: Call) -> None:
@@ -328,7 +354,7 @@ class _Checker:
     def history(self, result: SagaResult[Any]) -> None:
         """Calls and records match, by step name and attempt (records carry no position)."""
         forward = [r for r in result.history if not r.compensation]
-        timed_out = result.status is SagaStatus.TIMED_OUT
+        timed_out = isinstance(result.error, SagaTimeoutError)  # TIMED_OUT, or STUCK by it
         groups = {item.name for item in self.shape.items if isinstance(item, Group)}
         actions = [c for c in self.calls("action") if c.site is not None and c.ended is not None]
         calls_ok = Counter((c.site.name, c.attempt) for c in actions if committed(c) and c.site)
@@ -402,6 +428,16 @@ class _Checker:
         if not rolled_back:
             for call in undo:
                 self.add(Check.UNCOMMITTED_COMPENSATED, f"the saga COMPLETED but ran {call.label}")
+            self.handler([], None)
+            return
+        pivot = self.shape.past_pivot(run.calls)
+        if pivot is not None:
+            for call in undo:
+                self.add(
+                    Check.PIVOT,
+                    f"{call.label} ran after the pivot {pivot.name} committed: past the point "
+                    "of no return nothing is compensated",
+                )
             self.handler([], None)
             return
         due = self.committed_compensable()

@@ -74,6 +74,9 @@ class Check(StrEnum):
     outcome was not in the log), once more after it."""
     IDEMPOTENCY_KEY = "idempotency-key"
     """An attempt or compensation run again after a crash has the same idempotency key."""
+    PIVOT = "pivot"
+    """Once the flow's pivot (its point of no return) committed, nothing is compensated, and
+    a saga that cannot go on ends STUCK (never FAILED or TIMED_OUT); STUCK only past it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +144,8 @@ class Violation:
 class ScenarioOutcome[D: AbstractSagaData]:
     """How one scenario's run ended.
 
-    `outcome` is the result's status (COMPLETED, FAILED, TIMED_OUT) or the name of what the
-    run raised (SagaCompensationFailedError, CancelledError, ...). `result` is the run's
+    `outcome` is the result's status (COMPLETED, FAILED, TIMED_OUT, STUCK) or the name of what
+    the run raised (SagaCompensationFailedError, CancelledError, ...). `result` is the run's
     `SagaResult` (the one a SagaCompensationFailedError carries, too), `raised` what the run
     raised, `ran` every call in the order it started (`undo NAME` for compensations),
     `compensated` the steps whose compensation ran, in order, and `failed_compensations` those
