@@ -8,7 +8,9 @@ committed steps are compensated in reverse on failure and a `SagaResult` is retu
 import logging
 from typing import TYPE_CHECKING
 
+from spakky_saga.audit import AuditEntry
 from spakky_saga.builders import parallel, saga_flow, step
+from spakky_saga.console_store import SagaConsoleStore
 from spakky_saga.context import StepContext, current_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.descriptor import SagaStepMethod, saga_step
@@ -54,6 +56,13 @@ from spakky_saga.flow import (
 )
 from spakky_saga.listeners import SagaListener
 from spakky_saga.logs import SagaLogListener
+from spakky_saga.query import (
+    PageCursor,
+    SagaPage,
+    SagaQuery,
+    SagaQueryError,
+    SagaSort,
+)
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult, StepRecord
 from spakky_saga.saga import AbstractSaga, Saga
@@ -110,6 +119,7 @@ __all__ = [
     "AbstractSagaData",
     "AbstractSpakkySagaError",
     "ActionFn",
+    "AuditEntry",
     "Compensate",
     "CompensateFn",
     "CompensationOrder",
@@ -120,6 +130,7 @@ __all__ = [
     "FlowItem",
     "InMemorySagaStore",
     "MergeFn",
+    "PageCursor",
     "Parallel",
     "PostgresSagaStore",
     "RecoveredSaga",
@@ -131,6 +142,7 @@ __all__ = [
     "SagaAlreadyStartedError",
     "SagaCompensationFailedError",
     "SagaCompensationInterruptedError",
+    "SagaConsoleStore",
     "SagaDataCodecError",
     "SagaDataT",
     "SagaEngine",
@@ -149,11 +161,15 @@ __all__ = [
     "SagaLogListener",
     "SagaMergeResultError",
     "SagaNotRegisteredError",
+    "SagaPage",
     "SagaParallelMergeConflictError",
+    "SagaQuery",
+    "SagaQueryError",
     "SagaRecoveryError",
     "SagaResult",
     "SagaRollbackInterruptedWarning",
     "SagaSchemaVersionError",
+    "SagaSort",
     "SagaStatus",
     "SagaStep",
     "SagaStepCancelledError",
