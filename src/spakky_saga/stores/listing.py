@@ -52,9 +52,12 @@ def page_statement(
         where += f"({order}, saga_id) {'<' if query.descending else '>'} ({mark}, {mark})"
         params.extend(query.after)
     direction = "DESC" if query.descending else "ASC"
+    ordered = f"ORDER BY {order} {direction}, saga_id {direction}"
+    # The page's ids first (a sort of narrow rows, or an index read), then their rows: the
+    # wide columns (the data) are read for the page only, never for every row sorted.
     statement = (
-        f"SELECT {columns} FROM {table}{' WHERE ' + where if where else ''} "
-        f"ORDER BY {order} {direction}, saga_id {direction} LIMIT {mark}"
+        f"SELECT {columns} FROM {table} WHERE saga_id IN (SELECT saga_id FROM {table}"
+        f"{' WHERE ' + where if where else ''} {ordered} LIMIT {mark}) {ordered}"
     )
     return statement, [*params, query.limit + 1]
 
