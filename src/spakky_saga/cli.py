@@ -858,6 +858,7 @@ async def _console(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             token=token,
+            refresh_seconds=args.refresh,
         )
     finally:
         await store.close()
@@ -918,6 +919,13 @@ def _console_options(console: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
     )
     console.add_argument("--port", type=_port, default=8000, help="port (8000)")
+    console.add_argument(
+        "--refresh",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often the list refreshes itself while 'live' is checked (5; 0: never)",
+    )
     console.add_argument(
         "--token",
         help="the token operators log in with to act (default: $SPAKKY_SAGA_CONSOLE_TOKEN, "

@@ -10,7 +10,7 @@ tokens, the loopback rule for read-only viewing, and the security headers on eve
 - Read-only pages are open to loopback clients (127.0.0.1, ::1); anyone else must log in.
 - Every response says `Content-Security-Policy` (scripts and styles only from the console's
   own files: no inline script runs, even one smuggled into a page), `nosniff`, no framing
-  and no referrer.
+  and no referrer to other sites.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _HEADERS: Final = (
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # "no-referrer" makes a form post's Origin "null"
     (b"cache-control", b"no-store"),
 )
 
