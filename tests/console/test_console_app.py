@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import html
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
 
-from spakky_saga import InMemorySagaStore, SagaEngine, StoredStatus, saga_flow
+from spakky_saga import InMemorySagaStore, SagaEngine, SqliteSagaStore, StoredStatus, saga_flow
 from spakky_saga.console import (
     CONTENT_SECURITY_POLICY,
     ConsoleConfigurationError,
@@ -30,6 +31,7 @@ TOKEN = "test-token-1234"
 HOSTILE = "<script>alert('owned')</script>"
 LOCAL = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.9", 50000)
+DOCS = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text("utf-8")
 
 
 def client(app: Starlette, where: tuple[str, int] = LOCAL) -> httpx.AsyncClient:
@@ -353,3 +355,33 @@ def test_a_store_without_the_console_queries_is_refused_at_once() -> None:
 def test_an_engine_without_a_store_is_refused_at_once() -> None:
     with pytest.raises(ConsoleConfigurationError, match="the engine has no store"):
         create_console_app(InMemorySagaStore(), SagaEngine())
+
+
+async def test_the_docs_mounting_example_serves_the_console_with_its_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = DOCS.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(example, "docs/console.md", "exec"), namespace)
+    app = namespace["app"]
+    store = namespace["store"]
+    assert isinstance(app, Starlette)
+    assert isinstance(store, SqliteSagaStore)
+    await store.open()
+    try:
+        await store.begin(a_record("run-1"), [an_event(1, "saga_started")], 30)
+        async with client(app, REMOTE) as browser:
+            stranger = await browser.get("/ops/sagas/")
+            page = await browser.get("/ops/sagas/sagas/run-1", headers={"x-forwarded-user": "bob"})
+            done = await browser.post(
+                "/ops/sagas/sagas/run-1/cancel",
+                data={"csrf": csrf_of(page.text)},
+                headers={"x-forwarded-user": "bob"},
+            )
+        [entry] = await store.audit_trail("run-1")
+    finally:
+        await store.close()
+    assert stranger.status_code == 401
+    assert done.status_code == 303
+    assert (entry.by, entry.origin) == ("bob", REMOTE[0])
