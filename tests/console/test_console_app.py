@@ -17,7 +17,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
 
-from spakky_saga import InMemorySagaStore, SagaEngine, SqliteSagaStore, StoredStatus, saga_flow
+from spakky_saga import (
+    InMemorySagaStore,
+    SagaCompensationFailedError,
+    SagaEngine,
+    SqliteSagaStore,
+    StoredStatus,
+    saga_flow,
+    step,
+)
 from spakky_saga.console import (
     CONTENT_SECURITY_POLICY,
     ConsoleConfigurationError,
@@ -385,3 +393,109 @@ async def test_the_docs_mounting_example_serves_the_console_with_its_hook(
     assert stranger.status_code == 401
     assert done.status_code == 303
     assert (entry.by, entry.origin) == ("bob", REMOTE[0])
+
+
+async def test_retry_compensation_from_the_console_finishes_a_repaired_rollback() -> None:
+    store = InMemorySagaStore()
+    repaired = {"yes": False}
+
+    async def reserve(data: Ticket) -> None:
+        return None
+
+    async def release(data: Ticket) -> None:
+        if not repaired["yes"]:
+            raise ConnectionError("stock service down")
+
+    async def charge(data: Ticket) -> None:
+        raise ValueError("card declined")
+
+    flow = saga_flow(step(reserve, compensate=release), charge)
+    engine, _ = engines(store, flow)
+    data = Ticket(order_id=1)
+    with pytest.raises(SagaCompensationFailedError):
+        await engine.run(flow, data, saga_name="order")
+    saga_id = str(data.saga_id)
+    app = create_console_app(store, engine, token=TOKEN)
+
+    async with logged_in(app) as browser:
+        attention = await browser.get("/attention")
+        page = await browser.get(f"/sagas/{saga_id}")
+        assert "only a RUNNING saga can be cancelled; it is COMPENSATION_FAILED" in page.text
+        assert "it is finished (COMPENSATION_FAILED): nothing to recover" in page.text
+        repaired["yes"] = True
+        await browser.post(
+            f"/sagas/{saga_id}/retry-compensation", data={"csrf": csrf_of(page.text)}
+        )
+    await engine.aclose()
+
+    assert saga_id in attention.text
+    record = await store.load(saga_id)
+    assert record is not None
+    assert record.status is StoredStatus.FAILED
+    [entry] = await store.audit_trail(saga_id)
+    assert (entry.action, entry.outcome) == ("retry-compensation", "retried: compensated")
+
+
+async def test_recover_is_refused_while_a_live_engine_holds_the_saga(
+    store: InMemorySagaStore,
+) -> None:
+    engine = SagaEngine(store=store)
+    app = create_console_app(store, engine, token=TOKEN)
+    async with logged_in(app) as browser:
+        page = await browser.get("/sagas/run-1")
+        await browser.post("/sagas/run-1/recover", data={"csrf": csrf_of(page.text)})
+    assert "engine engine-a holds its lease and is running it" in page.text
+    [entry] = await store.audit_trail("run-1")
+    assert entry.outcome == "refused: engine engine-a holds its lease and is running it"
+
+
+async def test_cancel_with_the_application_compensates_a_saga_whose_engine_died() -> None:
+    clock = StoreClock()
+    store = InMemorySagaStore(clock=clock)
+    ledger = Ledger()
+    flow = saga_flow(ledger.transaction("reserve", bump("stock")), ledger.transaction("pay"))
+    crashed, recovering = engines(store, flow)
+    ledger.crash_at = "pay"
+    data = Ticket(order_id=1)
+    with pytest.raises(Crash):
+        await crashed.run(flow, data, saga_name="order")
+    clock.expire()
+    saga_id = str(data.saga_id)
+    app = create_console_app(store, recovering, token=TOKEN)
+    async with logged_in(app) as browser:
+        page = await browser.get(f"/sagas/{saga_id}")
+        await browser.post(f"/sagas/{saga_id}/cancel", data={"csrf": csrf_of(page.text)})
+    await recovering.aclose()
+    record = await store.load(saga_id)
+    assert record is not None
+    assert record.status is StoredStatus.CANCELLED
+    [entry] = await store.audit_trail(saga_id)
+    assert entry.outcome == "recovered here: cancelled"
+
+
+async def test_an_unknown_action_or_saga_is_a_404_and_a_null_origin_is_refused(
+    app: Starlette, store: InMemorySagaStore
+) -> None:
+    async with logged_in(app) as browser:
+        token = csrf_of((await browser.get("/sagas/run-1")).text)
+        unknown_action = await browser.post("/sagas/run-1/delete", data={"csrf": token})
+        unknown_saga = await browser.post("/sagas/nobody/cancel", data={"csrf": token})
+        null_origin = await browser.post(
+            "/sagas/run-1/cancel", data={"csrf": token}, headers={"Origin": "null"}
+        )
+        login_elsewhere = await browser.post(
+            "/login", data={"token": TOKEN, "name": "x"}, headers={"Origin": "https://evil.test"}
+        )
+    assert unknown_action.status_code == 404
+    assert unknown_saga.status_code == 404
+    assert "No saga &#39;nobody&#39; in this store." in unknown_saga.text
+    assert null_origin.status_code == 403
+    assert login_elsewhere.status_code == 403
+    assert await store.audit_trail("run-1") == []
+
+
+async def test_a_client_without_an_address_is_not_taken_for_this_machine(app: Starlette) -> None:
+    transport = httpx.ASGITransport(app=app, client=("unix-socket", 0))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as browser:
+        page = await browser.get("/")
+    assert page.status_code == 401

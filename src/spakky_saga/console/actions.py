@@ -53,9 +53,10 @@ def availability(
 ) -> Availability:
     """Whether `action` applies to `record` at `now`, with or without an engine."""
     status = record.status
+    named = status.value
     if action is Action.CANCEL:
         if status is not StoredStatus.RUNNING:
-            return Availability(action, f"only a RUNNING saga can be cancelled; it is {status}")
+            return Availability(action, f"only a RUNNING saga can be cancelled; it is {named}")
         if record.cancel_request is not None:
             return Availability(action, f"cancel was requested by {record.cancel_request.by}")
         return Availability(action)
@@ -64,11 +65,11 @@ def availability(
     if action is Action.RETRY_COMPENSATION:
         if status is not StoredStatus.COMPENSATION_FAILED:
             return Availability(
-                action, f"only a COMPENSATION_FAILED saga can be retried; it is {status}"
+                action, f"only a COMPENSATION_FAILED saga can be retried; it is {named}"
             )
         return Availability(action)
     if not status.unfinished:
-        return Availability(action, f"it is finished ({status}): nothing to recover")
+        return Availability(action, f"it is finished ({named}): nothing to recover")
     if record.owner is not None and (record.lease_expires or 0.0) >= now:
         return Availability(action, f"engine {record.owner} holds its lease and is running it")
     return Availability(action)
