@@ -22,7 +22,7 @@ fi
 stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[postgres,otel,testing]" --group dev
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[postgres,otel,testing,console]" --group dev
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -21,7 +21,16 @@ def test_operations_page_has_a_row_for_every_exit_code_and_a_recipe_for_every_co
     table = OPERATIONS.split("## Exit codes", 1)[1]
     for code in (OK, ATTENTION, USAGE, NOT_FOUND, STORE_FAILED):
         assert re.search(rf"^\| {code} \|", table, re.MULTILINE), code
-    commands = ["list", "show", "recover", "retry-compensation", "cancel", "purge", "graph"]
+    commands = [
+        "list",
+        "show",
+        "recover",
+        "retry-compensation",
+        "cancel",
+        "purge",
+        "console",
+        "graph",
+    ]
     assert "{" + ",".join(commands) + "}" in parser().format_usage()  # every command, no other
     for command in commands:
         assert f"spakky-saga {command} " in OPERATIONS, command

@@ -8,7 +8,9 @@ committed steps are compensated in reverse on failure and a `SagaResult` is retu
 import logging
 from typing import TYPE_CHECKING
 
+from spakky_saga.audit import AuditEntry
 from spakky_saga.builders import parallel, pivot, saga_flow, step
+from spakky_saga.console_store import SagaConsoleStore
 from spakky_saga.context import StepContext, current_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.descriptor import SagaStepMethod, saga_step
@@ -59,6 +61,13 @@ from spakky_saga.flow import (
 )
 from spakky_saga.listeners import SagaListener
 from spakky_saga.logs import SagaLogListener
+from spakky_saga.query import (
+    PageCursor,
+    SagaPage,
+    SagaQuery,
+    SagaQueryError,
+    SagaSort,
+)
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult, StepRecord
 from spakky_saga.saga import AbstractSaga, Saga
@@ -115,6 +124,7 @@ __all__ = [
     "AbstractSagaData",
     "AbstractSpakkySagaError",
     "ActionFn",
+    "AuditEntry",
     "Compensate",
     "CompensateFn",
     "CompensationOrder",
@@ -125,6 +135,7 @@ __all__ = [
     "FlowItem",
     "InMemorySagaStore",
     "MergeFn",
+    "PageCursor",
     "Parallel",
     "PostgresSagaStore",
     "RecoveredSaga",
@@ -136,6 +147,7 @@ __all__ = [
     "SagaAlreadyStartedError",
     "SagaCompensationFailedError",
     "SagaCompensationInterruptedError",
+    "SagaConsoleStore",
     "SagaDataCodecError",
     "SagaDataT",
     "SagaEngine",
@@ -155,14 +167,18 @@ __all__ = [
     "SagaMergeResultError",
     "SagaNotRegisteredError",
     "SagaNotRetriableAfterPivotError",
+    "SagaPage",
     "SagaParallelMergeConflictError",
     "SagaPivotError",
     "SagaPivotMemberError",
+    "SagaQuery",
+    "SagaQueryError",
     "SagaRecoveryError",
     "SagaResult",
     "SagaRollbackInterruptedWarning",
     "SagaSchemaVersionError",
     "SagaSecondPivotError",
+    "SagaSort",
     "SagaStatus",
     "SagaStep",
     "SagaStepCancelledError",

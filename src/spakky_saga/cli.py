@@ -9,6 +9,7 @@
     spakky-saga cancel SAGA_ID --app MODULE:APP [--json]
     spakky-saga purge --store URL --finished-before TIME [--dry-run] [--json]
     spakky-saga graph MODULE:TARGET [--markdown] [--direction TD|LR]
+    spakky-saga console --store URL [--app MODULE:APP] [--host 127.0.0.1] [--port 8000]
 
 `list` and `show` only read the store and create nothing; `purge` deletes finished sagas from
 an existing store (and creates nothing either). `recover` and `retry-compensation` run
@@ -27,6 +28,8 @@ import getpass
 import importlib
 import inspect
 import json
+import os
+import secrets
 import socket
 import sys
 import time
@@ -38,6 +41,7 @@ from typing import Any, Final
 from spakky.core.application.application import SpakkyApplication
 
 from spakky_saga._text import error_text, safe_repr
+from spakky_saga.console_store import SagaConsoleStore
 from spakky_saga.diagram import DIRECTIONS, to_mermaid
 from spakky_saga.engine import SagaEngine
 from spakky_saga.errors import SagaFlowChangedError, SagaNotRegisteredError, SagaStoreError
@@ -111,7 +115,7 @@ class _BrokenTarget(Exception):
     flow()) failed, or built an invalid flow: said on stderr, exit code 1."""
 
 
-def open_store(url: str, schema: str = "public", *, create: bool = True) -> SagaStore:
+def open_store(url: str, schema: str = "public", *, create: bool = True) -> SagaConsoleStore:
     """The store a `--store` URL names; `create=False` for read-only commands, which must
     never create a store (or its tables) where there was none."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -865,6 +869,34 @@ def _flow_of_saga(saga: Any, spec: str) -> SagaFlow[Any]:
     return flow
 
 
+async def _console(args: argparse.Namespace) -> int:
+    try:
+        from spakky_saga.console.server import serve  # noqa: PLC0415 - the optional extra
+    except ImportError as error:
+        raise UsageError(
+            f"the console needs its web dependencies ({error_text(error)}): "
+            "pip install 'spakky-saga-typed[console]'"
+        ) from None
+    token = args.token or os.environ.get("SPAKKY_SAGA_CONSOLE_TOKEN") or secrets.token_urlsafe(24)
+    app = load_app(args.app) if args.app else None
+    store = open_store(args.store, args.schema, create=False)
+    try:
+        await open_existing(store)
+        await serve(
+            store,
+            None if app is None else app.engine,
+            host=args.host,
+            port=args.port,
+            token=token,
+            refresh_seconds=args.refresh,
+        )
+    finally:
+        await store.close()
+        if app is not None:
+            await app.aclose()
+    return OK
+
+
 async def _graph(args: argparse.Namespace) -> int:
     flow = load_flow(args.target)
     text = to_mermaid(flow, direction=args.direction)
@@ -882,6 +914,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: give a port number, 0 to 65535")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -890,6 +932,35 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text}: give a number of seconds, e.g. 60")
     return value
+
+
+def _console_options(console: argparse.ArgumentParser) -> None:
+    console.add_argument(
+        "--store", required=True, help="sqlite:////abs/file.db, a path, or postgresql://..."
+    )
+    console.add_argument("--schema", default="public", help="PostgreSQL schema (public)")
+    console.add_argument(
+        "--app",
+        metavar="MODULE:APP",
+        help="a SpakkyApplication, a SagaEngine with a store, or a function returning one: "
+        "enables recover and retry compensation (they run the application's compensations)",
+    )
+    console.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
+    )
+    console.add_argument("--port", type=_port, default=8000, help="port (8000)")
+    console.add_argument(
+        "--refresh",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often the list refreshes itself while 'live' is checked (5; 0: never)",
+    )
+    console.add_argument(
+        "--token",
+        help="the token operators log in with to act (default: $SPAKKY_SAGA_CONSOLE_TOKEN, "
+        "else a random one, printed at start)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -1011,6 +1082,13 @@ def parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="say how many (--json: which) would go; delete none"
     )
     purge.set_defaults(run=_purge)
+
+    console = command(
+        "console",
+        "serve the operations console (a web page; the console extra) on 127.0.0.1:8000",
+    )
+    _console_options(console)
+    console.set_defaults(run=_console)
 
     graph = command("graph", "print a flow as a Mermaid flowchart")
     graph.add_argument(

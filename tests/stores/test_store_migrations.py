@@ -1,6 +1,6 @@
-"""A store written by the previous schema version (1: no cancel requests) is upgraded when an
-engine opens it (create=True), its sagas kept, and refused, untouched, by a command that
-opens it with create=False; on SQLite and PostgreSQL."""
+"""A store written by schema version 1 (no cancel requests, no console index nor audit trail)
+is upgraded to the current version when an engine opens it (create=True), its sagas kept, and
+refused, untouched, by a command that opens it with create=False; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,12 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from spakky_saga import PostgresSagaStore, SagaSchemaVersionError, SqliteSagaStore
+from spakky_saga import (
+    AuditEntry,
+    PostgresSagaStore,
+    SagaConsoleStore,
+    SagaQuery,
+    SagaSchemaVersionError,
+    SagaSort,
+    SqliteSagaStore,
+)
 from spakky_saga.store import SagaStore, StoredStatus
 from tests.postgres_support import postgres_schema
 from tests.stores.test_store_contract import a_record, an_event
 
-_DOWNGRADE = (
+_DOWNGRADE = (  # {t} the sagas table, {s} the schema ("" on SQLite)
+    "DROP INDEX {s}spakky_saga_sagas_created",
+    "DROP TABLE {s}spakky_saga_audit",
     "ALTER TABLE {t} DROP COLUMN cancel_requested_by",
     "ALTER TABLE {t} DROP COLUMN cancel_requested_at",
 )
@@ -47,6 +57,16 @@ async def _upgraded_and_cancellable(store: SagaStore) -> None:
     assert loaded is not None
     assert loaded.status is StoredStatus.RUNNING
     assert [e.seq for e in loaded.events] == [1]
+    assert isinstance(store, SagaConsoleStore)
+    await store.open()
+    try:  # version 3: the console's queries and audit trail
+        page = await store.query(SagaQuery(sort=SagaSort.CREATED))
+        await store.audit(AuditEntry("old", 1.0, "cancel", "ops", "::1", "requested"))
+        trail = await store.audit_trail("old")
+    finally:
+        await store.close()
+    assert [r.saga_id for r in page.records] == ["old"]
+    assert [e.by for e in trail] == ["ops"]
 
 
 async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_read_only(
@@ -56,7 +76,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
     await _a_running_saga(SqliteSagaStore(path))
     db = sqlite3.connect(path)
     for statement in _DOWNGRADE:
-        db.execute(statement.format(t="spakky_saga_sagas"))
+        db.execute(statement.format(t="spakky_saga_sagas", s=""))
     db.execute("UPDATE spakky_saga_schema SET version = 1")
     db.commit()
     db.close()
@@ -70,7 +90,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
 
     await _upgraded_and_cancellable(SqliteSagaStore(path))
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(2,)]
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(3,)]
     db.close()
 
 
@@ -81,7 +101,9 @@ async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_
         await _a_running_saga(PostgresSagaStore(dsn, schema=schema))
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
             for statement in _DOWNGRADE:
-                await admin.execute(statement.format(t=f'"{schema}".spakky_saga_sagas'))
+                await admin.execute(
+                    statement.format(t=f'"{schema}".spakky_saga_sagas', s=f'"{schema}".')
+                )
             await admin.execute(f'UPDATE "{schema}".spakky_saga_schema SET version = 1')
 
             read_only = PostgresSagaStore(dsn, schema=schema, create=False)
@@ -92,4 +114,4 @@ async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_
 
             await _upgraded_and_cancellable(PostgresSagaStore(dsn, schema=schema))
             cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
-            assert await cursor.fetchall() == [(2,)]
+            assert await cursor.fetchall() == [(3,)]

@@ -7,11 +7,14 @@ process (an engine that lost its lease, a saga re-claimed after its owner stoppe
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
+from spakky_saga.audit import AuditEntry
 from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, SagaStoreError
+from spakky_saga.query import SagaPage, SagaQuery
 from spakky_saga.store import (
     PURGEABLE,
     UNFINISHED,
@@ -31,6 +34,7 @@ class InMemorySagaStore:
         self._clock = clock
         self._sagas: dict[str, SagaRecord] = {}
         self._events: dict[str, list[StoredEvent]] = {}
+        self._audit: list[AuditEntry] = []
 
     def __repr__(self) -> str:
         return f"InMemorySagaStore({len(self._sagas)} sagas)"
@@ -154,6 +158,28 @@ class InMemorySagaStore:
         records = [r for r in self._sagas.values() if not statuses or r.status in statuses]
         records.sort(key=lambda r: r.updated, reverse=True)
         return records[:limit]
+
+    async def query(self, query: SagaQuery) -> SagaPage:
+        records = sorted(
+            (r for r in self._sagas.values() if query.matches(r)),
+            key=lambda r: (query.sort_value(r), r.saga_id),
+            reverse=query.descending,
+        )
+        return query.page(records, len(records) > query.limit)
+
+    async def count_by_status(self, query: SagaQuery) -> dict[StoredStatus, int]:
+        counts: dict[StoredStatus, int] = {}
+        everywhere = dataclasses.replace(query, after=None)
+        for record in self._sagas.values():
+            if everywhere.matches(record, statuses=False):
+                counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+    async def audit(self, entry: AuditEntry) -> None:
+        self._audit.append(entry)
+
+    async def audit_trail(self, saga_id: str) -> builtins.list[AuditEntry]:
+        return sorted((e for e in self._audit if e.saga_id == saga_id), key=lambda e: e.at)
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         gone = tuple(

@@ -29,12 +29,14 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
+from spakky_saga.audit import AuditEntry
 from spakky_saga.errors import (
     SagaAlreadyStartedError,
     SagaLeaseLostError,
     SagaSchemaVersionError,
     SagaStoreError,
 )
+from spakky_saga.query import SagaPage, SagaQuery
 from spakky_saga.store import (
     PURGEABLE,
     SAGA_COLUMNS,
@@ -50,14 +52,16 @@ from spakky_saga.store import (
     StoredStatus,
 )
 from spakky_saga.stores.group_commit import DEFAULT_CONCURRENCY, FlushOutcomes, GroupCommit
+from spakky_saga.stores.listing import count_statement, page_statement
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
-cancel a saga, and when (`spakky-saga cancel`)."""
+cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
+(`query`) and counts use, and the operators' audit trail."""
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -103,9 +107,27 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN cancel_requested_by TEXT",
         "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN cancel_requested_at DOUBLE PRECISION",
     ),
+    3: (
+        # Sorted by creation, a list page reads this index in order and stops after a page
+        # (keyset paging). `updated` stays unindexed on purpose: every write changes it, and
+        # an index on it would cost every write an index update (on PostgreSQL, the HOT
+        # updates the write path relies on); a page by update time is a top-N sort instead.
+        "CREATE INDEX spakky_saga_sagas_created ON {s}.spakky_saga_sagas (created, saga_id)",
+        # operators' actions (the console's audit trail): no foreign key, they outlive purge
+        """CREATE TABLE {s}.spakky_saga_audit (
+            saga_id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            action TEXT NOT NULL,
+            by TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        )""",
+        "CREATE INDEX spakky_saga_audit_saga ON {s}.spakky_saga_audit (saga_id, at)",
+    ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(c + "::text" if c == "data" else c for c in SAGA_COLUMNS)
+_AUDIT: Final = ", ".join(AuditEntry._fields)
 _EVENT_COLUMNS: Final = ", ".join(
     f + "::text" if f == "data" else f for f in StoredEvent._fields
 )  # in StoredEvent's order: a row is a StoredEvent
@@ -451,6 +473,33 @@ class PostgresSagaStore:
                 (*params, limit),
             )
             return [SagaRecord.from_row(row) for row in await cursor.fetchall()]
+
+        return await self._call(run)
+
+    async def query(self, query: SagaQuery) -> SagaPage:
+        statement, params = page_statement(query, self._t("sagas"), _SAGA_COLUMNS, "%s")
+        rows = await self._execute(statement, params)
+        return query.page([SagaRecord.from_row(row) for row in rows], len(rows) > query.limit)
+
+    async def count_by_status(self, query: SagaQuery) -> dict[StoredStatus, int]:
+        statement, params = count_statement(query, self._t("sagas"), "%s")
+        return {StoredStatus(s): n for s, n in await self._execute(statement, params)}
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self._execute(
+            f"INSERT INTO {self._t('audit')} ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s)", entry
+        )
+
+    async def audit_trail(self, saga_id: str) -> builtins.list[AuditEntry]:
+        rows = await self._execute(
+            f"SELECT {_AUDIT} FROM {self._t('audit')} WHERE saga_id = %s ORDER BY at", (saga_id,)
+        )
+        return [AuditEntry(*row) for row in rows]
+
+    async def _execute(self, statement: str, params: Sequence[object]) -> builtins.list[Any]:
+        async def run(conn: AsyncConnection[Any]) -> builtins.list[Any]:
+            cursor = await conn.execute(statement, params)
+            return [] if cursor.description is None else await cursor.fetchall()
 
         return await self._call(run)
 

@@ -19,6 +19,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import queue
 import sqlite3
@@ -29,12 +30,14 @@ from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
+from spakky_saga.audit import AuditEntry
 from spakky_saga.errors import (
     SagaAlreadyStartedError,
     SagaLeaseLostError,
     SagaSchemaVersionError,
     SagaStoreError,
 )
+from spakky_saga.query import SagaPage, SagaQuery
 from spakky_saga.store import (
     PURGEABLE,
     SAGA_COLUMNS,
@@ -49,10 +52,12 @@ from spakky_saga.store import (
     StoredEvent,
     StoredStatus,
 )
+from spakky_saga.stores.listing import count_statement, page_statement
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
-cancel a saga, and when (`spakky-saga cancel`)."""
+cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
+(`query`) and counts use, and the operators' audit trail."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -95,9 +100,27 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE spakky_saga_sagas ADD COLUMN cancel_requested_by TEXT",
         "ALTER TABLE spakky_saga_sagas ADD COLUMN cancel_requested_at REAL",
     ),
+    3: (
+        # Sorted by creation, a list page reads this index in order and stops after a page
+        # (keyset paging). `updated` stays unindexed on purpose: every write changes it, and
+        # an index on it would cost every write an index update (on PostgreSQL, the HOT
+        # updates the write path relies on); a page by update time is a top-N sort instead.
+        "CREATE INDEX spakky_saga_sagas_created ON spakky_saga_sagas (created, saga_id)",
+        # operators' actions (the console's audit trail): no foreign key, they outlive purge
+        """CREATE TABLE spakky_saga_audit (
+            saga_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            action TEXT NOT NULL,
+            by TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        )""",
+        "CREATE INDEX spakky_saga_audit_saga ON spakky_saga_audit (saga_id, at)",
+    ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(SAGA_COLUMNS)
+_AUDIT: Final = ", ".join(AuditEntry._fields)
 _EVENT_COLUMNS: Final = ", ".join(StoredEvent._fields)  # a row is a StoredEvent, in order
 
 type Synchronous = Literal["FULL", "NORMAL"]
@@ -400,6 +423,42 @@ class SqliteSagaStore:
             return [SagaRecord.from_row(row) for row in rows]
 
         result: list[SagaRecord] = await self._call(run)
+        return result
+
+    async def query(self, query: SagaQuery) -> SagaPage:
+        statement, params = page_statement(query, "spakky_saga_sagas", _SAGA_COLUMNS, "?")
+
+        def run(db: sqlite3.Connection) -> SagaPage:
+            rows = db.execute(statement, params).fetchall()
+            return query.page([SagaRecord.from_row(row) for row in rows], len(rows) > query.limit)
+
+        result: SagaPage = await self._call(run)
+        return result
+
+    async def count_by_status(self, query: SagaQuery) -> dict[StoredStatus, int]:
+        statement, params = count_statement(query, "spakky_saga_sagas", "?")
+
+        def run(db: sqlite3.Connection) -> dict[StoredStatus, int]:
+            return {StoredStatus(s): n for s, n in db.execute(statement, params).fetchall()}
+
+        result: dict[StoredStatus, int] = await self._call(run)
+        return result
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self._call(
+            lambda db: db.execute(
+                f"INSERT INTO spakky_saga_audit ({_AUDIT}) VALUES (?, ?, ?, ?, ?, ?)", entry
+            )
+        )
+
+    async def audit_trail(self, saga_id: str) -> builtins.list[AuditEntry]:
+        def run(db: sqlite3.Connection) -> builtins.list[AuditEntry]:
+            rows = db.execute(
+                f"SELECT {_AUDIT} FROM spakky_saga_audit WHERE saga_id = ? ORDER BY at", (saga_id,)
+            )
+            return [AuditEntry(*row) for row in rows]
+
+        result: builtins.list[AuditEntry] = await self._call(run)
         return result
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:

@@ -1,0 +1,313 @@
+"""`create_console_app`: the operations console as an ASGI application (Starlette), to serve
+standalone (`spakky-saga console`) or to mount in a Starlette or FastAPI application.
+
+Pages: the list (`/`: counts per status, filters, sorting, keyset paging, live refresh), a
+saga (`/sagas/{id}`: its data, lease, fingerprint, timeline, log, audit trail, actions) and
+what needs attention (`/attention`). Actions post to `/sagas/{id}/{action}`; see
+`security` for who may look and who may act.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from spakky_saga.console.actions import Action, availability, perform
+from spakky_saga.console.filters import list_filter
+from spakky_saga.console.security import (
+    OPERATOR_COOKIE,
+    TOKEN_COOKIE,
+    ConsoleAuth,
+    CsrfTokens,
+    SecurityHeaders,
+    TokenAuth,
+    cross_site,
+    from_loopback,
+    origin_of,
+)
+from spakky_saga.console_store import SagaConsoleStore
+from spakky_saga.engine import SagaEngine
+from spakky_saga.errors import AbstractSpakkySagaError
+from spakky_saga.query import SagaQuery, SagaQueryError
+from spakky_saga.store import StoredStatus
+from spakky_saga.timeline import TimelineRow, format_duration, rows_from_events
+
+_GANTT_WIDTH: Final = 1000.0
+
+
+class ConsoleConfigurationError(AbstractSpakkySagaError, TypeError):
+    """`create_console_app` was given a store the console cannot read (one without the
+    `SagaConsoleStore` queries), or an engine without a store."""
+
+    message = "The console cannot be built from that"
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).isoformat(sep=" ", timespec="seconds")
+
+
+def _pretty(data: str) -> str:
+    try:
+        return json.dumps(json.loads(data), indent=2, sort_keys=True, ensure_ascii=False)
+    except ValueError:
+        return data
+
+
+def _bars(rows: list[TimelineRow]) -> list[dict[str, Any]]:
+    """Each timeline row with its Gantt bar (SVG coordinates on a 0..1000 axis)."""
+    span = max((r.start + r.elapsed for r in rows), default=0.0) or 1.0
+    return [
+        {
+            "row": row,
+            "x": round(row.start / span * _GANTT_WIDTH, 1),
+            "width": max(round(row.elapsed / span * _GANTT_WIDTH, 1), 3.0),
+            "kind": row.status.lower(),
+            "offset": format_duration(row.start),
+            "took": format_duration(row.elapsed),
+        }
+        for row in rows
+    ]
+
+
+class _Console:
+    """The console's state (store, engine, auth, templates) and its request handlers."""
+
+    def __init__(
+        self,
+        store: SagaConsoleStore,
+        engine: SagaEngine | None,
+        auth: ConsoleAuth,
+        open_local_viewing: bool,
+        refresh_seconds: float,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.auth = auth
+        self.token_login = isinstance(auth, TokenAuth)
+        self.open_local_viewing = open_local_viewing
+        self.refresh_seconds = refresh_seconds
+        self.csrf = CsrfTokens()
+        self.templates = Environment(
+            loader=PackageLoader("spakky_saga.console", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+        )
+        self.templates.filters["when"] = _when
+
+    # --- rendering and gates ---------------------------------------------------------------
+
+    def render(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        page = self.templates.get_template(template).render(
+            request=request,
+            url=request.url_for,
+            saga_url=lambda saga_id: request.url_for("saga", saga_id=quote(saga_id, safe="")),
+            refresh_seconds=self.refresh_seconds,
+            token_login=self.token_login,
+            **context,
+        )
+        return HTMLResponse(page, status_code=status_code)
+
+    async def viewer(self, request: Request) -> tuple[str | None, Response | None]:
+        """The operator (None: anonymous, on loopback), or the response refusing the view."""
+        operator = await self.auth(request)
+        if operator is not None or (self.open_local_viewing and from_loopback(request)):
+            return operator, None
+        return None, self.refusal(request, 401, "Log in to view sagas from another machine.")
+
+    def refusal(self, request: Request, status_code: int, why: str) -> HTMLResponse:
+        return self.render(request, "refused.html", status_code, why=why)
+
+    # --- pages -----------------------------------------------------------------------------
+
+    async def saga_list(self, request: Request) -> Response:
+        operator, refused = await self.viewer(request)
+        if refused is not None:
+            return refused
+        try:
+            chosen = list_filter(request.query_params, request.query_params.getlist("status"))
+        except SagaQueryError as error:
+            return self.refusal(request, 400, str(error))
+        page = await self.store.query(chosen.query)
+        counts = await self.store.count_by_status(chosen.query)
+        base = {k: v for k, v in chosen.form.items() if v}
+        return self.render(
+            request,
+            "list.html",
+            operator=operator,
+            page=page,
+            counts=[(s.value, counts.get(s, 0)) for s in StoredStatus],
+            total=sum(counts.values()),
+            form=chosen.form,
+            chosen=chosen.statuses,
+            status_link=lambda status: "?" + urlencode({**base, "status": status}),
+            all_link="?" + urlencode(base),
+            next_link=None
+            if page.next is None
+            else "?"
+            + urlencode([*base.items(), *(("status", s) for s in chosen.statuses)])
+            + "&"
+            + urlencode({"after": page.next.encode()}),
+            first_page=chosen.query.after is None,
+        )
+
+    async def attention(self, request: Request) -> Response:
+        operator, refused = await self.viewer(request)
+        if refused is not None:
+            return refused
+        failed = await self.store.query(
+            SagaQuery(statuses=(StoredStatus.COMPENSATION_FAILED,), limit=100)
+        )
+        stale = await self.store.query(SagaQuery(stale_at=time.time(), limit=100))
+        return self.render(
+            request,
+            "attention.html",
+            operator=operator,
+            sections=[
+                (
+                    "Compensation failed",
+                    "A compensation failed: repair the participant, then retry compensation.",
+                    failed,
+                ),
+                (
+                    "Unfinished, nobody recovering",
+                    "Unfinished sagas whose engine's lease expired (or that nobody holds): "
+                    "recover them (an engine whose recovery refused a changed flow leaves "
+                    "its saga here too; see the saga's audit trail).",
+                    stale,
+                ),
+            ],
+        )
+
+    async def saga(self, request: Request) -> Response:
+        operator, refused = await self.viewer(request)
+        if refused is not None:
+            return refused
+        saga_id = request.path_params["saga_id"]
+        record = await self.store.load(saga_id)
+        if record is None:
+            return self.refusal(request, 404, f"No saga {saga_id!r} in this store.")
+        return self.render(
+            request,
+            "saga.html",
+            operator=operator,
+            record=record,
+            data=_pretty(record.data),
+            bars=_bars(rows_from_events(record.events, finished=not record.status.unfinished)),
+            events=record.events,
+            trail=await self.store.audit_trail(saga_id),
+            actions=[availability(a, record, self.engine, time.time()) for a in Action],
+            csrf=None if operator is None else self.csrf.token_for(operator),
+            lease_live=record.owner is not None and (record.lease_expires or 0) >= time.time(),
+        )
+
+    async def act(self, request: Request) -> Response:
+        if cross_site(request):
+            return self.refusal(request, 403, "Refused: the request came from another site.")
+        operator = await self.auth(request)
+        if operator is None:
+            return self.refusal(request, 401, "Log in to act on sagas.")
+        form = await request.form()
+        token = form.get("csrf")
+        if not isinstance(token, str) or not self.csrf.valid(operator, token):
+            return self.refusal(
+                request, 403, "Refused: the form's CSRF token is missing or stale; reload the page."
+            )
+        saga_id = request.path_params["saga_id"]
+        try:
+            action = Action(request.path_params["action"])
+        except ValueError:
+            return self.refusal(request, 404, "No such action.")
+        record = await self.store.load(saga_id)
+        if record is None:
+            return self.refusal(request, 404, f"No saga {saga_id!r} in this store.")
+        await perform(
+            action, saga_id, self.store, record, self.engine, by=operator, origin=origin_of(request)
+        )
+        return RedirectResponse(
+            request.url_for("saga", saga_id=quote(saga_id, safe="")), status_code=303
+        )
+
+    async def login(self, request: Request) -> Response:
+        if not self.token_login:
+            return self.refusal(
+                request, 404, "This console uses the host application's authentication."
+            )
+        if request.method == "GET":
+            return self.render(request, "login.html", failed=False)
+        if cross_site(request):
+            return self.refusal(request, 403, "Refused: the request came from another site.")
+        form = await request.form()
+        token, name = form.get("token"), form.get("name")
+        assert isinstance(self.auth, TokenAuth)
+        if not isinstance(token, str) or not self.auth.accepts(token):
+            return self.render(request, "login.html", 401, failed=True)
+        response = RedirectResponse(request.url_for("list"), status_code=303)
+        operator = (name if isinstance(name, str) and name.strip() else "operator").strip()
+        for key, value in ((TOKEN_COOKIE, token), (OPERATOR_COOKIE, operator[:80])):
+            response.set_cookie(
+                key, value, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+            )
+        return response
+
+
+def create_console_app(
+    store: SagaConsoleStore,
+    engine: SagaEngine | None = None,
+    *,
+    auth: ConsoleAuth | None = None,
+    token: str | None = None,
+    open_local_viewing: bool = True,
+    refresh_seconds: float = 5.0,
+) -> Starlette:
+    """The operations console on `store`, as an ASGI application.
+
+    `engine` (with its flows registered, on the same store) enables the actions that run
+    compensations (recover, retry compensation); without it they are shown disabled, with the
+    reason. `auth` is the authentication hook (`async (request) -> operator name | None`; the
+    host application's own, when mounted); by default a `TokenAuth(token)` login (with a
+    random token nobody knows when `token` is None: actions are then impossible). Read-only
+    pages are
+    open to loopback clients when `open_local_viewing` (turn it off behind a reverse proxy on
+    the same machine: every client is then loopback). The list refreshes itself every
+    `refresh_seconds` (0: never).
+    """
+    if not isinstance(store, SagaConsoleStore):
+        raise ConsoleConfigurationError(
+            f"create_console_app({type(store).__name__}): the console needs a store with its "
+            "queries (SagaConsoleStore: query, count_by_status, audit, audit_trail), as "
+            "InMemorySagaStore, SqliteSagaStore and PostgresSagaStore have"
+        )
+    if engine is not None and engine.store is None:
+        raise ConsoleConfigurationError(
+            "create_console_app(engine=...): the engine has no store; give the console an "
+            "engine built with SagaEngine(store=...) on the console's store"
+        )
+    console = _Console(store, engine, auth or TokenAuth(token), open_local_viewing, refresh_seconds)
+    app = Starlette(
+        routes=[
+            Route("/", console.saga_list, name="list"),
+            Route("/attention", console.attention, name="attention"),
+            Route("/sagas/{saga_id:path}/{action}", console.act, methods=["POST"], name="act"),
+            Route("/sagas/{saga_id:path}", console.saga, name="saga"),
+            Route("/login", console.login, methods=["GET", "POST"], name="login"),
+            Mount(
+                "/static", StaticFiles(packages=[("spakky_saga.console", "static")]), name="static"
+            ),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+    )
+    return app

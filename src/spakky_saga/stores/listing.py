@@ -1,0 +1,71 @@
+"""A `SagaQuery` as SQL, for both SQL stores: one statement builder, with the store's own
+placeholder (`?` for SQLite, `%s` for PostgreSQL), so the two never drift. Every value a
+query holds (statuses, names, times, the id prefix, the cursor) goes out as a parameter;
+only column names the builder itself chose are part of the text."""
+
+from __future__ import annotations
+
+from spakky_saga.query import SagaQuery
+from spakky_saga.store import UNFINISHED
+
+
+def _where(query: SagaQuery, mark: str, *, statuses: bool) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+
+    def any_of(column: str, values: tuple[str, ...]) -> None:
+        clauses.append(f"{column} IN ({', '.join([mark] * len(values))})")
+        params.extend(values)
+
+    if statuses and query.statuses:
+        any_of("status", tuple(s.value for s in query.statuses))
+    if query.names:
+        any_of("saga_name", query.names)
+    if query.id_prefix:
+        clauses.append(f"substr(saga_id, 1, {mark}) = {mark}")
+        params.extend((len(query.id_prefix), query.id_prefix))
+    for column, start, end in (
+        ("updated", query.updated_from, query.updated_to),
+        ("created", query.created_from, query.created_to),
+    ):
+        if start is not None:
+            clauses.append(f"{column} >= {mark}")
+            params.append(start)
+        if end is not None:
+            clauses.append(f"{column} < {mark}")
+            params.append(end)
+    if query.stale_at is not None:
+        any_of("status", tuple(s.value for s in UNFINISHED))
+        clauses.append(f"(owner IS NULL OR lease_expires < {mark})")
+        params.append(query.stale_at)
+    return " AND ".join(clauses), params
+
+
+def page_statement(
+    query: SagaQuery, table: str, columns: str, mark: str
+) -> tuple[str, list[object]]:
+    """The statement selecting `query`'s page and one row more (to know whether more follow)."""
+    where, params = _where(query, mark, statuses=True)
+    order = query.sort.value
+    if query.after is not None:
+        where += " AND " if where else ""
+        where += f"({order}, saga_id) {'<' if query.descending else '>'} ({mark}, {mark})"
+        params.extend(query.after)
+    direction = "DESC" if query.descending else "ASC"
+    ordered = f"ORDER BY {order} {direction}, saga_id {direction}"
+    # The page's ids first (a sort of narrow rows, or an index read), then their rows: the
+    # wide columns (the data) are read for the page only, never for every row sorted.
+    statement = (
+        f"SELECT {columns} FROM {table} WHERE saga_id IN (SELECT saga_id FROM {table}"
+        f"{' WHERE ' + where if where else ''} {ordered} LIMIT {mark}) {ordered}"
+    )
+    return statement, [*params, query.limit + 1]
+
+
+def count_statement(query: SagaQuery, table: str, mark: str) -> tuple[str, list[object]]:
+    """The statement counting `query`'s sagas per status (its statuses, cursor, limit aside)."""
+    where, params = _where(query, mark, statuses=False)
+    return (
+        f"SELECT status, count(*) FROM {table}{' WHERE ' + where if where else ''} GROUP BY status",
+        params,
+    )
