@@ -499,3 +499,25 @@ async def test_a_client_without_an_address_is_not_taken_for_this_machine(app: St
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as browser:
         page = await browser.get("/")
     assert page.status_code == 401
+
+
+async def test_needs_attention_lists_sagas_stuck_past_their_pivot(
+    store: InMemorySagaStore,
+) -> None:
+    await store.begin(a_record("stuck-1"), [an_event(1, "saga_started")], 30)
+    await store.append(
+        "stuck-1",
+        "engine-a",
+        [an_event(2, "saga_finished")],
+        SagaUpdate(
+            status=StoredStatus.STUCK, failed_step="ship", error="carrier down", release=True
+        ),
+        30,
+    )
+    app = create_console_app(store, token=TOKEN)
+
+    async with logged_in(app) as browser:
+        attention = await browser.get("/attention")
+
+    assert "Stuck past the pivot" in attention.text
+    assert "stuck-1" in attention.text

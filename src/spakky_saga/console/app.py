@@ -171,6 +171,7 @@ class _Console:
         failed = await self.store.query(
             SagaQuery(statuses=(StoredStatus.COMPENSATION_FAILED,), limit=100)
         )
+        stuck = await self.store.query(SagaQuery(statuses=(StoredStatus.STUCK,), limit=100))
         stale = await self.store.query(SagaQuery(stale_at=time.time(), limit=100))
         return self.render(
             request,
@@ -181,6 +182,12 @@ class _Console:
                     "Compensation failed",
                     "A compensation failed: repair the participant, then retry compensation.",
                     failed,
+                ),
+                (
+                    "Stuck past the pivot",
+                    "A step after the flow's point of no return failed for good; nothing was "
+                    "compensated: finish the saga's remaining steps by hand.",
+                    stuck,
                 ),
                 (
                     "Unfinished, nobody recovering",
