@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/chromium.sh  # Debian's Chromium, for the console's browser tests
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"
