@@ -547,46 +547,41 @@ class PostgresSagaStore:
         return pool.connection()
 
     async def _call[T](self, run: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run a read, or a change that is safe to make twice, with `_retrying`."""
+        return await self._retrying(lambda conn, _retried: run(conn), write=False)
+
+    async def _write(self, run: Callable[[AsyncConnection[Any], bool], Awaitable[None]]) -> None:
+        """Run a write with `_retrying`; `run` is told whether this is the second try (the
+        first may have committed before its connection died)."""
+        await self._retrying(run, write=True)
+
+    async def _retrying[T](
+        self, run: Callable[[AsyncConnection[Any], bool], Awaitable[T]], *, write: bool
+    ) -> T:
         """Run `run` on a pooled connection; once more on a fresh one if the connection was
         lost (a server restart drops every pooled connection: the first call after it would
-        otherwise fail). For reads and for changes that are safe to make twice. Errors are
-        `SagaStoreError`s."""
+        otherwise fail). Errors are `SagaStoreError`s. A write opens this loop's pool if need
+        be; a read needs the store opened (on some loop) first."""
         psycopg, _ = _driver()
         if self._pool is None:
-            await self._open_here()
+            await (self.open() if write else self._open_here())
         for retried in (False, True):
             try:
                 async with self._connection() as conn:
-                    return await run(conn)
+                    return await run(conn, retried)
             except psycopg.OperationalError as error:
                 if retried:
-                    raise SagaStoreError(
-                        f"PostgreSQL saga store: lost the connection twice ({error})"
-                    ) from error
+                    what = (
+                        "the write failed twice; the saga stays unfinished in the store and "
+                        "is recovered later"
+                        if write
+                        else "lost the connection twice"
+                    )
+                    raise SagaStoreError(f"PostgreSQL saga store: {what} ({error})") from error
                 await self._drop_dead_connections()
             except psycopg.Error as error:
                 raise SagaStoreError(f"PostgreSQL saga store: {error}") from error
         raise AssertionError("unreachable: the second try returns or raises")
-
-    async def _write(self, run: Callable[[AsyncConnection[Any], bool], Awaitable[None]]) -> None:
-        """Run a write; once more on a fresh connection if the connection was lost."""
-        psycopg, _ = _driver()
-        if self._pool is None:
-            await self.open()  # a write opens the store (this loop's pool) if need be
-        for retried in (False, True):
-            try:
-                async with self._connection() as conn:
-                    await run(conn, retried)
-                return
-            except psycopg.OperationalError as error:
-                if retried:
-                    raise SagaStoreError(
-                        f"PostgreSQL saga store: the write failed twice ({error}); the saga "
-                        "stays unfinished in the store and is recovered later"
-                    ) from error
-                await self._drop_dead_connections()
-            except psycopg.Error as error:
-                raise SagaStoreError(f"PostgreSQL saga store: {error}") from error
 
     async def _drop_dead_connections(self) -> None:
         """After a connection was lost, test the pool's idle connections and replace the dead
