@@ -40,6 +40,10 @@ _SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
 _PAUSE_RANDOM: Final = random.Random()
 logger: Final = ENGINE_LOGGER
 
+DEFAULT_RECOVERY_CONCURRENCY: Final = 32
+"""Claimed sagas finished at a time by `recover()` and `serve()`: their writes share commits,
+so recovery gets faster up to about this many (docs/durability.md, "The recovery service")."""
+
 
 class SagaEngine:
     """Runs saga flows, in memory or durably.
@@ -215,7 +219,7 @@ class SagaEngine:
         saga_ids: Sequence[str] = (),
         compensate_by_name: bool = False,
         listeners: Iterable[object] = (),
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_RECOVERY_CONCURRENCY,
     ) -> RecoveryReport:
         """Finish unfinished sagas from the store whose owner's lease expired (or every
         unfinished saga among `saga_ids`, once their lease expired), up to `concurrency` at a
@@ -248,7 +252,7 @@ class SagaEngine:
         self,
         *,
         every: timedelta = timedelta(seconds=5),
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_RECOVERY_CONCURRENCY,
         limit: int = 100,
         stop: asyncio.Event | None = None,
         listeners: Iterable[object] = (),
@@ -304,7 +308,7 @@ class SagaEngine:
         self,
         *,
         every: timedelta = timedelta(seconds=5),
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_RECOVERY_CONCURRENCY,
         limit: int = 100,
     ) -> AsyncIterator[None]:
         """Run `serve()` in the background while the block runs; on leaving it, stop it and
