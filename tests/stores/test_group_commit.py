@@ -238,3 +238,98 @@ async def test_a_postgresql_read_the_server_refuses_is_a_store_error(tmp_path: P
                 await store.load("s1")
         finally:
             await store.close()
+
+
+async def _logged_seqs(store: SagaStore, ids: list[str]) -> list[list[int]]:
+    """Each saga's log, as its entries' sequence numbers."""
+    records = [await store.load(i) for i in ids]
+    return [[e.seq for e in r.events] if r is not None else [] for r in records]
+
+
+async def _joined_turn_batch(store: SqliteSagaStore, ids: list[str]) -> list[asyncio.Task[None]]:
+    """Appends of `ids` started in one turn of the loop: the first commits inline at once, the
+    others wait in the turn's batch, committed at the start of the next turn."""
+    writes = [
+        asyncio.ensure_future(store.append(i, "engine-a", [an_event(2)], SagaUpdate(), 30))
+        for i in ids
+    ]
+    await asyncio.sleep(0)  # they ran: one inline, the rest joined the batch
+    return writes
+
+
+async def test_sqlite_normal_commits_a_turns_writes_together_when_the_database_is_free(
+    tmp_path: Path,
+) -> None:
+    store = SqliteSagaStore(tmp_path / "sagas.db", synchronous="NORMAL")
+    await store.open()
+    try:
+        ids = await _begin_all(store)
+        writes = await _joined_turn_batch(store, ids)
+        assert sum(w.done() for w in writes) == 1  # the first, inline; the others wait
+        await asyncio.gather(*writes)
+        logged = await _logged_seqs(store, ids)
+    finally:
+        await store.close()
+
+    assert logged == [[1, 2]] * SAGAS
+
+
+async def test_a_turn_batch_that_finds_the_database_busy_is_committed_by_the_worker(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sagas.db"
+    store = SqliteSagaStore(path, synchronous="NORMAL")
+    await store.open()
+    try:
+        ids = await _begin_all(store)
+        writes = await _joined_turn_batch(store, ids[:5])
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process writes when the batch commits
+        await asyncio.sleep(0)  # the batch found the lock and went to the worker
+        assert [w.done() for w in writes] == [True, False, False, False, False]
+        holder.execute("COMMIT")
+        holder.close()
+        await asyncio.gather(*writes)
+        logged = await _logged_seqs(store, ids[:5])
+    finally:
+        await store.close()
+
+    assert logged == [[1, 2]] * 5
+
+
+async def test_a_write_waiting_in_a_turn_batch_is_written_even_if_its_caller_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    """A flush cancelled while its write waits must not leave a gap in its saga's log: the
+    write goes out, and the saga's next write follows it."""
+    store = SqliteSagaStore(tmp_path / "sagas.db", synchronous="NORMAL")
+    await store.open()
+    try:
+        writes = await _joined_turn_batch(store, await _begin_all(store))
+        cancelled = writes[3]
+        cancelled.cancel()
+        await asyncio.gather(*writes, return_exceptions=True)
+        record = await store.load("s03")
+    finally:
+        await store.close()
+
+    assert cancelled.cancelled()
+    assert record is not None
+    assert [e.seq for e in record.events] == [1, 2]
+
+
+async def test_writes_waiting_in_a_turn_batch_when_the_store_closes_fail_with_a_store_error(
+    tmp_path: Path,
+) -> None:
+    store = SqliteSagaStore(tmp_path / "sagas.db", synchronous="NORMAL")
+    await store.open()
+    ids = await _begin_all(store)
+    writes = await _joined_turn_batch(store, ids[:3])
+    await store.close()
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+
+    assert outcomes[0] is None
+    assert all(
+        isinstance(o, SagaStoreError) and "closed before these writes" in str(o)
+        for o in outcomes[1:]
+    ), outcomes

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
@@ -141,6 +142,18 @@ class _Write(NamedTuple):
     """Whether an `append` extends the lease (only when less than half of it is left)."""
 
 
+class _TurnBatch:
+    """Writes made on one event loop in one turn, for one inline commit, and their callers'
+    futures."""
+
+    __slots__ = ("futures", "loop", "writes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.writes: list[_Write] = []
+        self.futures: list[asyncio.Future[None]] = []
+
+
 class _Job:
     """Work for the worker's connection, and the loop future its outcome goes to: a write
     (`write`, batched with others) or a function (`run`, in a transaction of its own)."""
@@ -229,6 +242,9 @@ class SqliteSagaStore:
         joins them rather than going inline (they share a commit)."""
         self._inline_turn: str | None = None
         """The saga that wrote inline in this turn of the event loop, if one did."""
+        self._turn_batch: _TurnBatch | None = None
+        """The other sagas' writes of this turn, committed together at the start of the next
+        one (`_in_turn_batch`)."""
         self._lease_until: dict[str, float] = {}
         """When the leases this store object set last run out at the earliest (begin, claim,
         reopen, renew, an extending append): an `append` extends a lease only when less than
@@ -493,62 +509,133 @@ class SqliteSagaStore:
         return await self._submit(_Job(asyncio.get_running_loop(), run=run))
 
     async def _write(self, write: _Write) -> None:
-        """Write inline when that is cheaper (see `_try_inline`), else through the worker,
-        with the other writes waiting there."""
+        """Write inline when that is cheaper (see `_try_inline`, `_in_turn_batch`), else
+        through the worker, with the other writes waiting there."""
         if not self._ready:
             await self.open()
-        if self._inline_enabled and self._try_inline(write):
-            return
+        if self._inline_enabled and not self._worker_writes:
+            turn = self._inline_turn
+            if turn is None or turn == write.saga_id:
+                if self._try_inline(write):
+                    return
+            elif await self._in_turn_batch(write):
+                return
         await self._submit(_Job(asyncio.get_running_loop(), write=write))
 
     def _try_inline(self, write: _Write) -> bool:
         """With synchronous=NORMAL a commit is a write to the WAL, no fsync (about 15 us): it
-        costs less on the loop's thread than the round trip to the worker, while one saga
-        has the store to itself. As soon as a second saga writes in the same turn of the
-        event loop, or while the worker has writes, writes go to the worker instead, where
-        they are committed together (one by one on the loop, 100 sagas in flight would wait
-        for each other's commits). The inline connection never waits for a lock (busy
-        timeout 0) and never checkpoints (the worker does), so it cannot hold the loop up; if
-        the database is busy, the write goes to the worker after all. Returns whether it was
-        written (or raises why not)."""
-        turn = self._inline_turn
-        if (
-            self._worker_writes
-            or (turn is not None and turn != write.saga_id)
-            or not self._inline_lock.acquire(blocking=False)
-        ):
+        costs less on the loop's thread than the round trip to the worker. The first saga to
+        write in a turn of the event loop commits at once; the others that write in the same
+        turn join one batch, committed at the start of the next turn (`_in_turn_batch`):
+        one transaction for 100 sagas in flight, not 100. While the worker has writes, writes
+        join them there. The inline connection never waits for a lock (busy timeout 0) and
+        never checkpoints (the worker does), so it cannot hold the loop up; if the database
+        is busy, the write goes to the worker after all. Returns whether it was written (or
+        raises why not)."""
+        if not self._inline_lock.acquire(blocking=False):  # another loop's turn
             return False
-        if turn is None:
+        if self._inline_turn is None:
             self._inline_turn = write.saga_id
             asyncio.get_running_loop().call_soon(self._end_inline_turn)
         try:
-            db = self._inline
-            if db is None:
-                db = self._inline = self._connect(busy_timeout=0.0)
-                db.execute("PRAGMA wal_autocheckpoint = 0")
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # locked by the worker or another process
-                return False
-            try:
-                [error] = _apply_writes(db, [write], self._clock())
-                db.execute("COMMIT" if error is None else "ROLLBACK")
-            except BaseException as failure:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise _store_error(failure, self.path) from None
-            self._inline_commits += 1
-            if self._inline_commits >= _CHECKPOINT_EVERY:
-                self._inline_commits = 0
-                self._jobs.put(_Job(None, run=_checkpoint))
+            errors = self._commit_inline([write])
         finally:
             self._inline_lock.release()
+        if errors is None:
+            return False
+        [error] = errors
         if error is not None:
-            raise _store_error(error, self.path)
+            raise _store_error(error, self.path) from None
         return True
 
     def _end_inline_turn(self) -> None:
         self._inline_turn = None
+
+    async def _in_turn_batch(self, write: _Write) -> bool:
+        """Join this turn's batch of inline writes (see `_try_inline`); False when the batch
+        belongs to another event loop (the caller goes to the worker). The batch is written
+        even if this caller is cancelled meanwhile: a cancelled flush must not leave a gap in
+        its saga's log."""
+        loop = asyncio.get_running_loop()
+        batch = self._turn_batch
+        if batch is None:
+            batch = self._turn_batch = _TurnBatch(loop)
+            loop.call_soon(self._commit_turn, batch)
+        elif batch.loop is not loop:
+            return False
+        future: asyncio.Future[None] = loop.create_future()
+        batch.writes.append(write)
+        batch.futures.append(future)
+        await future
+        return True
+
+    def _commit_turn(self, batch: _TurnBatch) -> None:
+        """Commit a turn's batch on the inline connection (the loop's thread); if that is
+        busy, hand the writes to the worker, which answers the same futures."""
+        self._turn_batch = None
+        errors: list[BaseException | None] | None = None
+        if self._thread is None:  # closed meanwhile
+            closed = SagaStoreError(f"{self} was closed before these writes were committed")
+            errors = [closed] * len(batch.writes)
+        elif self._inline_lock.acquire(blocking=False):
+            try:
+                errors = self._commit_inline(batch.writes)
+            finally:
+                self._inline_lock.release()
+        if errors is None:  # busy: the worker commits them, together
+            for write, future in zip(batch.writes, batch.futures, strict=True):
+                job = _Job(batch.loop, write=write)
+                assert job.future is not None
+                self._worker_writes += 1
+                job.future.add_done_callback(functools.partial(self._relay, future))
+                self._jobs.put(job)
+            return
+        for future, error in zip(batch.futures, errors, strict=True):
+            if future.done():  # cancelled: its write went out all the same
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(_store_error(error, self.path))
+
+    def _relay(self, future: asyncio.Future[None], done: asyncio.Future[Any]) -> None:
+        """A turn batch's write the worker committed: its outcome to the waiting caller."""
+        self._worker_writes -= 1
+        if future.done():
+            return
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(None)
+
+    def _commit_inline(
+        self, writes: Sequence[_Write]
+    ) -> builtins.list[BaseException | None] | None:
+        """Commit `writes` in one transaction on the inline connection (the caller holds
+        `_inline_lock`): each one's refusal (None: written), every one the transaction's
+        failure if it failed, or None when the database is busy (nothing was written)."""
+        db = self._inline
+        if db is None:
+            db = self._inline = self._connect(busy_timeout=0.0)
+            db.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # locked by the worker or another process
+            return None
+        try:
+            errors = _apply_writes(db, writes, self._clock())
+            # A write alone that was refused may have changed something: undo it.
+            db.execute("ROLLBACK" if len(writes) == 1 and errors[0] is not None else "COMMIT")
+        except BaseException as failure:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return [failure] * len(writes)
+        self._inline_commits += 1
+        if self._inline_commits >= _CHECKPOINT_EVERY:
+            self._inline_commits = 0
+            self._jobs.put(_Job(None, run=_checkpoint))
+        return errors
 
     async def _submit(self, job: _Job) -> Any:
         if job.write is not None:
