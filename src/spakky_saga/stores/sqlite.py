@@ -236,7 +236,7 @@ class SqliteSagaStore:
         self._inline_enabled = synchronous == "NORMAL" if inline_writes is None else inline_writes
         self._inline: sqlite3.Connection | None = None
         self._inline_lock = threading.Lock()
-        self._inline_commits = 0
+        self._inline_since_checkpoint = 0
         self._worker_writes = 0
         """Writes handed to the worker and not answered yet: while there are some, a new write
         joins them rather than going inline (they share a commit)."""
@@ -558,11 +558,11 @@ class SqliteSagaStore:
         its saga's log."""
         loop = asyncio.get_running_loop()
         batch = self._turn_batch
-        if batch is None:
+        if batch is not None and batch.loop is not loop:
+            return False
+        if batch is None or len(batch.writes) >= _TURN_BATCH_LIMIT:
             batch = self._turn_batch = _TurnBatch(loop)
             loop.call_soon(self._commit_turn, batch)
-        elif batch.loop is not loop:
-            return False
         future: asyncio.Future[None] = loop.create_future()
         batch.writes.append(write)
         batch.futures.append(future)
@@ -572,7 +572,8 @@ class SqliteSagaStore:
     def _commit_turn(self, batch: _TurnBatch) -> None:
         """Commit a turn's batch on the inline connection (the loop's thread); if that is
         busy, hand the writes to the worker, which answers the same futures."""
-        self._turn_batch = None
+        if self._turn_batch is batch:
+            self._turn_batch = None
         errors: list[BaseException | None] | None = None
         if self._thread is None:  # closed meanwhile
             closed = SagaStoreError(f"{self} was closed before these writes were committed")
@@ -631,9 +632,9 @@ class SqliteSagaStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             return [failure] * len(writes)
-        self._inline_commits += 1
-        if self._inline_commits >= _CHECKPOINT_EVERY:
-            self._inline_commits = 0
+        self._inline_since_checkpoint += len(writes)
+        if self._inline_since_checkpoint >= _CHECKPOINT_EVERY:
+            self._inline_since_checkpoint = 0
             self._jobs.put(_Job(None, run=_checkpoint))
         return errors
 
@@ -811,9 +812,17 @@ class SqliteSagaStore:
             db.execute("UPDATE spakky_saga_schema SET version = ?", (step,))
 
 
+_TURN_BATCH_LIMIT: Final = 32
+"""Writes per inline commit of a turn's batch: more start another batch, committed by a
+callback of its own, so that the loop runs other callbacks in between rather than one long
+one (with 100 sagas in flight a commit held 25 writes and the loop 2.2 ms, median, on a
+loaded 2-core machine)."""
+
 _CHECKPOINT_EVERY: Final = 500
-"""Inline commits between two checkpoints the worker runs (the inline connection never
-checkpoints, so that a commit on the loop's thread never waits for an fsync)."""
+"""Writes committed inline between two checkpoints the worker runs (the inline connection
+never checkpoints, so that a commit on the loop's thread never waits for an fsync). Counted
+in writes, not commits: a turn's batch commits dozens at once, and a WAL left to grow makes
+every page read slower (the WAL index is searched for each)."""
 
 
 def _checkpoint(db: sqlite3.Connection) -> None:
