@@ -135,9 +135,11 @@ async def main() -> None:
                 page = await browser.new_page(viewport={"width": 1280, "height": 720})
                 await page.goto(url)
                 await page.screenshot(path=str(ROOT / "docs" / "console-list.png"))
+                await page.set_viewport_size({"width": 1280, "height": 1560})
                 await page.goto(f"{url}sagas/{stuck}")
                 await page.click("details.traceback >> nth=0 >> summary")
-                await page.screenshot(path=str(ROOT / "docs" / "console-saga.png"), full_page=True)
+                # the top of the page: facts, flow and path, actions, timeline, errors
+                await page.screenshot(path=str(ROOT / "docs" / "console-saga.png"))
                 await browser.close()
         finally:
             console.send_signal(signal.SIGINT)
