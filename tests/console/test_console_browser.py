@@ -278,6 +278,11 @@ async def test_an_operator_reads_a_traceback_and_the_path_then_bulk_recovers_dea
         assert await page.inner_text("#selected") == "2"
         assert await page.inner_text("#applicable") == "2"
         assert await page.is_disabled("#confirm")  # not logged in: a dry run only
+        forged = await page.evaluate(
+            "fetch('/bulk/recover', {method: 'POST', body: new URLSearchParams("
+            f"{{saga: '{dead[0]}'}})}}).then(r => r.status)"
+        )
+        assert forged == 401
 
         await _log_in(page, console.url)
         await page.goto(console.url + "?status=RUNNING")

@@ -202,6 +202,42 @@ async def test_sagas_whose_flow_changed_are_labelled_in_needs_attention() -> Non
     assert "start the console with --app to tell which sagas&#39; flow changed" in without_app
 
 
+async def test_a_failed_rollback_whose_flow_changed_says_so_in_needs_attention() -> None:
+    store = InMemorySagaStore()
+
+    async def reserve(data: Ticket) -> None:
+        return None
+
+    async def release(data: Ticket) -> None:
+        raise ConnectionError("stock service down")
+
+    async def charge(data: Ticket) -> None:
+        raise ValueError("card declined")
+
+    flow = saga_flow(step(reserve, compensate=release), charge)
+    engine, _ = engines(store, flow)
+    same, other = Ticket(order_id=1), Ticket(order_id=2)
+    for data, name in ((same, "order"), (other, "payment")):
+        engine.register(name, flow)
+        with pytest.raises(SagaCompensationFailedError):
+            await engine.run(flow, data, saga_name=name)
+    await engine.aclose()
+    console_engine = SagaEngine(store=store)
+    console_engine.register("order", flow)
+    console_engine.register("payment", saga_flow(step(reserve, compensate=release)))
+    async with client(create_console_app(store, console_engine, token=TOKEN)) as browser:
+        attention = (await browser.get("/attention")).text
+    await console_engine.aclose()
+
+    rows = {
+        saga_id: "flow changed</span>" in row
+        for saga_id, row in re.findall(
+            r'class="saga-link" href="[^"]*">([^<]*)</a>(.*?)</tr>', attention, re.S
+        )
+    }
+    assert rows == {str(same.saga_id): False, str(other.saga_id): True}
+
+
 async def test_a_registered_flow_that_cannot_be_built_is_not_taken_for_a_change() -> None:
     store = InMemorySagaStore()
     await store.begin(a_record("run-1"), [an_event(1, "saga_started")], 30)
