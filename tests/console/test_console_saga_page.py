@@ -33,22 +33,25 @@ def _marks(page: str) -> dict[str, str]:
     return dict(re.findall(r'data-step="([^"]*)" data-mark="([^"]*)"', page))
 
 
+async def reserve(data: Ticket) -> None:
+    return None
+
+
+async def release(data: Ticket) -> None:
+    raise ConnectionError("stock service down")
+
+
+async def charge(data: Ticket) -> None:
+    raise ValueError(f"card declined {HOSTILE}")
+
+
+async def ship(data: Ticket) -> None:
+    return None
+
+
 async def _failed_rollback_page() -> str:
     """The page of a saga whose charge failed (hostile text) and whose release failed too."""
     store = InMemorySagaStore()
-
-    async def reserve(data: Ticket) -> None:
-        return None
-
-    async def release(data: Ticket) -> None:
-        raise ConnectionError("stock service down")
-
-    async def charge(data: Ticket) -> None:
-        raise ValueError(f"card declined {HOSTILE}")
-
-    async def ship(data: Ticket) -> None:
-        return None
-
     flow = saga_flow(step(reserve, compensate=release), charge, ship)
     engine, _ = engines(store, flow)
     data = Ticket(order_id=1)
@@ -204,16 +207,6 @@ async def test_sagas_whose_flow_changed_are_labelled_in_needs_attention() -> Non
 
 async def test_a_failed_rollback_whose_flow_changed_says_so_in_needs_attention() -> None:
     store = InMemorySagaStore()
-
-    async def reserve(data: Ticket) -> None:
-        return None
-
-    async def release(data: Ticket) -> None:
-        raise ConnectionError("stock service down")
-
-    async def charge(data: Ticket) -> None:
-        raise ValueError("card declined")
-
     flow = saga_flow(step(reserve, compensate=release), charge)
     engine, _ = engines(store, flow)
     same, other = Ticket(order_id=1), Ticket(order_id=2)

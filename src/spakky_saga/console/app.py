@@ -211,8 +211,8 @@ class _Console:
         changed = [r for r in stale.records if self.flow_changed(r)]
         stale = SagaPage([r for r in stale.records if r not in changed], stale.next)
         # retry compensation refuses a changed flow too: those rows say so
-        refused = {r.saga_id for r in changed}
-        refused.update(r.saga_id for r in failed.records if self.flow_changed(r))
+        changed_ids = {r.saga_id for r in changed}
+        changed_ids.update(r.saga_id for r in failed.records if self.flow_changed(r))
         unknown = (
             " (start the console with --app to tell which sagas' flow changed)"
             if self.engine is None
@@ -222,7 +222,7 @@ class _Console:
             request,
             "attention.html",
             operator=operator,
-            changed=refused,
+            changed=changed_ids,
             sections=[
                 (
                     "Compensation failed",
