@@ -7,7 +7,11 @@ demo:
 	@echo
 	@.venv/bin/python examples/explore_order_saga.py
 	@echo
-	@.venv/bin/python examples/durable_crash.py
+	@.venv/bin/python examples/durable_crash.py --keep .demo
+	@echo
+	@echo "The crash demo's store is kept in .demo/sagas.db; look at it in the operations console:"
+	@echo "  .venv/bin/spakky-saga console --store .demo/sagas.db"
+	@echo "  then open http://127.0.0.1:8000/ (docs/console.md; Ctrl-C stops it)"
 	@echo
 	@.venv/bin/python examples/payment_policies.py
 

@@ -1,6 +1,8 @@
 """Demo: a saga process is killed halfway (SIGKILL); a new process recovers the saga.
 
-Run with `make demo` (after the order demo), or `.venv/bin/python examples/durable_crash.py`.
+Run with `make demo` (after the order demo), or `.venv/bin/python examples/durable_crash.py`
+(`--keep FOLDER`: leave the store in FOLDER/sagas.db, to look at it with `spakky-saga show` or
+`spakky-saga console --store FOLDER/sagas.db`, as `make demo` does).
 
 The first process books a trip on a durable engine (SQLite): it charges the card, reserves a
 seat, and is killed while booking the hotel. Nothing in memory survives. The second process
@@ -125,18 +127,30 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--doomed":
         asyncio.run(doomed_process(sys.argv[2], sys.argv[3]))
         return
+    if len(sys.argv) == 3 and sys.argv[1] == "--keep":
+        folder = Path(sys.argv[2])
+        folder.mkdir(parents=True, exist_ok=True)
+        for earlier in [*folder.glob("sagas.db*"), folder / "ledger.txt"]:
+            earlier.unlink(missing_ok=True)  # the store and ledger of an earlier demo
+        demo(folder)
+        return
     with tempfile.TemporaryDirectory() as directory:
-        store_path = str(Path(directory) / "sagas.db")
-        ledger = Ledger(Path(directory) / "ledger.txt")
-        print("=== process 1: books a trip on a durable engine, and is killed halfway")
-        child = subprocess.run(
-            [sys.executable, __file__, "--doomed", store_path, str(ledger.path)], check=False
-        )
-        print(f"process 1 exited with {child.returncode} (SIGKILL is -{signal.SIGKILL})")
-        print("the participants did:", *ledger.lines(), sep="\n  ")
-        print("\n=== process 2: a new engine on the same store recovers the saga")
-        asyncio.run(recovering_process(store_path, ledger))
-        print("\nthe participants did, in all:", *ledger.lines(), sep="\n  ")
+        demo(Path(directory))
+
+
+def demo(folder: Path) -> None:
+    """Both processes, on a store and ledger in `folder`."""
+    store_path = str(folder / "sagas.db")
+    ledger = Ledger(folder / "ledger.txt")
+    print("=== process 1: books a trip on a durable engine, and is killed halfway")
+    child = subprocess.run(
+        [sys.executable, __file__, "--doomed", store_path, str(ledger.path)], check=False
+    )
+    print(f"process 1 exited with {child.returncode} (SIGKILL is -{signal.SIGKILL})")
+    print("the participants did:", *ledger.lines(), sep="\n  ")
+    print("\n=== process 2: a new engine on the same store recovers the saga")
+    asyncio.run(recovering_process(store_path, ledger))
+    print("\nthe participants did, in all:", *ledger.lines(), sep="\n  ")
 
 
 if __name__ == "__main__":

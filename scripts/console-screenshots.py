@@ -3,7 +3,8 @@
 Fills a temporary SQLite store with a few checkout sagas (completed, failed and compensated,
 one whose engine "died" mid-way, one whose compensation failed), starts the console on it as
 an operator would (`python -m spakky_saga console`), and photographs the list and the saga
-whose engine died with Debian's headless Chromium through Playwright.
+whose compensation failed (its flow with the run's path, its errors with a traceback open)
+with Debian's headless Chromium through Playwright.
 
 Run: `.venv/bin/python scripts/console-screenshots.py` (needs /usr/bin/chromium).
 """
@@ -86,11 +87,13 @@ def checkout(
 
 
 async def fill(path: str) -> str:
-    """The sagas to show; the id of the one whose engine died."""
+    """The sagas to show; the id of the one whose compensation failed."""
     engine = SagaEngine(store=SqliteSagaStore(path), log=False)
     customers = ["ada", "grace", "linus", "barbara", "ken", "margaret", "dennis", "frances"]
+    shown = ""
     for n, customer in enumerate(customers):
         data = Checkout(order_id=1000 + n, customer=customer, amount_cents=1999 + 250 * n)
+        shown = str(data.saga_id) if n == 7 else shown
         with contextlib.suppress(SagaCompensationFailedError):
             await engine.run(
                 checkout(decline=n % 4 == 3, refund_down=n == 7), data, saga_name="checkout"
@@ -101,7 +104,7 @@ async def fill(path: str) -> str:
     with contextlib.suppress(Died):
         await dying.run(checkout(die=True), stuck, saga_name="checkout")
     await dying.aclose()
-    return str(stuck.saga_id)
+    return shown
 
 
 async def main() -> None:
@@ -132,8 +135,11 @@ async def main() -> None:
                 page = await browser.new_page(viewport={"width": 1280, "height": 720})
                 await page.goto(url)
                 await page.screenshot(path=str(ROOT / "docs" / "console-list.png"))
+                await page.set_viewport_size({"width": 1280, "height": 1560})
                 await page.goto(f"{url}sagas/{stuck}")
-                await page.screenshot(path=str(ROOT / "docs" / "console-saga.png"), full_page=True)
+                await page.click("details.traceback >> nth=0 >> summary")
+                # the top of the page: facts, flow and path, actions, timeline, errors
+                await page.screenshot(path=str(ROOT / "docs" / "console-saga.png"))
                 await browser.close()
         finally:
             console.send_signal(signal.SIGINT)

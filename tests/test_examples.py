@@ -12,9 +12,9 @@ from tests.postgres_support import postgres_schema
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str) -> str:
+def run_example(name: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
+        [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -64,6 +64,25 @@ def test_the_crash_demo_recovers_the_killed_saga_compensating_each_step_once() -
         "release seat 14C  [2:reserve_seat/undo]",
         "refund ch_420  [1:charge_card/undo]",
     ]
+
+
+def test_the_crash_demo_keeps_its_store_for_the_console_when_asked(tmp_path: Path) -> None:
+    (tmp_path / "sagas.db").write_text("an earlier demo's store")
+    run_example("durable_crash.py", "--keep", str(tmp_path))
+    listed = subprocess.run(
+        [sys.executable, "-m", "spakky_saga", "list", "--store", str(tmp_path / "sagas.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    [header, saga] = listed.stdout.splitlines()
+    assert header.startswith("saga id")
+    assert " book-trip  FAILED " in saga
+    makefile = (EXAMPLES.parent / "Makefile").read_text()
+    assert "examples/durable_crash.py --keep .demo" in makefile
+    assert "spakky-saga console --store .demo/sagas.db" in makefile
 
 
 PAYMENT_API_LOG = [

@@ -162,3 +162,41 @@ async def test_a_compensation_cut_for_good_leaves_the_saga_to_recovery() -> None
     assert record is not None
     assert record.status is StoredStatus.COMPENSATING
     assert record.owner == "engine-a"  # its lease runs out, then recover() finishes it
+
+
+def _raised(error: BaseException) -> BaseException:
+    try:
+        raise error
+    except BaseException as caught:
+        return caught
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+async def test_a_failure_is_logged_with_its_traceback_text_its_end_kept_when_long() -> None:
+    store = InMemorySagaStore()
+    log = journal(store)
+    log.add(event(SagaEventKind.SAGA_STARTED, data=TICKET))
+    log.add(event(SagaEventKind.STEP_FAILED, "1", error=_raised(ValueError("card declined"))))
+    log.add(event(SagaEventKind.STEP_FAILED, "2", error=_raised(KeyError("x" * 20_000))))
+    log.add(event(SagaEventKind.STEP_FAILED, "3", error=ValueError("never raised")))
+    log.add(event(SagaEventKind.STEP_FAILED, "4", error=_raised(_Unprintable())))
+    await log.flush()
+    loaded = await store.load(SAGA_ID)
+    assert loaded is not None
+    started, short, long, unraised, unprintable = loaded.events
+    assert started.traceback is None
+    assert short.traceback is not None
+    assert short.traceback.startswith("Traceback (most recent call last):\n")
+    assert "in _raised" in short.traceback
+    assert short.traceback.endswith("ValueError: card declined\n")
+    assert long.traceback is not None
+    assert len(long.traceback) == 8000
+    assert long.traceback.startswith("...\n")
+    assert long.traceback.endswith("xxx'\n")  # KeyError: 'xxx...'
+    assert unraised.traceback is None
+    assert unraised.error == "never raised"
+    assert unprintable.traceback is None or "_Unprintable" in unprintable.traceback

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from spakky_saga.audit import AuditEntry
 from spakky_saga.builders import parallel, pivot, saga_flow, step
-from spakky_saga.console_store import SagaConsoleStore
+from spakky_saga.console_store import EngineNode, SagaConsoleStore
 from spakky_saga.context import StepContext, current_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.descriptor import SagaStepMethod, saga_step
@@ -129,6 +129,7 @@ __all__ = [
     "CompensateFn",
     "CompensationOrder",
     "Decision",
+    "EngineNode",
     "ErrorStrategy",
     "ExponentialBackoff",
     "FailedAttempt",

@@ -7,6 +7,8 @@ costs a placeholder, never the real error.
 
 from __future__ import annotations
 
+import traceback
+
 _MAX_REPR = 200
 """Longer reprs are cut: a log line or error message is not the place for a whole payload."""
 
@@ -40,6 +42,19 @@ def error_text(error: BaseException) -> str:
     message = safe_str(error)
     name = _type_name(error)
     return f"{name}: {message}" if message else name
+
+
+def traceback_text(error: BaseException, limit: int) -> str | None:
+    """`error`'s traceback as Python prints it (chained causes included), its last `limit`
+    characters (where the error was raised) when longer, or None when it has none or
+    formatting it raises."""
+    if error.__traceback__ is None:
+        return None
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a hostile __str__ (or a broken frame): the error itself is enough
+        return None
+    return text if len(text) <= limit else "...\n" + text[len(text) - limit + 4 :]
 
 
 def _type_name(value: object) -> str:

@@ -1,15 +1,28 @@
 """What the operations console asks of a store beyond `SagaStore`: list pages and counts per
-status (`query`, `count_by_status`) and the audit trail of operator actions (`audit`,
-`audit_trail`). InMemorySagaStore, SqliteSagaStore and PostgresSagaStore implement it; a
-store of one's own needs it to be shown in the console."""
+status (`query`, `count_by_status`), the audit trail of operator actions (`audit`,
+`audit_trail`) and the engines holding leases (`nodes`, `EngineNode`). InMemorySagaStore,
+SqliteSagaStore and PostgresSagaStore implement it; a store of one's own needs it to be shown
+in the console."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from spakky_saga.audit import AuditEntry
 from spakky_saga.query import SagaPage, SagaQuery
 from spakky_saga.store import SagaStore, StoredStatus
+
+
+class EngineNode(NamedTuple):
+    """An engine (its owner name) holding leases on unfinished sagas, as the store knows it."""
+
+    owner: str
+    sagas: int
+    """How many unfinished sagas it holds a lease on."""
+    lease_expires: float
+    """When the latest of those leases runs out (epoch seconds)."""
+    renewed: float | None
+    """When its heartbeat last renewed its leases (None: not since it took them)."""
 
 
 @runtime_checkable
@@ -31,4 +44,8 @@ class SagaConsoleStore(SagaStore, Protocol):
 
     async def audit_trail(self, saga_id: str) -> list[AuditEntry]:
         """The actions recorded on a saga, oldest first."""
+        ...
+
+    async def nodes(self) -> list[EngineNode]:
+        """The engines holding a lease on an unfinished saga (live or expired), by name."""
         ...

@@ -33,11 +33,18 @@ class StepContext:
         for a compensation `.../undo`, then `.../undo/2`, `.../undo/3` for the attempts its
         own policy retries (the first keeps the key sagas already stored were given). Pass it
         to participants that deduplicate."""
-        if self.compensation:
-            suffix = "undo" if self.attempt == 1 else f"undo/{self.attempt}"
-        else:
-            suffix = str(self.attempt)
-        return f"{self.saga_id}/{self.step_key}:{self.step}/{suffix}"
+        return idempotency_key(
+            str(self.saga_id), self.step_key, self.step, self.attempt, self.compensation
+        )
+
+
+def idempotency_key(
+    saga_id: str, step_key: str, step: str, attempt: int, compensation: bool = False
+) -> str:
+    """The idempotency key a step's attempt (or a compensation's) is given: what
+    `current_step().idempotency_key` says while it runs, and the console shows from its log."""
+    suffix = ("undo" if attempt == 1 else f"undo/{attempt}") if compensation else str(attempt)
+    return f"{saga_id}/{step_key}:{step}/{suffix}"
 
 
 class StepCursor(Protocol):

@@ -26,6 +26,7 @@ from spakky_saga.durable import DurableRuns
 from spakky_saga.errors import SagaEngineConfigurationError, SagaEngineNotConnectedError
 from spakky_saga.events import SagaEventKind
 from spakky_saga.execution import Executor, Sleep
+from spakky_saga.fingerprint import identity_of
 from spakky_saga.flow import SagaFlow
 from spakky_saga.listeners import ListenerSet
 from spakky_saga.logs import ENGINE_LOGGER, SagaLogListener
@@ -211,6 +212,13 @@ class SagaEngine:
         register at start-up too, so that a new process can recover sagas a dead one started.
         """
         self._registry.register(saga_name, flow, recovery)
+
+    def registered_fingerprint(self, saga_name: str) -> str | None:
+        """The fingerprint of the flow registered as `saga_name` (what recovery compares with
+        a stored saga's: a different one means the flow changed, and recovery refuses it), or
+        None when the name is not registered."""
+        registration = self._registry.get(saga_name)
+        return None if registration is None else identity_of(registration.plan()).fingerprint
 
     async def recover(
         self,

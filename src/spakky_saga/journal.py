@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from spakky_saga._text import safe_str
+from spakky_saga._text import safe_str, traceback_text
 from spakky_saga.codec import CODEC_VERSION, encode, type_name
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import (
@@ -30,6 +30,7 @@ from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.status import SagaStatus
 from spakky_saga.store import (
     CANCEL_REQUESTED,
+    TRACEBACK_LIMIT,
     CancelRequest,
     SagaRecord,
     SagaStore,
@@ -173,6 +174,7 @@ class SagaJournal:
                     data_text,
                     data_type,
                     self.owner,
+                    None if error is None else traceback_text(error, TRACEBACK_LIMIT),
                 ),
             )
         )

@@ -103,6 +103,11 @@ its `owner` is who asked (user@host), `at` when. Written by the engine that acts
 request; not an engine event (`SagaEventKind`): replay and timelines skip it."""
 
 
+TRACEBACK_LIMIT: Final = 8000
+"""How much of a failure's traceback the log keeps (characters): the end, where the error was
+raised, when it is longer."""
+
+
 class CancelRequest(NamedTuple):
     """Who asked to cancel a saga (user@host), and when (epoch seconds)."""
 
@@ -139,6 +144,9 @@ class StoredEvent(NamedTuple):
     data_type: str | None = None
     owner: str | None = None
     """The engine that wrote it: a saga's entries never interleave two owners."""
+    traceback: str | None = None
+    """For failures: the error's traceback as text (at most `TRACEBACK_LIMIT` characters, its
+    end kept), or None (no error, or a log written before schema version 4)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,10 @@ async def _hostile_saga() -> None:
         record = dataclasses.replace(
             a_record("hostile-1", name="Order"), data=f'{{"note": "{HOSTILE}"}}', error=HOSTILE
         )
-        await store.begin(record, [an_event(1, "saga_started")], 30)
+        failed = an_event(2, "step_failed")._replace(
+            step_key="1", step="reserve", error_type="Boom", error=HOSTILE, traceback=HOSTILE
+        )
+        await store.begin(record, [an_event(1, "saga_started"), failed], 30)
     finally:
         await store.close()
 
@@ -184,6 +187,9 @@ async def test_markup_in_saga_data_shows_as_text_and_runs_nothing(browser: Brows
         await page.goto(console.url + "sagas/hostile-1")
         assert HOSTILE in await page.inner_text("#saga-data")
         assert HOSTILE in await page.inner_text("dl.facts")
+        assert HOSTILE in await page.inner_text("#error-2 pre.error-message")
+        await page.click("#error-2 details.traceback summary")
+        assert HOSTILE in await page.inner_text("#error-2 details.traceback pre")
         await page.goto(console.url)
         assert HOSTILE[:40] in await page.inner_text("td.error")
         assert await page.evaluate("window.owned === undefined")
@@ -233,3 +239,66 @@ async def test_the_list_shows_a_new_saga_by_itself_while_live(browser: Browser) 
         await _hostile_saga()
         await page.wait_for_selector("a.saga-link:text('hostile-1')", timeout=15_000)
         assert await page.inner_text("a.count[data-status=RUNNING] strong") == "1"
+
+
+@pytest.mark.usefixtures("environment")
+async def test_an_operator_reads_a_traceback_and_the_path_then_bulk_recovers_dead_sagas(
+    browser: Browser,
+) -> None:
+    await cli_app.create_store()
+    failed = await cli_app.run_one(fail=True)
+    dead = sorted([await cli_app.crash_one(), await cli_app.crash_one()])
+    async with running_console("--app", "tests.cli_app:recovering_engine") as console:
+        page = await browser.new_page()
+        await page.goto(console.url + f"sagas/{failed}")
+        marks = {
+            await box.get_attribute("data-step"): await box.get_attribute("data-mark")
+            for box in await page.locator("#flow .flow-box").all()
+        }
+        assert marks == {"reserve": "compensated", "pay": "failed"}
+        timeline = await page.locator("#timeline tbody tr").all_inner_texts()
+        assert [row.split("\t")[:3] for row in timeline] == [
+            ["reserve", "1", "COMMITTED"],
+            ["pay", "1", "FAILED"],
+            ["undo reserve", "1", "COMPENSATED"],
+        ]
+        failure = page.locator(".failure", has_text="card declined").first
+        assert await failure.locator(".error-type").inner_text() == "ValueError"
+        await failure.locator("summary").click()
+        traceback = await failure.locator("details.traceback pre").inner_text()
+        assert traceback.startswith("Traceback (most recent call last):")
+        assert "in pay" in traceback
+        assert traceback.rstrip().endswith("ValueError: card declined")
+
+        await page.goto(console.url)
+        await page.click("a.count[data-status=RUNNING]")  # the filter
+        await page.wait_for_url("**status=RUNNING**")
+        await page.click("a.bulk-recover")
+        await page.wait_for_selector("#dry-run")
+        assert await page.inner_text("#selected") == "2"
+        assert await page.inner_text("#applicable") == "2"
+        assert await page.is_disabled("#confirm")  # not logged in: a dry run only
+        forged = await page.evaluate(
+            "fetch('/bulk/recover', {method: 'POST', body: new URLSearchParams("
+            f"{{saga: '{dead[0]}'}})}}).then(r => r.status)"
+        )
+        assert forged == 401
+
+        await _log_in(page, console.url)
+        await page.goto(console.url + "?status=RUNNING")
+        await page.click("a.bulk-recover")
+        await page.wait_for_selector("#dry-run")
+        await page.click("#confirm")
+        await page.wait_for_selector("#bulk-done")
+        rows = await page.locator("#bulk-done tbody tr").all_inner_texts()
+        assert sorted(rows) == [f"{saga_id}\trecovered: compensated" for saga_id in dead]
+
+        await page.goto(console.url)
+        assert await page.inner_text("a.count[data-status=RUNNING] strong") == "0"
+        assert await page.inner_text("a.count[data-status=FAILED] strong") == "3"
+        await page.goto(console.url + f"sagas/{dead[0]}")
+        audit = await page.inner_text("#audit tbody")
+        assert "alice" in audit
+        assert "127.0.0.1" in audit
+    for saga_id in dead:
+        assert (await cli_app.load_saga(saga_id)).status.value == "FAILED"

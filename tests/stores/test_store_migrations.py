@@ -1,4 +1,5 @@
-"""A store written by schema version 1 (no cancel requests, no console index nor audit trail)
+"""A store written by schema version 1 (no cancel requests, no console index nor audit trail,
+no tracebacks in the log nor engines' renewal times)
 is upgraded to the current version when an engine opens it (create=True), its sagas kept, and
 refused, untouched, by a command that opens it with create=False; on SQLite and PostgreSQL."""
 
@@ -23,6 +24,8 @@ from tests.postgres_support import postgres_schema
 from tests.stores.test_store_contract import a_record, an_event
 
 _DOWNGRADE = (  # {t} the sagas table, {s} the schema ("" on SQLite)
+    "DROP TABLE {s}spakky_saga_nodes",
+    "ALTER TABLE {s}spakky_saga_events DROP COLUMN traceback",
     "DROP INDEX {s}spakky_saga_sagas_created",
     "DROP TABLE {s}spakky_saga_audit",
     "ALTER TABLE {t} DROP COLUMN cancel_requested_by",
@@ -67,6 +70,17 @@ async def _upgraded_and_cancellable(store: SagaStore) -> None:
         await store.close()
     assert [r.saga_id for r in page.records] == ["old"]
     assert [e.by for e in trail] == ["ops"]
+    await store.open()
+    try:  # version 4: the old log reads without tracebacks; the heartbeat's time is kept
+        await store.renew("engine-a", ["old"], 30)
+        nodes = await store.nodes()
+        old_log = await store.load("old")
+    finally:
+        await store.close()
+    assert [(n.owner, n.sagas) for n in nodes] == [("engine-a", 1)]
+    assert nodes[0].renewed is not None
+    assert old_log is not None
+    assert [e.traceback for e in old_log.events] == [None]
 
 
 async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_read_only(
@@ -90,7 +104,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
 
     await _upgraded_and_cancellable(SqliteSagaStore(path))
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(3,)]
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(4,)]
     db.close()
 
 
@@ -114,4 +128,4 @@ async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_
 
             await _upgraded_and_cancellable(PostgresSagaStore(dsn, schema=schema))
             cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
-            assert await cursor.fetchall() == [(3,)]
+            assert await cursor.fetchall() == [(4,)]

@@ -194,3 +194,31 @@ def test_sagas_created_at_the_same_moment_are_paged_by_their_ids() -> None:
     assert [r.saga_id for r in tied if query.matches(r)] == ["a"]
     ascending = dataclasses.replace(query, descending=False)
     assert [r.saga_id for r in tied if ascending.matches(r)] == ["c"]
+
+
+async def test_nodes_are_the_engines_holding_leases_with_their_last_renewal(
+    store: SagaStore,
+) -> None:
+    await _saga(store, "held-1")
+    await _saga(store, "held-2")
+    await store.begin(a_record("other-1", owner="engine-b"), [an_event(1, "saga_started")], 30)
+    await _saga(store, "done-1", status=StoredStatus.COMPLETED, release=True)
+    before = time.time()
+    await store.renew("engine-a", ["held-1", "held-2"], 60)
+    nodes = await _queries(store).nodes()
+    assert [(n.owner, n.sagas) for n in nodes] == [("engine-a", 2), ("engine-b", 1)]
+    renewed_a, renewed_b = nodes[0].renewed, nodes[1].renewed
+    assert renewed_a is not None
+    assert renewed_a >= before - 1
+    assert nodes[0].lease_expires >= renewed_a + 59
+    assert renewed_b is None  # it took its lease and has not renewed it since
+
+
+async def test_a_failures_traceback_round_trips_through_the_log(store: SagaStore) -> None:
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1\nBoom: <no>\n'
+    failed = an_event(2, "step_failed")._replace(error_type="Boom", traceback=trace)
+    await store.begin(a_record("tb-1"), [an_event(1, "saga_started")], 30)
+    await store.append("tb-1", "engine-a", [failed], SagaUpdate(), 30)
+    loaded = await store.load("tb-1")
+    assert loaded is not None
+    assert [e.traceback for e in loaded.events] == [None, trace]

@@ -1,5 +1,6 @@
 """What an operator can do to a saga from the console, when, and what each did: recover,
-retry compensation, cancel. Each action is refused with its reason when it does not apply
+retry compensation, cancel, on one saga or (`plan_bulk`, after a dry run) on every saga of a
+filter. Each action is refused with its reason when it does not apply
 (or needs the application's flows and the console has none), and every action that ran is
 recorded in the store's audit trail (`AuditEntry`: who, when, from where, what came of it).
 """
@@ -7,13 +8,14 @@ recorded in the store's audit trail (`AuditEntry`: who, when, from where, what c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from spakky_saga.audit import AuditEntry
 from spakky_saga.console_store import SagaConsoleStore
 from spakky_saga.engine import SagaEngine
 from spakky_saga.errors import AbstractSpakkySagaError
+from spakky_saga.query import MAX_PAGE, SagaQuery
 from spakky_saga.store import SagaRecord, StoredStatus
 
 NEEDS_APP = (
@@ -123,3 +125,41 @@ async def _run(
     saga = report.sagas[0]
     detail = "" if saga.error is None else f" ({type(saga.error).__name__}: {saga.error})"
     return f"recovered: {saga.outcome}{detail}"
+
+
+BULK_LIMIT: int = MAX_PAGE
+"""How many sagas one bulk action selects at most (the first of the filter's order)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPlan:
+    """A bulk action's dry run: the sagas the filter selects (at most `BULK_LIMIT`), those the
+    action applies to now, and why it does not apply to the others (reason -> how many)."""
+
+    action: Action
+    selected: int
+    more: bool
+    """More sagas match the filter than one bulk action takes."""
+    applicable: list[SagaRecord]
+    skipped: dict[str, int]
+
+
+async def plan_bulk(
+    action: Action,
+    store: SagaConsoleStore,
+    query: SagaQuery,
+    engine: SagaEngine | None,
+    now: float,
+) -> BulkPlan:
+    """What `action` on every saga `query` selects (from its first page) would do: nothing is
+    changed. The confirmed action runs on the applicable sagas' ids, each checked again."""
+    page = await store.query(replace(query, after=None, limit=BULK_LIMIT))
+    applicable: list[SagaRecord] = []
+    skipped: dict[str, int] = {}
+    for record in page.records:
+        reason = availability(action, record, engine, now).reason
+        if reason is None:
+            applicable.append(record)
+        else:
+            skipped[reason] = skipped.get(reason, 0) + 1
+    return BulkPlan(action, len(page.records), page.next is not None, applicable, skipped)

@@ -2,14 +2,16 @@
 standalone (`spakky-saga console`) or to mount in a Starlette or FastAPI application.
 
 Pages: the list (`/`: counts per status, filters, sorting, keyset paging, live refresh), a
-saga (`/sagas/{id}`: its data, lease, fingerprint, timeline, log, audit trail, actions) and
-what needs attention (`/attention`). Actions post to `/sagas/{id}/{action}`; see
-`security` for who may look and who may act.
+saga (`/sagas/{id}`: its flow with this run's path, data, lease, fingerprint, timeline,
+errors with their tracebacks, idempotency keys, log, audit trail, actions), what needs
+attention (`/attention`) and the engines holding leases (`/nodes`). Actions post to
+`/sagas/{id}/{action}`; a bulk action on the list's filter shows its dry run at
+`/bulk/{action}?FILTER` and runs when that page's form is posted. See `security` for who may
+look and who may act.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -17,14 +19,17 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from spakky_saga.console.actions import Action, availability, perform
-from spakky_saga.console.filters import list_filter
+from spakky_saga.console.actions import BULK_LIMIT, Action, availability, perform, plan_bulk
+from spakky_saga.console.filters import ListFilter, list_filter
+from spakky_saga.console.flowchart import MARKS, flow_items
+from spakky_saga.console.highlight import highlight_json
 from spakky_saga.console.security import (
     OPERATOR_COOKIE,
     TOKEN_COOKIE,
@@ -37,10 +42,12 @@ from spakky_saga.console.security import (
     origin_of,
 )
 from spakky_saga.console_store import SagaConsoleStore
+from spakky_saga.context import idempotency_key
 from spakky_saga.engine import SagaEngine
 from spakky_saga.errors import AbstractSpakkySagaError
-from spakky_saga.query import SagaQuery, SagaQueryError
-from spakky_saga.store import StoredStatus
+from spakky_saga.events import SagaEventKind
+from spakky_saga.query import SagaPage, SagaQuery, SagaQueryError
+from spakky_saga.store import SagaRecord, StoredEvent, StoredStatus
 from spakky_saga.timeline import TimelineRow, format_duration, rows_from_events
 
 _GANTT_WIDTH: Final = 1000.0
@@ -59,11 +66,19 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(sep=" ", timespec="seconds")
 
 
-def _pretty(data: str) -> str:
-    try:
-        return json.dumps(json.loads(data), indent=2, sort_keys=True, ensure_ascii=False)
-    except ValueError:
-        return data
+_STARTS: Final = {
+    SagaEventKind.STEP_STARTED.value: False,
+    SagaEventKind.COMPENSATION_STARTED.value: True,
+}
+
+
+def _keys(saga_id: str, events: tuple[StoredEvent, ...]) -> dict[int, str]:
+    """The idempotency key of each attempt and compensation the log started, by entry."""
+    return {
+        e.seq: idempotency_key(saga_id, e.step_key, e.step, e.attempt, _STARTS[e.kind])
+        for e in events
+        if e.kind in _STARTS and e.step_key is not None and e.step is not None
+    }
 
 
 def _bars(rows: list[TimelineRow]) -> list[dict[str, Any]]:
@@ -133,7 +148,8 @@ class _Console:
 
     # --- pages -----------------------------------------------------------------------------
 
-    async def saga_list(self, request: Request) -> Response:
+    async def filtered(self, request: Request) -> tuple[str | None, ListFilter] | Response:
+        """The viewer and the list filter the URL gives, or the response refusing either."""
         operator, refused = await self.viewer(request)
         if refused is not None:
             return refused
@@ -141,9 +157,17 @@ class _Console:
             chosen = list_filter(request.query_params, request.query_params.getlist("status"))
         except SagaQueryError as error:
             return self.refusal(request, 400, str(error))
+        return operator, chosen
+
+    async def saga_list(self, request: Request) -> Response:
+        filtered = await self.filtered(request)
+        if isinstance(filtered, Response):
+            return filtered
+        operator, chosen = filtered
         page = await self.store.query(chosen.query)
         counts = await self.store.count_by_status(chosen.query)
         base = {k: v for k, v in chosen.form.items() if v}
+        this_filter = chosen.url_query()
         return self.render(
             request,
             "list.html",
@@ -157,12 +181,23 @@ class _Console:
             all_link="?" + urlencode(base),
             next_link=None
             if page.next is None
-            else "?"
-            + urlencode([*base.items(), *(("status", s) for s in chosen.statuses)])
-            + "&"
-            + urlencode({"after": page.next.encode()}),
+            else f"{this_filter}&{urlencode({'after': page.next.encode()})}",
+            this_filter=this_filter,
+            bulk_actions=list(Action),
             first_page=chosen.query.after is None,
         )
+
+    def flow_changed(self, record: SagaRecord) -> bool | None:
+        """Whether the application's flow for `record`'s saga differs from the one it started
+        with (recovery refuses it); None when the console cannot tell (no engine, or the name
+        is not registered)."""
+        if self.engine is None:
+            return None
+        try:
+            registered = self.engine.registered_fingerprint(record.saga_name)
+        except Exception:  # the application's flow function raised: cannot tell
+            return None
+        return None if registered is None else registered != record.fingerprint
 
     async def attention(self, request: Request) -> Response:
         operator, refused = await self.viewer(request)
@@ -173,10 +208,21 @@ class _Console:
         )
         stuck = await self.store.query(SagaQuery(statuses=(StoredStatus.STUCK,), limit=100))
         stale = await self.store.query(SagaQuery(stale_at=time.time(), limit=100))
+        changed = [r for r in stale.records if self.flow_changed(r)]
+        stale = SagaPage([r for r in stale.records if r not in changed], stale.next)
+        # retry compensation refuses a changed flow too: those rows say so
+        changed_ids = {r.saga_id for r in changed}
+        changed_ids.update(r.saga_id for r in failed.records if self.flow_changed(r))
+        unknown = (
+            " (start the console with --app to tell which sagas' flow changed)"
+            if self.engine is None
+            else ""
+        )
         return self.render(
             request,
             "attention.html",
             operator=operator,
+            changed=changed_ids,
             sections=[
                 (
                     "Compensation failed",
@@ -190,13 +236,34 @@ class _Console:
                     stuck,
                 ),
                 (
+                    "Flow changed",
+                    "Unfinished sagas whose flow the application changed since they started "
+                    "(their fingerprint differs from the registered flow's): recovery refuses "
+                    "them. Deploy the old flow under their name to recover them, or recover "
+                    "them compensating by name (spakky-saga recover --compensate-by-name).",
+                    SagaPage(changed, None),
+                ),
+                (
                     "Unfinished, nobody recovering",
                     "Unfinished sagas whose engine's lease expired (or that nobody holds): "
-                    "recover them (an engine whose recovery refused a changed flow leaves "
-                    "its saga here too; see the saga's audit trail).",
+                    "recover them (a saga whose name no engine registers stays here too)"
+                    + unknown
+                    + ".",
                     stale,
                 ),
             ],
+        )
+
+    async def nodes(self, request: Request) -> Response:
+        operator, refused = await self.viewer(request)
+        if refused is not None:
+            return refused
+        return self.render(
+            request,
+            "nodes.html",
+            operator=operator,
+            nodes=await self.store.nodes(),
+            now=time.time(),
         )
 
     async def saga(self, request: Request) -> Response:
@@ -207,21 +274,29 @@ class _Console:
         record = await self.store.load(saga_id)
         if record is None:
             return self.refusal(request, 404, f"No saga {saga_id!r} in this store.")
+        finished = not record.status.unfinished
         return self.render(
             request,
             "saga.html",
             operator=operator,
             record=record,
-            data=_pretty(record.data),
-            bars=_bars(rows_from_events(record.events, finished=not record.status.unfinished)),
+            data=highlight_json(record.data),
+            flow=flow_items(record.structure, record.events, finished=finished),
+            marks=MARKS,
+            flow_changed=self.flow_changed(record),
+            bars=_bars(rows_from_events(record.events, finished=finished)),
             events=record.events,
+            errors=[e for e in record.events if e.error_type is not None],
+            keys=_keys(saga_id, record.events),
             trail=await self.store.audit_trail(saga_id),
             actions=[availability(a, record, self.engine, time.time()) for a in Action],
             csrf=None if operator is None else self.csrf.token_for(operator),
             lease_live=record.owner is not None and (record.lease_expires or 0) >= time.time(),
         )
 
-    async def act(self, request: Request) -> Response:
+    async def acting(self, request: Request) -> tuple[str, FormData] | Response:
+        """The operator posting an action form, and the form; or the response refusing it
+        (another site, no login, a missing or stale CSRF token)."""
         if cross_site(request):
             return self.refusal(request, 403, "Refused: the request came from another site.")
         operator = await self.auth(request)
@@ -230,9 +305,15 @@ class _Console:
         form = await request.form()
         token = form.get("csrf")
         if not isinstance(token, str) or not self.csrf.valid(operator, token):
-            return self.refusal(
-                request, 403, "Refused: the form's CSRF token is missing or stale; reload the page."
-            )
+            why = "Refused: the form's CSRF token is missing or stale; reload the page."
+            return self.refusal(request, 403, why)
+        return operator, form
+
+    async def act(self, request: Request) -> Response:
+        acting = await self.acting(request)
+        if isinstance(acting, Response):
+            return acting
+        operator = acting[0]
         saga_id = request.path_params["saga_id"]
         try:
             action = Action(request.path_params["action"])
@@ -247,6 +328,49 @@ class _Console:
         return RedirectResponse(
             request.url_for("saga", saga_id=quote(saga_id, safe="")), status_code=303
         )
+
+    async def bulk(self, request: Request) -> Response:
+        """GET: the dry run of an action on every saga of the list's filter (what it would do,
+        to how many); POST (its confirm form): run it on the sagas the dry run counted."""
+        try:
+            action = Action(request.path_params["action"])
+        except ValueError:
+            return self.refusal(request, 404, "No such action.")
+        if request.method == "POST":
+            return await self.bulk_run(request, action)
+        filtered = await self.filtered(request)
+        if isinstance(filtered, Response):
+            return filtered
+        operator, chosen = filtered
+        plan = await plan_bulk(action, self.store, chosen.query, self.engine, time.time())
+        return self.render(
+            request,
+            "bulk.html",
+            operator=operator,
+            plan=plan,
+            limit=BULK_LIMIT,
+            back=chosen.url_query(),
+            csrf=None if operator is None else self.csrf.token_for(operator),
+        )
+
+    async def bulk_run(self, request: Request, action: Action) -> Response:
+        acting = await self.acting(request)
+        if isinstance(acting, Response):
+            return acting
+        operator, form = acting
+        saga_ids = [i for i in form.getlist("saga") if isinstance(i, str)][:BULK_LIMIT]
+        origin = origin_of(request)
+        done: list[tuple[str, str]] = []
+        for saga_id in saga_ids:
+            record = await self.store.load(saga_id)
+            if record is None:
+                done.append((saga_id, "refused: no such saga (purged since the dry run?)"))
+                continue
+            entry = await perform(
+                action, saga_id, self.store, record, self.engine, by=operator, origin=origin
+            )
+            done.append((saga_id, entry.outcome))
+        return self.render(request, "bulk_done.html", operator=operator, action=action, done=done)
 
     async def login(self, request: Request) -> Response:
         if not self.token_login:
@@ -308,6 +432,8 @@ def create_console_app(
         routes=[
             Route("/", console.saga_list, name="list"),
             Route("/attention", console.attention, name="attention"),
+            Route("/nodes", console.nodes, name="nodes"),
+            Route("/bulk/{action}", console.bulk, methods=["GET", "POST"], name="bulk"),
             Route("/sagas/{saga_id:path}/{action}", console.act, methods=["POST"], name="act"),
             Route("/sagas/{saga_id:path}", console.saga, name="saga"),
             Route("/login", console.login, methods=["GET", "POST"], name="login"),

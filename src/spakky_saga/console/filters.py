@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from spakky_saga.query import PageCursor, SagaQuery, SagaQueryError, SagaSort
 from spakky_saga.store import StoredStatus
@@ -20,6 +21,14 @@ class ListFilter:
     query: SagaQuery
     form: dict[str, str]
     statuses: tuple[str, ...]
+
+    def url_query(self) -> str:
+        """The filter as a URL's query (`?name=...&status=...`), without a page cursor."""
+        chosen = [
+            *((k, v) for k, v in self.form.items() if v),
+            *(("status", s) for s in self.statuses),
+        ]
+        return "?" + urlencode(chosen)
 
 
 def _one(params: Mapping[str, str], key: str) -> str:

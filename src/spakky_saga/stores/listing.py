@@ -69,3 +69,15 @@ def count_statement(query: SagaQuery, table: str, mark: str) -> tuple[str, list[
         f"SELECT status, count(*) FROM {table}{' WHERE ' + where if where else ''} GROUP BY status",
         params,
     )
+
+
+def nodes_statement(sagas: str, nodes: str, mark: str) -> tuple[str, list[object]]:
+    """The statement listing the engines holding leases on unfinished sagas (`EngineNode`'s
+    columns), on the status index, with when each last renewed."""
+    statement = (
+        f"SELECT s.owner, count(*), max(s.lease_expires), max(n.renewed) FROM {sagas} AS s "
+        f"LEFT JOIN {nodes} AS n ON n.owner = s.owner "
+        f"WHERE s.status IN ({mark}, {mark}) AND s.owner IS NOT NULL "
+        "GROUP BY s.owner ORDER BY s.owner"
+    )
+    return statement, [s.value for s in UNFINISHED]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from spakky_saga.audit import AuditEntry
+from spakky_saga.console_store import EngineNode
 from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, SagaStoreError
 from spakky_saga.query import SagaPage, SagaQuery
 from spakky_saga.store import (
@@ -35,6 +36,7 @@ class InMemorySagaStore:
         self._sagas: dict[str, SagaRecord] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._audit: list[AuditEntry] = []
+        self._renewed: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"InMemorySagaStore({len(self._sagas)} sagas)"
@@ -121,6 +123,8 @@ class InMemorySagaStore:
 
     async def renew(self, owner: str, saga_ids: Sequence[str], lease_seconds: float) -> Renewal:
         now = self._clock()
+        if saga_ids:
+            self._renewed[owner] = now
         kept: set[str] = set()
         requests: dict[str, CancelRequest] = {}
         for saga_id in saga_ids:
@@ -180,6 +184,16 @@ class InMemorySagaStore:
 
     async def audit_trail(self, saga_id: str) -> builtins.list[AuditEntry]:
         return sorted((e for e in self._audit if e.saga_id == saga_id), key=lambda e: e.at)
+
+    async def nodes(self) -> builtins.list[EngineNode]:
+        held: dict[str, builtins.list[float]] = {}
+        for record in self._sagas.values():
+            if record.status in UNFINISHED and record.owner is not None:
+                held.setdefault(record.owner, []).append(record.lease_expires or 0.0)
+        return [
+            EngineNode(owner, len(leases), max(leases), self._renewed.get(owner))
+            for owner, leases in sorted(held.items())
+        ]
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         gone = tuple(

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 from pydantic_core import PydanticSerializationError, to_json
 
 from spakky_saga.audit import AuditEntry
+from spakky_saga.console_store import EngineNode
 from spakky_saga.errors import (
     SagaAlreadyStartedError,
     SagaLeaseLostError,
@@ -54,16 +55,17 @@ from spakky_saga.store import (
     StoredStatus,
 )
 from spakky_saga.stores.group_commit import DEFAULT_CONCURRENCY, FlushOutcomes, GroupCommit
-from spakky_saga.stores.listing import count_statement, page_statement
+from spakky_saga.stores.listing import count_statement, nodes_statement, page_statement
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
-(`query`) and counts use, and the operators' audit trail."""
+(`query`) and counts use, and the operators' audit trail. 4: failures' traceback text in the
+log, and when each engine last renewed its leases (the console's nodes view)."""
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -125,6 +127,15 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             outcome TEXT NOT NULL
         )""",
         "CREATE INDEX spakky_saga_audit_saga ON {s}.spakky_saga_audit (saga_id, at)",
+    ),
+    4: (
+        # NULL in the entries written before: an old log stays readable, without tracebacks
+        "ALTER TABLE {s}.spakky_saga_events ADD COLUMN traceback TEXT",
+        # one row per engine, written by its heartbeat (`renew`): the console's nodes view
+        """CREATE TABLE {s}.spakky_saga_nodes (
+            owner TEXT PRIMARY KEY,
+            renewed DOUBLE PRECISION NOT NULL
+        )""",
     ),
 }
 
@@ -421,11 +432,13 @@ class PostgresSagaStore:
             # Rows locked in saga id order, as batch writes lock them: never a deadlock.
             cursor = await conn.execute(
                 f"WITH locked AS (SELECT saga_id FROM {self._t('sagas')} "
-                "WHERE owner = %s AND saga_id = ANY(%s) ORDER BY saga_id FOR UPDATE) "
+                "WHERE owner = %s AND saga_id = ANY(%s) ORDER BY saga_id FOR UPDATE), "
+                f"node AS (INSERT INTO {self._t('nodes')} (owner, renewed) VALUES (%s, {_NOW}) "
+                "ON CONFLICT (owner) DO UPDATE SET renewed = excluded.renewed) "
                 f"UPDATE {self._t('sagas')} AS s SET lease_expires = {_NOW} + %s "
                 "FROM locked WHERE s.saga_id = locked.saga_id AND s.owner = %s "
                 "RETURNING s.saga_id, s.status, s.cancel_requested_by, s.cancel_requested_at",
-                (owner, list(saga_ids), lease_seconds, owner),
+                (owner, list(saga_ids), owner, lease_seconds, owner),
             )
             return await cursor.fetchall()
 
@@ -497,6 +510,10 @@ class PostgresSagaStore:
             f"SELECT {_AUDIT} FROM {self._t('audit')} WHERE saga_id = %s ORDER BY at", (saga_id,)
         )
         return [AuditEntry(*row) for row in rows]
+
+    async def nodes(self) -> builtins.list[EngineNode]:
+        statement, params = nodes_statement(self._t("sagas"), self._t("nodes"), "%s")
+        return [EngineNode(*row) for row in await self._execute(statement, params)]
 
     async def _execute(self, statement: str, params: Sequence[object]) -> builtins.list[Any]:
         async def run(conn: AsyncConnection[Any]) -> builtins.list[Any]:
@@ -941,9 +958,9 @@ def _statements(table: Callable[[str], str]) -> _Statements:
     def entries_of(written: str, parameter: str) -> str:
         return f"""added AS (
   INSERT INTO {events} (saga_id, seq, kind, at, step_key, step, attempt, elapsed, error_type,
-    error, data, data_type, owner)
+    error, data, data_type, owner, traceback)
   SELECT w.saga_id, (x->>1)::int, x->>2, (x->>3)::float8, x->>4, x->>5, (x->>6)::int,
-    (x->>7)::float8, x->>8, x->>9, (x->>10)::jsonb, x->>11, x->>12
+    (x->>7)::float8, x->>8, x->>9, (x->>10)::jsonb, x->>11, x->>12, x->>13
   FROM jsonb_array_elements({parameter}::jsonb) AS x JOIN {written} AS w ON w.saga_id = x->>0
   RETURNING saga_id)"""
 

@@ -32,6 +32,7 @@ from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
 from spakky_saga.audit import AuditEntry
+from spakky_saga.console_store import EngineNode
 from spakky_saga.errors import (
     SagaAlreadyStartedError,
     SagaLeaseLostError,
@@ -53,12 +54,13 @@ from spakky_saga.store import (
     StoredEvent,
     StoredStatus,
 )
-from spakky_saga.stores.listing import count_statement, page_statement
+from spakky_saga.stores.listing import count_statement, nodes_statement, page_statement
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
-(`query`) and counts use, and the operators' audit trail."""
+(`query`) and counts use, and the operators' audit trail. 4: failures' traceback text in the
+log, and when each engine last renewed its leases (the console's nodes view)."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -117,6 +119,15 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             outcome TEXT NOT NULL
         )""",
         "CREATE INDEX spakky_saga_audit_saga ON spakky_saga_audit (saga_id, at)",
+    ),
+    4: (
+        # NULL in the entries written before: an old log stays readable, without tracebacks
+        "ALTER TABLE spakky_saga_events ADD COLUMN traceback TEXT",
+        # one row per engine, written by its heartbeat (`renew`): the console's nodes view
+        """CREATE TABLE spakky_saga_nodes (
+            owner TEXT PRIMARY KEY,
+            renewed REAL NOT NULL
+        )""",
     ),
 }
 
@@ -379,10 +390,16 @@ class SqliteSagaStore:
 
         def run(db: sqlite3.Connection) -> Renewal:
             marks = ", ".join("?" * len(saga_ids))
+            now = self._clock()
             db.execute(
                 f"UPDATE spakky_saga_sagas SET lease_expires = ? "
                 f"WHERE owner = ? AND saga_id IN ({marks})",
-                (self._clock() + lease_seconds, owner, *saga_ids),
+                (now + lease_seconds, owner, *saga_ids),
+            )
+            db.execute(
+                "INSERT INTO spakky_saga_nodes (owner, renewed) VALUES (?, ?) "
+                "ON CONFLICT (owner) DO UPDATE SET renewed = excluded.renewed",
+                (owner, now),
             )
             rows = db.execute(
                 "SELECT saga_id, status, cancel_requested_by, cancel_requested_at "
@@ -475,6 +492,15 @@ class SqliteSagaStore:
             return [AuditEntry(*row) for row in rows]
 
         result: builtins.list[AuditEntry] = await self._call(run)
+        return result
+
+    async def nodes(self) -> builtins.list[EngineNode]:
+        statement, params = nodes_statement("spakky_saga_sagas", "spakky_saga_nodes", "?")
+
+        def run(db: sqlite3.Connection) -> builtins.list[EngineNode]:
+            return [EngineNode(*row) for row in db.execute(statement, params)]
+
+        result: builtins.list[EngineNode] = await self._call(run)
         return result
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
