@@ -39,12 +39,18 @@ from spakky_saga.errors import (
     SagaRollbackInterruptedWarning,
     SagaSchemaVersionError,
     SagaSecondPivotError,
+    SagaSignalConflictError,
+    SagaSignalError,
+    SagaSignalTargetError,
+    SagaSignalTypeError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
     SagaStoreError,
     SagaTimeoutError,
     SagaUncompensatedBeforePivotError,
+    SagaWaitDefinitionError,
+    SagaWaitTimeoutError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.flow import (
@@ -71,6 +77,7 @@ from spakky_saga.query import (
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult, StepRecord
 from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.signals import SignalReceipt
 from spakky_saga.spakky_plugin import PLUGIN_NAME
 from spakky_saga.status import SagaStatus, StepStatus
 from spakky_saga.store import (
@@ -79,6 +86,8 @@ from spakky_saga.store import (
     SagaStoreDamagedError,
     SagaStoreLocationError,
     SagaStoreNotFoundError,
+    SignalStore,
+    StoredSignal,
     StoredStatus,
 )
 from spakky_saga.stores.memory import InMemorySagaStore
@@ -94,6 +103,7 @@ from spakky_saga.strategy import (
     Skip,
     Verdict,
 )
+from spakky_saga.waits import SagaWait, sleep, sleep_until, wait_for
 
 _SagaStepDescriptor = SagaStepMethod
 """The documented package's name for what `@saga_step` returns, for code (and tests) that
@@ -178,6 +188,10 @@ __all__ = [
     "SagaRollbackInterruptedWarning",
     "SagaSchemaVersionError",
     "SagaSecondPivotError",
+    "SagaSignalConflictError",
+    "SagaSignalError",
+    "SagaSignalTargetError",
+    "SagaSignalTypeError",
     "SagaSort",
     "SagaStatus",
     "SagaStep",
@@ -193,11 +207,17 @@ __all__ = [
     "SagaStoreNotFoundError",
     "SagaTimeoutError",
     "SagaUncompensatedBeforePivotError",
+    "SagaWait",
+    "SagaWaitDefinitionError",
+    "SagaWaitTimeoutError",
+    "SignalReceipt",
+    "SignalStore",
     "Skip",
     "SqliteSagaStore",
     "StepContext",
     "StepRecord",
     "StepStatus",
+    "StoredSignal",
     "StoredStatus",
     "Transaction",
     "Verdict",
@@ -208,5 +228,8 @@ __all__ = [
     "run_saga_flow",
     "saga_flow",
     "saga_step",
+    "sleep",
+    "sleep_until",
     "step",
+    "wait_for",
 ]

@@ -50,6 +50,23 @@ def adapter_for(data_class: type[AbstractSagaData]) -> TypeAdapter[Any]:
     return adapter
 
 
+def signal_adapter(signal_type: type) -> TypeAdapter[Any]:
+    """The pydantic adapter of a signal type (a dataclass, a pydantic model...), built once;
+    a type pydantic cannot validate raises `TypeError` saying so."""
+    adapter = _ADAPTERS.get(signal_type)
+    if adapter is None:
+        try:
+            adapter = TypeAdapter(signal_type)
+        except Exception as error:
+            raise TypeError(
+                f"the signal type {signal_type.__qualname__} cannot be validated by pydantic "
+                f"({error_text(error)}); use a dataclass or a pydantic model with typed fields"
+            ) from error
+        with _ADAPTERS_LOCK:
+            _ADAPTERS.setdefault(signal_type, adapter)
+    return adapter
+
+
 def type_name(data_class: type) -> str:
     """`module:QualName`, how the log names a data class."""
     return f"{data_class.__module__}:{data_class.__qualname__}"

@@ -15,7 +15,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -34,7 +34,8 @@ from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.registry import FlowSource, SagaRegistry
 from spakky_saga.result import ANONYMOUS, SagaResult
 from spakky_saga.run import Clock, SagaRun
-from spakky_saga.store import SagaStore
+from spakky_saga.signals import RunningSignals, SignalReceipt, Signals
+from spakky_saga.store import SagaStore, SignalStore
 
 _SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
 _PAUSE_RANDOM: Final = random.Random()
@@ -65,6 +66,8 @@ class SagaEngine:
         "_listeners",
         "_owner",
         "_registry",
+        "_running",
+        "_signals",
         "recover_every",
         "recover_on_start",
     )
@@ -83,6 +86,8 @@ class SagaEngine:
         recover_on_start: bool = False,
         recover_every: timedelta | None = None,
         shutdown_grace: timedelta = timedelta(seconds=30),
+        signal_poll: timedelta = timedelta(seconds=1),
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
         problems = []
@@ -132,14 +137,28 @@ class SagaEngine:
                 f"SagaEngine(store={safe_repr(store)}): must be a SagaStore "
                 "(SqliteSagaStore(path), PostgresSagaStore(dsn), InMemorySagaStore())"
             )
+        if not (isinstance(signal_poll, timedelta) and signal_poll > timedelta(0)):
+            problems.append(
+                f"SagaEngine(signal_poll={signal_poll!r}): must be a positive "
+                "datetime.timedelta (how often a waiting saga looks for signals sent through "
+                "another engine)"
+            )
         if problems:
             raise SagaEngineConfigurationError(*problems)
+        self._running: RunningSignals | None = None
+        self._signals: Signals
+        if isinstance(store, SignalStore):
+            self._signals = Signals(store, poll=signal_poll.total_seconds())
+        else:  # no store (or one without signals): the signals of the sagas it runs
+            self._running = RunningSignals()
+            self._signals = Signals(self._running, poll=None)
         self._executor = Executor(
             sleep=sleep or _backoff_sleep,
             compensation_timeout=(
                 None if compensation_timeout is None else compensation_timeout.total_seconds()
             ),
             shutdown_grace=shutdown_grace.total_seconds(),
+            wall_clock=wall_clock,
         )
         self._listeners = ListenerSet(((SagaLogListener(),) if log else ()) + tuple(listeners))
         self._closed = False
@@ -156,6 +175,7 @@ class SagaEngine:
                 recovery=recovery,
                 owner=self._owner,
                 clock=clock,
+                signals=self._signals,
             )
         )
         self.recover_on_start = recover_on_start
@@ -374,6 +394,10 @@ class SagaEngine:
         if self._durable is not None:
             journal = await self._durable.begin(flow, plan, data, saga_name)
         run = SagaRun(saga_name, data.saga_id, self._clock, observers, journal)
+        running = self._running if plan.accepts else None
+        if running is not None:
+            running.opened(str(data.saga_id), plan.accepts)
+        run.signals = self._signals
         token = enter_step(run)
         try:
             if run.progress:
@@ -384,8 +408,34 @@ class SagaEngine:
             raise
         finally:
             leave_step(token)
+            if running is not None:
+                running.closed(str(data.saga_id))
             if journal is not None and self._durable is not None:
                 self._durable.done(journal)
+
+    async def signal(
+        self, saga_id: uuid.UUID | str, payload: object, /, *, signal_id: str | None = None
+    ) -> SignalReceipt:
+        """Send `payload` (a dataclass or pydantic model instance) to the saga `saga_id`, for
+        its `wait_for(type(payload), ...)`: stored (durably, on a durable engine) before this
+        returns, taken by one wait at most, kept if the saga has not reached its wait yet.
+
+        `signal_id` makes sending idempotent: a repeat of an id stores nothing new
+        (`receipt.duplicate`). Raises `SagaSignalTargetError` for an unknown saga or one not
+        RUNNING (finished, compensating; on an engine without a store: one it does not
+        run), `SagaSignalTypeError` when no wait of the saga accepts the payload's type (if
+        its flow is registered here) or it cannot be stored as JSON,
+        `SagaSignalConflictError` when `signal_id` names another signal. See docs/waits.md.
+        """
+        target = str(saga_id)
+        if self._durable is not None:
+            accepts = self._durable.accepts
+        else:
+            assert self._running is not None
+            accepts = self._running.accepts
+        return await self._signals.send(
+            target, payload, signal_id, accepts, self._executor.wall_clock()
+        )
 
 
 async def _sleep(delay: float) -> None:

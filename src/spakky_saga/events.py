@@ -35,6 +35,9 @@ class SagaEventKind(Enum):
     """Another attempt follows after `delay_seconds`; `attempt` is the next attempt."""
     STEP_SKIPPED = "step_skipped"
     """The step failed for good and a `Skip` strategy lets the saga go on."""
+    SIGNAL_RECEIVED = "signal_received"
+    """A wait (`wait_for`) took a signal (`signal_id`); the wait's commit, with the merged
+    data, follows. Recorded in a durable saga's log with the commit: a signal is taken once."""
     COMPENSATION_STARTED = "compensation_started"
     COMPENSATION_DONE = "compensation_done"
     COMPENSATION_FAILED = "compensation_failed"
@@ -78,3 +81,5 @@ class SagaEvent(NamedTuple):
     data: AbstractSagaData | None = None
     status: SagaStatus | None = None
     delay_seconds: float = 0.0
+    signal_id: str | None = None
+    """For SIGNAL_RECEIVED: the id of the signal the wait took."""

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import inspect
 import math
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from spakky_saga.errors import (
     SagaStepTimeoutError,
     SagaStoreError,
     SagaTimeoutError,
+    SagaWaitTimeoutError,
 )
 from spakky_saga.events import SagaEventKind
 from spakky_saga.logs import ENGINE_LOGGER
@@ -82,6 +84,7 @@ _COMPENSATION_FAILED: Final = SagaEventKind.COMPENSATION_FAILED
 _COMPENSATION_RETRYING: Final = SagaEventKind.COMPENSATION_RETRYING
 _SAGA_FINISHED: Final = SagaEventKind.SAGA_FINISHED
 _SAGA_ABORTED: Final = SagaEventKind.SAGA_ABORTED
+_SIGNAL_RECEIVED: Final = SagaEventKind.SIGNAL_RECEIVED
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,19 +167,26 @@ class Executor:
     """Runs compiled plans: forward, retries, groups, rollback. Stateless between runs: every
     run's state is its `SagaRun`.
 
-    `sleep` waits between retries; `compensation_timeout` bounds each compensation attempt
-    that has no timeout of its own (None: no bound); `shutdown_grace` is how long a rollback
-    goes on after a shutdown cancelled it.
+    `sleep` waits between retries and in `sleep()` waits; `compensation_timeout` bounds each
+    compensation attempt that has no timeout of its own (None: no bound); `shutdown_grace` is
+    how long a rollback goes on after a shutdown cancelled it; `wall_clock` (epoch seconds)
+    places the deadlines of waits, which outlive a process.
     """
 
-    __slots__ = ("compensation_timeout", "shutdown_grace", "sleep")
+    __slots__ = ("compensation_timeout", "shutdown_grace", "sleep", "wall_clock")
 
     def __init__(
-        self, *, sleep: Sleep, compensation_timeout: float | None, shutdown_grace: float
+        self,
+        *,
+        sleep: Sleep,
+        compensation_timeout: float | None,
+        shutdown_grace: float,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.sleep = sleep
         self.compensation_timeout = compensation_timeout
         self.shutdown_grace = shutdown_grace
+        self.wall_clock = wall_clock
 
     async def run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
         self, plan: ExecutionPlan, run: SagaRun, data: D, start: StartPoint = FRESH
@@ -202,7 +212,8 @@ class Executor:
         before = task.cancelling()  # cancellations of this task from before the saga: not ours
         scope: Any = _NO_SCOPE
         if plan.timeout is not None:
-            scope = asyncio.timeout(plan.timeout)
+            # What is left of it: a recovered run's `started` is the saga's own start.
+            scope = asyncio.timeout(plan.timeout - (clock() - started))
             run.deadline = (scope, plan.timeout)
         try:
             async with scope:
@@ -357,7 +368,9 @@ class Executor:
             cursor.node, cursor.attempt = step, attempt
             t0 = cursor.attempt_started = clock()
             try:
-                if step.timeout is None:
+                if step.wait is not None:
+                    out = await self._wait(step, data, run, attempt)
+                elif step.timeout is None:
                     out = await step.action(data)
                 else:
                     out = await _with_timeout(step, data)
@@ -398,6 +411,48 @@ class Executor:
                 committed_data = (out or data) if cursor is run else out
                 run.emit(_STEP_COMMITTED, name, key, attempt, elapsed, data=committed_data)
             return True, out
+
+    async def _wait(
+        self, step: StepNode, data: AbstractSagaData, run: SagaRun, attempt: int
+    ) -> Any:
+        """A wait's attempt (`wait_for`, `sleep`): until its deadline, which is absolute (a
+        recovered attempt keeps the start its log recorded), for a signal of its type, then
+        the data merged with it; a timeout raises `SagaWaitTimeoutError` for its strategy."""
+        spec = step.wait
+        assert spec is not None
+        wall = self.wall_clock
+        begun = run.wait_started.get(step.key)
+        started = begun[1] if begun is not None and begun[0] == attempt else wall()
+        deadline = spec.deadline(started)
+        left = None if deadline is None else max(0.0, deadline - wall())
+        signal_type = spec.signal_type
+        if signal_type is None:  # a sleep
+            if left:
+                await self.sleep(left)
+            return None
+        box = run.signals
+        assert box is not None, "every engine gives its runs a signal box"
+        saga_id = str(run.saga_id)
+        taken = run.taken if run.taken is not None else set[str]()
+        found = await box.take(saga_id, signal_type, taken)
+        if found is None:
+            try:
+                async with asyncio.timeout(left) as scope:
+                    while found is None:
+                        await box.arrival(saga_id)
+                        found = await box.take(saga_id, signal_type, taken)
+            except TimeoutError as error:
+                if not scope.expired():
+                    raise
+                raise SagaWaitTimeoutError(
+                    step.name, signal_type.__qualname__, spec.timeout or 0.0
+                ) from error
+        signal_id, payload = found
+        taken.add(signal_id)
+        run.taken = taken
+        run.emit(_SIGNAL_RECEIVED, step.name, step.key, attempt, signal_id=signal_id)
+        assert spec.merge is not None
+        return spec.merge(data, payload)
 
     async def _run_group(  # noqa: PLR0915 - one group: start, wait, record, merge
         self,

@@ -36,6 +36,7 @@ from spakky_saga.store import (
     SagaUpdate,
     StoredEvent,
     StoredStatus,
+    signal_entry,
 )
 
 _KIND_NAMES: Final = {kind: kind.value for kind in SagaEventKind}
@@ -143,6 +144,8 @@ class SagaJournal:
                 if step_key is not None and "." not in step_key:  # sequential: the new data
                     self._data, self._data_type = data_text, data_type
                     self._last_data = event.data
+        elif kind is SagaEventKind.SIGNAL_RECEIVED and event.signal_id is not None:
+            data_text, data_type = signal_entry(event.signal_id)
         elif kind is SagaEventKind.COMPENSATION_STARTED and self._status is None:
             self._status = StoredStatus.COMPENSATING
         elif kind is SagaEventKind.SAGA_FINISHED:

@@ -26,7 +26,7 @@ from spakky_saga.merge import merge_committed
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, UndoEntry
 from spakky_saga.result import StepRecord, record_of
 from spakky_saga.status import StepStatus
-from spakky_saga.store import CANCEL_REQUESTED
+from spakky_saga.store import CANCEL_REQUESTED, signal_id_of
 
 if TYPE_CHECKING:
     from spakky_saga.result import SagaResult
@@ -90,6 +90,23 @@ class Replayed:
     without an outcome (or was cut off), the next one after a failure."""
     seq: int = 0
     started_at: float = 0.0
+    signals_taken: set[str] = field(default_factory=set)
+    """The ids of the signals the saga's waits took (SIGNAL_RECEIVED)."""
+    wait_started: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Wait step key -> (its last attempt, when that started, epoch seconds): where a
+    recovered wait's deadline stays."""
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the forward pass stopped in a wait whose attempt is unfinished (and nothing
+        is to be compensated): it did nothing that could be in doubt, so it goes on waiting."""
+        stopped = self.stopped_in
+        return (
+            isinstance(stopped, StepNode)
+            and stopped.wait is not None
+            and stopped.key in self.in_doubt
+            and not self.rolling_back
+        )
 
     def start_point(self) -> StartPoint:
         """Where the forward pass resumes, for the executor: the first unfinished item,
@@ -178,6 +195,9 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         if event.kind == CANCEL_REQUESTED:  # an operator's request, not a transition
             continue
         kind = SagaEventKind(event.kind)
+        if kind is SagaEventKind.SIGNAL_RECEIVED:
+            state.signals_taken.add(signal_id_of(event))
+            continue
         key = event.step_key or ""
         offset = event.at - state.started_at
         if kind is SagaEventKind.SAGA_STARTED:
@@ -195,6 +215,8 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         if node is None:
             continue
         if kind is SagaEventKind.STEP_STARTED:
+            if node.wait is not None:
+                state.wait_started[key] = (event.attempt, event.at)
             state.attempts[key] = event.attempt
             state.in_doubt[key] = event.attempt
             state.failed_for_good.pop(key, None)

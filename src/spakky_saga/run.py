@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Final, Protocol
 
 from spakky_saga.data import AbstractSagaData
@@ -38,6 +38,24 @@ class RunLog(Protocol):
     def merged(self, data: AbstractSagaData, /) -> None:
         """A group's results were merged into `data`: the saga's stored data follows."""
 
+
+class SignalBox(Protocol):
+    """Where a waiting run finds its signals (`signals.Signals`: the store's, or the in-memory
+    engine's): what the executor needs of it, so that how a flow runs knows nothing of
+    stores."""
+
+    async def take(
+        self, saga_id: str, signal_type: type, taken: Collection[str], /
+    ) -> tuple[str, object] | None:
+        """The oldest signal of `signal_type` sent to the saga whose id is not in `taken`:
+        its id and its payload (validated), or None."""
+
+    async def arrival(self, saga_id: str, /) -> None:
+        """Return when a signal for the saga may have arrived (at the latest after the
+        box's poll interval): the caller looks again."""
+
+
+_NO_WAITS: Final[Mapping[str, tuple[int, float]]] = {}
 
 _NO_DEADLINE: Final[tuple[asyncio.Timeout | None, float]] = (None, 0.0)
 
@@ -82,9 +100,12 @@ class SagaRun(Cursor):
         "listeners",
         "past_pivot",
         "progress",
+        "signals",
         "skipped",
         "started",
+        "taken",
         "undo",
+        "wait_started",
     )
 
     def __init__(
@@ -108,6 +129,14 @@ class SagaRun(Cursor):
         self.deadline: tuple[asyncio.Timeout | None, float] = _NO_DEADLINE
         """The saga timeout's scope, while the forward pass runs under one: tells a cut made
         by the saga timeout from one made by the caller's cancellation."""
+        self.signals: SignalBox | None = None
+        """Where this run's waits find their signals (set by the engine)."""
+        self.taken: set[str] | None = None
+        """The ids of the signals this saga's waits took (from its log, when recovered);
+        created on the first (most runs take none)."""
+        self.wait_started: Mapping[str, tuple[int, float]] = _NO_WAITS
+        """A recovered run's waits in progress: step key -> (attempt, when it started, epoch
+        seconds), so that its deadline stays where it was."""
         self.ended = False
         self.past_pivot = False
         """Whether the forward pass got past the flow's pivot (its point of no return): from
@@ -126,6 +155,7 @@ class SagaRun(Cursor):
         data: AbstractSagaData | None = None,
         status: SagaStatus | None = None,
         delay: float = 0.0,
+        signal_id: str | None = None,
     ) -> None:
         """Hand the event to the journal (buffered) and the listeners; never raises for a
         listener (ListenerSet contains their errors)."""
@@ -142,6 +172,7 @@ class SagaRun(Cursor):
             data,
             status,
             delay,
+            signal_id,
         )
         if self.journal is not None:
             self.journal.add(event)

@@ -19,6 +19,7 @@ Every store keeps the same contract, which tests/stores checks against each of t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -101,6 +102,27 @@ CANCEL_REQUESTED: Final = "cancel_requested"
 """The kind of the log entry recording an operator's cancel request (`spakky-saga cancel`):
 its `owner` is who asked (user@host), `at` when. Written by the engine that acts on the
 request; not an engine event (`SagaEventKind`): replay and timelines skip it."""
+
+
+SIGNAL_ENTRY: Final = "spakky_saga:signal/1"
+"""The `data_type` of a SIGNAL_RECEIVED log entry, whose `data` is `{"signal_id": ...}`:
+which signal a wait took (versioned, as every blob the store keeps)."""
+
+
+def signal_entry(signal_id: str) -> tuple[str, str]:
+    """The `data` and `data_type` of the log entry recording that a wait took `signal_id`."""
+    return json.dumps({"signal_id": signal_id}), SIGNAL_ENTRY
+
+
+def signal_id_of(event: StoredEvent) -> str:
+    """The signal id a SIGNAL_RECEIVED log entry records; an unknown version is refused."""
+    if event.data_type != SIGNAL_ENTRY or event.data is None:
+        raise SagaStoreError(
+            f"log entry {event.seq} records a signal as {event.data_type!r}; this library "
+            f"reads {SIGNAL_ENTRY!r}: upgrade it"
+        )
+    signal_id: str = json.loads(event.data)["signal_id"]
+    return signal_id
 
 
 class CancelRequest(NamedTuple):
@@ -214,6 +236,37 @@ class SagaUpdate(NamedTuple):
     error: str | None = None
     release: bool = False
     """Give up the lease (the saga finished, or this engine stops handling it)."""
+
+
+class StoredSignal(NamedTuple):
+    """A signal sent to a saga (`engine.signal`): kept until the saga is purged, delivered to
+    one wait at most (its saga's log records which signal ids it took)."""
+
+    signal_id: str
+    saga_id: str
+    signal_type: str
+    """`module:QualName` of the payload's class."""
+    payload: str
+    """The payload as JSON (pydantic)."""
+    codec: str
+    at: float
+    """When it was stored (epoch seconds)."""
+
+
+@runtime_checkable
+class SignalStore(Protocol):
+    """Where signals wait for their saga. The SQL stores and `InMemorySagaStore` are one."""
+
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        """Store `signal` for its saga, atomically with checking that the saga is RUNNING;
+        returns False (storing nothing) when a signal with its id is stored already for the
+        same saga and type (a repeat). Raises `SagaSignalTargetError` when the saga is
+        unknown or not RUNNING, `SagaSignalConflictError` when its id names another signal."""
+        ...
+
+    async def signals(self, saga_id: str) -> list[StoredSignal]:
+        """The signals sent to `saga_id`, oldest first."""
+        ...
 
 
 @runtime_checkable

@@ -1,6 +1,7 @@
-"""A store written by schema version 1 (no cancel requests, no console index nor audit trail)
-is upgraded to the current version when an engine opens it (create=True), its sagas kept, and
-refused, untouched, by a command that opens it with create=False; on SQLite and PostgreSQL."""
+"""A store written by schema version 1 (no cancel requests, no console index nor audit trail,
+no signals) is upgraded to the current version when an engine opens it (create=True), its
+sagas kept, and refused, untouched, by a command that opens it with create=False; on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from spakky_saga import (
     SagaSort,
     SqliteSagaStore,
 )
-from spakky_saga.store import SagaStore, StoredStatus
+from spakky_saga.store import SagaStore, SignalStore, StoredSignal, StoredStatus
 from tests.postgres_support import postgres_schema
 from tests.stores.test_store_contract import a_record, an_event
 
 _DOWNGRADE = (  # {t} the sagas table, {s} the schema ("" on SQLite)
+    "DROP TABLE {s}spakky_saga_signals",
     "DROP INDEX {s}spakky_saga_sagas_created",
     "DROP TABLE {s}spakky_saga_audit",
     "ALTER TABLE {t} DROP COLUMN cancel_requested_by",
@@ -67,6 +69,15 @@ async def _upgraded_and_cancellable(store: SagaStore) -> None:
         await store.close()
     assert [r.saga_id for r in page.records] == ["old"]
     assert [e.by for e in trail] == ["ops"]
+    await store.open()
+    try:  # version 4: signals
+        assert isinstance(store, SignalStore)
+        stored = await store.send_signal(StoredSignal("s1", "old", "m:T", "{}", "c", 1.0))
+        signals = await store.signals("old")
+    finally:
+        await store.close()
+    assert stored is True
+    assert [s.signal_id for s in signals] == ["s1"]
 
 
 async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_read_only(
@@ -90,7 +101,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
 
     await _upgraded_and_cancellable(SqliteSagaStore(path))
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(3,)]
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(4,)]
     db.close()
 
 
@@ -114,4 +125,4 @@ async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_
 
             await _upgraded_and_cancellable(PostgresSagaStore(dsn, schema=schema))
             cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
-            assert await cursor.fetchall() == [(3,)]
+            assert await cursor.fetchall() == [(4,)]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from spakky_saga.audit import AuditEntry
 from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, SagaStoreError
 from spakky_saga.query import SagaPage, SagaQuery
+from spakky_saga.signals import check_send
 from spakky_saga.store import (
     PURGEABLE,
     UNFINISHED,
@@ -23,6 +24,7 @@ from spakky_saga.store import (
     SagaRecord,
     SagaUpdate,
     StoredEvent,
+    StoredSignal,
     StoredStatus,
 )
 
@@ -35,6 +37,7 @@ class InMemorySagaStore:
         self._sagas: dict[str, SagaRecord] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._audit: list[AuditEntry] = []
+        self._signals: dict[str, StoredSignal] = {}
 
     def __repr__(self) -> str:
         return f"InMemorySagaStore({len(self._sagas)} sagas)"
@@ -146,6 +149,20 @@ class InMemorySagaStore:
             self._sagas[saga_id] = record
         return record
 
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        record = self._sagas.get(signal.saga_id)
+        status = None if record is None else record.status.value
+        if not check_send(status, self._signals.get(signal.signal_id), signal):
+            return False
+        self._signals[signal.signal_id] = signal
+        return True
+
+    async def signals(self, saga_id: str) -> builtins.list[StoredSignal]:
+        return sorted(
+            (s for s in self._signals.values() if s.saga_id == saga_id),
+            key=lambda s: (s.at, s.signal_id),
+        )
+
     async def load(self, saga_id: str) -> SagaRecord | None:
         record = self._sagas.get(saga_id)
         if record is None:
@@ -193,4 +210,5 @@ class InMemorySagaStore:
             for saga_id in gone:
                 del self._sagas[saga_id]
                 del self._events[saga_id]
+            self._signals = {k: s for k, s in self._signals.items() if s.saga_id not in gone}
         return gone

@@ -37,6 +37,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.query import SagaPage, SagaQuery
+from spakky_saga.signals import check_send
 from spakky_saga.store import (
     PURGEABLE,
     SAGA_COLUMNS,
@@ -49,6 +50,7 @@ from spakky_saga.store import (
     SagaStoreNotFoundError,
     SagaUpdate,
     StoredEvent,
+    StoredSignal,
     StoredStatus,
 )
 from spakky_saga.stores.group_commit import DEFAULT_CONCURRENCY, FlushOutcomes, GroupCommit
@@ -58,10 +60,10 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
-(`query`) and counts use, and the operators' audit trail."""
+(`query`) and counts use, and the operators' audit trail. 4: signals (`engine.signal`)."""
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -124,10 +126,23 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         )""",
         "CREATE INDEX spakky_saga_audit_saga ON {s}.spakky_saga_audit (saga_id, at)",
     ),
+    4: (
+        # signals sent to sagas (waits, docs/waits.md): kept until their saga is purged
+        """CREATE TABLE {s}.spakky_saga_signals (
+            signal_id TEXT PRIMARY KEY,
+            saga_id TEXT NOT NULL,
+            signal_type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            codec TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX spakky_saga_signals_saga ON {s}.spakky_saga_signals (saga_id, at)",
+    ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(c + "::text" if c == "data" else c for c in SAGA_COLUMNS)
 _AUDIT: Final = ", ".join(AuditEntry._fields)
+_SIGNAL: Final = ", ".join(StoredSignal._fields)
 _EVENT_COLUMNS: Final = ", ".join(
     f + "::text" if f == "data" else f for f in StoredEvent._fields
 )  # in StoredEvent's order: a row is a StoredEvent
@@ -457,6 +472,46 @@ class PostgresSagaStore:
         row = await self._call(run)
         return None if row is None else SagaRecord.from_row(row)
 
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        async def run(conn: AsyncConnection[Any]) -> bool:
+            # One transaction; FOR SHARE holds the saga's row (its status) until it commits.
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    f"SELECT status FROM {self._t('sagas')} WHERE saga_id = %s FOR SHARE",
+                    (signal.saga_id,),
+                )
+                status = await cursor.fetchone()
+                existing = await self._signal(conn, signal.signal_id)
+                if not check_send(None if status is None else status[0], existing, signal):
+                    return False
+                cursor = await conn.execute(
+                    f"INSERT INTO {self._t('signals')} ({_SIGNAL}) VALUES "
+                    "(%s, %s, %s, %s, %s, %s) ON CONFLICT (signal_id) DO NOTHING "
+                    "RETURNING signal_id",
+                    signal,
+                )
+                if await cursor.fetchone() is not None:
+                    return True
+                existing = await self._signal(conn, signal.signal_id)  # sent meanwhile
+                return check_send(status[0] if status else None, existing, signal)
+
+        stored: bool = await self._call(run)
+        return stored
+
+    async def _signal(self, conn: AsyncConnection[Any], signal_id: str) -> StoredSignal | None:
+        cursor = await conn.execute(
+            f"SELECT {_SIGNAL} FROM {self._t('signals')} WHERE signal_id = %s", (signal_id,)
+        )
+        row = await cursor.fetchone()
+        return None if row is None else StoredSignal(*row)
+
+    async def signals(self, saga_id: str) -> builtins.list[StoredSignal]:
+        rows = await self._execute(
+            f"SELECT {_SIGNAL} FROM {self._t('signals')} WHERE saga_id = %s ORDER BY at, signal_id",
+            (saga_id,),
+        )
+        return [StoredSignal(*row) for row in rows]
+
     async def load(self, saga_id: str) -> SagaRecord | None:
         return await self._call(lambda conn: self._load(conn, saga_id))
 
@@ -514,6 +569,8 @@ class PostgresSagaStore:
             statement = (
                 f"WITH gone AS (DELETE FROM {which} RETURNING saga_id), "
                 f"entries AS (DELETE FROM {self._t('events')} "
+                "WHERE saga_id IN (SELECT saga_id FROM gone)), "
+                f"signals AS (DELETE FROM {self._t('signals')} "
                 "WHERE saga_id IN (SELECT saga_id FROM gone)) SELECT saga_id FROM gone"
             )
 

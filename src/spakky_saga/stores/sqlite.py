@@ -38,6 +38,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.query import SagaPage, SagaQuery
+from spakky_saga.signals import check_send
 from spakky_saga.store import (
     PURGEABLE,
     SAGA_COLUMNS,
@@ -50,14 +51,15 @@ from spakky_saga.store import (
     SagaStoreNotFoundError,
     SagaUpdate,
     StoredEvent,
+    StoredSignal,
     StoredStatus,
 )
 from spakky_saga.stores.listing import count_statement, page_statement
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
-(`query`) and counts use, and the operators' audit trail."""
+(`query`) and counts use, and the operators' audit trail. 4: signals (`engine.signal`)."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -117,10 +119,23 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         )""",
         "CREATE INDEX spakky_saga_audit_saga ON spakky_saga_audit (saga_id, at)",
     ),
+    4: (
+        # signals sent to sagas (waits, docs/waits.md): kept until their saga is purged
+        """CREATE TABLE spakky_saga_signals (
+            signal_id TEXT PRIMARY KEY,
+            saga_id TEXT NOT NULL,
+            signal_type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            codec TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX spakky_saga_signals_saga ON spakky_saga_signals (saga_id, at)",
+    ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(SAGA_COLUMNS)
 _AUDIT: Final = ", ".join(AuditEntry._fields)
+_SIGNAL: Final = ", ".join(StoredSignal._fields)
 _EVENT_COLUMNS: Final = ", ".join(StoredEvent._fields)  # a row is a StoredEvent, in order
 
 type Synchronous = Literal["FULL", "NORMAL"]
@@ -402,6 +417,38 @@ class SqliteSagaStore:
         result: SagaRecord | None = await self._call(run)
         return result
 
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            status = db.execute(
+                "SELECT status FROM spakky_saga_sagas WHERE saga_id = ?", (signal.saga_id,)
+            ).fetchone()
+            row = db.execute(
+                f"SELECT {_SIGNAL} FROM spakky_saga_signals WHERE signal_id = ?",
+                (signal.signal_id,),
+            ).fetchone()
+            existing = None if row is None else StoredSignal(*row)
+            if not check_send(None if status is None else status[0], existing, signal):
+                return False
+            db.execute(
+                f"INSERT INTO spakky_saga_signals ({_SIGNAL}) VALUES (?, ?, ?, ?, ?, ?)", signal
+            )
+            return True
+
+        stored: bool = await self._call(run)
+        return stored
+
+    async def signals(self, saga_id: str) -> builtins.list[StoredSignal]:
+        def run(db: sqlite3.Connection) -> builtins.list[StoredSignal]:
+            rows = db.execute(
+                f"SELECT {_SIGNAL} FROM spakky_saga_signals WHERE saga_id = ? "
+                "ORDER BY at, signal_id",
+                (saga_id,),
+            )
+            return [StoredSignal(*row) for row in rows]
+
+        result: builtins.list[StoredSignal] = await self._call(run)
+        return result
+
     async def load(self, saga_id: str) -> SagaRecord | None:
         result: SagaRecord | None = await self._call(lambda db: _load(db, saga_id))
         return result
@@ -474,10 +521,10 @@ class SqliteSagaStore:
                 row[0] for row in db.execute(f"SELECT saga_id {which} ORDER BY saga_id", params)
             )
             if gone and not dry_run:
-                db.execute(
-                    f"DELETE FROM spakky_saga_events WHERE saga_id IN (SELECT saga_id {which})",
-                    params,
-                )
+                for table in ("spakky_saga_events", "spakky_saga_signals"):
+                    db.execute(
+                        f"DELETE FROM {table} WHERE saga_id IN (SELECT saga_id {which})", params
+                    )
                 db.execute(f"DELETE {which}", params)
             return gone
 
