@@ -1,9 +1,11 @@
-"""Waits on a durable engine, on every store (in memory, a SQLite file, the machine's
-PostgreSQL): a signal is stored before `signal()` returns and found by the waiting run; a
-saga whose engine died while it waited is resumed by another engine (whatever its recovery
-policy: a wait did nothing that could be in doubt), takes a signal sent through that other
-engine exactly once, and keeps its wait's deadline and its saga timeout from before the
-crash; signals to unknown or finished sagas are refused with the saga's status."""
+"""Waits on a durable engine that holds them in its process (`hold_waits=True`), on every
+store (in memory, a SQLite file, the machine's PostgreSQL): a signal is stored before
+`signal()` returns and found by the waiting run; a saga whose engine died while it waited is
+resumed by another engine (whatever its recovery policy: a wait did nothing that could be in
+doubt), takes a signal sent through that other engine exactly once, and keeps its wait's
+deadline and its saga timeout from before the crash; signals to unknown or finished sagas
+are refused with the saga's status. Suspended waits (the default):
+tests/test_durable_suspend.py."""
 
 from __future__ import annotations
 
@@ -107,8 +109,9 @@ LEFT = 0.3
 POLL = timedelta(milliseconds=20)
 
 
-def _engine(stores: StoreFactory, flow: SagaFlow[Order]) -> SagaEngine:
-    engine = SagaEngine(store=stores(), lease=LEASE, signal_poll=POLL, log=False)
+def _engine(stores: StoreFactory, flow: SagaFlow[Order], *, hold: bool = True) -> SagaEngine:
+    """An engine on the store; `hold`: its waits keep their task (else they suspend)."""
+    engine = SagaEngine(store=stores(), lease=LEASE, signal_poll=POLL, hold_waits=hold, log=False)
     engine.register("order", flow)
     return engine
 
@@ -191,6 +194,7 @@ async def _crashed_while_waiting(
         lease=timedelta(milliseconds=50),
         wall_clock=lambda: wall,
         signal_poll=POLL,
+        hold_waits=True,
         log=False,
     )
     dead.register("order", flow)
@@ -203,7 +207,12 @@ async def _crashed_while_waiting(
 
 def _recovering(stores: StoreFactory, flow: SagaFlow[Order], wall: float) -> SagaEngine:
     engine = SagaEngine(
-        store=stores(), lease=LEASE, signal_poll=POLL, wall_clock=lambda: wall, log=False
+        store=stores(),
+        lease=LEASE,
+        signal_poll=POLL,
+        wall_clock=lambda: wall,
+        hold_waits=True,
+        log=False,
     )
     engine.register("order", flow)
     return engine

@@ -50,6 +50,7 @@ from spakky_saga.run import SagaRun, SignalBox
 from spakky_saga.status import SagaStatus
 from spakky_saga.store import (
     CANCEL_REQUESTED,
+    SIGNALLED,
     CancelRequest,
     SagaRecord,
     SagaStore,
@@ -257,7 +258,7 @@ class DurableRuns:
         record = await self.store.load(saga_id)
         if record is None:
             raise SagaSignalTargetError(saga_id)
-        if record.status.value != "RUNNING":
+        if record.status not in SIGNALLED:
             raise SagaSignalTargetError(saga_id, record.status.value)
         registration = self.registry.get(record.saga_name)
         return None if registration is None else registration.plan().accepts
@@ -508,6 +509,7 @@ def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode
 _FORWARD_OUTCOMES: Final = {
     SagaStatus.COMPLETED: RecoveryOutcome.COMPLETED,
     SagaStatus.STUCK: RecoveryOutcome.STUCK,
+    SagaStatus.WAITING: RecoveryOutcome.WAITING,
 }
 """What a resumed saga's result status means for recovery (else: it was compensated)."""
 

@@ -35,7 +35,7 @@ from spakky_saga.registry import FlowSource, SagaRegistry
 from spakky_saga.result import ANONYMOUS, SagaResult
 from spakky_saga.run import Clock, SagaRun
 from spakky_saga.signals import RunningSignals, SignalReceipt, Signals
-from spakky_saga.store import SagaStore, SignalStore
+from spakky_saga.store import SagaStore, SignalStore, WaitingStore
 
 _SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
 _PAUSE_RANDOM: Final = random.Random()
@@ -64,6 +64,7 @@ class SagaEngine:
         "_durable",
         "_executor",
         "_listeners",
+        "_nudges",
         "_owner",
         "_registry",
         "_running",
@@ -87,6 +88,7 @@ class SagaEngine:
         recover_every: timedelta | None = None,
         shutdown_grace: timedelta = timedelta(seconds=30),
         signal_poll: timedelta = timedelta(seconds=1),
+        hold_waits: bool = False,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
@@ -146,9 +148,13 @@ class SagaEngine:
         if problems:
             raise SagaEngineConfigurationError(*problems)
         self._running: RunningSignals | None = None
+        self._nudges: set[asyncio.Event] = set()
+        """One a `serve()` loop: a signal sent through this engine starts its next pass at
+        once (the saga it wakes is resumed without waiting out `every`)."""
         self._signals: Signals
         if isinstance(store, SignalStore):
-            self._signals = Signals(store, poll=signal_poll.total_seconds())
+            suspends = not hold_waits and isinstance(store, WaitingStore)
+            self._signals = Signals(store, poll=signal_poll.total_seconds(), suspends=suspends)
         else:  # no store (or one without signals): the signals of the sagas it runs
             self._running = RunningSignals()
             self._signals = Signals(self._running, poll=None)
@@ -292,32 +298,36 @@ class SagaEngine:
                 f"serve(every={every!r}): must be a positive datetime.timedelta"
             )
         stop = stop or asyncio.Event()
-        while not stop.is_set():
-            found = 0
-            try:
-                report = await self.recover(
-                    limit=limit, concurrency=concurrency, listeners=listeners
-                )
-                found = len(report)
-                if found:
-                    logger.info(
-                        "[saga=- status=recovery_pass sagas=%d refused=%d]",
-                        found,
-                        len(report.refused),
-                        extra={"saga_engine": self._owner},
+        nudge = asyncio.Event()
+        self._nudges.add(nudge)
+        try:
+            while not stop.is_set():
+                nudge.clear()
+                found = 0
+                try:
+                    report = await self.recover(
+                        limit=limit, concurrency=concurrency, listeners=listeners
                     )
-            except Exception as error:  # the store is down: say so, try again next pass
-                logger.warning(
-                    "[saga=- status=recovery_pass_failed error=%s]",
-                    type(error).__name__,
-                    extra={"saga_engine": self._owner, "saga_error_message": str(error)},
-                )
-            if found >= limit:
-                continue  # more may be waiting: no pause
-            pause = seconds * _PAUSE_RANDOM.uniform(0.8, 1.2)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
-                    await stop.wait()
+                    found = len(report)
+                    if found:
+                        logger.info(
+                            "[saga=- status=recovery_pass sagas=%d refused=%d]",
+                            found,
+                            len(report.refused),
+                            extra={"saga_engine": self._owner},
+                        )
+                except Exception as error:  # the store is down: say so, try again next pass
+                    logger.warning(
+                        "[saga=- status=recovery_pass_failed error=%s]",
+                        type(error).__name__,
+                        extra={"saga_engine": self._owner, "saga_error_message": str(error)},
+                    )
+                if found >= limit:
+                    continue  # more may be waiting: no pause
+                pause = seconds * _PAUSE_RANDOM.uniform(0.8, 1.2)
+                await _first_of(stop, nudge, pause)
+        finally:
+            self._nudges.discard(nudge)
 
     @contextlib.asynccontextmanager
     async def recovering(
@@ -433,9 +443,22 @@ class SagaEngine:
         else:
             assert self._running is not None
             accepts = self._running.accepts
-        return await self._signals.send(
+        receipt = await self._signals.send(
             target, payload, signal_id, accepts, self._executor.wall_clock()
         )
+        for nudge in self._nudges:  # a saga it woke is resumed by the next pass, now
+            nudge.set()
+        return receipt
+
+
+async def _first_of(stop: asyncio.Event, nudge: asyncio.Event, seconds: float) -> None:
+    """Wait until `stop` or `nudge` is set, or `seconds` passed."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(nudge.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _sleep(delay: float) -> None:

@@ -213,7 +213,7 @@ class SagaSignalTargetError(SagaSignalError, LookupError):
         else:
             text = (
                 f"saga {saga_id} is {status}: it waits for no signal any more; a signal "
-                "reaches a saga only while it runs (RUNNING)"
+                "reaches a saga only while it runs (RUNNING or WAITING)"
             )
         super().__init__(text)
 

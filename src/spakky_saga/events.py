@@ -48,6 +48,10 @@ class SagaEventKind(Enum):
     attempt."""
     SAGA_FINISHED = "saga_finished"
     """The run returns a result: `status` is COMPLETED, FAILED or TIMED_OUT."""
+    SAGA_SUSPENDED = "saga_suspended"
+    """A durable run stops in a wait (`step` names it) without finishing: the saga is WAITING
+    in the store, held by no process, until its signal arrives or its time comes; then any
+    engine resumes it (SAGA_RECOVERED). `status` is WAITING."""
     SAGA_ABORTED = "saga_aborted"
     """The run raises `error` instead of returning: a compensation failed (after the failure
     handler ran) or the task running the saga was cancelled (after compensating)."""

@@ -85,6 +85,9 @@ _COMPENSATION_RETRYING: Final = SagaEventKind.COMPENSATION_RETRYING
 _SAGA_FINISHED: Final = SagaEventKind.SAGA_FINISHED
 _SAGA_ABORTED: Final = SagaEventKind.SAGA_ABORTED
 _SIGNAL_RECEIVED: Final = SagaEventKind.SIGNAL_RECEIVED
+_SAGA_SUSPENDED: Final = SagaEventKind.SAGA_SUSPENDED
+_NEVER_BY_SIGNAL: Final = 2**62
+"""`seen` for a sleep's suspension: no number of signals wakes it early."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,18 @@ class _GroupFailed(_StepFailed):
     def __init__(self, step: str, error: BaseException, data: AbstractSagaData) -> None:
         super().__init__(step, error)
         self.data = data
+
+
+class _Suspended(BaseException):
+    """A durable run stops in a wait: it leaves the attempt loop (a BaseException, so that no
+    strategy sees it) for `Executor.run`, which suspends the saga in the store."""
+
+    def __init__(self, step: StepNode, attempt: int, wake_at: float | None, seen: int) -> None:
+        super().__init__(step.name)
+        self.step = step
+        self.attempt = attempt
+        self.wake_at = wake_at
+        self.seen = seen
 
 
 class _GraceOver(Exception):
@@ -301,6 +316,8 @@ class Executor:
                 run.emit(_STEP_FAILED, node.name, node.key, 1, elapsed, timeout_error)
             else:
                 _cut(run, run, timeout_error)  # nothing, when it was waiting to retry
+        except _Suspended as suspended:
+            return await _suspend(run, data, suspended)
         except asyncio.CancelledError as cancelled:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
@@ -312,16 +329,7 @@ class Executor:
             raise  # roll_back re-raises the cancellation itself; this is for type checkers
         if failure is None:
             elapsed = clock() - started
-            result = SagaResult(
-                status,
-                data,
-                None,
-                None,
-                tuple(history),
-                timedelta(seconds=elapsed),
-                run.saga_name,
-                tuple(run.skipped or ()),
-            )
+            result = _ended(run, status, data, elapsed)
             run.ended = True
             if progress:
                 run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
@@ -426,15 +434,20 @@ class Executor:
         deadline = spec.deadline(started)
         left = None if deadline is None else max(0.0, deadline - wall())
         signal_type = spec.signal_type
+        box = run.signals
+        assert box is not None, "every engine gives its runs a signal box"
+        suspends = run.journal is not None and box.suspends
         if signal_type is None:  # a sleep
+            if left and suspends:
+                raise _Suspended(step, attempt, _wake_at(run, deadline), _NEVER_BY_SIGNAL)
             if left:
                 await self.sleep(left)
             return None
-        box = run.signals
-        assert box is not None, "every engine gives its runs a signal box"
         saga_id = str(run.saga_id)
         taken = run.taken if run.taken is not None else set[str]()
         found = await box.take(saga_id, signal_type, taken)
+        if found is None and suspends and left != 0:
+            raise _Suspended(step, attempt, _wake_at(run, deadline), box.seen(saga_id))
         if found is None:
             try:
                 async with asyncio.timeout(left) as scope:
@@ -797,6 +810,58 @@ class Executor:
         except asyncio.CancelledError:
             if not task.cancelling() or not outcome.carry_on(task):
                 raise
+
+
+def _ended[D: AbstractSagaData](
+    run: SagaRun, status: SagaStatus, data: D, elapsed: float
+) -> SagaResult[D]:
+    """The result of a run that ends (or stops, WAITING) without a failure."""
+    return SagaResult(
+        status,
+        data,
+        None,
+        None,
+        tuple(run.history),
+        timedelta(seconds=elapsed),
+        run.saga_name,
+        tuple(run.skipped or ()),
+    )
+
+
+def _wake_at(run: SagaRun, deadline: float | None) -> float | None:
+    """When a suspended wait wakes (epoch seconds): its deadline, or the saga timeout's if
+    that comes first (then the resumed run times out at once); None: only a signal wakes it."""
+    scope, _ = run.deadline
+    when = None if scope is None else scope.when()
+    if when is None:
+        return deadline
+    saga_deadline = time.time() + (when - asyncio.get_running_loop().time())
+    return saga_deadline if deadline is None else min(deadline, saga_deadline)
+
+
+async def _suspend[D: AbstractSagaData](
+    run: SagaRun, data: D, suspended: _Suspended
+) -> SagaResult[D]:
+    """Stop a durable run in its wait: SAGA_SUSPENDED written, then the saga WAITING in the
+    store with no owner (`RunLog.suspend`); the caller gets a WAITING result."""
+    journal = run.journal
+    assert journal is not None, "only a durable run suspends"
+    run.node = None
+    step = suspended.step
+    elapsed = run.clock() - run.started
+    run.emit(
+        _SAGA_SUSPENDED,
+        step.name,
+        step.key,
+        suspended.attempt,
+        elapsed,
+        data=data,
+        status=SagaStatus.WAITING,
+    )
+    run.ended = True
+    await journal.flush()
+    await journal.suspend(suspended.wake_at, suspended.seen)
+    return _ended(run, SagaStatus.WAITING, data, elapsed)
 
 
 def decide(strategy: ErrorStrategy, failure: FailedAttempt) -> Decision | Exception:

@@ -152,6 +152,8 @@ class SagaJournal:
             self._finish(event)
         elif kind is SagaEventKind.SAGA_ABORTED:
             self._abort(event)
+        elif kind is SagaEventKind.SAGA_SUSPENDED:
+            self._finished = True  # the row changes with `suspend`, after this is written
         elif kind is SagaEventKind.COMPENSATION_FAILED and isinstance(
             event.error, SagaCompensationInterruptedError
         ):
@@ -232,6 +234,16 @@ class SagaJournal:
             except Exception as error:  # a lost lease, or the store failed: stop writing
                 self._failure = error
                 raise
+
+    async def suspend(self, wake_at: float | None, seen: int) -> None:
+        """After the SAGA_SUSPENDED entry was written: make the saga WAITING in the store and
+        give up its lease (`SagaStore.suspend`)."""
+        if self._failure is not None:
+            raise self._failure
+        suspend = getattr(self.store, "suspend", None)
+        if suspend is None:  # pragma: no cover - the engine suspends only on a SignalStore
+            raise TypeError(f"{self.store!r} cannot suspend sagas")
+        await suspend(self.saga_id, self.owner, wake_at, seen)
 
     def _finish(self, event: SagaEvent) -> None:
         assert event.status is not None

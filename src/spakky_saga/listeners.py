@@ -75,6 +75,9 @@ class SagaListener:
     def saga_finished(self, event: SagaEvent) -> None:
         """The run returns a result with `event.status`."""
 
+    def saga_suspended(self, event: SagaEvent) -> None:
+        """The run stops in the wait `event.step`; the saga is WAITING in the store."""
+
     def saga_aborted(self, event: SagaEvent) -> None:
         """The run raises `event.error` (a failed compensation, or a cancellation)."""
 

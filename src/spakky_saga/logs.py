@@ -133,6 +133,15 @@ class SagaLogListener(SagaListener):
             event,
         )
 
+    def saga_suspended(self, event: SagaEvent) -> None:
+        self._log(
+            logging.INFO,
+            "[saga=%s status=WAITING step=%s elapsed=%.0fms] suspended in the store until its "
+            "signal or time",
+            (event.saga_name, event.step, event.elapsed_seconds * 1e3),
+            event,
+        )
+
     def saga_aborted(self, event: SagaEvent) -> None:
         self._log(
             logging.WARNING,

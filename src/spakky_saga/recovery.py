@@ -198,6 +198,8 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         if kind is SagaEventKind.SIGNAL_RECEIVED:
             state.signals_taken.add(signal_id_of(event))
             continue
+        if kind is SagaEventKind.SAGA_SUSPENDED:  # the wait's attempt stays unfinished
+            continue
         key = event.step_key or ""
         offset = event.at - state.started_at
         if kind is SagaEventKind.SAGA_STARTED:
@@ -386,6 +388,9 @@ class RecoveryOutcome(StrEnum):
     STUCK = "stuck"
     """Past its flow's pivot (the point of no return), a step failed for good: nothing was
     compensated and the saga is STUCK, for an operator to finish."""
+    WAITING = "waiting"
+    """Resumed in its wait, and suspended again (WAITING): its signal has not arrived nor
+    its time come (it woke for a signal of another type, or its engine died in the wait)."""
 
     @property
     def needs_attention(self) -> bool:

@@ -38,6 +38,11 @@ class RunLog(Protocol):
     def merged(self, data: AbstractSagaData, /) -> None:
         """A group's results were merged into `data`: the saga's stored data follows."""
 
+    async def suspend(self, wake_at: float | None, seen: int, /) -> None:
+        """The run stops in a wait (its SAGA_SUSPENDED written): the saga becomes WAITING in
+        the store, to wake at `wake_at` (epoch seconds) or when it has more than `seen`
+        signals."""
+
 
 class SignalBox(Protocol):
     """Where a waiting run finds its signals (`signals.Signals`: the store's, or the in-memory
@@ -53,6 +58,13 @@ class SignalBox(Protocol):
     async def arrival(self, saga_id: str, /) -> None:
         """Return when a signal for the saga may have arrived (at the latest after the
         box's poll interval): the caller looks again."""
+
+    def seen(self, saga_id: str, /) -> int:
+        """How many signals (of any type) the saga had when `take` last looked."""
+
+    @property
+    def suspends(self) -> bool:
+        """Whether a durable run waits suspended in the store (else in its process)."""
 
 
 _NO_WAITS: Final[Mapping[str, tuple[int, float]]] = {}

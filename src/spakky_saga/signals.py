@@ -87,13 +87,14 @@ def _add_once(kept: list[StoredSignal], signal: StoredSignal) -> bool:
 def check_send(status: str | None, existing: StoredSignal | None, signal: StoredSignal) -> bool:
     """What a store does with `signal`, given its saga's status (None: no such saga) and the
     signal stored with its id, if any: True to store it, False for a repeat (store nothing);
-    raises for a saga that is unknown or not RUNNING, or an id naming another signal."""
+    raises for a saga that is unknown or not RUNNING (or WAITING), or an id naming another
+    signal."""
     if existing is not None:
         check_repeat(existing, signal)
         return False
     if status is None:
         raise SagaSignalTargetError(signal.saga_id)
-    if status != "RUNNING":
+    if status not in ("RUNNING", "WAITING"):
         raise SagaSignalTargetError(signal.saga_id, status)
     return True
 
@@ -116,12 +117,15 @@ class Signals:
     itself); a signal sent through this engine wakes its run at once.
     """
 
-    __slots__ = ("_wakers", "poll", "store")
+    __slots__ = ("_seen", "_wakers", "poll", "store", "suspends")
 
-    def __init__(self, store: SignalStore, *, poll: float | None) -> None:
+    def __init__(self, store: SignalStore, *, poll: float | None, suspends: bool = False) -> None:
         self.store = store
         self.poll = poll
+        self.suspends = suspends
+        """Whether durable runs wait suspended in the store (else in their process)."""
         self._wakers: dict[str, asyncio.Event] = {}
+        self._seen: dict[str, int] = {}
 
     async def send(
         self,
@@ -170,9 +174,11 @@ class Signals:
             waker = self._wakers[saga_id] = asyncio.Event()
         waker.clear()  # before reading: a signal stored after the read sets it again
         name = type_name(signal_type)
-        for signal in await self.store.signals(saga_id):
+        signals = await self.store.signals(saga_id)
+        for signal in signals:
             if signal.signal_type == name and signal.signal_id not in taken:
                 self._wakers.pop(saga_id, None)
+                self._seen.pop(saga_id, None)
                 if signal.codec != CODEC_VERSION:
                     raise SagaSignalTypeError(
                         f"signal {signal.signal_id} was stored with codec {signal.codec!r}; "
@@ -180,7 +186,12 @@ class Signals:
                     )
                 payload = signal_adapter(signal_type).validate_json(signal.payload)
                 return signal.signal_id, payload
+        self._seen[saga_id] = len(signals)
         return None
+
+    def seen(self, saga_id: str, /) -> int:
+        self._wakers.pop(saga_id, None)  # it suspends: nothing in the process waits for it
+        return self._seen.pop(saga_id, 0)
 
     async def arrival(self, saga_id: str, /) -> None:
         waker = self._wakers.get(saga_id)
@@ -193,4 +204,5 @@ class Signals:
             pass
         except asyncio.CancelledError:  # the wait timed out or was cancelled: it is over
             self._wakers.pop(saga_id, None)
+            self._seen.pop(saga_id, None)
             raise

@@ -80,13 +80,21 @@ class StoredStatus(Enum):
     STUCK = "STUCK"
     """Past its flow's pivot (the point of no return), a step failed for good; nothing was
     compensated. Needs an operator: finish what the saga could not, by hand."""
+    WAITING = "WAITING"
+    """Suspended in a wait (`wait_for`, `sleep`; docs/waits.md): nobody owns it, no process
+    holds it; any engine on the store resumes it when its signal arrives or its time comes."""
 
     @property
     def unfinished(self) -> bool:
-        return self in (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
+        return self in (StoredStatus.RUNNING, StoredStatus.COMPENSATING, StoredStatus.WAITING)
 
 
 UNFINISHED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
+"""The unfinished statuses an owner's lease covers (a WAITING saga has no owner: it is
+claimed when it wakes)."""
+
+SIGNALLED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.WAITING)
+"""The statuses in which a saga takes signals and cancel requests."""
 
 PURGEABLE: tuple[StoredStatus, ...] = (
     StoredStatus.COMPLETED,
@@ -258,7 +266,8 @@ class SignalStore(Protocol):
     """Where signals wait for their saga. The SQL stores and `InMemorySagaStore` are one."""
 
     async def send_signal(self, signal: StoredSignal) -> bool:
-        """Store `signal` for its saga, atomically with checking that the saga is RUNNING;
+        """Store `signal` for its saga, atomically with checking that the saga is RUNNING or
+        WAITING (then it wakes: `claim` takes it at once);
         returns False (storing nothing) when a signal with its id is stored already for the
         same saga and type (a repeat). Raises `SagaSignalTargetError` when the saga is
         unknown or not RUNNING, `SagaSignalConflictError` when its id names another signal."""
@@ -266,6 +275,19 @@ class SignalStore(Protocol):
 
     async def signals(self, saga_id: str) -> list[StoredSignal]:
         """The signals sent to `saga_id`, oldest first."""
+        ...
+
+
+@runtime_checkable
+class WaitingStore(SignalStore, Protocol):
+    """A `SignalStore` that also keeps suspended sagas (WAITING): the SQL stores and
+    `InMemorySagaStore`. On one, a durable engine's waits cost no process anything."""
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        """Suspend the saga `owner` holds in a wait: status WAITING, no owner, to be claimed
+        again at `wake_at` (epoch seconds; None: only a signal wakes it), or at once when it
+        has more than `seen` signals (one arrived since the wait last looked). Raises
+        `SagaLeaseLostError` (changing nothing) when `owner` no longer holds it."""
         ...
 
 
@@ -306,8 +328,9 @@ class SagaStore(Protocol):
     async def claim(
         self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
     ) -> list[SagaRecord]:
-        """Take over up to `limit` unfinished sagas whose lease expired or that nobody owns
-        (only `saga_ids` when given), with their events."""
+        """Take over up to `limit` unfinished sagas whose lease expired or that nobody owns,
+        and WAITING sagas whose wake-up time came (they become RUNNING), only `saga_ids`
+        when given, with their events."""
         ...
 
     async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
@@ -321,8 +344,9 @@ class SagaStore(Protocol):
         ...
 
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
-        """Record that `by` (user@host) asks to cancel the saga, if it is RUNNING and not
-        asked already (the first request is kept); return the saga as it is then (without
+        """Record that `by` (user@host) asks to cancel the saga, if it is RUNNING or WAITING
+        (then it wakes, so that an engine claims and compensates it) and not asked already
+        (the first request is kept); return the saga as it is then (without
         its log), or None when there is no such saga. Changes nothing when it is not RUNNING:
         the caller reads its status from the record."""
         ...

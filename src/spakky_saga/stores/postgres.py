@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 SCHEMA_VERSION: Final = 4
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
-(`query`) and counts use, and the operators' audit trail. 4: signals (`engine.signal`)."""
+(`query`) and counts use, and the operators' audit trail. 4: signals (`engine.signal`), and
+when a WAITING saga wakes."""
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -137,12 +138,17 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             at DOUBLE PRECISION NOT NULL
         )""",
         "CREATE INDEX spakky_saga_signals_saga ON {s}.spakky_saga_signals (saga_id, at)",
+        # when a WAITING (suspended) saga is to be claimed again: NULL, only by a signal
+        "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN wake_at DOUBLE PRECISION",
+        "CREATE INDEX spakky_saga_sagas_wake ON {s}.spakky_saga_sagas (status, wake_at)",
     ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(c + "::text" if c == "data" else c for c in SAGA_COLUMNS)
 _AUDIT: Final = ", ".join(AuditEntry._fields)
 _SIGNAL: Final = ", ".join(StoredSignal._fields)
+_WAITING: Final = StoredStatus.WAITING.value
+_RUNNING: Final = StoredStatus.RUNNING.value
 _EVENT_COLUMNS: Final = ", ".join(
     f + "::text" if f == "data" else f for f in StoredEvent._fields
 )  # in StoredEvent's order: a row is a StoredEvent
@@ -390,10 +396,12 @@ class PostgresSagaStore:
                 cursor = await conn.execute(
                     f"WITH candidates AS ("
                     f"  SELECT saga_id FROM {self._t('sagas')}"
-                    f"  WHERE status = ANY(%s) AND (owner IS NULL OR lease_expires <= {_NOW})"
+                    f"  WHERE (status = ANY(%s) AND (owner IS NULL OR lease_expires <= {_NOW})"
+                    f"  OR status = '{_WAITING}' AND wake_at <= {_NOW})"
                     f"{only} ORDER BY created LIMIT %s FOR UPDATE SKIP LOCKED) "
                     f"UPDATE {self._t('sagas')} AS s SET owner = %s, "
-                    f"lease_expires = {_NOW} + %s "
+                    f"lease_expires = {_NOW} + %s, wake_at = NULL, status = CASE s.status "
+                    f"WHEN '{_WAITING}' THEN '{_RUNNING}' ELSE s.status END "
                     f"FROM candidates WHERE s.saga_id = candidates.saga_id RETURNING s.saga_id",
                     (*params, limit, owner, lease_seconds),
                 )
@@ -459,9 +467,10 @@ class PostgresSagaStore:
             async with conn.transaction():
                 await conn.execute(
                     f"UPDATE {self._t('sagas')} SET cancel_requested_by = %s, "
-                    f"cancel_requested_at = {_NOW} "
-                    "WHERE saga_id = %s AND status = %s AND cancel_requested_at IS NULL",
-                    (by, saga_id, StoredStatus.RUNNING.value),
+                    f"cancel_requested_at = {_NOW}, wake_at = CASE status "
+                    f"WHEN '{_WAITING}' THEN {_NOW} ELSE wake_at END "
+                    "WHERE saga_id = %s AND status = ANY(%s) AND cancel_requested_at IS NULL",
+                    (by, saga_id, [_RUNNING, _WAITING]),
                 )
                 cursor = await conn.execute(
                     f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')} WHERE saga_id = %s",
@@ -491,12 +500,31 @@ class PostgresSagaStore:
                     signal,
                 )
                 if await cursor.fetchone() is not None:
+                    await conn.execute(  # a suspended saga wakes: the next claim takes it
+                        f"UPDATE {self._t('sagas')} SET wake_at = {_NOW} "
+                        f"WHERE saga_id = %s AND status = '{_WAITING}'",
+                        (signal.saga_id,),
+                    )
                     return True
                 existing = await self._signal(conn, signal.signal_id)  # sent meanwhile
                 return check_send(status[0] if status else None, existing, signal)
 
         stored: bool = await self._call(run)
         return stored
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        async def run(conn: AsyncConnection[Any]) -> int:
+            cursor = await conn.execute(
+                f"UPDATE {self._t('sagas')} SET status = '{_WAITING}', owner = NULL, "
+                f"lease_expires = NULL, updated = {_NOW}, wake_at = CASE WHEN (SELECT count(*) "
+                f"FROM {self._t('signals')} WHERE saga_id = %s) > %s THEN {_NOW} "
+                "ELSE %s::double precision END WHERE saga_id = %s AND owner = %s",
+                (saga_id, seen, wake_at, saga_id, owner),
+            )
+            return cursor.rowcount
+
+        if await self._call(run) != 1:
+            raise SagaLeaseLostError(saga_id, owner)
 
     async def _signal(self, conn: AsyncConnection[Any], signal_id: str) -> StoredSignal | None:
         cursor = await conn.execute(

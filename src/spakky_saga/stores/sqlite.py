@@ -59,7 +59,8 @@ from spakky_saga.stores.listing import count_statement, page_statement
 SCHEMA_VERSION: Final = 4
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
-(`query`) and counts use, and the operators' audit trail. 4: signals (`engine.signal`)."""
+(`query`) and counts use, and the operators' audit trail. 4: signals (`engine.signal`), and
+when a WAITING saga wakes."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -130,12 +131,17 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             at REAL NOT NULL
         )""",
         "CREATE INDEX spakky_saga_signals_saga ON spakky_saga_signals (saga_id, at)",
+        # when a WAITING (suspended) saga is to be claimed again: None, only by a signal
+        "ALTER TABLE spakky_saga_sagas ADD COLUMN wake_at REAL",
+        "CREATE INDEX spakky_saga_sagas_wake ON spakky_saga_sagas (status, wake_at)",
     ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(SAGA_COLUMNS)
 _AUDIT: Final = ", ".join(AuditEntry._fields)
 _SIGNAL: Final = ", ".join(StoredSignal._fields)
+_WAITING: Final = StoredStatus.WAITING.value
+_RUNNING: Final = StoredStatus.RUNNING.value
 _EVENT_COLUMNS: Final = ", ".join(StoredEvent._fields)  # a row is a StoredEvent, in order
 
 type Synchronous = Literal["FULL", "NORMAL"]
@@ -327,15 +333,17 @@ class SqliteSagaStore:
                 wanted = f" AND saga_id IN ({', '.join('?' * len(saga_ids))})"
                 params.extend(saga_ids)
             rows = db.execute(
-                f"SELECT saga_id FROM spakky_saga_sagas WHERE status IN (?, ?) "
-                f"AND (owner IS NULL OR lease_expires <= ?){wanted} ORDER BY created LIMIT ?",
-                (*params, limit),
+                f"SELECT saga_id FROM spakky_saga_sagas WHERE (status IN (?, ?) "
+                f"AND (owner IS NULL OR lease_expires <= ?) OR status = ? AND wake_at <= ?)"
+                f"{wanted} ORDER BY created LIMIT ?",
+                (*params[:3], _WAITING, now, *params[3:], limit),
             ).fetchall()
             claimed = []
             for (saga_id,) in rows:
                 db.execute(
-                    "UPDATE spakky_saga_sagas SET owner = ?, lease_expires = ? WHERE saga_id = ?",
-                    (owner, now + lease_seconds, saga_id),
+                    "UPDATE spakky_saga_sagas SET owner = ?, lease_expires = ?, wake_at = NULL, "
+                    "status = CASE status WHEN ? THEN ? ELSE status END WHERE saga_id = ?",
+                    (owner, now + lease_seconds, _WAITING, _RUNNING, saga_id),
                 )
                 claimed.append(_load(db, saga_id))
             return [r for r in claimed if r is not None]
@@ -404,10 +412,12 @@ class SqliteSagaStore:
 
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
         def run(db: sqlite3.Connection) -> SagaRecord | None:
+            now = self._clock()
             db.execute(
-                "UPDATE spakky_saga_sagas SET cancel_requested_by = ?, cancel_requested_at = ? "
-                "WHERE saga_id = ? AND status = ? AND cancel_requested_at IS NULL",
-                (by, self._clock(), saga_id, StoredStatus.RUNNING.value),
+                "UPDATE spakky_saga_sagas SET cancel_requested_by = ?, cancel_requested_at = ?, "
+                "wake_at = CASE status WHEN ? THEN ? ELSE wake_at END "
+                "WHERE saga_id = ? AND status IN (?, ?) AND cancel_requested_at IS NULL",
+                (by, now, _WAITING, now, saga_id, _RUNNING, _WAITING),
             )
             row = db.execute(
                 f"SELECT {_SAGA_COLUMNS} FROM spakky_saga_sagas WHERE saga_id = ?", (saga_id,)
@@ -432,10 +442,29 @@ class SqliteSagaStore:
             db.execute(
                 f"INSERT INTO spakky_saga_signals ({_SIGNAL}) VALUES (?, ?, ?, ?, ?, ?)", signal
             )
+            db.execute(  # a suspended saga wakes: the next claim takes it
+                "UPDATE spakky_saga_sagas SET wake_at = ? WHERE saga_id = ? AND status = ?",
+                (self._clock(), signal.saga_id, _WAITING),
+            )
             return True
 
         stored: bool = await self._call(run)
         return stored
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        def run(db: sqlite3.Connection) -> int:
+            now = self._clock()
+            return db.execute(
+                "UPDATE spakky_saga_sagas SET status = ?, owner = NULL, lease_expires = NULL, "
+                "updated = ?, wake_at = CASE WHEN (SELECT COUNT(*) FROM spakky_saga_signals "
+                "WHERE saga_id = ?) > ? THEN ? ELSE ? END WHERE saga_id = ? AND owner = ?",
+                (_WAITING, now, saga_id, seen, now, wake_at, saga_id, owner),
+            ).rowcount
+
+        changed: int = await self._call(run)
+        self._lease_until.pop(saga_id, None)
+        if changed != 1:
+            raise SagaLeaseLostError(saga_id, owner)
 
     async def signals(self, saga_id: str) -> builtins.list[StoredSignal]:
         def run(db: sqlite3.Connection) -> builtins.list[StoredSignal]:
