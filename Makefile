@@ -10,6 +10,8 @@ demo:
 	@.venv/bin/python examples/durable_crash.py
 	@echo
 	@.venv/bin/python examples/payment_policies.py
+	@echo
+	@.venv/bin/python examples/payment_waits.py
 
 test:
 	@scripts/test.sh
