@@ -6,6 +6,7 @@ stands in a flow over its data type (and `sleep` in any flow)."""
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import reveal_type
 
 from sagafixtures import OrderData, reserve
 
