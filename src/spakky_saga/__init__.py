@@ -36,6 +36,7 @@ from spakky_saga.errors import (
     SagaPivotError,
     SagaPivotMemberError,
     SagaRecoveryError,
+    SagaResolutionError,
     SagaRollbackInterruptedWarning,
     SagaSchemaVersionError,
     SagaSecondPivotError,
@@ -97,13 +98,14 @@ from spakky_saga.strategy import (
     Compensate,
     Decision,
     ErrorStrategy,
+    Escalate,
     ExponentialBackoff,
     FailedAttempt,
     Retry,
     Skip,
     Verdict,
 )
-from spakky_saga.waits import SagaWait, sleep, sleep_until, wait_for
+from spakky_saga.waits import Resolution, SagaWait, sleep, sleep_until, wait_for
 
 _SagaStepDescriptor = SagaStepMethod
 """The documented package's name for what `@saga_step` returns, for code (and tests) that
@@ -140,6 +142,7 @@ __all__ = [
     "CompensationOrder",
     "Decision",
     "ErrorStrategy",
+    "Escalate",
     "ExponentialBackoff",
     "FailedAttempt",
     "FlowItem",
@@ -152,6 +155,7 @@ __all__ = [
     "RecoveryOutcome",
     "RecoveryPolicy",
     "RecoveryReport",
+    "Resolution",
     "Retry",
     "Saga",
     "SagaAlreadyStartedError",
@@ -184,6 +188,7 @@ __all__ = [
     "SagaQuery",
     "SagaQueryError",
     "SagaRecoveryError",
+    "SagaResolutionError",
     "SagaResult",
     "SagaRollbackInterruptedWarning",
     "SagaSchemaVersionError",

@@ -431,6 +431,7 @@ class DurableRuns:
         run.signals = self._signals
         run.taken = set(state.signals_taken) or None
         run.wait_started = state.wait_started
+        run.escalated = state.escalated
         return run
 
     def _plan(

@@ -23,7 +23,11 @@ from spakky_saga._text import safe_repr
 from spakky_saga.context import enter_step, leave_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.durable import DurableRuns
-from spakky_saga.errors import SagaEngineConfigurationError, SagaEngineNotConnectedError
+from spakky_saga.errors import (
+    SagaEngineConfigurationError,
+    SagaEngineNotConnectedError,
+    SagaResolutionError,
+)
 from spakky_saga.events import SagaEventKind
 from spakky_saga.execution import Executor, Sleep
 from spakky_saga.flow import SagaFlow
@@ -36,6 +40,7 @@ from spakky_saga.result import ANONYMOUS, SagaResult
 from spakky_saga.run import Clock, SagaRun
 from spakky_saga.signals import RunningSignals, SignalReceipt, Signals
 from spakky_saga.store import SagaStore, SignalStore, WaitingStore
+from spakky_saga.waits import Decided, Resolution
 
 _SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
 _PAUSE_RANDOM: Final = random.Random()
@@ -449,6 +454,27 @@ class SagaEngine:
         for nudge in self._nudges:  # a saga it woke is resumed by the next pass, now
             nudge.set()
         return receipt
+
+    async def resolve(
+        self, saga_id: uuid.UUID | str, decision: Decided, /, *, by: str
+    ) -> SignalReceipt:
+        """Answer a saga whose step escalated (`Escalate()`): "retry" runs the step again,
+        "skip" goes on without it, "compensate" fails it (the saga compensates). `by` (who
+        decides) is recorded with the decision in the saga's log. A signal (`Resolution`)
+        like any other: stored before this returns, taken once; a saga that has not
+        escalated yet keeps it for its next escalation. Raises `SagaResolutionError` for
+        another decision, and what `signal` raises."""
+        if decision not in ("retry", "skip", "compensate"):
+            raise SagaResolutionError(
+                f"resolve({saga_id}, {safe_repr(decision)}): the decision is 'retry', 'skip' or "
+                "'compensate'"
+            )
+        if not isinstance(by, str) or not by.strip():
+            raise SagaResolutionError(
+                f"resolve({saga_id}, {decision!r}, by={safe_repr(by)}): say who decides "
+                "(user@host): it is recorded in the saga's log"
+            )
+        return await self.signal(saga_id, Resolution(decision, by))
 
 
 async def _first_of(stop: asyncio.Event, nudge: asyncio.Event, seconds: float) -> None:

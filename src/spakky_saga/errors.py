@@ -225,6 +225,13 @@ class SagaSignalTypeError(SagaSignalError, TypeError):
     message = "No wait accepts this signal"
 
 
+class SagaResolutionError(SagaSignalError, ValueError):
+    """`engine.resolve(...)` was given a decision that is not "retry", "skip" or
+    "compensate", or no `by` (who decides)."""
+
+    message = "Invalid decision for an escalated step"
+
+
 class SagaSignalConflictError(SagaSignalError, ValueError):
     """A signal id was given again for another saga or with another payload type: a signal
     id identifies one signal."""

@@ -35,6 +35,9 @@ class SagaEventKind(Enum):
     """Another attempt follows after `delay_seconds`; `attempt` is the next attempt."""
     STEP_SKIPPED = "step_skipped"
     """The step failed for good and a `Skip` strategy lets the saga go on."""
+    STEP_ESCALATED = "step_escalated"
+    """The step failed (`error`) and its `Escalate()` strategy asks an operator: the saga
+    waits at it for `engine.resolve(...)` (a SIGNAL_RECEIVED with the decision follows)."""
     SIGNAL_RECEIVED = "signal_received"
     """A wait (`wait_for`) took a signal (`signal_id`); the wait's commit, with the merged
     data, follows. Recorded in a durable saga's log with the commit: a signal is taken once."""
@@ -87,3 +90,5 @@ class SagaEvent(NamedTuple):
     delay_seconds: float = 0.0
     signal_id: str | None = None
     """For SIGNAL_RECEIVED: the id of the signal the wait took."""
+    signal: object = None
+    """For SIGNAL_RECEIVED: the signal itself (a `Resolution` for an escalated step)."""

@@ -60,7 +60,8 @@ from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
 from spakky_saga.result import SagaResult, record_of
 from spakky_saga.run import Cursor, SagaRun
 from spakky_saga.status import SagaStatus, StepStatus
-from spakky_saga.strategy import Decision, ErrorStrategy, FailedAttempt, Verdict
+from spakky_saga.strategy import Decision, ErrorStrategy, Escalate, FailedAttempt, Verdict
+from spakky_saga.waits import Resolution, WaitSpec
 
 logger: Final = ENGINE_LOGGER
 
@@ -71,6 +72,8 @@ _FAILED: Final = StepStatus.FAILED
 _COMPENSATED: Final = StepStatus.COMPENSATED
 _RETRY: Final = Verdict.RETRY
 _SKIP: Final = Verdict.SKIP
+_ESCALATE: Final = Verdict.ESCALATE
+_ESCALATED: Final = Decision.ESCALATE
 _NO_SCOPE: Final = contextlib.nullcontext()
 
 _STEP_STARTED: Final = SagaEventKind.STEP_STARTED
@@ -78,6 +81,7 @@ _STEP_COMMITTED: Final = SagaEventKind.STEP_COMMITTED
 _STEP_FAILED: Final = SagaEventKind.STEP_FAILED
 _STEP_RETRYING: Final = SagaEventKind.STEP_RETRYING
 _STEP_SKIPPED: Final = SagaEventKind.STEP_SKIPPED
+_STEP_ESCALATED: Final = SagaEventKind.STEP_ESCALATED
 _COMPENSATION_STARTED: Final = SagaEventKind.COMPENSATION_STARTED
 _COMPENSATION_DONE: Final = SagaEventKind.COMPENSATION_DONE
 _COMPENSATION_FAILED: Final = SagaEventKind.COMPENSATION_FAILED
@@ -368,57 +372,66 @@ class Executor:
         task = asyncio.current_task()
         assert task is not None, "a saga runs in a task"
         before = task.cancelling()  # cancellations from before this step are not its own
+        escalated = run.escalated.get(key) if run.escalated else None
         while True:
-            if progress:
-                run.emit(_STEP_STARTED, name, key, attempt)
-                if journal is not None:
-                    await journal.flush()
-            cursor.node, cursor.attempt = step, attempt
-            t0 = cursor.attempt_started = clock()
-            try:
-                if step.wait is not None:
-                    out = await self._wait(step, data, run, attempt)
-                elif step.timeout is None:
-                    out = await step.action(data)
+            if escalated is not None:  # recovered where it waits for an operator's decision
+                attempt, error, elapsed = escalated[0], escalated[2], 0.0
+                escalated = None
+                decision: Decision | Exception = _ESCALATED
+            else:
+                if progress:
+                    run.emit(_STEP_STARTED, name, key, attempt)
+                    if journal is not None:
+                        await journal.flush()
+                cursor.node, cursor.attempt = step, attempt
+                t0 = cursor.attempt_started = clock()
+                try:
+                    if step.wait is not None:
+                        out = await self._wait(step, data, run, attempt)
+                    elif step.timeout is None:
+                        out = await step.action(data)
+                    else:
+                        out = await _with_timeout(step, data)
+                    if task.cancelling() > before:  # a swallowed cancellation: it still wins
+                        raise asyncio.CancelledError
+                    if out is not None and out.__class__ is not data.__class__:
+                        _check_output(name, out, data)
+                except (Exception, asyncio.CancelledError) as caught:
+                    error = _step_error(name, caught, before)  # a cancellation wins: no retry
+                    cursor.node = None
+                    elapsed = run.record(name, _FAILED, t0, attempt, False, error)
+                    run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
+                    decision = decide(step.strategy, FailedAttempt(name, attempt, error))
                 else:
-                    out = await _with_timeout(step, data)
-                if task.cancelling() > before:  # a step swallowed a cancellation: it still wins
-                    raise asyncio.CancelledError
-                if out is not None and out.__class__ is not data.__class__:
-                    _check_output(name, out, data)
-            except (Exception, asyncio.CancelledError) as caught:
-                error = _step_error(name, caught, before)  # a cancellation wins: no retry, skip
-                cursor.node = None
-                elapsed = run.record(name, _FAILED, t0, attempt, False, error)
-                run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
-                decision = decide(step.strategy, FailedAttempt(name, attempt, error))
-                if not isinstance(decision, Decision):  # the strategy itself raised: it fails
-                    return False, decision
-                if decision.verdict is _RETRY:
-                    attempt += 1
-                    delay = decision.delay
-                    run.emit(_STEP_RETRYING, name, key, attempt, elapsed, error, delay=delay)
-                    if delay > 0:
-                        if journal is not None:
-                            await journal.flush()  # the failure is known before waiting
-                        await self.sleep(delay)
-                    continue
-                if decision.verdict is _SKIP:
-                    if run.skipped is None:
-                        run.skipped = []
-                    run.skipped.append(name)
-                    run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
-                    return False, None
-                return False, error
-            cursor.node = None
-            elapsed = clock() - t0
-            run.history.append(
-                record_of(name, _COMMITTED, elapsed, attempt, False, None, t0 - run.started)
-            )
-            if progress:
-                committed_data = (out or data) if cursor is run else out
-                run.emit(_STEP_COMMITTED, name, key, attempt, elapsed, data=committed_data)
-            return True, out
+                    cursor.node = None
+                    elapsed = clock() - t0
+                    run.history.append(
+                        record_of(name, _COMMITTED, elapsed, attempt, False, None, t0 - run.started)
+                    )
+                    if progress:
+                        committed_data = (out or data) if cursor is run else out
+                        run.emit(_STEP_COMMITTED, name, key, attempt, elapsed, data=committed_data)
+                    return True, out
+            if not isinstance(decision, Decision):  # the strategy itself raised: it fails
+                return False, decision
+            if decision.verdict is _ESCALATE:
+                decision = await self._escalate(step, run, attempt, error)
+            if decision.verdict is _RETRY:
+                attempt += 1
+                delay = decision.delay
+                run.emit(_STEP_RETRYING, name, key, attempt, elapsed, error, delay=delay)
+                if delay > 0:
+                    if journal is not None:
+                        await journal.flush()  # the failure is known before waiting
+                    await self.sleep(delay)
+                continue
+            if decision.verdict is _SKIP:
+                if run.skipped is None:
+                    run.skipped = []
+                run.skipped.append(name)
+                run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
+                return False, None
+            return False, error
 
     async def _wait(
         self, step: StepNode, data: AbstractSagaData, run: SagaRun, attempt: int
@@ -428,25 +441,39 @@ class Executor:
         the data merged with it; a timeout raises `SagaWaitTimeoutError` for its strategy."""
         spec = step.wait
         assert spec is not None
-        wall = self.wall_clock
         begun = run.wait_started.get(step.key)
-        started = begun[1] if begun is not None and begun[0] == attempt else wall()
-        deadline = spec.deadline(started)
-        left = None if deadline is None else max(0.0, deadline - wall())
+        started = begun[1] if begun is not None and begun[0] == attempt else self.wall_clock()
         signal_type = spec.signal_type
-        box = run.signals
-        assert box is not None, "every engine gives its runs a signal box"
-        suspends = run.journal is not None and box.suspends
         if signal_type is None:  # a sleep
-            if left and suspends:
+            deadline = spec.deadline(started)
+            left = 0.0 if deadline is None else max(0.0, deadline - self.wall_clock())
+            if left and run.journal is not None and run.signals and run.signals.suspends:
                 raise _Suspended(step, attempt, _wake_at(run, deadline), _NEVER_BY_SIGNAL)
             if left:
                 await self.sleep(left)
             return None
+        found = await self._receive(step, run, attempt, spec, started)
+        if found is None:
+            raise SagaWaitTimeoutError(step.name, signal_type.__qualname__, spec.timeout or 0.0)
+        assert spec.merge is not None
+        return spec.merge(data, found)
+
+    async def _receive(
+        self, step: StepNode, run: SagaRun, attempt: int, spec: WaitSpec, started: float
+    ) -> object | None:
+        """The signal `spec` waits for (taken: recorded as SIGNAL_RECEIVED), or None when
+        its deadline (counted from `started`, epoch seconds) passed first. A durable run
+        with nothing to take suspends instead (`_Suspended`)."""
+        signal_type = spec.signal_type
+        assert signal_type is not None
+        deadline = spec.deadline(started)
+        left = None if deadline is None else max(0.0, deadline - self.wall_clock())
+        box = run.signals
+        assert box is not None, "every engine gives its runs a signal box"
         saga_id = str(run.saga_id)
         taken = run.taken if run.taken is not None else set[str]()
         found = await box.take(saga_id, signal_type, taken)
-        if found is None and suspends and left != 0:
+        if found is None and left != 0 and run.journal is not None and box.suspends:
             raise _Suspended(step, attempt, _wake_at(run, deadline), box.seen(saga_id))
         if found is None:
             try:
@@ -454,18 +481,39 @@ class Executor:
                     while found is None:
                         await box.arrival(saga_id)
                         found = await box.take(saga_id, signal_type, taken)
-            except TimeoutError as error:
+            except TimeoutError:
                 if not scope.expired():
                     raise
-                raise SagaWaitTimeoutError(
-                    step.name, signal_type.__qualname__, spec.timeout or 0.0
-                ) from error
+                return None
         signal_id, payload = found
         taken.add(signal_id)
         run.taken = taken
-        run.emit(_SIGNAL_RECEIVED, step.name, step.key, attempt, signal_id=signal_id)
-        assert spec.merge is not None
-        return spec.merge(data, payload)
+        run.emit(
+            _SIGNAL_RECEIVED, step.name, step.key, attempt, signal_id=signal_id, signal=payload
+        )
+        return payload
+
+    async def _escalate(
+        self, step: StepNode, run: SagaRun, attempt: int, error: BaseException
+    ) -> Decision:
+        """Ask an operator (`Escalate()`): announce it (written ahead), wait for a
+        `Resolution` (suspended, on a durable engine) and return what it decided; after the
+        strategy's timeout without one, its `then` decides."""
+        strategy = step.strategy
+        assert isinstance(strategy, Escalate)
+        pending = run.escalated.get(step.key)
+        if pending is not None and pending[0] == attempt:  # recovered: it escalated before
+            started = pending[1]
+        else:
+            started = self.wall_clock()
+            run.emit(_STEP_ESCALATED, step.name, step.key, attempt, error=error)
+            if run.journal is not None:
+                await run.journal.flush()  # the escalation is known before waiting
+        timeout = None if strategy.timeout is None else strategy.timeout.total_seconds()
+        found = await self._receive(step, run, attempt, _ask(timeout), started)
+        if not isinstance(found, Resolution):
+            return Decision.SKIP if strategy.then.skips else Decision.FAIL
+        return _DECIDED[found.decision]
 
     async def _run_group(  # noqa: PLR0915 - one group: start, wait, record, merge
         self,
@@ -810,6 +858,19 @@ class Executor:
         except asyncio.CancelledError:
             if not task.cancelling() or not outcome.carry_on(task):
                 raise
+
+
+_DECIDED: Final = {
+    "retry": Decision.retry(0.0),
+    "skip": Decision.SKIP,
+    "compensate": Decision.FAIL,
+}
+"""What an operator's decision (`Resolution.decision`) means for the escalated step."""
+
+
+def _ask(timeout: float | None) -> WaitSpec:
+    """What an escalated step waits for: a `Resolution`, for `timeout` seconds at most."""
+    return WaitSpec(Resolution, None, timeout)
 
 
 def _ended[D: AbstractSagaData](

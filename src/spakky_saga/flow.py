@@ -35,6 +35,7 @@ from spakky_saga.strategy import (
     DEFAULT_STRATEGY,
     MYPY,
     ErrorStrategy,
+    Escalate,
     check_compensation_strategy,
     check_strategy,
 )
@@ -570,6 +571,12 @@ def _flatten_members[D: AbstractSagaData](
             raise SagaWaitDefinitionError(
                 f'{where}, member {position}: wait "{item.name}" cannot run in a parallel '
                 "group; put it in the flow on its own, before or after the group"
+            )
+        elif isinstance(item, _Action) and isinstance(item.on_error, Escalate):
+            raise SagaWaitDefinitionError(
+                f'{where}, member {position}: step "{item.name}" cannot escalate in a parallel '
+                "group (its siblings would wait for the operator too); give it Retry(...) "
+                "or put it in the flow on its own"
             )
         elif isinstance(item, SagaStep | Transaction):
             flat.append(cast(ParallelMember[D], item))

@@ -145,7 +145,7 @@ class SagaJournal:
                     self._data, self._data_type = data_text, data_type
                     self._last_data = event.data
         elif kind is SagaEventKind.SIGNAL_RECEIVED and event.signal_id is not None:
-            data_text, data_type = signal_entry(event.signal_id)
+            data_text, data_type = signal_entry(event.signal_id, event.signal)
         elif kind is SagaEventKind.COMPENSATION_STARTED and self._status is None:
             self._status = StoredStatus.COMPENSATING
         elif kind is SagaEventKind.SAGA_FINISHED:

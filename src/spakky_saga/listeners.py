@@ -59,6 +59,9 @@ class SagaListener:
     def compensation_started(self, event: SagaEvent) -> None:
         """A compensation starts; `event.data` is the data it is given."""
 
+    def step_escalated(self, event: SagaEvent) -> None:
+        """The step failed (`event.error`) and waits for an operator's decision."""
+
     def signal_received(self, event: SagaEvent) -> None:
         """A wait took the signal `event.signal_id`; its commit follows."""
 

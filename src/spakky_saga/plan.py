@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from spakky_saga.flow import MergeFn, Parallel, SagaFlow, Transaction
-from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy
-from spakky_saga.waits import WaitSpec
+from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, Escalate
+from spakky_saga.waits import RESOLUTION_NAME, WaitSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,10 @@ def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
         node.wait.signal_name
         for node in nodes
         if isinstance(node, StepNode) and node.wait is not None and node.wait.signal_type
+    ) | frozenset(
+        RESOLUTION_NAME
+        for node in nodes
+        if isinstance(node, StepNode) and isinstance(node.strategy, Escalate)
     )
     return ExecutionPlan(
         nodes=tuple(nodes),

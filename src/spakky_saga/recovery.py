@@ -26,7 +26,7 @@ from spakky_saga.merge import merge_committed
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, UndoEntry
 from spakky_saga.result import StepRecord, record_of
 from spakky_saga.status import StepStatus
-from spakky_saga.store import CANCEL_REQUESTED, signal_id_of
+from spakky_saga.store import CANCEL_REQUESTED, signal_of
 
 if TYPE_CHECKING:
     from spakky_saga.result import SagaResult
@@ -92,19 +92,25 @@ class Replayed:
     started_at: float = 0.0
     signals_taken: set[str] = field(default_factory=set)
     """The ids of the signals the saga's waits took (SIGNAL_RECEIVED)."""
+    escalated: dict[str, tuple[int, float, LoggedError]] = field(default_factory=dict)
+    """Step key -> (its failed attempt, when it escalated, the error) of a step waiting for
+    an operator's decision (`Escalate()`)."""
     wait_started: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Wait step key -> (its last attempt, when that started, epoch seconds): where a
     recovered wait's deadline stays."""
 
     @property
     def waiting(self) -> bool:
-        """Whether the forward pass stopped in a wait whose attempt is unfinished (and nothing
-        is to be compensated): it did nothing that could be in doubt, so it goes on waiting."""
+        """Whether the forward pass stopped in a wait whose attempt is unfinished, or at a step
+        waiting for an operator's decision (and nothing is to be compensated): it did nothing
+        that could be in doubt, so it goes on waiting."""
         stopped = self.stopped_in
         return (
             isinstance(stopped, StepNode)
-            and stopped.wait is not None
-            and stopped.key in self.in_doubt
+            and (
+                (stopped.wait is not None and stopped.key in self.in_doubt)
+                or stopped.key in self.escalated
+            )
             and not self.rolling_back
         )
 
@@ -196,7 +202,11 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
             continue
         kind = SagaEventKind(event.kind)
         if kind is SagaEventKind.SIGNAL_RECEIVED:
-            state.signals_taken.add(signal_id_of(event))
+            signal = signal_of(event)
+            state.signals_taken.add(signal["signal_id"])
+            escalation = state.escalated.pop(event.step_key or "", None)
+            if escalation is not None and signal.get("resolution") == "compensate":
+                state.failed_for_good[event.step_key or ""] = escalation[2]  # let it fail
             continue
         if kind is SagaEventKind.SAGA_SUSPENDED:  # the wait's attempt stays unfinished
             continue
@@ -216,7 +226,13 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         node = steps.get(key)
         if node is None:
             continue
-        if kind is SagaEventKind.STEP_STARTED:
+        if kind is not SagaEventKind.STEP_ESCALATED:
+            state.escalated.pop(key, None)  # decided: it goes on (retried, skipped, ...)
+        if kind is SagaEventKind.STEP_ESCALATED:
+            error = state.failed_for_good.pop(key, None)
+            error = error or LoggedError(event.error_type or "Exception", event.error)
+            state.escalated[key] = (event.attempt, event.at, error)
+        elif kind is SagaEventKind.STEP_STARTED:
             if node.wait is not None:
                 state.wait_started[key] = (event.attempt, event.at)
             state.attempts[key] = event.attempt

@@ -68,6 +68,7 @@ class SignalBox(Protocol):
 
 
 _NO_WAITS: Final[Mapping[str, tuple[int, float]]] = {}
+_NO_ESCALATIONS: Final[Mapping[str, tuple[int, float, BaseException]]] = {}
 
 _NO_DEADLINE: Final[tuple[asyncio.Timeout | None, float]] = (None, 0.0)
 
@@ -107,6 +108,7 @@ class SagaRun(Cursor):
         "clock",
         "deadline",
         "ended",
+        "escalated",
         "history",
         "journal",
         "listeners",
@@ -147,6 +149,9 @@ class SagaRun(Cursor):
         """The ids of the signals this saga's waits took (from its log, when recovered);
         created on the first (most runs take none)."""
         self.wait_started: Mapping[str, tuple[int, float]] = _NO_WAITS
+        self.escalated: Mapping[str, tuple[int, float, BaseException]] = _NO_ESCALATIONS
+        """A recovered run's escalated step waiting for a decision: step key -> (its failed
+        attempt, when it escalated, epoch seconds, the error)."""
         """A recovered run's waits in progress: step key -> (attempt, when it started, epoch
         seconds), so that its deadline stays where it was."""
         self.ended = False
@@ -168,6 +173,7 @@ class SagaRun(Cursor):
         status: SagaStatus | None = None,
         delay: float = 0.0,
         signal_id: str | None = None,
+        signal: object = None,
     ) -> None:
         """Hand the event to the journal (buffered) and the listeners; never raises for a
         listener (ListenerSet contains their errors)."""
@@ -185,6 +191,7 @@ class SagaRun(Cursor):
             status,
             delay,
             signal_id,
+            signal,
         )
         if self.journal is not None:
             self.journal.add(event)

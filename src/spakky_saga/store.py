@@ -117,20 +117,26 @@ SIGNAL_ENTRY: Final = "spakky_saga:signal/1"
 which signal a wait took (versioned, as every blob the store keeps)."""
 
 
-def signal_entry(signal_id: str) -> tuple[str, str]:
-    """The `data` and `data_type` of the log entry recording that a wait took `signal_id`."""
-    return json.dumps({"signal_id": signal_id}), SIGNAL_ENTRY
+def signal_entry(signal_id: str, signal: object = None) -> tuple[str, str]:
+    """The `data` and `data_type` of the log entry recording that a wait took `signal_id`;
+    an operator's decision (a `Resolution`) is recorded with it, and who made it."""
+    entry = {"signal_id": signal_id}
+    decision, by = getattr(signal, "decision", None), getattr(signal, "by", None)
+    if isinstance(decision, str) and isinstance(by, str):
+        entry |= {"resolution": decision, "by": by}
+    return json.dumps(entry), SIGNAL_ENTRY
 
 
-def signal_id_of(event: StoredEvent) -> str:
-    """The signal id a SIGNAL_RECEIVED log entry records; an unknown version is refused."""
+def signal_of(event: StoredEvent) -> dict[str, str]:
+    """What a SIGNAL_RECEIVED log entry records: `signal_id`, and for an operator's decision
+    `resolution` and `by`; an unknown version is refused."""
     if event.data_type != SIGNAL_ENTRY or event.data is None:
         raise SagaStoreError(
             f"log entry {event.seq} records a signal as {event.data_type!r}; this library "
             f"reads {SIGNAL_ENTRY!r}: upgrade it"
         )
-    signal_id: str = json.loads(event.data)["signal_id"]
-    return signal_id
+    entry: dict[str, str] = json.loads(event.data)
+    return entry
 
 
 class CancelRequest(NamedTuple):

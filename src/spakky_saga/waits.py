@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Never
+from typing import Any, ClassVar, Final, Literal, Never
 
 from spakky_saga._text import safe_repr
 from spakky_saga.codec import signal_adapter, type_name
@@ -27,7 +27,22 @@ from spakky_saga.errors import SagaFlowDefinitionError, SagaWaitDefinitionError
 from spakky_saga.flow import SagaStep, callable_name, check_name, format_duration
 from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, check_strategy
 
-__all__ = ["SagaWait", "WaitSpec", "sleep", "sleep_until", "wait_for"]
+__all__ = ["Resolution", "SagaWait", "WaitSpec", "sleep", "sleep_until", "wait_for"]
+
+type Decided = Literal["retry", "skip", "compensate"]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """An operator's decision on a step that escalated (`Escalate()`): a signal, sent by
+    `engine.resolve(saga_id, decision, by=...)`; recorded, with who made it, in the log."""
+
+    decision: Decided
+    by: str
+
+
+RESOLUTION_NAME: Final = type_name(Resolution)
+"""How signals name `Resolution` (`module:QualName`)."""
 
 
 @dataclass(frozen=True, slots=True)
