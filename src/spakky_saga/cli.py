@@ -8,6 +8,7 @@
     spakky-saga retry-compensation SAGA_ID --app MODULE:APP [--json]
     spakky-saga cancel SAGA_ID --app MODULE:APP [--json]
     spakky-saga signal SAGA_ID MODULE:TYPE --json PAYLOAD --app MODULE:APP [--signal-id ID]
+    spakky-saga resolve SAGA_ID retry|skip|compensate --app MODULE:APP
     spakky-saga purge --store URL --finished-before TIME [--dry-run] [--json]
     spakky-saga graph MODULE:TARGET [--markdown] [--direction TD|LR]
     spakky-saga console --store URL [--app MODULE:APP] [--host 127.0.0.1] [--port 8000]
@@ -34,7 +35,7 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -57,6 +58,7 @@ from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
 from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.signals import SignalReceipt
 from spakky_saga.store import (
     PURGEABLE,
     SIGNALLED,
@@ -772,10 +774,27 @@ async def _signal(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--json is not a valid {signal_type.__qualname__}: {error_text(error)}"
         ) from error
+    receipt = await _send(
+        args, lambda engine: engine.signal(args.saga_id, payload, signal_id=args.signal_id)
+    )
+    repeat = " (a repeat: it was stored before; nothing new)" if receipt.duplicate else ""
+    print(
+        f"{args.saga_id}: signal {receipt.signal_id} ({signal_type.__qualname__}) stored{repeat}; "
+        "the saga takes it at its wait (a WAITING saga is resumed by the next recovery pass "
+        "of an engine on the store, or `spakky-saga recover --app APP`)"
+    )
+    return OK
+
+
+async def _send(
+    args: argparse.Namespace, send: Callable[[SagaEngine], Awaitable[SignalReceipt]]
+) -> SignalReceipt:
+    """Send a signal (or a decision) with the `--app` engine; a refusal is a usage error, an
+    unknown saga "not found"."""
     app = load_app(args.app)
     try:
         await app.store.open()
-        receipt = await app.engine.signal(args.saga_id, payload, signal_id=args.signal_id)
+        return await send(app.engine)
     except SagaSignalTargetError as error:
         if error.status is None:
             raise _NotFound(str(error)) from error
@@ -784,11 +803,15 @@ async def _signal(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     finally:
         await app.aclose()
-    repeat = " (a repeat: it was stored before; nothing new)" if receipt.duplicate else ""
+
+
+async def _resolve(args: argparse.Namespace) -> int:
+    by = _operator()
+    receipt = await _send(args, lambda engine: engine.resolve(args.saga_id, args.decision, by=by))
     print(
-        f"{args.saga_id}: signal {receipt.signal_id} ({signal_type.__qualname__}) stored{repeat}; "
-        "the saga takes it at its wait (a WAITING saga is resumed by the next recovery pass "
-        "of an engine on the store, or `spakky-saga recover --app APP`)"
+        f"{args.saga_id}: decision {args.decision!r} by {by} stored ({receipt.signal_id}); the "
+        "saga takes it at its escalated step (a WAITING saga is resumed by the next recovery "
+        "pass of an engine on the store, or `spakky-saga recover --app APP`)"
     )
     return OK
 
@@ -1039,6 +1062,36 @@ def _signal_options(signal: argparse.ArgumentParser) -> None:
     signal.set_defaults(run=_signal)
 
 
+def _resolve_options(resolve: argparse.ArgumentParser) -> None:
+    resolve.add_argument("saga_id")
+    resolve.add_argument("decision", choices=["retry", "skip", "compensate"])
+    resolve.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:APP",
+        help="a SpakkyApplication, a SagaEngine with a store, or a function returning one",
+    )
+    resolve.set_defaults(run=_resolve)
+
+
+def _wait_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """`resolve` and `signal`: what operators send to sagas that wait (docs/waits.md)."""
+    _resolve_options(
+        command(
+            "resolve",
+            "answer a saga whose step escalated (Escalate()): retry the step, skip it, or "
+            "compensate; recorded with who decided",
+        )
+    )
+    _signal_options(
+        command(
+            "signal",
+            "send a signal to a RUNNING or WAITING saga, for its wait_for(TYPE, ...): stored "
+            "before the command returns, taken once",
+        )
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="spakky-saga",
@@ -1142,13 +1195,7 @@ def parser() -> argparse.ArgumentParser:
     app_options(cancel)
     cancel.set_defaults(run=_cancel)
 
-    _signal_options(
-        command(
-            "signal",
-            "send a signal to a RUNNING or WAITING saga, for its wait_for(TYPE, ...): stored "
-            "before the command returns, taken once",
-        )
-    )
+    _wait_commands(command)
 
     purge = command(
         "purge",
