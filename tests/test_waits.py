@@ -160,3 +160,17 @@ def test_waits_need_no_compensation_before_a_pivot_and_a_sleep_no_retry_after_it
     assert flow.pivot_steps == ("act",)
     with pytest.raises(SagaNotRetriableAfterPivotError, match='"wait_for\\(Approved\\)"'):
         saga_flow(pivot(step(act) >> undo), wait_for(Approved, merge=approve, timeout=timedelta(1)))
+
+
+def test_a_wait_is_a_hexagon_in_the_diagram_with_its_timeout_and_what_a_timeout_means() -> None:
+    flow = saga_flow(
+        step(act) >> undo,
+        wait_for(Approved, merge=approve, timeout=timedelta(hours=2), on_timeout=Skip()),
+        sleep(timedelta(minutes=5)),
+    )
+
+    chart = flow.to_mermaid()
+
+    assert 's2{{"wait_for(Approved)<br/>timeout 2h<br/>then Skip()"}}' in chart
+    assert 's3{{"sleep(5min)"}}' in chart
+    assert "s2 --> s3" in chart

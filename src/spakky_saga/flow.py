@@ -302,6 +302,12 @@ class _Action[D: AbstractSagaData]:
         """Whether the item can fail at all (an action can; a sleep cannot)."""
         return True
 
+    @property
+    def wait_details(self) -> tuple[str, ...]:
+        """For a wait, what diagrams show under its name (its timeout, what a timeout
+        means); () for an action."""
+        return ()
+
     def __post_init__(self) -> None:
         action, name = self.action, self.name
         if not callable(action):  # no name to give: say what was passed instead

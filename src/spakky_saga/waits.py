@@ -111,6 +111,14 @@ class SagaWait[D: AbstractSagaData](SagaStep[D]):
         """Whether the wait can fail: a `wait_for` with a timeout (a sleep never fails)."""
         return self.wait.signal_type is not None and self.wait.timeout is not None
 
+    @property
+    def wait_details(self) -> tuple[str, ...]:
+        if not self.can_fail:
+            return ()
+        assert self.wait.timeout is not None
+        timeout = format_duration(timedelta(seconds=self.wait.timeout))
+        return (f"timeout {timeout}", f"then {safe_repr(self.on_error)}")
+
     def __repr__(self) -> str:
         return f"SagaWait({self.name})"
 
