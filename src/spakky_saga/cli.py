@@ -668,6 +668,8 @@ _NOT_RETRYABLE: Final = {
     StoredStatus.COMPLETED: "it completed, so there is nothing to compensate",
     StoredStatus.STUCK: "it is stuck past its pivot (the point of no return), where nothing "
     "is compensated: finish its remaining steps by hand",
+    StoredStatus.WAITING: "it is waiting (suspended in a wait or for an operator's decision): "
+    "`spakky-saga signal` or `spakky-saga resolve` resumes it",
 }
 
 
