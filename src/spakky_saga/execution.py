@@ -448,6 +448,7 @@ class Executor:
             deadline = spec.deadline(started)
             left = 0.0 if deadline is None else max(0.0, deadline - self.wall_clock())
             if left and run.journal is not None and run.signals and run.signals.suspends:
+                await _let_timeout_fire()
                 raise _Suspended(step, attempt, _wake_at(run, deadline), _NEVER_BY_SIGNAL)
             if left:
                 await self.sleep(left)
@@ -474,6 +475,7 @@ class Executor:
         taken = run.taken if run.taken is not None else set[str]()
         found = await box.take(saga_id, signal_type, taken)
         if found is None and left != 0 and run.journal is not None and box.suspends:
+            await _let_timeout_fire()
             raise _Suspended(step, attempt, _wake_at(run, deadline), box.seen(saga_id))
         if found is None:
             try:
@@ -887,6 +889,13 @@ def _ended[D: AbstractSagaData](
         run.saga_name,
         tuple(run.skipped or ()),
     )
+
+
+async def _let_timeout_fire() -> None:
+    """Yield once before suspending: a saga timeout already past (a saga woken at its
+    deadline) is due at once (`call_soon`), and must end the run rather than a suspension
+    that would wake it again at once."""
+    await asyncio.sleep(0)
 
 
 def _wake_at(run: SagaRun, deadline: float | None) -> float | None:
