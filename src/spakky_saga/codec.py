@@ -18,9 +18,21 @@ from typing import Any, Final
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from spakky_saga._names import type_name
 from spakky_saga._text import error_text, safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaDataCodecError
+
+__all__ = [
+    "CODEC_VERSION",
+    "adapter_for",
+    "check_round_trip",
+    "decode",
+    "encode",
+    "resolve_type",
+    "signal_adapter",
+    "type_name",
+]
 
 CODEC_VERSION: Final = "pydantic-json/1"
 """Written next to every data blob; bump when the encoding changes incompatibly."""
@@ -65,11 +77,6 @@ def signal_adapter(signal_type: type) -> TypeAdapter[Any]:
         with _ADAPTERS_LOCK:
             _ADAPTERS.setdefault(signal_type, adapter)
     return adapter
-
-
-def type_name(data_class: type) -> str:
-    """`module:QualName`, how the log names a data class."""
-    return f"{data_class.__module__}:{data_class.__qualname__}"
 
 
 def resolve_type(name: str) -> type:

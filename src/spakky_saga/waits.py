@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, Never
 
-from spakky_saga._text import safe_repr
-from spakky_saga.codec import signal_adapter, type_name
+from pydantic import TypeAdapter
+
+from spakky_saga._names import type_name
+from spakky_saga._text import error_text, safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaFlowDefinitionError, SagaWaitDefinitionError
 from spakky_saga.flow import SagaStep, callable_name, check_name, format_duration
@@ -155,10 +157,14 @@ def wait_for[D: AbstractSagaData, S](
             f"{safe_repr(signal_type)}"
         )
     else:
-        try:
-            signal_adapter(signal_type)
+        try:  # (the codec caches adapters for the runs; here it is built once, to check)
+            TypeAdapter(signal_type)
         except Exception as error:
-            problems.append(f"{where}: {error}")
+            problems.append(
+                f"{where}: the signal type {signal_type.__qualname__} cannot be validated by "
+                f"pydantic ({error_text(error)}); use a dataclass or a pydantic model with "
+                "typed fields"
+            )
     problems.extend(_merge_problems(merge, where))
     problems.extend(_timeout_problems(timeout, where))
     try:

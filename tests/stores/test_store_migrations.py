@@ -25,6 +25,8 @@ from tests.stores.test_store_contract import a_record, an_event
 
 _DOWNGRADE = (  # {t} the sagas table, {s} the schema ("" on SQLite)
     "DROP TABLE {s}spakky_saga_signals",
+    "DROP INDEX {s}spakky_saga_sagas_wake",
+    "ALTER TABLE {t} DROP COLUMN wake_at",
     "DROP INDEX {s}spakky_saga_sagas_created",
     "DROP TABLE {s}spakky_saga_audit",
     "ALTER TABLE {t} DROP COLUMN cancel_requested_by",
