@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,21 +17,17 @@ import pytest
 
 from spakky_saga import (
     AbstractSagaData,
-    InMemorySagaStore,
-    PostgresSagaStore,
     RecoveryOutcome,
     SagaEngine,
     SagaFlow,
     SagaStatus,
-    SagaStore,
-    SqliteSagaStore,
     StoredStatus,
     saga_flow,
     sleep,
     step,
     wait_for,
 )
-from tests.postgres_support import postgres_schema
+from tests.waits_support import StoreFactory, stores_fixture  # noqa: F401 - the fixture "stores"
 
 
 class Order(AbstractSagaData):
@@ -80,21 +75,10 @@ FLOW: SagaFlow[Order] = saga_flow(
     wait_for(Note, merge=noted, timeout=timedelta(hours=1)),
 )
 
-type StoreFactory = Callable[[], SagaStore]
 
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def stores(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[StoreFactory]:
+@pytest.fixture(autouse=True)
+def _no_calls_yet() -> None:
     CALLS.clear()
-    kind = request.param
-    if kind == "memory":
-        shared = InMemorySagaStore()
-        yield lambda: shared
-    elif kind == "sqlite":
-        yield lambda: SqliteSagaStore(f"{tmp_path}/sagas.db", synchronous="NORMAL")
-    else:
-        async with postgres_schema() as (dsn, schema):
-            yield lambda: PostgresSagaStore(dsn, schema=schema, max_size=4)
 
 
 def _engine(stores: StoreFactory, flow: SagaFlow[Order] = FLOW) -> SagaEngine:

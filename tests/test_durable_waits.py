@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,7 +20,6 @@ import pytest
 from spakky_saga import (
     AbstractSagaData,
     InMemorySagaStore,
-    PostgresSagaStore,
     RecoveryOutcome,
     SagaEngine,
     SagaEventKind,
@@ -34,13 +32,12 @@ from spakky_saga import (
     SagaTimeoutError,
     SagaWaitTimeoutError,
     SignalStore,
-    SqliteSagaStore,
     StoredSignal,
     saga_flow,
     step,
     wait_for,
 )
-from tests.postgres_support import postgres_schema
+from tests.waits_support import StoreFactory, stores_fixture  # noqa: F401 - the fixture "stores"
 
 
 class Order(AbstractSagaData):
@@ -82,22 +79,9 @@ def order_flow(timeout: timedelta | None = None) -> SagaFlow[Order]:
     )
 
 
-type StoreFactory = Callable[[], SagaStore]
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def stores(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[StoreFactory]:
-    """Makes stores on one place: each engine gets its own connection, as a process would."""
+@pytest.fixture(autouse=True)
+def _no_calls_yet() -> None:
     CALLS.clear()
-    kind = request.param
-    if kind == "memory":
-        shared = InMemorySagaStore()
-        yield lambda: shared
-    elif kind == "sqlite":
-        yield lambda: SqliteSagaStore(f"{tmp_path}/sagas.db", synchronous="NORMAL")
-    else:
-        async with postgres_schema() as (dsn, schema):
-            yield lambda: PostgresSagaStore(dsn, schema=schema, max_size=4)
 
 
 LEASE = timedelta(seconds=30)
