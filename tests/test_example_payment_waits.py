@@ -36,7 +36,9 @@ def check_demo(output: str) -> None:
     process_3 = output.split("=== process 3")[1]
     assert "order 1: payment pay-7781 captured" in process_3
     assert "order 1: shipped" in process_3
-    assert "order 2: stock released (no payment)" in process_3.split("=== later")[1]
+    # once its 2-second timeout passed: at the later pass, or at the first one already when
+    # processes 1 and 2 took that long (a busy machine)
+    assert "order 2: stock released (no payment)" in process_3
     assert output.rstrip().endswith("in the end: COMPLETED, FAILED")
 
 

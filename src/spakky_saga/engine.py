@@ -392,7 +392,10 @@ class SagaEngine:
         after the flow's failure handler ran, and re-raises `CancelledError` after compensating
         when the calling task is cancelled. `listeners` observe this run only. On a durable
         engine, raises `SagaStoreError` (or `SagaLeaseLostError`) when the log cannot be
-        written: the run stops without acting further, for `recover()` to finish.
+        written: the run stops without acting further, for `recover()` to finish. On a
+        durable engine a run that reaches a wait (`wait_for`, `sleep`) with nothing to take
+        returns a result with status WAITING: the saga is suspended in the store, and an
+        engine's `recover()`/`serve()` resumes it (docs/waits.md).
         """
         if self._closed:
             raise SagaEngineNotConnectedError(
