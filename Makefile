@@ -14,6 +14,8 @@ demo:
 	@echo "  then open http://127.0.0.1:8000/ (docs/console.md; Ctrl-C stops it)"
 	@echo
 	@.venv/bin/python examples/payment_policies.py
+	@echo
+	@.venv/bin/python examples/payment_waits.py
 
 test:
 	@scripts/test.sh

@@ -56,7 +56,8 @@ async def test_cancel_of_a_saga_whose_engine_died_compensates_it_once_and_ends_c
     again = await asyncio.to_thread(spakky_saga, "cancel", crashed, *APP)
     assert again.returncode == USAGE
     assert again.stderr == (
-        f"spakky-saga: saga {crashed} (checkout) is CANCELLED: only RUNNING sagas can be "
+        f"spakky-saga: saga {crashed} (checkout) is CANCELLED: only RUNNING and WAITING sagas "
+        "can be "
         "cancelled; it was cancelled already\n"
     )
     assert [
@@ -93,7 +94,8 @@ async def test_exit_2_for_cancel_of_a_completed_saga() -> None:
 
     assert done.returncode == USAGE
     assert done.stderr == (
-        f"spakky-saga: saga {completed} (checkout) is COMPLETED: only RUNNING sagas can be "
+        f"spakky-saga: saga {completed} (checkout) is COMPLETED: only RUNNING and WAITING sagas "
+        "can be "
         "cancelled; it completed, so there is nothing to stop; undo its effects with a saga "
         "of their own\n"
     )
@@ -112,7 +114,9 @@ async def test_exit_2_for_cancel_of_a_compensating_saga() -> None:
     done = await asyncio.to_thread(spakky_saga, "cancel", saga_id, *APP)
 
     assert done.returncode == USAGE
-    assert f"saga {saga_id} (checkout) is COMPENSATING: only RUNNING sagas" in done.stderr
+    assert (
+        f"saga {saga_id} (checkout) is COMPENSATING: only RUNNING and WAITING sagas" in done.stderr
+    )
     assert "it is being rolled back already" in done.stderr
     assert (await cli_app.load_saga(saga_id)).cancel_request is None
 
@@ -123,7 +127,7 @@ async def test_exit_2_for_cancel_of_a_saga_whose_compensation_failed_pointing_at
     done = await asyncio.to_thread(spakky_saga, "cancel", broken, *APP)
 
     assert done.returncode == USAGE
-    assert "is COMPENSATION_FAILED: only RUNNING sagas can be cancelled" in done.stderr
+    assert "is COMPENSATION_FAILED: only RUNNING and WAITING sagas can be cancelled" in done.stderr
     assert f"`spakky-saga retry-compensation {broken} --app tests.cli_app:recovering_engine`" in (
         done.stderr
     )

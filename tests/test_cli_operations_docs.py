@@ -27,6 +27,8 @@ def test_operations_page_has_a_row_for_every_exit_code_and_a_recipe_for_every_co
         "recover",
         "retry-compensation",
         "cancel",
+        "resolve",
+        "signal",
         "purge",
         "console",
         "graph",

@@ -87,4 +87,7 @@ async def test_cancel_of_a_stuck_saga_is_refused_saying_why() -> None:
     refused = spakky_saga("cancel", stuck, "--app", "tests.cli_app:delivery_engine")
 
     assert refused.returncode == USAGE
-    assert "only RUNNING sagas can be cancelled; it is stuck past its pivot" in refused.stderr
+    assert (
+        "only RUNNING and WAITING sagas can be cancelled; it is stuck past its pivot"
+        in refused.stderr
+    )

@@ -8,6 +8,7 @@ context current in the caller is the same after the run as before it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import subprocess
@@ -48,6 +49,7 @@ from spakky_saga import (
     parallel,
     saga_flow,
     step,
+    wait_for,
 )
 from spakky_saga.otel import SagaTelemetryListener
 from tests.durable_support import Crash, Ledger, StoreClock, Ticket, bump, engines
@@ -873,3 +875,36 @@ def test_the_default_providers_are_the_global_ones(order: OrderData) -> None:
     )
 
     assert repr(listener) == "SagaTelemetryListener()"
+
+
+@dataclasses.dataclass(frozen=True)
+class Go:
+    ok: bool
+
+
+async def test_a_saga_suspended_in_a_wait_ends_its_span_waiting_and_its_resumption_has_its_own(
+    tracer_provider: TracerProvider, exporter: InMemorySpanExporter, open_spans: OpenSpans
+) -> None:
+    store = InMemorySagaStore()
+    flow = saga_flow(step(_nothing), wait_for(Go, merge=lambda data, go: data), step(_nothing))
+    telemetry = SagaTelemetryListener(tracer_provider=tracer_provider)
+    engine = SagaEngine(store=store, log=False, listeners=[telemetry])
+    data = Ticket(order_id=1)
+
+    waiting = await engine.run(flow, data, saga_name="order")
+    first = named(exporter, "saga order")
+    await engine.signal(data.saga_id, Go(True))
+    await engine.recover()
+
+    assert waiting.status is SagaStatus.WAITING
+    assert attrs(first)["saga.outcome"] == "waiting"
+    assert attrs(first)["saga.waiting_in"] == "wait_for(Go)"
+    sagas = [s for s in exporter.get_finished_spans() if s.name == "saga order"]
+    assert [attrs(s)["saga.outcome"] for s in sagas] == ["waiting", "completed"]
+    assert open_spans.open == {}
+    waits = [s for s in exporter.get_finished_spans() if s.name.endswith("wait_for(Go)")]
+    assert len(waits) == 2  # the attempt cut off by the suspension, then the one that took it
+
+
+async def _nothing(data: Ticket) -> None:
+    return None

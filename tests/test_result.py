@@ -20,6 +20,7 @@ def test_statuses_are_the_documented_ones_then_stuck() -> None:
         "FAILED",
         "TIMED_OUT",
         "STUCK",  # past a flow's pivot (issue 19): docs/compatibility.md, 16
+        "WAITING",  # a durable run suspended in a wait (issue 16): docs/compatibility.md, 17
     ]
     assert [s.name for s in StepStatus] == ["COMMITTED", "FAILED", "COMPENSATED"]
 

@@ -36,15 +36,22 @@ from spakky_saga.errors import (
     SagaPivotError,
     SagaPivotMemberError,
     SagaRecoveryError,
+    SagaResolutionError,
     SagaRollbackInterruptedWarning,
     SagaSchemaVersionError,
     SagaSecondPivotError,
+    SagaSignalConflictError,
+    SagaSignalError,
+    SagaSignalTargetError,
+    SagaSignalTypeError,
     SagaStepCancelledError,
     SagaStepResultError,
     SagaStepTimeoutError,
     SagaStoreError,
     SagaTimeoutError,
     SagaUncompensatedBeforePivotError,
+    SagaWaitDefinitionError,
+    SagaWaitTimeoutError,
 )
 from spakky_saga.events import SagaEvent, SagaEventKind
 from spakky_saga.flow import (
@@ -71,6 +78,7 @@ from spakky_saga.query import (
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult, StepRecord
 from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.signals import SignalReceipt
 from spakky_saga.spakky_plugin import PLUGIN_NAME
 from spakky_saga.status import SagaStatus, StepStatus
 from spakky_saga.store import (
@@ -79,6 +87,8 @@ from spakky_saga.store import (
     SagaStoreDamagedError,
     SagaStoreLocationError,
     SagaStoreNotFoundError,
+    SignalStore,
+    StoredSignal,
     StoredStatus,
 )
 from spakky_saga.stores.memory import InMemorySagaStore
@@ -88,12 +98,14 @@ from spakky_saga.strategy import (
     Compensate,
     Decision,
     ErrorStrategy,
+    Escalate,
     ExponentialBackoff,
     FailedAttempt,
     Retry,
     Skip,
     Verdict,
 )
+from spakky_saga.waits import Resolution, SagaWait, sleep, sleep_until, wait_for
 
 _SagaStepDescriptor = SagaStepMethod
 """The documented package's name for what `@saga_step` returns, for code (and tests) that
@@ -131,6 +143,7 @@ __all__ = [
     "Decision",
     "EngineNode",
     "ErrorStrategy",
+    "Escalate",
     "ExponentialBackoff",
     "FailedAttempt",
     "FlowItem",
@@ -143,6 +156,7 @@ __all__ = [
     "RecoveryOutcome",
     "RecoveryPolicy",
     "RecoveryReport",
+    "Resolution",
     "Retry",
     "Saga",
     "SagaAlreadyStartedError",
@@ -175,10 +189,15 @@ __all__ = [
     "SagaQuery",
     "SagaQueryError",
     "SagaRecoveryError",
+    "SagaResolutionError",
     "SagaResult",
     "SagaRollbackInterruptedWarning",
     "SagaSchemaVersionError",
     "SagaSecondPivotError",
+    "SagaSignalConflictError",
+    "SagaSignalError",
+    "SagaSignalTargetError",
+    "SagaSignalTypeError",
     "SagaSort",
     "SagaStatus",
     "SagaStep",
@@ -194,11 +213,17 @@ __all__ = [
     "SagaStoreNotFoundError",
     "SagaTimeoutError",
     "SagaUncompensatedBeforePivotError",
+    "SagaWait",
+    "SagaWaitDefinitionError",
+    "SagaWaitTimeoutError",
+    "SignalReceipt",
+    "SignalStore",
     "Skip",
     "SqliteSagaStore",
     "StepContext",
     "StepRecord",
     "StepStatus",
+    "StoredSignal",
     "StoredStatus",
     "Transaction",
     "Verdict",
@@ -209,5 +234,8 @@ __all__ = [
     "run_saga_flow",
     "saga_flow",
     "saga_step",
+    "sleep",
+    "sleep_until",
     "step",
+    "wait_for",
 ]

@@ -7,6 +7,8 @@
                         [--json]
     spakky-saga retry-compensation SAGA_ID --app MODULE:APP [--json]
     spakky-saga cancel SAGA_ID --app MODULE:APP [--json]
+    spakky-saga signal SAGA_ID MODULE:TYPE --json PAYLOAD --app MODULE:APP [--signal-id ID]
+    spakky-saga resolve SAGA_ID retry|skip|compensate --app MODULE:APP
     spakky-saga purge --store URL --finished-before TIME [--dry-run] [--json]
     spakky-saga graph MODULE:TARGET [--markdown] [--direction TD|LR]
     spakky-saga console --store URL [--app MODULE:APP] [--host 127.0.0.1] [--port 8000]
@@ -33,7 +35,7 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -41,16 +43,25 @@ from typing import Any, Final
 from spakky.core.application.application import SpakkyApplication
 
 from spakky_saga._text import error_text, safe_repr
+from spakky_saga.codec import signal_adapter
 from spakky_saga.console_store import SagaConsoleStore
 from spakky_saga.diagram import DIRECTIONS, to_mermaid
 from spakky_saga.engine import SagaEngine
-from spakky_saga.errors import SagaFlowChangedError, SagaNotRegisteredError, SagaStoreError
+from spakky_saga.errors import (
+    SagaFlowChangedError,
+    SagaNotRegisteredError,
+    SagaSignalError,
+    SagaSignalTargetError,
+    SagaStoreError,
+)
 from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
 from spakky_saga.saga import AbstractSaga, Saga
+from spakky_saga.signals import SignalReceipt
 from spakky_saga.store import (
     PURGEABLE,
+    SIGNALLED,
     UNFINISHED,
     SagaRecord,
     SagaStore,
@@ -462,6 +473,8 @@ async def _show(args: argparse.Namespace) -> int:
         print(f"  error: {error}")
     if record.status is StoredStatus.STUCK:
         print(f"  {_STUCK_ADVICE}")
+    if record.status is StoredStatus.WAITING:
+        print(f"  {_waiting_text(record.events)}")
     if record.cancel_request is not None:
         by, at = record.cancel_request
         print(f"  {_when(at)} cancel requested by {by} (spakky-saga cancel)")
@@ -471,6 +484,19 @@ async def _show(args: argparse.Namespace) -> int:
     print()
     print(format_timeline(rows, pivot=_pivot_steps(record.structure)))
     return OK
+
+
+def _waiting_text(events: Sequence[StoredEvent]) -> str:
+    """What a WAITING saga waits in, since when, and what wakes it."""
+    step, since = "a wait", None
+    for event in events:
+        if event.kind == SagaEventKind.SAGA_SUSPENDED.value:
+            step, since = f'"{event.step}"', event.at
+    when = "" if since is None else f" since {_when(since)}"
+    return (
+        f"waiting in {step}{when}, suspended in the store: any engine on it resumes it when "
+        "its signal arrives (`spakky-saga signal`) or its time comes"
+    )
 
 
 _STUCK_ADVICE: Final = (
@@ -642,6 +668,8 @@ _NOT_RETRYABLE: Final = {
     StoredStatus.COMPLETED: "it completed, so there is nothing to compensate",
     StoredStatus.STUCK: "it is stuck past its pivot (the point of no return), where nothing "
     "is compensated: finish its remaining steps by hand",
+    StoredStatus.WAITING: "it is waiting (suspended in a wait or for an operator's decision): "
+    "`spakky-saga signal` or `spakky-saga resolve` resumes it",
 }
 
 
@@ -697,14 +725,15 @@ async def _cancel(args: argparse.Namespace) -> int:
         record = await app.store.request_cancel(args.saga_id, by)
         if record is None:
             raise _NotFound(f"no saga {args.saga_id} in the store")
-        if record.status is not StoredStatus.RUNNING:
+        if record.status not in SIGNALLED:
             why = _NOT_CANCELLABLE[record.status].format(id=record.saga_id, app=app.spec)
             raise UsageError(
                 f"saga {record.saga_id} ({record.saga_name}) is {record.status.value}: only "
-                f"RUNNING sagas can be cancelled; {why}"
+                f"RUNNING and WAITING sagas can be cancelled; {why}"
             )
-        # Its engine is dead (its lease expired) or it has none: claimed and compensated now.
-        # Else its engine is alive: this claims nothing, and the engine acts on the request.
+        # Its engine is dead (its lease expired), it has none, or it waits suspended (the
+        # request woke it): claimed and compensated now. Else its engine is alive: this
+        # claims nothing, and the engine acts on the request.
         report = await app.engine.recover(saga_ids=[record.saga_id], limit=1)
     finally:
         await app.aclose()
@@ -733,6 +762,58 @@ async def _cancel(args: argparse.Namespace) -> int:
         "reads requests when it renews its lease, every third of a lease): it compensates "
         f"the committed steps and ends CANCELLED; follow it with `spakky-saga show "
         f"{record.saga_id} --store STORE`"
+    )
+    return OK
+
+
+async def _signal(args: argparse.Namespace) -> int:
+    signal_type = _import_target(args.type, "TYPE", "orders.signals:PaymentConfirmed")
+    if not isinstance(signal_type, type):
+        raise UsageError(f"{args.type} is {safe_repr(signal_type)}, not a class")
+    try:
+        payload = signal_adapter(signal_type).validate_json(args.payload)
+    except Exception as error:  # not JSON, or not what the type holds
+        raise UsageError(
+            f"--json is not a valid {signal_type.__qualname__}: {error_text(error)}"
+        ) from error
+    receipt = await _send(
+        args, lambda engine: engine.signal(args.saga_id, payload, signal_id=args.signal_id)
+    )
+    repeat = " (a repeat: it was stored before; nothing new)" if receipt.duplicate else ""
+    print(
+        f"{args.saga_id}: signal {receipt.signal_id} ({signal_type.__qualname__}) stored{repeat}; "
+        "the saga takes it at its wait (a WAITING saga is resumed by the next recovery pass "
+        "of an engine on the store, or `spakky-saga recover --app APP`)"
+    )
+    return OK
+
+
+async def _send(
+    args: argparse.Namespace, send: Callable[[SagaEngine], Awaitable[SignalReceipt]]
+) -> SignalReceipt:
+    """Send a signal (or a decision) with the `--app` engine; a refusal is a usage error, an
+    unknown saga "not found"."""
+    app = load_app(args.app)
+    try:
+        await app.store.open()
+        return await send(app.engine)
+    except SagaSignalTargetError as error:
+        if error.status is None:
+            raise _NotFound(str(error)) from error
+        raise UsageError(str(error)) from error
+    except SagaSignalError as error:
+        raise UsageError(str(error)) from error
+    finally:
+        await app.aclose()
+
+
+async def _resolve(args: argparse.Namespace) -> int:
+    by = _operator()
+    receipt = await _send(args, lambda engine: engine.resolve(args.saga_id, args.decision, by=by))
+    print(
+        f"{args.saga_id}: decision {args.decision!r} by {by} stored ({receipt.signal_id}); the "
+        "saga takes it at its escalated step (a WAITING saga is resumed by the next recovery "
+        "pass of an engine on the store, or `spakky-saga recover --app APP`)"
     )
     return OK
 
@@ -963,6 +1044,56 @@ def _console_options(console: argparse.ArgumentParser) -> None:
     )
 
 
+def _signal_options(signal: argparse.ArgumentParser) -> None:
+    signal.add_argument("saga_id")
+    signal.add_argument(
+        "type", metavar="MODULE:TYPE", help="the signal's class (a dataclass or pydantic model)"
+    )
+    signal.add_argument(
+        "--json", dest="payload", required=True, metavar="PAYLOAD", help="the signal, as JSON"
+    )
+    signal.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:APP",
+        help="a SpakkyApplication, a SagaEngine with a store, or a function returning one",
+    )
+    signal.add_argument(
+        "--signal-id", help="an id of your own: sending it again stores nothing new"
+    )
+    signal.set_defaults(run=_signal)
+
+
+def _resolve_options(resolve: argparse.ArgumentParser) -> None:
+    resolve.add_argument("saga_id")
+    resolve.add_argument("decision", choices=["retry", "skip", "compensate"])
+    resolve.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:APP",
+        help="a SpakkyApplication, a SagaEngine with a store, or a function returning one",
+    )
+    resolve.set_defaults(run=_resolve)
+
+
+def _wait_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """`resolve` and `signal`: what operators send to sagas that wait (docs/waits.md)."""
+    _resolve_options(
+        command(
+            "resolve",
+            "answer a saga whose step escalated (Escalate()): retry the step, skip it, or "
+            "compensate; recorded with who decided",
+        )
+    )
+    _signal_options(
+        command(
+            "signal",
+            "send a signal to a RUNNING or WAITING saga, for its wait_for(TYPE, ...): stored "
+            "before the command returns, taken once",
+        )
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="spakky-saga",
@@ -1065,6 +1196,8 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("saga_id")
     app_options(cancel)
     cancel.set_defaults(run=_cancel)
+
+    _wait_commands(command)
 
     purge = command(
         "purge",

@@ -19,9 +19,21 @@ from typing import Any, Final
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from spakky_saga._names import type_name
 from spakky_saga._text import error_text, safe_repr
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.errors import SagaDataCodecError
+
+__all__ = [
+    "CODEC_VERSION",
+    "adapter_for",
+    "check_round_trip",
+    "decode",
+    "encode",
+    "resolve_type",
+    "signal_adapter",
+    "type_name",
+]
 
 CODEC_VERSION: Final = "pydantic-json/1"
 """Written next to every data blob; bump when the encoding changes incompatibly."""
@@ -54,9 +66,21 @@ def adapter_for(data_class: type[AbstractSagaData]) -> TypeAdapter[Any]:
     return adapter
 
 
-def type_name(data_class: type) -> str:
-    """`module:QualName`, how the log names a data class."""
-    return f"{data_class.__module__}:{data_class.__qualname__}"
+def signal_adapter(signal_type: type) -> TypeAdapter[Any]:
+    """The pydantic adapter of a signal type (a dataclass, a pydantic model...), built once;
+    a type pydantic cannot validate raises `TypeError` saying so."""
+    adapter = _ADAPTERS.get(signal_type)
+    if adapter is None:
+        try:
+            adapter = TypeAdapter(signal_type)
+        except Exception as error:
+            raise TypeError(
+                f"the signal type {signal_type.__qualname__} cannot be validated by pydantic "
+                f"({error_text(error)}); use a dataclass or a pydantic model with typed fields"
+            ) from error
+        with _ADAPTERS_LOCK:
+            _ADAPTERS.setdefault(signal_type, adapter)
+    return adapter
 
 
 def resolve_type(name: str) -> type:

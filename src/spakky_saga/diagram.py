@@ -36,7 +36,8 @@ def to_mermaid(flow: SagaFlow[Any], *, direction: Direction = "TD") -> str:
     strategy (`Retry(3)`, `Skip()`) and timeout; a parallel group forks into its members and
     joins (or merges) after them; each action has a dotted `compensate` edge to a rounded,
     dashed box naming its compensation (and its own policy and timeout, when set). A
-    read-only step says so; the pivot (the point of no return) is drawn with a thick border
+    read-only step says so; a wait (`wait_for`, `sleep`) is a hexagon, with its timeout and
+    what a timeout means; the pivot (the point of no return) is drawn with a thick border
     and `pivot (point of no return)` (on a group, on its join). The same flow always
     gives the same text.
     """
@@ -88,6 +89,8 @@ class _Chart:
         """Add a step's box (and its compensation's); return the step's node id."""
         step_id = f"s{key}"
         lines = [item.name]
+        if item.waits:
+            return self.wait(item, step_id)
         if item.on_error != DEFAULT_STRATEGY:
             lines.append(safe_repr(item.on_error))
         if item.timeout is not None:
@@ -108,6 +111,16 @@ class _Chart:
             self.node(undo_id, "(", ")", *undo_lines)
             self.compensation_edges.append(f"{step_id} -.->|compensate| {undo_id}")
             self.compensations.append(undo_id)
+        return step_id
+
+    def wait(self, item: SagaStep[Any] | Transaction[Any], step_id: str) -> str:
+        """A wait's box, a hexagon: what it waits for and, for a `wait_for` with a timeout,
+        the timeout and what it means (its strategy)."""
+        lines = [item.name, *item.wait_details]
+        if item.pivot:
+            lines.append(_PIVOT_LINE)
+            self.pivot = step_id
+        self.node(step_id, "{{", "}}", *lines)
         return step_id
 
     def group(self, group: Parallel[Any], key: str, previous: str) -> str:

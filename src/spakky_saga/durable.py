@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -27,6 +26,7 @@ from spakky_saga.errors import (
     SagaInterruptedError,
     SagaLeaseLostError,
     SagaNotRegisteredError,
+    SagaSignalTargetError,
     SagaStoreError,
 )
 from spakky_saga.events import SagaEventKind
@@ -46,10 +46,11 @@ from spakky_saga.recovery import (
     replay,
 )
 from spakky_saga.registry import SagaRegistry
-from spakky_saga.run import SagaRun
+from spakky_saga.run import SagaRun, SignalBox
 from spakky_saga.status import SagaStatus
 from spakky_saga.store import (
     CANCEL_REQUESTED,
+    SIGNALLED,
     CancelRequest,
     SagaRecord,
     SagaStore,
@@ -71,6 +72,7 @@ class DurableRuns:
         "_heartbeat",
         "_held",
         "_opened",
+        "_signals",
         "_tasks",
         "lease",
         "owner",
@@ -89,8 +91,10 @@ class DurableRuns:
         recovery: RecoveryPolicy,
         owner: str,
         clock: Callable[[], float],
+        signals: SignalBox,
     ) -> None:
         self.store = store
+        self._signals = signals
         self.registry = registry
         self._executor = executor
         self.lease = lease
@@ -131,6 +135,7 @@ class DurableRuns:
             saga_id,
             self.owner,
             self.lease,
+            wall_clock=self._executor.wall_clock,
             begin=begin_record(
                 saga_id=saga_id,
                 saga_name=saga_name,
@@ -140,7 +145,7 @@ class DurableRuns:
                 policy=(registration.recovery or self.recovery).value,
                 data_text=text,
                 data=data,
-                now=time.time(),
+                now=self._executor.wall_clock(),
             ),
         )
         self.track(journal)
@@ -246,6 +251,18 @@ class DurableRuns:
         )
         task.cancel(f"saga {saga_id}: cancelled at the request of {request.by}")
 
+    async def accepts(self, saga_id: str) -> frozenset[str] | None:
+        """The signal types the waits of saga `saga_id` accept, if its flow is registered
+        here; refuses a saga the store does not have, or that is not RUNNING."""
+        await self.open()
+        record = await self.store.load(saga_id)
+        if record is None:
+            raise SagaSignalTargetError(saga_id)
+        if record.status not in SIGNALLED:
+            raise SagaSignalTargetError(saga_id, record.status.value)
+        registration = self.registry.get(record.saga_name)
+        return None if registration is None else registration.plan().accepts
+
     # --- recovery --------------------------------------------------------------------------
 
     async def recover(
@@ -323,12 +340,9 @@ class DurableRuns:
         uncompensable = tuple(
             name for name in nameless if any(r.name == name for r in state.history)
         )
-        journal = SagaJournal(self.store, record.saga_id, self.owner, self.lease, seq=state.seq)
-        journal.merged(state.data)  # the row follows the log (a group may have closed unwritten)
-        run = SagaRun(record.saga_name, state.data.saga_id, self._clock, observers, journal)
-        run.started -= max(0.0, time.time() - state.started_at)  # offsets from the saga start
-        run.history.extend(state.history)
-        run.skipped = list(state.skipped) or None
+        run = self._recovered_run(record, state, observers)
+        journal = run.journal
+        assert isinstance(journal, SagaJournal)
         self.track(journal)
         token = enter_step(run)
         run.past_pivot = past_pivot = plan.pivot is not None and state.next_index > plan.pivot
@@ -337,7 +351,7 @@ class DurableRuns:
             if state.rolling_back or retry_failed or past_pivot
             else _requested(record, journal)
         )
-        policy = _policy(record, cancelled, past_pivot=past_pivot)
+        policy = _policy(record, cancelled, past_pivot=past_pivot, waiting=state.waiting)
         run.emit(SagaEventKind.SAGA_RECOVERED, data=state.data)
         try:
             if retry_failed:
@@ -399,6 +413,26 @@ class DurableRuns:
                 extra={"saga_id": record.saga_id},
             )
         return RecoveredSaga(record.saga_id, record.saga_name, outcome, result, None, uncompensable)
+
+    def _recovered_run(
+        self, record: SagaRecord, state: Replayed, observers: ListenerSet
+    ) -> SagaRun:
+        """The run that finishes `record`'s saga: its journal continues the log, and its
+        history, skips, signals taken and waits in progress are the log's."""
+        wall = self._executor.wall_clock
+        journal = SagaJournal(
+            self.store, record.saga_id, self.owner, self.lease, seq=state.seq, wall_clock=wall
+        )
+        journal.merged(state.data)  # the row follows the log (a group may have closed unwritten)
+        run = SagaRun(record.saga_name, state.data.saga_id, self._clock, observers, journal)
+        run.started -= max(0.0, wall() - state.started_at)  # offsets from the saga start
+        run.history.extend(state.history)
+        run.skipped = list(state.skipped) or None
+        run.signals = self._signals
+        run.taken = set(state.signals_taken) or None
+        run.wait_started = state.wait_started
+        run.escalated = state.escalated
+        return run
 
     def _plan(
         self, record: SagaRecord, compensate_by_name: bool
@@ -476,19 +510,27 @@ def _failed_compensations(plan: ExecutionPlan, state: Replayed) -> list[StepNode
 _FORWARD_OUTCOMES: Final = {
     SagaStatus.COMPLETED: RecoveryOutcome.COMPLETED,
     SagaStatus.STUCK: RecoveryOutcome.STUCK,
+    SagaStatus.WAITING: RecoveryOutcome.WAITING,
 }
 """What a resumed saga's result status means for recovery (else: it was compensated)."""
 
 
 def _policy(
-    record: SagaRecord, cancelled: asyncio.CancelledError | None, *, past_pivot: bool
+    record: SagaRecord,
+    cancelled: asyncio.CancelledError | None,
+    *,
+    past_pivot: bool,
+    waiting: bool = False,
 ) -> RecoveryPolicy:
     """How to finish the saga: past its pivot (the point of no return) only forward, whatever
     its policy, even when an operator asked to cancel it; else, when an operator asked to
-    cancel it, compensate; else its own policy."""
+    cancel it, compensate; else, stopped in a wait (which did nothing that could be in
+    doubt), go on waiting; else its own policy."""
     if past_pivot:
         return RecoveryPolicy.RESUME
-    return RecoveryPolicy(record.policy) if cancelled is None else RecoveryPolicy.COMPENSATE
+    if cancelled is not None:
+        return RecoveryPolicy.COMPENSATE
+    return RecoveryPolicy.RESUME if waiting else RecoveryPolicy(record.policy)
 
 
 def _requested(record: SagaRecord, journal: SagaJournal) -> asyncio.CancelledError | None:

@@ -15,7 +15,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -23,7 +23,11 @@ from spakky_saga._text import safe_repr
 from spakky_saga.context import enter_step, leave_step
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.durable import DurableRuns
-from spakky_saga.errors import SagaEngineConfigurationError, SagaEngineNotConnectedError
+from spakky_saga.errors import (
+    SagaEngineConfigurationError,
+    SagaEngineNotConnectedError,
+    SagaResolutionError,
+)
 from spakky_saga.events import SagaEventKind
 from spakky_saga.execution import Executor, Sleep
 from spakky_saga.fingerprint import identity_of
@@ -35,7 +39,9 @@ from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.registry import FlowSource, SagaRegistry
 from spakky_saga.result import ANONYMOUS, SagaResult
 from spakky_saga.run import Clock, SagaRun
-from spakky_saga.store import SagaStore
+from spakky_saga.signals import RunningSignals, SignalReceipt, Signals
+from spakky_saga.store import SagaStore, SignalStore, WaitingStore
+from spakky_saga.waits import Decided, Resolution
 
 _SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
 _PAUSE_RANDOM: Final = random.Random()
@@ -68,8 +74,11 @@ class SagaEngine:
         "_durable",
         "_executor",
         "_listeners",
+        "_nudges",
         "_owner",
         "_registry",
+        "_running",
+        "_signals",
         "recover_every",
         "recover_on_start",
     )
@@ -88,6 +97,9 @@ class SagaEngine:
         recover_on_start: bool = False,
         recover_every: timedelta | None = None,
         shutdown_grace: timedelta = timedelta(seconds=30),
+        signal_poll: timedelta = timedelta(seconds=1),
+        hold_waits: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
         problems = []
@@ -137,14 +149,32 @@ class SagaEngine:
                 f"SagaEngine(store={safe_repr(store)}): must be a SagaStore "
                 "(SqliteSagaStore(path), PostgresSagaStore(dsn), InMemorySagaStore())"
             )
+        if not (isinstance(signal_poll, timedelta) and signal_poll > timedelta(0)):
+            problems.append(
+                f"SagaEngine(signal_poll={signal_poll!r}): must be a positive "
+                "datetime.timedelta (how often a waiting saga looks for signals sent through "
+                "another engine)"
+            )
         if problems:
             raise SagaEngineConfigurationError(*problems)
+        self._running: RunningSignals | None = None
+        self._nudges: set[asyncio.Event] = set()
+        """One a `serve()` loop: a signal sent through this engine starts its next pass at
+        once (the saga it wakes is resumed without waiting out `every`)."""
+        self._signals: Signals
+        if isinstance(store, SignalStore):
+            suspends = not hold_waits and isinstance(store, WaitingStore)
+            self._signals = Signals(store, poll=signal_poll.total_seconds(), suspends=suspends)
+        else:  # no store (or one without signals): the signals of the sagas it runs
+            self._running = RunningSignals()
+            self._signals = Signals(self._running, poll=None)
         self._executor = Executor(
             sleep=sleep or _backoff_sleep,
             compensation_timeout=(
                 None if compensation_timeout is None else compensation_timeout.total_seconds()
             ),
             shutdown_grace=shutdown_grace.total_seconds(),
+            wall_clock=wall_clock,
         )
         self._listeners = ListenerSet(((SagaLogListener(),) if log else ()) + tuple(listeners))
         self._closed = False
@@ -161,6 +191,7 @@ class SagaEngine:
                 recovery=recovery,
                 owner=self._owner,
                 clock=clock,
+                signals=self._signals,
             )
         )
         self.recover_on_start = recover_on_start
@@ -284,32 +315,36 @@ class SagaEngine:
                 f"serve(every={every!r}): must be a positive datetime.timedelta"
             )
         stop = stop or asyncio.Event()
-        while not stop.is_set():
-            found = 0
-            try:
-                report = await self.recover(
-                    limit=limit, concurrency=concurrency, listeners=listeners
-                )
-                found = len(report)
-                if found:
-                    logger.info(
-                        "[saga=- status=recovery_pass sagas=%d refused=%d]",
-                        found,
-                        len(report.refused),
-                        extra={"saga_engine": self._owner},
+        nudge = asyncio.Event()
+        self._nudges.add(nudge)
+        try:
+            while not stop.is_set():
+                nudge.clear()
+                found = 0
+                try:
+                    report = await self.recover(
+                        limit=limit, concurrency=concurrency, listeners=listeners
                     )
-            except Exception as error:  # the store is down: say so, try again next pass
-                logger.warning(
-                    "[saga=- status=recovery_pass_failed error=%s]",
-                    type(error).__name__,
-                    extra={"saga_engine": self._owner, "saga_error_message": str(error)},
-                )
-            if found >= limit:
-                continue  # more may be waiting: no pause
-            pause = seconds * _PAUSE_RANDOM.uniform(0.8, 1.2)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
-                    await stop.wait()
+                    found = len(report)
+                    if found:
+                        logger.info(
+                            "[saga=- status=recovery_pass sagas=%d refused=%d]",
+                            found,
+                            len(report.refused),
+                            extra={"saga_engine": self._owner},
+                        )
+                except Exception as error:  # the store is down: say so, try again next pass
+                    logger.warning(
+                        "[saga=- status=recovery_pass_failed error=%s]",
+                        type(error).__name__,
+                        extra={"saga_engine": self._owner, "saga_error_message": str(error)},
+                    )
+                if found >= limit:
+                    continue  # more may be waiting: no pause
+                pause = seconds * _PAUSE_RANDOM.uniform(0.8, 1.2)
+                await _first_of(stop, nudge, pause)
+        finally:
+            self._nudges.discard(nudge)
 
     @contextlib.asynccontextmanager
     async def recovering(
@@ -369,7 +404,10 @@ class SagaEngine:
         after the flow's failure handler ran, and re-raises `CancelledError` after compensating
         when the calling task is cancelled. `listeners` observe this run only. On a durable
         engine, raises `SagaStoreError` (or `SagaLeaseLostError`) when the log cannot be
-        written: the run stops without acting further, for `recover()` to finish.
+        written: the run stops without acting further, for `recover()` to finish. On a
+        durable engine a run that reaches a wait (`wait_for`, `sleep`) with nothing to take
+        returns a result with status WAITING: the saga is suspended in the store, and an
+        engine's `recover()`/`serve()` resumes it (docs/waits.md).
         """
         if self._closed:
             raise SagaEngineNotConnectedError(
@@ -386,6 +424,10 @@ class SagaEngine:
         if self._durable is not None:
             journal = await self._durable.begin(flow, plan, data, saga_name)
         run = SagaRun(saga_name, data.saga_id, self._clock, observers, journal)
+        running = self._running if plan.accepts else None
+        if running is not None:
+            running.opened(str(data.saga_id), plan.accepts)
+        run.signals = self._signals
         token = enter_step(run)
         try:
             if run.progress:
@@ -396,8 +438,68 @@ class SagaEngine:
             raise
         finally:
             leave_step(token)
+            if running is not None:
+                running.closed(str(data.saga_id))
             if journal is not None and self._durable is not None:
                 self._durable.done(journal)
+
+    async def signal(
+        self, saga_id: uuid.UUID | str, payload: object, /, *, signal_id: str | None = None
+    ) -> SignalReceipt:
+        """Send `payload` (a dataclass or pydantic model instance) to the saga `saga_id`, for
+        its `wait_for(type(payload), ...)`: stored (durably, on a durable engine) before this
+        returns, taken by one wait at most, kept if the saga has not reached its wait yet.
+
+        `signal_id` makes sending idempotent: a repeat of an id stores nothing new
+        (`receipt.duplicate`). Raises `SagaSignalTargetError` for an unknown saga or one not
+        RUNNING (finished, compensating; on an engine without a store: one it does not
+        run), `SagaSignalTypeError` when no wait of the saga accepts the payload's type (if
+        its flow is registered here) or it cannot be stored as JSON,
+        `SagaSignalConflictError` when `signal_id` names another signal. See docs/waits.md.
+        """
+        target = str(saga_id)
+        if self._durable is not None:
+            accepts = self._durable.accepts
+        else:
+            assert self._running is not None
+            accepts = self._running.accepts
+        receipt = await self._signals.send(
+            target, payload, signal_id, accepts, self._executor.wall_clock()
+        )
+        for nudge in self._nudges:  # a saga it woke is resumed by the next pass, now
+            nudge.set()
+        return receipt
+
+    async def resolve(
+        self, saga_id: uuid.UUID | str, decision: Decided, /, *, by: str
+    ) -> SignalReceipt:
+        """Answer a saga whose step escalated (`Escalate()`): "retry" runs the step again,
+        "skip" goes on without it, "compensate" fails it (the saga compensates). `by` (who
+        decides) is recorded with the decision in the saga's log. A signal (`Resolution`)
+        like any other: stored before this returns, taken once; a saga that has not
+        escalated yet keeps it for its next escalation. Raises `SagaResolutionError` for
+        another decision, and what `signal` raises."""
+        if decision not in ("retry", "skip", "compensate"):
+            raise SagaResolutionError(
+                f"resolve({saga_id}, {safe_repr(decision)}): the decision is 'retry', 'skip' or "
+                "'compensate'"
+            )
+        if not isinstance(by, str) or not by.strip():
+            raise SagaResolutionError(
+                f"resolve({saga_id}, {decision!r}, by={safe_repr(by)}): say who decides "
+                "(user@host): it is recorded in the saga's log"
+            )
+        return await self.signal(saga_id, Resolution(decision, by))
+
+
+async def _first_of(stop: asyncio.Event, nudge: asyncio.Event, seconds: float) -> None:
+    """Wait until `stop` or `nudge` is set, or `seconds` passed."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(nudge.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _sleep(delay: float) -> None:

@@ -163,6 +163,82 @@ class SagaTimeoutError(AbstractSpakkySagaError, TimeoutError):
         )
 
 
+class SagaWaitDefinitionError(SagaFlowDefinitionError):
+    """A wait (`wait_for`, `sleep`, `sleep_until`) is malformed or stands where a wait cannot:
+    a signal type that is not a class, a `merge` that is not a plain function of two
+    arguments, a wait bound to a compensation, inside a parallel group, or used as one."""
+
+    message = "Invalid wait in saga flow"
+
+
+class SagaWaitTimeoutError(AbstractSpakkySagaError, TimeoutError):
+    """A `wait_for(...)` saw no signal before its timeout; routed through its `on_timeout`
+    strategy (Compensate() by default, Skip() goes on without the signal)."""
+
+    message = "Saga wait timed out"
+
+    def __init__(
+        self, wait_name: str | None = None, signal_type: str | None = None, timeout: float = 0.0
+    ) -> None:
+        self.wait_name = wait_name
+        self.signal_type = signal_type
+        self.timeout = timeout
+        if wait_name is None:
+            super().__init__()
+            return
+        super().__init__(f'wait "{wait_name}" received no {signal_type} signal within {timeout:g}s')
+
+
+class SagaSignalError(AbstractSpakkySagaError):
+    """A signal (`engine.signal(saga_id, payload)`) was refused; nothing was stored. Each
+    subclass is one reason."""
+
+    message = "Signal refused"
+
+
+class SagaSignalTargetError(SagaSignalError, LookupError):
+    """The signal's saga is unknown, or finished (or compensating: it waits for nothing any
+    more). `status` is the saga's status, None when it is unknown."""
+
+    message = "No waiting saga for this signal"
+
+    def __init__(self, saga_id: object = None, status: str | None = None, where: str = "") -> None:
+        self.saga_id = saga_id
+        self.status = status
+        if saga_id is None:
+            super().__init__()
+            return
+        if status is None:
+            text = f"there is no saga {saga_id}{where}; check the id (spakky-saga list)"
+        else:
+            text = (
+                f"saga {saga_id} is {status}: it waits for no signal any more; a signal "
+                "reaches a saga only while it runs (RUNNING or WAITING)"
+            )
+        super().__init__(text)
+
+
+class SagaSignalTypeError(SagaSignalError, TypeError):
+    """No wait of the signal's saga accepts the payload's type (known when the engine has the
+    saga's flow registered), or the payload cannot be stored as JSON."""
+
+    message = "No wait accepts this signal"
+
+
+class SagaResolutionError(SagaSignalError, ValueError):
+    """`engine.resolve(...)` was given a decision that is not "retry", "skip" or
+    "compensate", or no `by` (who decides)."""
+
+    message = "Invalid decision for an escalated step"
+
+
+class SagaSignalConflictError(SagaSignalError, ValueError):
+    """A signal id was given again for another saga or with another payload type: a signal
+    id identifies one signal."""
+
+    message = "Signal id already used for another signal"
+
+
 class SagaParallelMergeConflictError(AbstractSpakkySagaError):
     """Several members of a parallel group changed one field to different values."""
 

@@ -35,6 +35,12 @@ class SagaEventKind(Enum):
     """Another attempt follows after `delay_seconds`; `attempt` is the next attempt."""
     STEP_SKIPPED = "step_skipped"
     """The step failed for good and a `Skip` strategy lets the saga go on."""
+    STEP_ESCALATED = "step_escalated"
+    """The step failed (`error`) and its `Escalate()` strategy asks an operator: the saga
+    waits at it for `engine.resolve(...)` (a SIGNAL_RECEIVED with the decision follows)."""
+    SIGNAL_RECEIVED = "signal_received"
+    """A wait (`wait_for`) took a signal (`signal_id`); the wait's commit, with the merged
+    data, follows. Recorded in a durable saga's log with the commit: a signal is taken once."""
     COMPENSATION_STARTED = "compensation_started"
     COMPENSATION_DONE = "compensation_done"
     COMPENSATION_FAILED = "compensation_failed"
@@ -45,6 +51,10 @@ class SagaEventKind(Enum):
     attempt."""
     SAGA_FINISHED = "saga_finished"
     """The run returns a result: `status` is COMPLETED, FAILED or TIMED_OUT."""
+    SAGA_SUSPENDED = "saga_suspended"
+    """A durable run stops in a wait (`step` names it) without finishing: the saga is WAITING
+    in the store, held by no process, until its signal arrives or its time comes; then any
+    engine resumes it (SAGA_RECOVERED). `status` is WAITING."""
     SAGA_ABORTED = "saga_aborted"
     """The run raises `error` instead of returning: a compensation failed (after the failure
     handler ran) or the task running the saga was cancelled (after compensating)."""
@@ -78,3 +88,7 @@ class SagaEvent(NamedTuple):
     data: AbstractSagaData | None = None
     status: SagaStatus | None = None
     delay_seconds: float = 0.0
+    signal_id: str | None = None
+    """For SIGNAL_RECEIVED: the id of the signal the wait took."""
+    signal: object = None
+    """For SIGNAL_RECEIVED: the signal itself (a `Resolution` for an escalated step)."""

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import inspect
 import math
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from spakky_saga.errors import (
     SagaStepTimeoutError,
     SagaStoreError,
     SagaTimeoutError,
+    SagaWaitTimeoutError,
 )
 from spakky_saga.events import SagaEventKind
 from spakky_saga.logs import ENGINE_LOGGER
@@ -58,7 +60,8 @@ from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode
 from spakky_saga.result import SagaResult, record_of
 from spakky_saga.run import Cursor, SagaRun
 from spakky_saga.status import SagaStatus, StepStatus
-from spakky_saga.strategy import Decision, ErrorStrategy, FailedAttempt, Verdict
+from spakky_saga.strategy import Decision, ErrorStrategy, Escalate, FailedAttempt, Verdict
+from spakky_saga.waits import Resolution, WaitSpec
 
 logger: Final = ENGINE_LOGGER
 
@@ -69,6 +72,8 @@ _FAILED: Final = StepStatus.FAILED
 _COMPENSATED: Final = StepStatus.COMPENSATED
 _RETRY: Final = Verdict.RETRY
 _SKIP: Final = Verdict.SKIP
+_ESCALATE: Final = Verdict.ESCALATE
+_ESCALATED: Final = Decision.ESCALATE
 _NO_SCOPE: Final = contextlib.nullcontext()
 
 _STEP_STARTED: Final = SagaEventKind.STEP_STARTED
@@ -76,12 +81,17 @@ _STEP_COMMITTED: Final = SagaEventKind.STEP_COMMITTED
 _STEP_FAILED: Final = SagaEventKind.STEP_FAILED
 _STEP_RETRYING: Final = SagaEventKind.STEP_RETRYING
 _STEP_SKIPPED: Final = SagaEventKind.STEP_SKIPPED
+_STEP_ESCALATED: Final = SagaEventKind.STEP_ESCALATED
 _COMPENSATION_STARTED: Final = SagaEventKind.COMPENSATION_STARTED
 _COMPENSATION_DONE: Final = SagaEventKind.COMPENSATION_DONE
 _COMPENSATION_FAILED: Final = SagaEventKind.COMPENSATION_FAILED
 _COMPENSATION_RETRYING: Final = SagaEventKind.COMPENSATION_RETRYING
 _SAGA_FINISHED: Final = SagaEventKind.SAGA_FINISHED
 _SAGA_ABORTED: Final = SagaEventKind.SAGA_ABORTED
+_SIGNAL_RECEIVED: Final = SagaEventKind.SIGNAL_RECEIVED
+_SAGA_SUSPENDED: Final = SagaEventKind.SAGA_SUSPENDED
+_NEVER_BY_SIGNAL: Final = 2**62
+"""`seen` for a sleep's suspension: no number of signals wakes it early."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,18 @@ class _GroupFailed(_StepFailed):
         self.data = data
 
 
+class _Suspended(BaseException):
+    """A durable run stops in a wait: it leaves the attempt loop (a BaseException, so that no
+    strategy sees it) for `Executor.run`, which suspends the saga in the store."""
+
+    def __init__(self, step: StepNode, attempt: int, wake_at: float | None, seen: int) -> None:
+        super().__init__(step.name)
+        self.step = step
+        self.attempt = attempt
+        self.wake_at = wake_at
+        self.seen = seen
+
+
 class _GraceOver(Exception):
     """The shutdown grace period ran out while a compensation was running."""
 
@@ -164,19 +186,26 @@ class Executor:
     """Runs compiled plans: forward, retries, groups, rollback. Stateless between runs: every
     run's state is its `SagaRun`.
 
-    `sleep` waits between retries; `compensation_timeout` bounds each compensation attempt
-    that has no timeout of its own (None: no bound); `shutdown_grace` is how long a rollback
-    goes on after a shutdown cancelled it.
+    `sleep` waits between retries and in `sleep()` waits; `compensation_timeout` bounds each
+    compensation attempt that has no timeout of its own (None: no bound); `shutdown_grace` is
+    how long a rollback goes on after a shutdown cancelled it; `wall_clock` (epoch seconds)
+    places the deadlines of waits, which outlive a process.
     """
 
-    __slots__ = ("compensation_timeout", "shutdown_grace", "sleep")
+    __slots__ = ("compensation_timeout", "shutdown_grace", "sleep", "wall_clock")
 
     def __init__(
-        self, *, sleep: Sleep, compensation_timeout: float | None, shutdown_grace: float
+        self,
+        *,
+        sleep: Sleep,
+        compensation_timeout: float | None,
+        shutdown_grace: float,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.sleep = sleep
         self.compensation_timeout = compensation_timeout
         self.shutdown_grace = shutdown_grace
+        self.wall_clock = wall_clock
 
     async def run[D: AbstractSagaData](  # noqa: PLR0915 - the hot loop is inlined on purpose
         self, plan: ExecutionPlan, run: SagaRun, data: D, start: StartPoint = FRESH
@@ -202,7 +231,8 @@ class Executor:
         before = task.cancelling()  # cancellations of this task from before the saga: not ours
         scope: Any = _NO_SCOPE
         if plan.timeout is not None:
-            scope = asyncio.timeout(plan.timeout)
+            # What is left of it: a recovered run's `started` is the saga's own start.
+            scope = asyncio.timeout(plan.timeout - (clock() - started))
             run.deadline = (scope, plan.timeout)
         try:
             async with scope:
@@ -290,6 +320,8 @@ class Executor:
                 run.emit(_STEP_FAILED, node.name, node.key, 1, elapsed, timeout_error)
             else:
                 _cut(run, run, timeout_error)  # nothing, when it was waiting to retry
+        except _Suspended as suspended:
+            return await _suspend(run, data, suspended)
         except asyncio.CancelledError as cancelled:
             if interrupted:
                 data = interrupted[-1]  # type: ignore[assignment] # merged from this saga's data
@@ -301,16 +333,7 @@ class Executor:
             raise  # roll_back re-raises the cancellation itself; this is for type checkers
         if failure is None:
             elapsed = clock() - started
-            result = SagaResult(
-                status,
-                data,
-                None,
-                None,
-                tuple(history),
-                timedelta(seconds=elapsed),
-                run.saga_name,
-                tuple(run.skipped or ()),
-            )
+            result = _ended(run, status, data, elapsed)
             run.ended = True
             if progress:
                 run.emit(_SAGA_FINISHED, elapsed=elapsed, data=data, status=status)
@@ -349,55 +372,150 @@ class Executor:
         task = asyncio.current_task()
         assert task is not None, "a saga runs in a task"
         before = task.cancelling()  # cancellations from before this step are not its own
+        escalated = run.escalated.get(key) if run.escalated else None
         while True:
-            if progress:
-                run.emit(_STEP_STARTED, name, key, attempt)
-                if journal is not None:
-                    await journal.flush()
-            cursor.node, cursor.attempt = step, attempt
-            t0 = cursor.attempt_started = clock()
-            try:
-                if step.timeout is None:
-                    out = await step.action(data)
+            if escalated is not None:  # recovered where it waits for an operator's decision
+                attempt, error, elapsed = escalated[0], escalated[2], 0.0
+                escalated = None
+                decision: Decision | Exception = _ESCALATED
+            else:
+                if progress:
+                    run.emit(_STEP_STARTED, name, key, attempt)
+                    if journal is not None:
+                        await journal.flush()
+                cursor.node, cursor.attempt = step, attempt
+                t0 = cursor.attempt_started = clock()
+                try:
+                    if step.wait is not None:
+                        out = await self._wait(step, data, run, attempt)
+                    elif step.timeout is None:
+                        out = await step.action(data)
+                    else:
+                        out = await _with_timeout(step, data)
+                    if task.cancelling() > before:  # a swallowed cancellation: it still wins
+                        raise asyncio.CancelledError
+                    if out is not None and out.__class__ is not data.__class__:
+                        _check_output(name, out, data)
+                except (Exception, asyncio.CancelledError) as caught:
+                    error = _step_error(name, caught, before)  # a cancellation wins: no retry
+                    cursor.node = None
+                    elapsed = run.record(name, _FAILED, t0, attempt, False, error)
+                    run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
+                    decision = decide(step.strategy, FailedAttempt(name, attempt, error))
                 else:
-                    out = await _with_timeout(step, data)
-                if task.cancelling() > before:  # a step swallowed a cancellation: it still wins
-                    raise asyncio.CancelledError
-                if out is not None and out.__class__ is not data.__class__:
-                    _check_output(name, out, data)
-            except (Exception, asyncio.CancelledError) as caught:
-                error = _step_error(name, caught, before)  # a cancellation wins: no retry, skip
-                cursor.node = None
-                elapsed = run.record(name, _FAILED, t0, attempt, False, error)
-                run.emit(_STEP_FAILED, name, key, attempt, elapsed, error)
-                decision = decide(step.strategy, FailedAttempt(name, attempt, error))
-                if not isinstance(decision, Decision):  # the strategy itself raised: it fails
-                    return False, decision
-                if decision.verdict is _RETRY:
-                    attempt += 1
-                    delay = decision.delay
-                    run.emit(_STEP_RETRYING, name, key, attempt, elapsed, error, delay=delay)
-                    if delay > 0:
-                        if journal is not None:
-                            await journal.flush()  # the failure is known before waiting
-                        await self.sleep(delay)
-                    continue
-                if decision.verdict is _SKIP:
-                    if run.skipped is None:
-                        run.skipped = []
-                    run.skipped.append(name)
-                    run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
-                    return False, None
-                return False, error
-            cursor.node = None
-            elapsed = clock() - t0
-            run.history.append(
-                record_of(name, _COMMITTED, elapsed, attempt, False, None, t0 - run.started)
-            )
-            if progress:
-                committed_data = (out or data) if cursor is run else out
-                run.emit(_STEP_COMMITTED, name, key, attempt, elapsed, data=committed_data)
-            return True, out
+                    cursor.node = None
+                    elapsed = clock() - t0
+                    run.history.append(
+                        record_of(name, _COMMITTED, elapsed, attempt, False, None, t0 - run.started)
+                    )
+                    if progress:
+                        committed_data = (out or data) if cursor is run else out
+                        run.emit(_STEP_COMMITTED, name, key, attempt, elapsed, data=committed_data)
+                    return True, out
+            if not isinstance(decision, Decision):  # the strategy itself raised: it fails
+                return False, decision
+            if decision.verdict is _ESCALATE:
+                decision = await self._escalate(step, run, attempt, error)
+            if decision.verdict is _RETRY:
+                attempt += 1
+                delay = decision.delay
+                run.emit(_STEP_RETRYING, name, key, attempt, elapsed, error, delay=delay)
+                if delay > 0:
+                    if journal is not None:
+                        await journal.flush()  # the failure is known before waiting
+                    await self.sleep(delay)
+                continue
+            if decision.verdict is _SKIP:
+                if run.skipped is None:
+                    run.skipped = []
+                run.skipped.append(name)
+                run.emit(_STEP_SKIPPED, name, key, attempt, elapsed, error)
+                return False, None
+            return False, error
+
+    async def _wait(
+        self, step: StepNode, data: AbstractSagaData, run: SagaRun, attempt: int
+    ) -> Any:
+        """A wait's attempt (`wait_for`, `sleep`): until its deadline, which is absolute (a
+        recovered attempt keeps the start its log recorded), for a signal of its type, then
+        the data merged with it; a timeout raises `SagaWaitTimeoutError` for its strategy."""
+        spec = step.wait
+        assert spec is not None
+        begun = run.wait_started.get(step.key)
+        started = begun[1] if begun is not None and begun[0] == attempt else self.wall_clock()
+        signal_type = spec.signal_type
+        if signal_type is None:  # a sleep
+            deadline = spec.deadline(started)
+            left = 0.0 if deadline is None else max(0.0, deadline - self.wall_clock())
+            if left and run.journal is not None and run.signals and run.signals.suspends:
+                await _let_timeout_fire()
+                raise _Suspended(step, attempt, _wake_at(run, deadline), _NEVER_BY_SIGNAL)
+            if left:
+                await self.sleep(left)
+            return None
+        found = await self._receive(step, run, attempt, spec, started)
+        if found is None:
+            raise SagaWaitTimeoutError(step.name, signal_type.__qualname__, spec.timeout or 0.0)
+        assert spec.merge is not None
+        return spec.merge(data, found)
+
+    async def _receive(
+        self, step: StepNode, run: SagaRun, attempt: int, spec: WaitSpec, started: float
+    ) -> object | None:
+        """The signal `spec` waits for (taken: recorded as SIGNAL_RECEIVED), or None when
+        its deadline (counted from `started`, epoch seconds) passed first. A durable run
+        with nothing to take suspends instead (`_Suspended`)."""
+        signal_type = spec.signal_type
+        assert signal_type is not None
+        deadline = spec.deadline(started)
+        left = None if deadline is None else max(0.0, deadline - self.wall_clock())
+        box = run.signals
+        assert box is not None, "every engine gives its runs a signal box"
+        saga_id = str(run.saga_id)
+        taken = run.taken if run.taken is not None else set[str]()
+        found = await box.take(saga_id, signal_type, taken)
+        if found is None and left != 0 and run.journal is not None and box.suspends:
+            await _let_timeout_fire()
+            raise _Suspended(step, attempt, _wake_at(run, deadline), box.seen(saga_id))
+        if found is None:
+            try:
+                async with asyncio.timeout(left) as scope:
+                    while found is None:
+                        await box.arrival(saga_id)
+                        found = await box.take(saga_id, signal_type, taken)
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                return None
+        signal_id, payload = found
+        taken.add(signal_id)
+        run.taken = taken
+        run.emit(
+            _SIGNAL_RECEIVED, step.name, step.key, attempt, signal_id=signal_id, signal=payload
+        )
+        return payload
+
+    async def _escalate(
+        self, step: StepNode, run: SagaRun, attempt: int, error: BaseException
+    ) -> Decision:
+        """Ask an operator (`Escalate()`): announce it (written ahead), wait for a
+        `Resolution` (suspended, on a durable engine) and return what it decided; after the
+        strategy's timeout without one, its `then` decides."""
+        strategy = step.strategy
+        assert isinstance(strategy, Escalate)
+        pending = run.escalated.get(step.key)
+        if pending is not None and pending[0] == attempt:  # recovered: it escalated before
+            started = pending[1]
+        else:
+            started = self.wall_clock()
+            run.emit(_STEP_ESCALATED, step.name, step.key, attempt, error=error)
+            if run.journal is not None:
+                await run.journal.flush()  # the escalation is known before waiting
+        timeout = None if strategy.timeout is None else strategy.timeout.total_seconds()
+        found = await self._receive(step, run, attempt, _ask(timeout), started)
+        if not isinstance(found, Resolution):
+            return Decision.SKIP if strategy.then.skips else Decision.FAIL
+        return _DECIDED[found.decision]
 
     async def _run_group(  # noqa: PLR0915 - one group: start, wait, record, merge
         self,
@@ -742,6 +860,78 @@ class Executor:
         except asyncio.CancelledError:
             if not task.cancelling() or not outcome.carry_on(task):
                 raise
+
+
+_DECIDED: Final = {
+    "retry": Decision.retry(0.0),
+    "skip": Decision.SKIP,
+    "compensate": Decision.FAIL,
+}
+"""What an operator's decision (`Resolution.decision`) means for the escalated step."""
+
+
+def _ask(timeout: float | None) -> WaitSpec:
+    """What an escalated step waits for: a `Resolution`, for `timeout` seconds at most."""
+    return WaitSpec(Resolution, None, timeout)
+
+
+def _ended[D: AbstractSagaData](
+    run: SagaRun, status: SagaStatus, data: D, elapsed: float
+) -> SagaResult[D]:
+    """The result of a run that ends (or stops, WAITING) without a failure."""
+    return SagaResult(
+        status,
+        data,
+        None,
+        None,
+        tuple(run.history),
+        timedelta(seconds=elapsed),
+        run.saga_name,
+        tuple(run.skipped or ()),
+    )
+
+
+async def _let_timeout_fire() -> None:
+    """Yield once before suspending: a saga timeout already past (a saga woken at its
+    deadline) is due at once (`call_soon`), and must end the run rather than a suspension
+    that would wake it again at once."""
+    await asyncio.sleep(0)
+
+
+def _wake_at(run: SagaRun, deadline: float | None) -> float | None:
+    """When a suspended wait wakes (epoch seconds): its deadline, or the saga timeout's if
+    that comes first (then the resumed run times out at once); None: only a signal wakes it."""
+    scope, _ = run.deadline
+    when = None if scope is None else scope.when()
+    if when is None:
+        return deadline
+    saga_deadline = time.time() + (when - asyncio.get_running_loop().time())
+    return saga_deadline if deadline is None else min(deadline, saga_deadline)
+
+
+async def _suspend[D: AbstractSagaData](
+    run: SagaRun, data: D, suspended: _Suspended
+) -> SagaResult[D]:
+    """Stop a durable run in its wait: SAGA_SUSPENDED written, then the saga WAITING in the
+    store with no owner (`RunLog.suspend`); the caller gets a WAITING result."""
+    journal = run.journal
+    assert journal is not None, "only a durable run suspends"
+    run.node = None
+    step = suspended.step
+    elapsed = run.clock() - run.started
+    run.emit(
+        _SAGA_SUSPENDED,
+        step.name,
+        step.key,
+        suspended.attempt,
+        elapsed,
+        data=data,
+        status=SagaStatus.WAITING,
+    )
+    run.ended = True
+    await journal.flush()
+    await journal.suspend(suspended.wake_at, suspended.seen)
+    return _ended(run, SagaStatus.WAITING, data, elapsed)
 
 
 def decide(strategy: ErrorStrategy, failure: FailedAttempt) -> Decision | Exception:

@@ -15,7 +15,7 @@ import types
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, Never, Protocol, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Never, Protocol, Self, TypeVar, cast
 
 from typing_extensions import deprecated
 
@@ -29,11 +29,13 @@ from spakky_saga.errors import (
     SagaPivotMemberError,
     SagaSecondPivotError,
     SagaUncompensatedBeforePivotError,
+    SagaWaitDefinitionError,
 )
 from spakky_saga.strategy import (
     DEFAULT_STRATEGY,
     MYPY,
     ErrorStrategy,
+    Escalate,
     check_compensation_strategy,
     check_strategy,
 )
@@ -292,6 +294,19 @@ class _Action[D: AbstractSagaData]:
     pivot: bool = field(default=False, kw_only=True)
     """The flow's point of no return (`pivot(capture)`): once it commits, nothing is
     compensated."""
+    waits: ClassVar[bool] = False
+    """True for a wait (`wait_for`, `sleep`: waits.SagaWait), which the engine runs itself."""
+
+    @property
+    def can_fail(self) -> bool:
+        """Whether the item can fail at all (an action can; a sleep cannot)."""
+        return True
+
+    @property
+    def wait_details(self) -> tuple[str, ...]:
+        """For a wait, what diagrams show under its name (its timeout, what a timeout
+        means); () for an action."""
+        return ()
 
     def __post_init__(self) -> None:
         action, name = self.action, self.name
@@ -343,6 +358,11 @@ class SagaStep[D: AbstractSagaData](_Action[D]):
 
     def __rshift__(self, compensate: CompensationStep[D] | CompensateFn[D], /) -> Transaction[D]:
         """Bind a compensation: `action >> compensation` is a Transaction."""
+        if isinstance(compensate, _Action) and compensate.waits:
+            raise SagaWaitDefinitionError(
+                f'step "{self.name}" >> wait "{compensate.name}": a wait cannot be a '
+                "compensation; a compensation undoes an effect, so make it a step that acts"
+            )
         if isinstance(compensate, _Action | Parallel) and not isinstance(compensate, SagaStep):
             raise SagaFlowOperatorError(
                 f'step "{self.name}" >> {type(compensate).__name__} "{_item_name(compensate)}": '
@@ -553,6 +573,17 @@ def _flatten_members[D: AbstractSagaData](
                     "compensation order cannot be flattened; keep it as a separate flow item"
                 )
             flat.extend(cast(Parallel[D], item).items)
+        elif isinstance(item, SagaStep) and item.waits:
+            raise SagaWaitDefinitionError(
+                f'{where}, member {position}: wait "{item.name}" cannot run in a parallel '
+                "group; put it in the flow on its own, before or after the group"
+            )
+        elif isinstance(item, _Action) and isinstance(item.on_error, Escalate):
+            raise SagaWaitDefinitionError(
+                f'{where}, member {position}: step "{item.name}" cannot escalate in a parallel '
+                "group (its siblings would wait for the operator too); give it Retry(...) "
+                "or put it in the flow on its own"
+            )
         elif isinstance(item, SagaStep | Transaction):
             flat.append(cast(ParallelMember[D], item))
         elif callable(item):
@@ -769,7 +800,7 @@ def _check_pivot(items: Sequence[FlowItem[Any]]) -> None:
                     f"(`{member.name} | Skip()`) if the saga may complete without it",
                 )
                 for member in members
-                if member.on_error.fails_at_once
+                if member.on_error.fails_at_once and member.can_fail
             )
     if found:
         kinds = {kind for kind, _ in found}

@@ -37,6 +37,7 @@ from spakky_saga.store import (
     SagaUpdate,
     StoredEvent,
     StoredStatus,
+    signal_entry,
 )
 
 _KIND_NAMES: Final = {kind: kind.value for kind in SagaEventKind}
@@ -144,12 +145,16 @@ class SagaJournal:
                 if step_key is not None and "." not in step_key:  # sequential: the new data
                     self._data, self._data_type = data_text, data_type
                     self._last_data = event.data
+        elif kind is SagaEventKind.SIGNAL_RECEIVED and event.signal_id is not None:
+            data_text, data_type = signal_entry(event.signal_id, event.signal)
         elif kind is SagaEventKind.COMPENSATION_STARTED and self._status is None:
             self._status = StoredStatus.COMPENSATING
         elif kind is SagaEventKind.SAGA_FINISHED:
             self._finish(event)
         elif kind is SagaEventKind.SAGA_ABORTED:
             self._abort(event)
+        elif kind is SagaEventKind.SAGA_SUSPENDED:
+            self._finished = True  # the row changes with `suspend`, after this is written
         elif kind is SagaEventKind.COMPENSATION_FAILED and isinstance(
             event.error, SagaCompensationInterruptedError
         ):
@@ -231,6 +236,16 @@ class SagaJournal:
             except Exception as error:  # a lost lease, or the store failed: stop writing
                 self._failure = error
                 raise
+
+    async def suspend(self, wake_at: float | None, seen: int) -> None:
+        """After the SAGA_SUSPENDED entry was written: make the saga WAITING in the store and
+        give up its lease (`SagaStore.suspend`)."""
+        if self._failure is not None:
+            raise self._failure
+        suspend = getattr(self.store, "suspend", None)
+        if suspend is None:  # pragma: no cover - the engine suspends only on a SignalStore
+            raise TypeError(f"{self.store!r} cannot suspend sagas")
+        await suspend(self.saga_id, self.owner, wake_at, seen)
 
     def _finish(self, event: SagaEvent) -> None:
         assert event.status is not None

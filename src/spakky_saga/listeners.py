@@ -59,6 +59,12 @@ class SagaListener:
     def compensation_started(self, event: SagaEvent) -> None:
         """A compensation starts; `event.data` is the data it is given."""
 
+    def step_escalated(self, event: SagaEvent) -> None:
+        """The step failed (`event.error`) and waits for an operator's decision."""
+
+    def signal_received(self, event: SagaEvent) -> None:
+        """A wait took the signal `event.signal_id`; its commit follows."""
+
     def compensation_done(self, event: SagaEvent) -> None:
         """A compensation succeeded."""
 
@@ -71,6 +77,9 @@ class SagaListener:
 
     def saga_finished(self, event: SagaEvent) -> None:
         """The run returns a result with `event.status`."""
+
+    def saga_suspended(self, event: SagaEvent) -> None:
+        """The run stops in the wait `event.step`; the saga is WAITING in the store."""
 
     def saga_aborted(self, event: SagaEvent) -> None:
         """The run raises `event.error` (a failed compensation, or a cancellation)."""

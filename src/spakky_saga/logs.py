@@ -133,6 +133,25 @@ class SagaLogListener(SagaListener):
             event,
         )
 
+    def step_escalated(self, event: SagaEvent) -> None:
+        self._log(
+            logging.WARNING,
+            "[saga=%s step=%s status=escalated error=%s] waiting for an operator's decision: "
+            "engine.resolve(saga_id, 'retry' | 'skip' | 'compensate', by=...) or "
+            "spakky-saga resolve",
+            (event.saga_name, event.step, _error_name(event.error)),
+            event,
+        )
+
+    def saga_suspended(self, event: SagaEvent) -> None:
+        self._log(
+            logging.INFO,
+            "[saga=%s status=WAITING step=%s elapsed=%.0fms] suspended in the store until its "
+            "signal or time",
+            (event.saga_name, event.step, event.elapsed_seconds * 1e3),
+            event,
+        )
+
     def saga_aborted(self, event: SagaEvent) -> None:
         self._log(
             logging.WARNING,

@@ -54,6 +54,7 @@ SAGA_ID: Final = "saga.id"
 SAGA_OUTCOME: Final = "saga.outcome"
 SAGA_FAILED_STEP: Final = "saga.failed_step"
 SAGA_RECOVERED: Final = "saga.recovered"
+SAGA_WAITING_IN: Final = "saga.waiting_in"
 STEP: Final = "saga.step"
 STEP_KEY: Final = "saga.step.key"
 STEP_ATTEMPT: Final = "saga.step.attempt"
@@ -258,6 +259,15 @@ class SagaTelemetryListener(SagaListener):
         self._end_run(run, outcome, event)
 
     @_contained
+    def saga_suspended(self, event: SagaEvent) -> None:
+        """The run stops in a wait (WAITING in the store): its span ends, with the wait's; the
+        run that resumes it has a span of its own (`saga_recovered`)."""
+        run = self._run(event)
+        if event.step is not None:
+            run.span.set_attribute(SAGA_WAITING_IN, event.step)
+        self._end_run(run, "waiting", event)
+
+    @_contained
     def saga_aborted(self, event: SagaEvent) -> None:
         run = self._run(event)
         error = event.error
@@ -458,7 +468,7 @@ class SagaTelemetryListener(SagaListener):
         left alone (undoing it now, out of order, would undo what came after)."""
         description = f"cut off: the saga ended ({outcome}) while it ran"
         if run.steps:
-            cut = outcome if outcome in ("timed_out", "abandoned") else "cancelled"
+            cut = outcome if outcome in ("timed_out", "abandoned", "waiting") else "cancelled"
             self._cut_steps(run, cut, description)
         for open_ in reversed(run.compensations.values()):
             if event is not None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from spakky_saga.flow import MergeFn, Parallel, SagaFlow, Transaction
-from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy
+from spakky_saga.strategy import DEFAULT_STRATEGY, ErrorStrategy, Escalate
+from spakky_saga.waits import RESOLUTION_NAME, WaitSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class StepNode:
     """The compensation's own policy (the default: one attempt)."""
     compensation_timeout: float | None = None
     """Bounds each attempt of the compensation, in seconds (None: the engine's bound)."""
+    wait: WaitSpec | None = None
+    """For a wait (`wait_for`, `sleep`): what it waits for; the engine runs it itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,9 @@ class ExecutionPlan:
     pivot: int | None = None
     """The index in `nodes` of the flow's pivot (its point of no return), if it has one: once
     the forward pass got past it, nothing is compensated."""
+    accepts: frozenset[str] = frozenset()
+    """The signal types (`module:QualName`) the flow's waits accept: what a signal to one of
+    its sagas may be."""
     identity: Any = field(default=None, init=False, compare=False, repr=False)
     """What a durable run records of this plan (its structure and fingerprint), worked out on
     the first durable run and kept here: fingerprint.identity_of."""
@@ -108,11 +114,21 @@ def compile_flow(flow: SagaFlow[Any]) -> ExecutionPlan:
         else:
             nodes.append(_step_node(item, str(position)))
     timeout = flow.saga_timeout.total_seconds() if flow.saga_timeout is not None else None
+    accepts = frozenset(
+        node.wait.signal_name
+        for node in nodes
+        if isinstance(node, StepNode) and node.wait is not None and node.wait.signal_type
+    ) | frozenset(
+        RESOLUTION_NAME
+        for node in nodes
+        if isinstance(node, StepNode) and isinstance(node.strategy, Escalate)
+    )
     return ExecutionPlan(
         nodes=tuple(nodes),
         timeout=timeout,
         compensation_failure_handler=flow.compensation_failure_handler,
         pivot=pivot,
+        accepts=accepts,
     )
 
 
@@ -121,6 +137,7 @@ def _step_node(item: Any, key: str) -> StepNode:
     transaction = isinstance(item, Transaction)
     timeout = item.timeout.total_seconds() if item.timeout is not None else None
     undo_timeout = item.compensation_timeout if transaction else None
+    wait: WaitSpec | None = item.wait if item.waits else None
     return StepNode(
         name=item.name,
         action=item.action,
@@ -128,8 +145,9 @@ def _step_node(item: Any, key: str) -> StepNode:
         compensation_name=item.compensation_name if transaction else "",
         strategy=strategy,
         timeout=timeout,
-        simple=strategy.fails_at_once and timeout is None,
+        simple=strategy.fails_at_once and timeout is None and wait is None,
         key=key,
         compensation_strategy=item.compensation_strategy if transaction else DEFAULT_STRATEGY,
         compensation_timeout=None if undo_timeout is None else undo_timeout.total_seconds(),
+        wait=wait,
     )

@@ -26,7 +26,7 @@ from spakky_saga.merge import merge_committed
 from spakky_saga.plan import ExecutionPlan, GroupNode, StepNode, UndoEntry
 from spakky_saga.result import StepRecord, record_of
 from spakky_saga.status import StepStatus
-from spakky_saga.store import CANCEL_REQUESTED
+from spakky_saga.store import CANCEL_REQUESTED, signal_of
 
 if TYPE_CHECKING:
     from spakky_saga.result import SagaResult
@@ -90,6 +90,29 @@ class Replayed:
     without an outcome (or was cut off), the next one after a failure."""
     seq: int = 0
     started_at: float = 0.0
+    signals_taken: set[str] = field(default_factory=set)
+    """The ids of the signals the saga's waits took (SIGNAL_RECEIVED)."""
+    escalated: dict[str, tuple[int, float, LoggedError]] = field(default_factory=dict)
+    """Step key -> (its failed attempt, when it escalated, the error) of a step waiting for
+    an operator's decision (`Escalate()`)."""
+    wait_started: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Wait step key -> (its last attempt, when that started, epoch seconds): where a
+    recovered wait's deadline stays."""
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the forward pass stopped in a wait whose attempt is unfinished, or at a step
+        waiting for an operator's decision (and nothing is to be compensated): it did nothing
+        that could be in doubt, so it goes on waiting."""
+        stopped = self.stopped_in
+        return (
+            isinstance(stopped, StepNode)
+            and (
+                (stopped.wait is not None and stopped.key in self.in_doubt)
+                or stopped.key in self.escalated
+            )
+            and not self.rolling_back
+        )
 
     def start_point(self) -> StartPoint:
         """Where the forward pass resumes, for the executor: the first unfinished item,
@@ -178,6 +201,15 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         if event.kind == CANCEL_REQUESTED:  # an operator's request, not a transition
             continue
         kind = SagaEventKind(event.kind)
+        if kind is SagaEventKind.SIGNAL_RECEIVED:
+            signal = signal_of(event)
+            state.signals_taken.add(signal["signal_id"])
+            escalation = state.escalated.pop(event.step_key or "", None)
+            if escalation is not None and signal.get("resolution") == "compensate":
+                state.failed_for_good[event.step_key or ""] = escalation[2]  # let it fail
+            continue
+        if kind is SagaEventKind.SAGA_SUSPENDED:  # the wait's attempt stays unfinished
+            continue
         key = event.step_key or ""
         offset = event.at - state.started_at
         if kind is SagaEventKind.SAGA_STARTED:
@@ -194,7 +226,15 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
         node = steps.get(key)
         if node is None:
             continue
-        if kind is SagaEventKind.STEP_STARTED:
+        if kind is not SagaEventKind.STEP_ESCALATED:
+            state.escalated.pop(key, None)  # decided: it goes on (retried, skipped, ...)
+        if kind is SagaEventKind.STEP_ESCALATED:
+            error = state.failed_for_good.pop(key, None)
+            error = error or LoggedError(event.error_type or "Exception", event.error)
+            state.escalated[key] = (event.attempt, event.at, error)
+        elif kind is SagaEventKind.STEP_STARTED:
+            if node.wait is not None:
+                state.wait_started[key] = (event.attempt, event.at)
             state.attempts[key] = event.attempt
             state.in_doubt[key] = event.attempt
             state.failed_for_good.pop(key, None)
@@ -364,6 +404,9 @@ class RecoveryOutcome(StrEnum):
     STUCK = "stuck"
     """Past its flow's pivot (the point of no return), a step failed for good: nothing was
     compensated and the saga is STUCK, for an operator to finish."""
+    WAITING = "waiting"
+    """Resumed in its wait, and suspended again (WAITING): its signal has not arrived nor
+    its time come (it woke for a signal of another type, or its engine died in the wait)."""
 
     @property
     def needs_attention(self) -> bool:

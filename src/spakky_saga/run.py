@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Final, Protocol
 
 from spakky_saga.data import AbstractSagaData
@@ -38,6 +38,37 @@ class RunLog(Protocol):
     def merged(self, data: AbstractSagaData, /) -> None:
         """A group's results were merged into `data`: the saga's stored data follows."""
 
+    async def suspend(self, wake_at: float | None, seen: int, /) -> None:
+        """The run stops in a wait (its SAGA_SUSPENDED written): the saga becomes WAITING in
+        the store, to wake at `wake_at` (epoch seconds) or when it has more than `seen`
+        signals."""
+
+
+class SignalBox(Protocol):
+    """Where a waiting run finds its signals (`signals.Signals`: the store's, or the in-memory
+    engine's): what the executor needs of it, so that how a flow runs knows nothing of
+    stores."""
+
+    async def take(
+        self, saga_id: str, signal_type: type, taken: Collection[str], /
+    ) -> tuple[str, object] | None:
+        """The oldest signal of `signal_type` sent to the saga whose id is not in `taken`:
+        its id and its payload (validated), or None."""
+
+    async def arrival(self, saga_id: str, /) -> None:
+        """Return when a signal for the saga may have arrived (at the latest after the
+        box's poll interval): the caller looks again."""
+
+    def seen(self, saga_id: str, /) -> int:
+        """How many signals (of any type) the saga had when `take` last looked."""
+
+    @property
+    def suspends(self) -> bool:
+        """Whether a durable run waits suspended in the store (else in its process)."""
+
+
+_NO_WAITS: Final[Mapping[str, tuple[int, float]]] = {}
+_NO_ESCALATIONS: Final[Mapping[str, tuple[int, float, BaseException]]] = {}
 
 _NO_DEADLINE: Final[tuple[asyncio.Timeout | None, float]] = (None, 0.0)
 
@@ -77,14 +108,18 @@ class SagaRun(Cursor):
         "clock",
         "deadline",
         "ended",
+        "escalated",
         "history",
         "journal",
         "listeners",
         "past_pivot",
         "progress",
+        "signals",
         "skipped",
         "started",
+        "taken",
         "undo",
+        "wait_started",
     )
 
     def __init__(
@@ -108,6 +143,17 @@ class SagaRun(Cursor):
         self.deadline: tuple[asyncio.Timeout | None, float] = _NO_DEADLINE
         """The saga timeout's scope, while the forward pass runs under one: tells a cut made
         by the saga timeout from one made by the caller's cancellation."""
+        self.signals: SignalBox | None = None
+        """Where this run's waits find their signals (set by the engine)."""
+        self.taken: set[str] | None = None
+        """The ids of the signals this saga's waits took (from its log, when recovered);
+        created on the first (most runs take none)."""
+        self.wait_started: Mapping[str, tuple[int, float]] = _NO_WAITS
+        self.escalated: Mapping[str, tuple[int, float, BaseException]] = _NO_ESCALATIONS
+        """A recovered run's escalated step waiting for a decision: step key -> (its failed
+        attempt, when it escalated, epoch seconds, the error)."""
+        """A recovered run's waits in progress: step key -> (attempt, when it started, epoch
+        seconds), so that its deadline stays where it was."""
         self.ended = False
         self.past_pivot = False
         """Whether the forward pass got past the flow's pivot (its point of no return): from
@@ -126,6 +172,8 @@ class SagaRun(Cursor):
         data: AbstractSagaData | None = None,
         status: SagaStatus | None = None,
         delay: float = 0.0,
+        signal_id: str | None = None,
+        signal: object = None,
     ) -> None:
         """Hand the event to the journal (buffered) and the listeners; never raises for a
         listener (ListenerSet contains their errors)."""
@@ -142,6 +190,8 @@ class SagaRun(Cursor):
             data,
             status,
             delay,
+            signal_id,
+            signal,
         )
         if self.journal is not None:
             self.journal.add(event)

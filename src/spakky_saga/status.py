@@ -22,6 +22,10 @@ class SagaStatus(Enum):
     """A step after the flow's pivot (its point of no return) failed for good: nothing was
     compensated, the saga can neither go back nor forward on its own; an operator must finish
     it. See docs/runtime.md, "The point of no return"."""
+    WAITING = "WAITING"
+    """A durable run stopped in a wait (`wait_for`, `sleep`): the saga is suspended in the
+    store, and any engine on it resumes it when its signal arrives or its time comes. See
+    docs/waits.md."""
 
 
 class StepStatus(Enum):

@@ -19,6 +19,7 @@ Every store keeps the same contract, which tests/stores checks against each of t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -79,13 +80,21 @@ class StoredStatus(Enum):
     STUCK = "STUCK"
     """Past its flow's pivot (the point of no return), a step failed for good; nothing was
     compensated. Needs an operator: finish what the saga could not, by hand."""
+    WAITING = "WAITING"
+    """Suspended in a wait (`wait_for`, `sleep`; docs/waits.md): nobody owns it, no process
+    holds it; any engine on the store resumes it when its signal arrives or its time comes."""
 
     @property
     def unfinished(self) -> bool:
-        return self in (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
+        return self in (StoredStatus.RUNNING, StoredStatus.COMPENSATING, StoredStatus.WAITING)
 
 
 UNFINISHED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.COMPENSATING)
+"""The unfinished statuses an owner's lease covers (a WAITING saga has no owner: it is
+claimed when it wakes)."""
+
+SIGNALLED: tuple[StoredStatus, ...] = (StoredStatus.RUNNING, StoredStatus.WAITING)
+"""The statuses in which a saga takes signals and cancel requests."""
 
 PURGEABLE: tuple[StoredStatus, ...] = (
     StoredStatus.COMPLETED,
@@ -106,6 +115,33 @@ request; not an engine event (`SagaEventKind`): replay and timelines skip it."""
 TRACEBACK_LIMIT: Final = 8000
 """How much of a failure's traceback the log keeps (characters): the end, where the error was
 raised, when it is longer."""
+
+
+SIGNAL_ENTRY: Final = "spakky_saga:signal/1"
+"""The `data_type` of a SIGNAL_RECEIVED log entry, whose `data` is `{"signal_id": ...}`:
+which signal a wait took (versioned, as every blob the store keeps)."""
+
+
+def signal_entry(signal_id: str, signal: object = None) -> tuple[str, str]:
+    """The `data` and `data_type` of the log entry recording that a wait took `signal_id`;
+    an operator's decision (a `Resolution`) is recorded with it, and who made it."""
+    entry = {"signal_id": signal_id}
+    decision, by = getattr(signal, "decision", None), getattr(signal, "by", None)
+    if isinstance(decision, str) and isinstance(by, str):
+        entry |= {"resolution": decision, "by": by}
+    return json.dumps(entry), SIGNAL_ENTRY
+
+
+def signal_of(event: StoredEvent) -> dict[str, str]:
+    """What a SIGNAL_RECEIVED log entry records: `signal_id`, and for an operator's decision
+    `resolution` and `by`; an unknown version is refused."""
+    if event.data_type != SIGNAL_ENTRY or event.data is None:
+        raise SagaStoreError(
+            f"log entry {event.seq} records a signal as {event.data_type!r}; this library "
+            f"reads {SIGNAL_ENTRY!r}: upgrade it"
+        )
+    entry: dict[str, str] = json.loads(event.data)
+    return entry
 
 
 class CancelRequest(NamedTuple):
@@ -224,6 +260,51 @@ class SagaUpdate(NamedTuple):
     """Give up the lease (the saga finished, or this engine stops handling it)."""
 
 
+class StoredSignal(NamedTuple):
+    """A signal sent to a saga (`engine.signal`): kept until the saga is purged, delivered to
+    one wait at most (its saga's log records which signal ids it took)."""
+
+    signal_id: str
+    saga_id: str
+    signal_type: str
+    """`module:QualName` of the payload's class."""
+    payload: str
+    """The payload as JSON (pydantic)."""
+    codec: str
+    at: float
+    """When it was stored (epoch seconds)."""
+
+
+@runtime_checkable
+class SignalStore(Protocol):
+    """Where signals wait for their saga. The SQL stores and `InMemorySagaStore` are one."""
+
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        """Store `signal` for its saga, atomically with checking that the saga is RUNNING or
+        WAITING (then it wakes: `claim` takes it at once);
+        returns False (storing nothing) when a signal with its id is stored already for the
+        same saga and type (a repeat). Raises `SagaSignalTargetError` when the saga is
+        unknown or not RUNNING, `SagaSignalConflictError` when its id names another signal."""
+        ...
+
+    async def signals(self, saga_id: str) -> list[StoredSignal]:
+        """The signals sent to `saga_id`, oldest first."""
+        ...
+
+
+@runtime_checkable
+class WaitingStore(SignalStore, Protocol):
+    """A `SignalStore` that also keeps suspended sagas (WAITING): the SQL stores and
+    `InMemorySagaStore`. On one, a durable engine's waits cost no process anything."""
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        """Suspend the saga `owner` holds in a wait: status WAITING, no owner, to be claimed
+        again at `wake_at` (epoch seconds; None: only a signal wakes it), or at once when it
+        has more than `seen` signals (one arrived since the wait last looked). Raises
+        `SagaLeaseLostError` (changing nothing) when `owner` no longer holds it."""
+        ...
+
+
 @runtime_checkable
 class SagaStore(Protocol):
     """The durable saga log. Implementations: InMemorySagaStore, SqliteSagaStore,
@@ -261,8 +342,9 @@ class SagaStore(Protocol):
     async def claim(
         self, owner: str, lease_seconds: float, limit: int, saga_ids: Sequence[str] = ()
     ) -> list[SagaRecord]:
-        """Take over up to `limit` unfinished sagas whose lease expired or that nobody owns
-        (only `saga_ids` when given), with their events."""
+        """Take over up to `limit` unfinished sagas whose lease expired or that nobody owns,
+        and WAITING sagas whose wake-up time came (they become RUNNING), only `saga_ids`
+        when given, with their events."""
         ...
 
     async def reopen(self, saga_id: str, owner: str, lease_seconds: float) -> SagaRecord:
@@ -276,8 +358,9 @@ class SagaStore(Protocol):
         ...
 
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
-        """Record that `by` (user@host) asks to cancel the saga, if it is RUNNING and not
-        asked already (the first request is kept); return the saga as it is then (without
+        """Record that `by` (user@host) asks to cancel the saga, if it is RUNNING or WAITING
+        (then it wakes, so that an engine claims and compensates it) and not asked already
+        (the first request is kept); return the saga as it is then (without
         its log), or None when there is no such saga. Changes nothing when it is not RUNNING:
         the caller reads its status from the record."""
         ...

@@ -65,6 +65,9 @@ class Verdict(Enum):
     for a compensation it means the same as FAIL)."""
     FAIL = "fail"
     """Give up: the saga compensates (or, for a compensation, the rollback reports it)."""
+    ESCALATE = "escalate"
+    """Ask an operator: the saga waits at the failed step for a decision (`engine.resolve`:
+    retry, skip or compensate). For a compensation it means the same as FAIL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class Decision:
 
     SKIP: ClassVar[Decision]
     FAIL: ClassVar[Decision]
+    ESCALATE: ClassVar[Decision]
 
     def __post_init__(self) -> None:
         if not isinstance(self.verdict, Verdict):
@@ -97,6 +101,7 @@ class Decision:
 
 Decision.SKIP = Decision(Verdict.SKIP)
 Decision.FAIL = Decision(Verdict.FAIL)
+Decision.ESCALATE = Decision(Verdict.ESCALATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,41 @@ class Skip(ErrorStrategy):
     @property
     def skips(self) -> bool:
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate(ErrorStrategy):
+    """Ask an operator: when the step fails, the saga waits at it for a decision,
+    `engine.resolve(saga_id, "retry" | "skip" | "compensate", by=...)` (or `spakky-saga
+    resolve`); the decision and who made it are in the saga's log. After `timeout` (None:
+    no limit) without one, `then` decides (Compensate() or Skip()). On a durable engine the
+    waiting saga is suspended in the store (WAITING), as in a wait. See docs/waits.md."""
+
+    timeout: timedelta | None = None
+    then: Compensate | Skip = field(default_factory=Compensate)
+
+    def __post_init__(self) -> None:
+        problems = []
+        timeout = self.timeout
+        if timeout is not None and not (isinstance(timeout, timedelta) and timeout > timedelta(0)):
+            problems.append(
+                f"Escalate(timeout={safe_repr(timeout)}): timeout must be a positive "
+                "datetime.timedelta, or None to wait for the decision as long as it takes"
+            )
+        if not isinstance(self.then, Compensate | Skip):
+            problems.append(
+                f"Escalate(then={safe_repr(self.then)}): then must be Compensate() or Skip() "
+                "(what happens when nobody decides in time)"
+            )
+        if problems:
+            raise SagaFlowDefinitionError(*problems)
+
+    def decide(self, failure: FailedAttempt, /) -> Decision:
+        return Decision.ESCALATE
+
+    @property
+    def skips(self) -> bool:
+        return self.then.skips
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +525,12 @@ def check_compensation_strategy(strategy: object, where: str) -> ErrorStrategy:
     """`check_strategy` for a compensation's own policy, which cannot skip: a compensation
     that gives up has failed, and the rollback reports it."""
     checked = check_strategy(strategy, where)
+    if isinstance(checked, Escalate):
+        raise SagaFlowDefinitionError(
+            f"{where}: a compensation cannot escalate ({safe_repr(checked)}); a compensation "
+            "that gives up has failed and is reported (retry-compensation repairs it). Use "
+            "Retry(n)"
+        )
     if checked.skips:
         raise SagaFlowDefinitionError(
             f"{where}: a compensation cannot skip its failure ({safe_repr(checked)}); a "

@@ -11,7 +11,9 @@ Modes:
   before` (written, not committed), `after` (committed, not yet acknowledged to any saga);
 - `recover`: call `recover()` in a loop until no saga is unfinished, then print a JSON
   summary of what this process did (or die where `--kill` says, while recovering);
-- `fork-server`: fork a process per `saga` case read from stdin (see `fork_server`).
+- `fork-server`: fork a process per `saga` case read from stdin (see `fork_server`);
+- `wait-start`, `wait-signal`: start sagas that wait and die in their wait, or send their
+  signals (tests/crash/wait_flows.py).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from tests.crash.flows import (
     fleet_runs,
     register_fleet,
 )
+from tests.crash.wait_flows import send_signals, start_and_wait
 
 
 def open_store(kind: str, target: str, schema: str, synchronous: str = "FULL") -> SagaStore:
@@ -229,7 +232,10 @@ def fork_server(parser: argparse.ArgumentParser, stderr_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.crash.child")
-    parser.add_argument("mode", choices=["saga", "fleet", "batch", "recover", "fork-server"])
+    parser.add_argument(
+        "mode",
+        choices=["saga", "fleet", "batch", "recover", "fork-server", "wait-start", "wait-signal"],
+    )
     parser.add_argument("--stderr-dir", default=".")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--target", default="", help="SQLite path or PostgreSQL DSN")
@@ -249,7 +255,13 @@ def main() -> None:
     parser.add_argument("--midway", type=int, default=300)
     parser.add_argument("--seed", default="fleet")
     parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--hold", action="store_true", help="wait-start: hold_waits=True")
     args = parser.parse_args()
+    if args.mode in ("wait-start", "wait-signal"):
+        store = open_store(args.store, args.target, args.schema)
+        waits = start_and_wait if args.mode == "wait-start" else send_signals
+        asyncio.run(waits(args, store, say))
+        return
     if args.mode == "fork-server":
         fork_server(parser, Path(args.stderr_dir))
         return

@@ -201,13 +201,15 @@ async def test_purge_deletes_only_finished_sagas_updated_before_the_time(
     for saga_id in gone:
         assert await store.load(saga_id) is None
     kept = sorted(r.saga_id for r in await store.list())
-    # kept: unfinished, and the sagas an operator must still see to (COMPENSATION_FAILED, STUCK)
+    # kept: unfinished (WAITING too), and the sagas an operator must still see to
+    # (COMPENSATION_FAILED, STUCK)
     assert kept == [
         "new-completed",
         "old-compensating",
         "old-compensation_failed",
         "old-running",
         "old-stuck",
+        "old-waiting",
     ]
     still = await store.load("old-compensation_failed")
     assert still is not None

@@ -1,7 +1,7 @@
 """A store written by schema version 1 (no cancel requests, no console index nor audit trail,
-no tracebacks in the log nor engines' renewal times)
-is upgraded to the current version when an engine opens it (create=True), its sagas kept, and
-refused, untouched, by a command that opens it with create=False; on SQLite and PostgreSQL."""
+no tracebacks in the log nor engines' renewal times, no signals) is upgraded to the current
+version when an engine opens it (create=True), its sagas kept, and refused, untouched, by a
+command that opens it with create=False; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ from spakky_saga import (
     SagaSort,
     SqliteSagaStore,
 )
-from spakky_saga.store import SagaStore, StoredStatus
+from spakky_saga.store import SagaStore, SignalStore, StoredSignal, StoredStatus
 from tests.postgres_support import postgres_schema
 from tests.stores.test_store_contract import a_record, an_event
 
 _DOWNGRADE = (  # {t} the sagas table, {s} the schema ("" on SQLite)
+    "DROP TABLE {s}spakky_saga_signals",
+    "DROP INDEX {s}spakky_saga_sagas_wake",
+    "ALTER TABLE {t} DROP COLUMN wake_at",
     "DROP TABLE {s}spakky_saga_nodes",
     "ALTER TABLE {s}spakky_saga_events DROP COLUMN traceback",
     "DROP INDEX {s}spakky_saga_sagas_created",
@@ -75,12 +78,18 @@ async def _upgraded_and_cancellable(store: SagaStore) -> None:
         await store.renew("engine-a", ["old"], 30)
         nodes = await store.nodes()
         old_log = await store.load("old")
+        # version 5: signals
+        assert isinstance(store, SignalStore)
+        stored = await store.send_signal(StoredSignal("s1", "old", "m:T", "{}", "c", 1.0))
+        signals = await store.signals("old")
     finally:
         await store.close()
     assert [(n.owner, n.sagas) for n in nodes] == [("engine-a", 1)]
     assert nodes[0].renewed is not None
     assert old_log is not None
     assert [e.traceback for e in old_log.events] == [None]
+    assert stored is True
+    assert [s.signal_id for s in signals] == ["s1"]
 
 
 async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_read_only(

@@ -16,16 +16,24 @@ from spakky_saga.audit import AuditEntry
 from spakky_saga.console_store import EngineNode
 from spakky_saga.errors import SagaAlreadyStartedError, SagaLeaseLostError, SagaStoreError
 from spakky_saga.query import SagaPage, SagaQuery
+from spakky_saga.signals import check_send
 from spakky_saga.store import (
     PURGEABLE,
+    SIGNALLED,
     UNFINISHED,
     CancelRequest,
     Renewal,
     SagaRecord,
     SagaUpdate,
     StoredEvent,
+    StoredSignal,
     StoredStatus,
 )
+
+
+def _leased(record: SagaRecord, now: float) -> bool:
+    """Whether an engine's lease on `record` still holds at `now`."""
+    return record.owner is not None and (record.lease_expires or 0.0) > now
 
 
 class InMemorySagaStore:
@@ -37,6 +45,9 @@ class InMemorySagaStore:
         self._events: dict[str, list[StoredEvent]] = {}
         self._audit: list[AuditEntry] = []
         self._renewed: dict[str, float] = {}
+        self._signals: dict[str, StoredSignal] = {}
+        self._wake: dict[str, float] = {}
+        """When each WAITING saga that has a wake-up time is to be claimed again."""
 
     def __repr__(self) -> str:
         return f"InMemorySagaStore({len(self._sagas)} sagas)"
@@ -93,9 +104,16 @@ class InMemorySagaStore:
         candidates = saga_ids or sorted(self._sagas, key=lambda i: self._sagas[i].created)
         for saga_id in candidates:
             record = self._sagas.get(saga_id)
-            if record is None or record.status not in UNFINISHED:
+            if record is None:
                 continue
-            if record.owner is not None and (record.lease_expires or 0.0) > now:
+            if record.status is StoredStatus.WAITING:
+                if self._wake.get(saga_id, now + 1) > now:
+                    continue
+                del self._wake[saga_id]
+                record = dataclasses.replace(record, status=StoredStatus.RUNNING)
+            elif record.status not in UNFINISHED or (
+                record.owner is not None and (record.lease_expires or 0.0) > now
+            ):
                 continue
             record = dataclasses.replace(record, owner=owner, lease_expires=now + lease_seconds)
             self._sagas[saga_id] = record
@@ -143,12 +161,44 @@ class InMemorySagaStore:
         record = self._sagas.get(saga_id)
         if record is None:
             return None
-        if record.status is StoredStatus.RUNNING and record.cancel_request is None:
+        if record.status in SIGNALLED and record.cancel_request is None:
             record = dataclasses.replace(
                 record, cancel_requested_by=by, cancel_requested_at=self._clock()
             )
             self._sagas[saga_id] = record
+            if record.status is StoredStatus.WAITING:  # wake it: its claimer compensates it
+                self._wake[saga_id] = self._clock()
         return record
+
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        record = self._sagas.get(signal.saga_id)
+        status = None if record is None else record.status.value
+        if not check_send(status, self._signals.get(signal.signal_id), signal):
+            return False
+        self._signals[signal.signal_id] = signal
+        if status == StoredStatus.WAITING.value:
+            self._wake[signal.saga_id] = self._clock()
+        return True
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        record = self._sagas.get(saga_id)
+        if record is None or record.owner != owner:
+            raise SagaLeaseLostError(saga_id, owner)
+        now = self._clock()
+        if sum(s.saga_id == saga_id for s in self._signals.values()) > seen:
+            wake_at = now
+        self._sagas[saga_id] = dataclasses.replace(
+            record, status=StoredStatus.WAITING, owner=None, lease_expires=None, updated=now
+        )
+        self._wake.pop(saga_id, None)
+        if wake_at is not None:
+            self._wake[saga_id] = wake_at
+
+    async def signals(self, saga_id: str) -> builtins.list[StoredSignal]:
+        return sorted(
+            (s for s in self._signals.values() if s.saga_id == saga_id),
+            key=lambda s: (s.at, s.signal_id),
+        )
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         record = self._sagas.get(saga_id)
@@ -207,4 +257,7 @@ class InMemorySagaStore:
             for saga_id in gone:
                 del self._sagas[saga_id]
                 del self._events[saga_id]
+            self._signals = {k: s for k, s in self._signals.items() if s.saga_id not in gone}
+            for saga_id in gone:
+                self._wake.pop(saga_id, None)
         return gone

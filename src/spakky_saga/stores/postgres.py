@@ -40,6 +40,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.query import SagaPage, SagaQuery
+from spakky_saga.signals import check_send
 from spakky_saga.store import (
     PURGEABLE,
     SAGA_COLUMNS,
@@ -52,6 +53,7 @@ from spakky_saga.store import (
     SagaStoreNotFoundError,
     SagaUpdate,
     StoredEvent,
+    StoredSignal,
     StoredStatus,
 )
 from spakky_saga.stores.group_commit import DEFAULT_CONCURRENCY, FlushOutcomes, GroupCommit
@@ -61,11 +63,12 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
 (`query`) and counts use, and the operators' audit trail. 4: failures' traceback text in the
-log, and when each engine last renewed its leases (the console's nodes view)."""
+log, and when each engine last renewed its leases (the console's nodes view); 5: signals
+(`engine.signal`), and when a WAITING saga wakes."""
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -137,10 +140,28 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             renewed DOUBLE PRECISION NOT NULL
         )""",
     ),
+    5: (
+        # signals sent to sagas (waits, docs/waits.md): kept until their saga is purged
+        """CREATE TABLE {s}.spakky_saga_signals (
+            signal_id TEXT PRIMARY KEY,
+            saga_id TEXT NOT NULL,
+            signal_type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            codec TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX spakky_saga_signals_saga ON {s}.spakky_saga_signals (saga_id, at)",
+        # when a WAITING (suspended) saga is to be claimed again: NULL, only by a signal
+        "ALTER TABLE {s}.spakky_saga_sagas ADD COLUMN wake_at DOUBLE PRECISION",
+        "CREATE INDEX spakky_saga_sagas_wake ON {s}.spakky_saga_sagas (status, wake_at)",
+    ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(c + "::text" if c == "data" else c for c in SAGA_COLUMNS)
 _AUDIT: Final = ", ".join(AuditEntry._fields)
+_SIGNAL: Final = ", ".join(StoredSignal._fields)
+_WAITING: Final = StoredStatus.WAITING.value
+_RUNNING: Final = StoredStatus.RUNNING.value
 _EVENT_COLUMNS: Final = ", ".join(
     f + "::text" if f == "data" else f for f in StoredEvent._fields
 )  # in StoredEvent's order: a row is a StoredEvent
@@ -388,10 +409,12 @@ class PostgresSagaStore:
                 cursor = await conn.execute(
                     f"WITH candidates AS ("
                     f"  SELECT saga_id FROM {self._t('sagas')}"
-                    f"  WHERE status = ANY(%s) AND (owner IS NULL OR lease_expires <= {_NOW})"
+                    f"  WHERE (status = ANY(%s) AND (owner IS NULL OR lease_expires <= {_NOW})"
+                    f"  OR status = '{_WAITING}' AND wake_at <= {_NOW})"
                     f"{only} ORDER BY created LIMIT %s FOR UPDATE SKIP LOCKED) "
                     f"UPDATE {self._t('sagas')} AS s SET owner = %s, "
-                    f"lease_expires = {_NOW} + %s "
+                    f"lease_expires = {_NOW} + %s, wake_at = NULL, status = CASE s.status "
+                    f"WHEN '{_WAITING}' THEN '{_RUNNING}' ELSE s.status END "
                     f"FROM candidates WHERE s.saga_id = candidates.saga_id RETURNING s.saga_id",
                     (*params, limit, owner, lease_seconds),
                 )
@@ -459,9 +482,10 @@ class PostgresSagaStore:
             async with conn.transaction():
                 await conn.execute(
                     f"UPDATE {self._t('sagas')} SET cancel_requested_by = %s, "
-                    f"cancel_requested_at = {_NOW} "
-                    "WHERE saga_id = %s AND status = %s AND cancel_requested_at IS NULL",
-                    (by, saga_id, StoredStatus.RUNNING.value),
+                    f"cancel_requested_at = {_NOW}, wake_at = CASE status "
+                    f"WHEN '{_WAITING}' THEN {_NOW} ELSE wake_at END "
+                    "WHERE saga_id = %s AND status = ANY(%s) AND cancel_requested_at IS NULL",
+                    (by, saga_id, [_RUNNING, _WAITING]),
                 )
                 cursor = await conn.execute(
                     f"SELECT {_SAGA_COLUMNS} FROM {self._t('sagas')} WHERE saga_id = %s",
@@ -471,6 +495,65 @@ class PostgresSagaStore:
 
         row = await self._call(run)
         return None if row is None else SagaRecord.from_row(row)
+
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        async def run(conn: AsyncConnection[Any]) -> bool:
+            # One transaction; FOR SHARE holds the saga's row (its status) until it commits.
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    f"SELECT status FROM {self._t('sagas')} WHERE saga_id = %s FOR SHARE",
+                    (signal.saga_id,),
+                )
+                status = await cursor.fetchone()
+                existing = await self._signal(conn, signal.signal_id)
+                if not check_send(None if status is None else status[0], existing, signal):
+                    return False
+                cursor = await conn.execute(
+                    f"INSERT INTO {self._t('signals')} ({_SIGNAL}) VALUES "
+                    "(%s, %s, %s, %s, %s, %s) ON CONFLICT (signal_id) DO NOTHING "
+                    "RETURNING signal_id",
+                    signal,
+                )
+                if await cursor.fetchone() is not None:
+                    await conn.execute(  # a suspended saga wakes: the next claim takes it
+                        f"UPDATE {self._t('sagas')} SET wake_at = {_NOW} "
+                        f"WHERE saga_id = %s AND status = '{_WAITING}'",
+                        (signal.saga_id,),
+                    )
+                    return True
+                existing = await self._signal(conn, signal.signal_id)  # sent meanwhile
+                return check_send(status[0] if status else None, existing, signal)
+
+        stored: bool = await self._call(run)
+        return stored
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        async def run(conn: AsyncConnection[Any]) -> int:
+            cursor = await conn.execute(
+                f"UPDATE {self._t('sagas')} SET status = '{_WAITING}', owner = NULL, "
+                f"lease_expires = NULL, updated = {_NOW}, wake_at = CASE WHEN (SELECT count(*) "
+                f"FROM {self._t('signals')} WHERE saga_id = %s) > %s THEN {_NOW} "
+                "ELSE %s::double precision END WHERE saga_id = %s AND owner = %s",
+                (saga_id, seen, wake_at, saga_id, owner),
+            )
+            return cursor.rowcount
+
+        if await self._call(run) != 1:
+            raise SagaLeaseLostError(saga_id, owner)
+
+    async def _signal(self, conn: AsyncConnection[Any], signal_id: str) -> StoredSignal | None:
+        cursor = await conn.execute(
+            f"SELECT {_SIGNAL} FROM {self._t('signals')} WHERE signal_id = %s", (signal_id,)
+        )
+        row = await cursor.fetchone()
+        return None if row is None else StoredSignal(*row)
+
+    async def signals(self, saga_id: str) -> builtins.list[StoredSignal]:
+        rows = await self._execute(
+            f"SELECT {_SIGNAL} FROM {self._t('signals')} WHERE saga_id = %s ORDER BY at, signal_id",
+            (saga_id,),
+        )
+        return [StoredSignal(*row) for row in rows]
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         return await self._call(lambda conn: self._load(conn, saga_id))
@@ -533,6 +616,8 @@ class PostgresSagaStore:
             statement = (
                 f"WITH gone AS (DELETE FROM {which} RETURNING saga_id), "
                 f"entries AS (DELETE FROM {self._t('events')} "
+                "WHERE saga_id IN (SELECT saga_id FROM gone)), "
+                f"signals AS (DELETE FROM {self._t('signals')} "
                 "WHERE saga_id IN (SELECT saga_id FROM gone)) SELECT saga_id FROM gone"
             )
 

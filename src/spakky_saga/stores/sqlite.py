@@ -40,6 +40,7 @@ from spakky_saga.errors import (
     SagaStoreError,
 )
 from spakky_saga.query import SagaPage, SagaQuery
+from spakky_saga.signals import check_send
 from spakky_saga.store import (
     PURGEABLE,
     SAGA_COLUMNS,
@@ -52,15 +53,17 @@ from spakky_saga.store import (
     SagaStoreNotFoundError,
     SagaUpdate,
     StoredEvent,
+    StoredSignal,
     StoredStatus,
 )
 from spakky_saga.stores.listing import count_statement, nodes_statement, page_statement
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
 (`query`) and counts use, and the operators' audit trail. 4: failures' traceback text in the
-log, and when each engine last renewed its leases (the console's nodes view)."""
+log, and when each engine last renewed its leases (the console's nodes view); 5: signals
+(`engine.signal`), and when a WAITING saga wakes."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -129,10 +132,28 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             renewed REAL NOT NULL
         )""",
     ),
+    5: (
+        # signals sent to sagas (waits, docs/waits.md): kept until their saga is purged
+        """CREATE TABLE spakky_saga_signals (
+            signal_id TEXT PRIMARY KEY,
+            saga_id TEXT NOT NULL,
+            signal_type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            codec TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX spakky_saga_signals_saga ON spakky_saga_signals (saga_id, at)",
+        # when a WAITING (suspended) saga is to be claimed again: None, only by a signal
+        "ALTER TABLE spakky_saga_sagas ADD COLUMN wake_at REAL",
+        "CREATE INDEX spakky_saga_sagas_wake ON spakky_saga_sagas (status, wake_at)",
+    ),
 }
 
 _SAGA_COLUMNS: Final = ", ".join(SAGA_COLUMNS)
 _AUDIT: Final = ", ".join(AuditEntry._fields)
+_SIGNAL: Final = ", ".join(StoredSignal._fields)
+_WAITING: Final = StoredStatus.WAITING.value
+_RUNNING: Final = StoredStatus.RUNNING.value
 _EVENT_COLUMNS: Final = ", ".join(StoredEvent._fields)  # a row is a StoredEvent, in order
 
 type Synchronous = Literal["FULL", "NORMAL"]
@@ -339,15 +360,17 @@ class SqliteSagaStore:
                 wanted = f" AND saga_id IN ({', '.join('?' * len(saga_ids))})"
                 params.extend(saga_ids)
             rows = db.execute(
-                f"SELECT saga_id FROM spakky_saga_sagas WHERE status IN (?, ?) "
-                f"AND (owner IS NULL OR lease_expires <= ?){wanted} ORDER BY created LIMIT ?",
-                (*params, limit),
+                f"SELECT saga_id FROM spakky_saga_sagas WHERE (status IN (?, ?) "
+                f"AND (owner IS NULL OR lease_expires <= ?) OR status = ? AND wake_at <= ?)"
+                f"{wanted} ORDER BY created LIMIT ?",
+                (*params[:3], _WAITING, now, *params[3:], limit),
             ).fetchall()
             claimed = []
             for (saga_id,) in rows:
                 db.execute(
-                    "UPDATE spakky_saga_sagas SET owner = ?, lease_expires = ? WHERE saga_id = ?",
-                    (owner, now + lease_seconds, saga_id),
+                    "UPDATE spakky_saga_sagas SET owner = ?, lease_expires = ?, wake_at = NULL, "
+                    "status = CASE status WHEN ? THEN ? ELSE status END WHERE saga_id = ?",
+                    (owner, now + lease_seconds, _WAITING, _RUNNING, saga_id),
                 )
                 claimed.append(_load(db, saga_id))
             return [r for r in claimed if r is not None]
@@ -422,10 +445,12 @@ class SqliteSagaStore:
 
     async def request_cancel(self, saga_id: str, by: str) -> SagaRecord | None:
         def run(db: sqlite3.Connection) -> SagaRecord | None:
+            now = self._clock()
             db.execute(
-                "UPDATE spakky_saga_sagas SET cancel_requested_by = ?, cancel_requested_at = ? "
-                "WHERE saga_id = ? AND status = ? AND cancel_requested_at IS NULL",
-                (by, self._clock(), saga_id, StoredStatus.RUNNING.value),
+                "UPDATE spakky_saga_sagas SET cancel_requested_by = ?, cancel_requested_at = ?, "
+                "wake_at = CASE status WHEN ? THEN ? ELSE wake_at END "
+                "WHERE saga_id = ? AND status IN (?, ?) AND cancel_requested_at IS NULL",
+                (by, now, _WAITING, now, saga_id, _RUNNING, _WAITING),
             )
             row = db.execute(
                 f"SELECT {_SAGA_COLUMNS} FROM spakky_saga_sagas WHERE saga_id = ?", (saga_id,)
@@ -433,6 +458,57 @@ class SqliteSagaStore:
             return None if row is None else SagaRecord.from_row(row)
 
         result: SagaRecord | None = await self._call(run)
+        return result
+
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            status = db.execute(
+                "SELECT status FROM spakky_saga_sagas WHERE saga_id = ?", (signal.saga_id,)
+            ).fetchone()
+            row = db.execute(
+                f"SELECT {_SIGNAL} FROM spakky_saga_signals WHERE signal_id = ?",
+                (signal.signal_id,),
+            ).fetchone()
+            existing = None if row is None else StoredSignal(*row)
+            if not check_send(None if status is None else status[0], existing, signal):
+                return False
+            db.execute(
+                f"INSERT INTO spakky_saga_signals ({_SIGNAL}) VALUES (?, ?, ?, ?, ?, ?)", signal
+            )
+            db.execute(  # a suspended saga wakes: the next claim takes it
+                "UPDATE spakky_saga_sagas SET wake_at = ? WHERE saga_id = ? AND status = ?",
+                (self._clock(), signal.saga_id, _WAITING),
+            )
+            return True
+
+        stored: bool = await self._call(run)
+        return stored
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        def run(db: sqlite3.Connection) -> int:
+            now = self._clock()
+            return db.execute(
+                "UPDATE spakky_saga_sagas SET status = ?, owner = NULL, lease_expires = NULL, "
+                "updated = ?, wake_at = CASE WHEN (SELECT COUNT(*) FROM spakky_saga_signals "
+                "WHERE saga_id = ?) > ? THEN ? ELSE ? END WHERE saga_id = ? AND owner = ?",
+                (_WAITING, now, saga_id, seen, now, wake_at, saga_id, owner),
+            ).rowcount
+
+        changed: int = await self._call(run)
+        self._lease_until.pop(saga_id, None)
+        if changed != 1:
+            raise SagaLeaseLostError(saga_id, owner)
+
+    async def signals(self, saga_id: str) -> builtins.list[StoredSignal]:
+        def run(db: sqlite3.Connection) -> builtins.list[StoredSignal]:
+            rows = db.execute(
+                f"SELECT {_SIGNAL} FROM spakky_saga_signals WHERE saga_id = ? "
+                "ORDER BY at, signal_id",
+                (saga_id,),
+            )
+            return [StoredSignal(*row) for row in rows]
+
+        result: builtins.list[StoredSignal] = await self._call(run)
         return result
 
     async def load(self, saga_id: str) -> SagaRecord | None:
@@ -516,10 +592,10 @@ class SqliteSagaStore:
                 row[0] for row in db.execute(f"SELECT saga_id {which} ORDER BY saga_id", params)
             )
             if gone and not dry_run:
-                db.execute(
-                    f"DELETE FROM spakky_saga_events WHERE saga_id IN (SELECT saga_id {which})",
-                    params,
-                )
+                for table in ("spakky_saga_events", "spakky_saga_signals"):
+                    db.execute(
+                        f"DELETE FROM {table} WHERE saga_id IN (SELECT saga_id {which})", params
+                    )
                 db.execute(f"DELETE {which}", params)
             return gone
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.flow import SagaFlow
+from spakky_saga.flow import Parallel, SagaFlow
 from spakky_saga.result import ANONYMOUS
 from spakky_saga.saga import AbstractSaga
 from spakky_saga.testing._injection import Shape, Site, shape_of
@@ -34,6 +34,13 @@ class Source[D: AbstractSagaData]:
         else:
             subject = saga
         flow, self._subject, name = self._flow_of(subject, f"{explorer}(saga)")
+        waits = [item.name for item in flow.items if not isinstance(item, Parallel) and item.waits]
+        if waits:
+            raise ValueError(
+                f"{explorer}(saga): the flow waits ({', '.join(waits)}); the explorers do not "
+                "explore waits yet (they would report what a wait does as broken promises): "
+                "test it with an engine on a VirtualClock and engine.signal (docs/waits.md)"
+            )
         self._flow = flow
         self.name = saga_name if saga_name is not None else name
         self.shape: Shape = shape_of(flow)
