@@ -556,7 +556,7 @@ class PostgresSagaStore:
         return [StoredSignal(*row) for row in rows]
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        return await self._call(lambda conn: self._load(conn, saga_id))
+        return await self._call(lambda conn: self._load(conn, saga_id), read=True)
 
     async def list(
         self, statuses: Sequence[StoredStatus] = (), limit: int = 100
@@ -572,7 +572,7 @@ class PostgresSagaStore:
             )
             return [SagaRecord.from_row(row) for row in await cursor.fetchall()]
 
-        return await self._call(run)
+        return await self._call(run, read=True)
 
     async def query(self, query: SagaQuery) -> SagaPage:
         statement, params = page_statement(query, self._t("sagas"), _SAGA_COLUMNS, "%s")
@@ -585,7 +585,9 @@ class PostgresSagaStore:
 
     async def audit(self, entry: AuditEntry) -> None:
         await self._execute(
-            f"INSERT INTO {self._t('audit')} ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s)", entry
+            f"INSERT INTO {self._t('audit')} ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s)",
+            entry,
+            read=False,
         )
 
     async def audit_trail(self, saga_id: str) -> builtins.list[AuditEntry]:
@@ -598,12 +600,14 @@ class PostgresSagaStore:
         statement, params = nodes_statement(self._t("sagas"), self._t("nodes"), "%s")
         return [EngineNode(*row) for row in await self._execute(statement, params)]
 
-    async def _execute(self, statement: str, params: Sequence[object]) -> builtins.list[Any]:
+    async def _execute(
+        self, statement: str, params: Sequence[object], *, read: bool = True
+    ) -> builtins.list[Any]:
         async def run(conn: AsyncConnection[Any]) -> builtins.list[Any]:
             cursor = await conn.execute(statement, params)
             return [] if cursor.description is None else await cursor.fetchall()
 
-        return await self._call(run)
+        return await self._call(run, read=read)
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         which = f"{self._t('sagas')} WHERE status = ANY(%s) AND updated < %s"
@@ -650,9 +654,25 @@ class PostgresSagaStore:
             raise SagaStoreError(f"{self!r} is not open; await store.open() first")
         return pool.connection()
 
-    async def _call[T](self, run: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run a read, or a change that is safe to make twice, with `_retrying`."""
-        return await self._retrying(lambda conn, _retried: run(conn), write=False)
+    async def _call[T](
+        self, run: Callable[[AsyncConnection[Any]], Awaitable[T]], *, read: bool = False
+    ) -> T:
+        """Run a read, or a change that is safe to make twice, with `_retrying`.
+
+        A `read` (it changes nothing) is shielded from its caller's cancellation: the query
+        finishes on its connection, which goes back to the pool, and the caller stops waiting
+        at once. Cancelled mid-query, psycopg cancels the query on the server, and if the task
+        is cancelled again meanwhile (a task group, a web server shutting down, a client gone)
+        it closes the connection and logs warnings on stderr."""
+        call = self._retrying(lambda conn, _retried: run(conn), write=False)
+        if not read:
+            return await call
+        task = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_outcome_retrieved)
+            raise
 
     async def _write(self, run: Callable[[AsyncConnection[Any], bool], Awaitable[None]]) -> None:
         """Run a write with `_retrying`; `run` is told whether this is the second try (the
@@ -967,6 +987,13 @@ class _Write(NamedTuple):
         params = dict(zip(_NEW_ROW if self.begin else _CHANGE, self.values, strict=True))
         params["entries"] = f"[{self.entries_json}]"
         return params
+
+
+def _outcome_retrieved(task: asyncio.Future[Any]) -> None:
+    """A shielded read its caller stopped waiting for: its error is nobody's to raise (taking
+    it spares asyncio's "exception was never retrieved")."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _saga_of(write: _Write) -> str:
