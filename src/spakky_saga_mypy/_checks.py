@@ -35,7 +35,7 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import errorcodes, pivot
+from spakky_saga_mypy import errorcodes, pivot, waits
 from spakky_saga_mypy._items import (
     FlowOperand,
     ItemKind,
@@ -174,6 +174,8 @@ def check_compensation(
     A step may carry its own retry strategy and timeout (`undo | Retry(5)`,
     `step(undo, timeout=...)`): they become the compensation's policy, which must not skip.
     """
+    if not waits.check_compensation(api, operand, _action_name(action)):
+        return False
     if operand.kind not in (ItemKind.STEP, ItemKind.FUNCTION, ItemKind.UNKNOWN):
         errorcodes.definition(
             api,
@@ -270,7 +272,11 @@ def _is_literal(expr: Expression, value: object) -> bool:
 def check_group_member(api: CheckerPluginInterface, operand: FlowOperand, *, where: str) -> bool:
     """Check 8 for a member of a parallel group: a nested group flattens into it, so it cannot
     have its own `merge=` or compensation order."""
-    if not check_flow_item(api, operand, where=where) or not pivot.check_group_member(api, operand):
+    if not (
+        check_flow_item(api, operand, where=where)
+        and pivot.check_group_member(api, operand)
+        and waits.check_group_member(api, operand, where=where)
+    ):
         return False
     options = _builder_options(
         operand.node, names.PARALLEL_BUILDER, {"merge": None, "compensate": "reverse"}

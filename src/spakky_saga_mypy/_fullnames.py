@@ -44,6 +44,14 @@ FAILS_AT_ONCE: Final = "fails_at_once"
 a step after the pivot would end the saga for good."""
 TRUE: Final = "builtins.True"
 
+WAIT_FOR: Final = "spakky_saga.waits.wait_for"
+"""`wait_for(Signal, merge=...)`: its merge function is checked against the signal type."""
+SAGA_WAIT: Final = "spakky_saga.waits.SagaWait"
+"""What `wait_for`, `sleep` and `sleep_until` build: a step that waits instead of acting."""
+SLEEP: Final = "spakky_saga.waits.sleep"
+SLEEP_UNTIL: Final = "spakky_saga.waits.sleep_until"
+WAIT_BUILDERS: Final = (WAIT_FOR, SLEEP, SLEEP_UNTIL)
+
 ABSTRACT_SAGA: Final = "spakky_saga.saga.AbstractSaga"
 """Base of saga classes, generic in their data type; `flow()` builds the saga."""
 

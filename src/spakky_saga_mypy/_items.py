@@ -128,8 +128,22 @@ def label_of(expr: Expression) -> str:
     if isinstance(expr, CallExpr) and isinstance(expr.callee, NameExpr | MemberExpr):
         if expr.callee.fullname == names.STEP_BUILDER and expr.args:
             return label_of(expr.args[0])
+        if expr.callee.fullname in names.WAIT_BUILDERS:
+            return _wait_label(expr)
         return f"{expr.callee.name}(...)"
     return "item"
+
+
+def _wait_label(call: CallExpr) -> str:
+    """A wait's name as the runtime gives it: its `name=`, else `wait_for(Signal)`."""
+    for name, arg in zip(call.arg_names, call.args, strict=True):
+        if name == "name" and isinstance(arg, StrExpr) and arg.value:
+            return arg.value
+    assert isinstance(call.callee, NameExpr | MemberExpr)
+    first = call.args[0] if call.args and call.arg_kinds[0] == ARG_POS else None
+    if call.callee.fullname == names.WAIT_FOR and isinstance(first, NameExpr | MemberExpr):
+        return f"{call.callee.name}({first.name})"
+    return f"{call.callee.name}(...)"
 
 
 def quoted(label: str) -> str:
@@ -210,6 +224,21 @@ def attached_strategy(step: Expression) -> Expression | None:
         if step.args and step.arg_kinds[0] == ARG_POS:
             return attached_strategy(step.args[0])  # step(x) keeps x's strategy
     return None
+
+
+DEFAULT_STRATEGY_SHOWN: Final = "Compensate()"
+"""How messages show the strategy of a step that has none attached."""
+
+
+def fails_at_once(api: CheckerPluginInterface, strategy: Expression) -> str | None:
+    """`Compensate()` (as a message shows it) when the strategy `strategy` visibly fails at
+    once without retrying, else None (another strategy, or nothing shows which)."""
+    typ = checked_type(api, strategy)
+    if not isinstance(typ, Instance):
+        return None
+    if defining_class(typ.type, names.FAILS_AT_ONCE) != names.COMPENSATE:
+        return None
+    return f"{typ.type.name}()"
 
 
 def _skips(api: CheckerPluginInterface, strategy: Expression) -> str | None:

@@ -79,6 +79,17 @@ PIVOT_MEMBER: Final = ErrorCode(
     "A member of a parallel group marked as the pivot, or a pivot group extended with &",
     _CATEGORY,
 )
+WAIT_MERGE: Final = ErrorCode(
+    "saga-wait-merge",
+    "A wait_for() merge function that does not take the saga data and the signal, or does "
+    "not return the saga data",
+    _CATEGORY,
+)
+WAIT_PLACEMENT: Final = ErrorCode(
+    "saga-wait-placement",
+    "A wait (wait_for, sleep, sleep_until) in a parallel group or used as a compensation",
+    _CATEGORY,
+)
 
 ALL_CODES: Final = (
     DATA_MISMATCH,
@@ -96,6 +107,8 @@ ALL_CODES: Final = (
     PIVOT_NOT_RETRIABLE,
     PIVOT_TWICE,
     PIVOT_MEMBER,
+    WAIT_MERGE,
+    WAIT_PLACEMENT,
 )
 
 
@@ -325,3 +338,13 @@ def pivot_twice(
 def pivot_member(api: CheckerPluginInterface, context: Context, message: str) -> None:
     """Check 15: a pivot inside a parallel group (a group is the pivot only as a whole)."""
     api.fail(message, context, code=PIVOT_MEMBER)
+
+
+def wait_merge(api: CheckerPluginInterface, context: Context, message: str) -> None:
+    """Check 16: a `wait_for` merge function of the wrong shape (message built by `waits`)."""
+    api.fail(message, context, code=WAIT_MERGE)
+
+
+def wait_placement(api: CheckerPluginInterface, context: Context, message: str) -> None:
+    """Check 17: a wait where only an acting step may stand."""
+    api.fail(message, context, code=WAIT_PLACEMENT)

@@ -12,7 +12,7 @@ from mypy.nodes import Expression, LambdaExpr, OpExpr
 from mypy.plugin import MethodContext, MethodSigContext
 from mypy.types import AnyType, FunctionLike, Type, TypeOfAny
 
-from spakky_saga_mypy import errorcodes, pivot
+from spakky_saga_mypy import errorcodes, pivot, waits
 from spakky_saga_mypy._checks import (
     check_compensation,
     check_group_member,
@@ -73,7 +73,9 @@ def bind_compensation_callback(ctx: MethodContext) -> Type:
     (also when the compensation carries its own policy, `step >> (undo | Retry(5))`)."""
 
     def check(left: FlowOperand, right: FlowOperand) -> bool:
-        return check_compensation(ctx.api, right, action=left)
+        return waits.check_bound(ctx.api, left, right) and check_compensation(
+            ctx.api, right, action=left
+        )
 
     return _compose(ctx, '">>"', check)
 
@@ -92,7 +94,10 @@ def parallel_callback(ctx: MethodContext) -> Type:
     """`x & y`: members must be flow items over related data types; `Parallel[D]`."""
 
     def check(left: FlowOperand, right: FlowOperand) -> bool:
-        left_ok = pivot.check_group_member(ctx.api, left)  # the right one: check_group_member
+        # the right one: check_group_member
+        left_ok = pivot.check_group_member(ctx.api, left) and waits.check_group_member(
+            ctx.api, left, where='Parallel member "&"'
+        )
         return check_group_member(ctx.api, right, where='Parallel member "&"') and left_ok
 
     return _compose(ctx, '"&"', check)

@@ -13,7 +13,6 @@ anything whose type the plugin cannot see: no false positives.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from mypy.nodes import (
     ARG_NAMED,
@@ -29,21 +28,19 @@ from mypy.plugin import CheckerPluginInterface
 from mypy.types import Instance
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import errorcodes
+from spakky_saga_mypy import errorcodes, waits
 from spakky_saga_mypy._items import (
+    DEFAULT_STRATEGY_SHOWN,
     FlowOperand,
     ItemKind,
     attached_strategy,
     calls,
     checked_type,
-    defining_class,
     describe,
+    fails_at_once,
     step_function,
     step_name,
 )
-
-_DEFAULT_STRATEGY: Final = "Compensate()"
-"""How messages show the strategy of a step that has none attached."""
 
 
 def marked(expr: Expression) -> Expression | None:
@@ -178,7 +175,8 @@ def _uncompensated(api: CheckerPluginInterface, member: Expression) -> bool:
     """Whether a step visibly has no compensation and no read-only marker."""
     operand = _shown(api, member)
     return (
-        operand is not None
+        not waits.written_wait(member)  # a wait changes nothing
+        and operand is not None
         and operand.kind is not ItemKind.TRANSACTION
         and not _read_only(api, member)
     )
@@ -227,12 +225,9 @@ def _decorated_read_only(api: CheckerPluginInterface, expr: MemberExpr) -> bool:
 def _failing_strategy(api: CheckerPluginInterface, member: Expression) -> str | None:
     """How a message shows the strategy of a step after the pivot when it visibly fails at
     once (`Compensate()`, also by default), else None."""
+    if waits.written_wait(member):  # a wait fails only by its timeout
+        return waits.failing_timeout_strategy(api, member)
     strategy = attached_strategy(member)
     if strategy is None:
-        return _DEFAULT_STRATEGY if _shown(api, member) is not None else None
-    typ = checked_type(api, strategy)
-    if not isinstance(typ, Instance):
-        return None
-    if defining_class(typ.type, names.FAILS_AT_ONCE) != names.COMPENSATE:
-        return None
-    return f"{typ.type.name}()"
+        return DEFAULT_STRATEGY_SHOWN if _shown(api, member) is not None else None
+    return fails_at_once(api, strategy)

@@ -35,7 +35,15 @@ from mypy.types import (
 )
 
 from spakky_saga_mypy import _fullnames as names
-from spakky_saga_mypy import builders, decorator, operators, saga_class, strategies, timeouts
+from spakky_saga_mypy import (
+    builders,
+    decorator,
+    operators,
+    saga_class,
+    strategies,
+    timeouts,
+    waits,
+)
 
 _DEBUG_ENV: Final = "SPAKKY_SAGA_MYPY_DEBUG"
 """Set to 1 to let a hook's exception propagate instead of falling back to mypy's default."""
@@ -113,6 +121,7 @@ class SpakkySagaPlugin(Plugin):
         names.SAGA_FLOW: builders.signature_callback(builders.SAGA_FLOW_CLASS),
         names.PARALLEL: builders.signature_callback(builders.PARALLEL_CLASS),
         names.RETRY: strategies.retry_signature_callback,
+        names.WAIT_FOR: waits.wait_for_signature_callback,
     }
     _FUNCTION_HOOKS: ClassVar[Mapping[str, Callable[[FunctionContext], Type]]] = {
         names.STEP_BUILDER: builders.step_callback,
@@ -123,6 +132,7 @@ class SpakkySagaPlugin(Plugin):
         names.SAGA_STEP_DECORATOR: decorator.saga_step_callback,
         names.RETRY: strategies.retry_callback,
         names.EXPONENTIAL_BACKOFF: strategies.backoff_callback,
+        names.WAIT_FOR: waits.wait_for_callback,
     }
     _CONSTRUCTOR_BASES: ClassVar[tuple[str, ...]] = (
         names.SAGA_FLOW,
