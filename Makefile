@@ -16,6 +16,8 @@ demo:
 	@.venv/bin/python examples/payment_policies.py
 	@echo
 	@.venv/bin/python examples/payment_waits.py
+	@echo
+	@.venv/bin/python examples/refund_approval.py
 
 test:
 	@scripts/test.sh
