@@ -28,6 +28,8 @@ from mypy.types import (
     CallableType,
     FunctionLike,
     Instance,
+    LiteralType,
+    NoneType,
     ProperType,
     Type,
     TypeOfAny,
@@ -79,8 +81,8 @@ def wait_for_callback(ctx: FunctionContext) -> Type:
     if merge_node is None or isinstance(merge_node, LambdaExpr):
         return ctx.default_return_type
     merge = _merge_type(ctx)
-    if merge is None:  # Any, an overload, a callable object: the runtime checks it
-        return with_data(ctx.default_return_type, None)
+    if merge is None:
+        return _not_a_function(ctx, merge_node)
     wait = _wait_name(ctx)
     shown = f'merge "{merge.name or "function"}" of wait "{wait}"'
     positional = [
@@ -103,6 +105,29 @@ def wait_for_callback(ctx: FunctionContext) -> Type:
             errorcodes.wait_merge(ctx.api, merge_node, problem)
         return errored(ctx.default_return_type)
     return with_data(ctx.default_return_type, data)
+
+
+def _not_a_function(ctx: FunctionContext, merge_node: Expression) -> Type:
+    """A `merge=` that is no plain function: reported when it cannot be called at all (a
+    string, a number), left to the runtime when it may be (Any, an overload, an object with
+    `__call__`); the wait is typed over Any data then."""
+    given = _merge_argument_type(ctx)
+    if given is None or _may_be_called(given):
+        return with_data(ctx.default_return_type, None)
+    errorcodes.wait_merge(
+        ctx.api,
+        merge_node,
+        f'merge of wait "{_wait_name(ctx)}" is "{errorcodes.show(ctx.api, given)}", not a '
+        "function; give a function (data, signal) -> data",
+    )
+    return errored(ctx.default_return_type)
+
+
+def _may_be_called(typ: ProperType) -> bool:
+    """Whether a value of type `typ` may be callable (anything but a plain value)."""
+    if isinstance(typ, Instance):
+        return typ.type.get("__call__") is not None
+    return not isinstance(typ, LiteralType | NoneType)
 
 
 def _merge_problems(  # noqa: PLR0917 - one call site, each argument a different role
@@ -159,12 +184,19 @@ def _merge_argument(args: list[list[Expression]], arg_names: list[str | None]) -
     return None
 
 
-def _merge_type(ctx: FunctionContext) -> CallableType | None:
+def _merge_argument_type(ctx: FunctionContext) -> ProperType | None:
+    """The type of the argument passed as `merge=`, if one is."""
     for name, types in zip(ctx.callee_arg_names, ctx.arg_types, strict=False):
         if name == _MERGE and len(types) == 1:
-            proper = get_proper_type(types[0])
-            if isinstance(proper, CallableType) and not proper.is_type_obj():
-                return proper
+            return get_proper_type(types[0])
+    return None
+
+
+def _merge_type(ctx: FunctionContext) -> CallableType | None:
+    """`merge=`'s signature, when it is a plain function (not a class, not an overload)."""
+    proper = _merge_argument_type(ctx)
+    if isinstance(proper, CallableType) and not proper.is_type_obj():
+        return proper
     return None
 
 
