@@ -113,7 +113,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
 
     await _upgraded_and_cancellable(SqliteSagaStore(path))
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(4,)]
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(5,)]
     db.close()
 
 
@@ -137,4 +137,4 @@ async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_
 
             await _upgraded_and_cancellable(PostgresSagaStore(dsn, schema=schema))
             cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
-            assert await cursor.fetchall() == [(4,)]
+            assert await cursor.fetchall() == [(5,)]
