@@ -150,13 +150,17 @@ class _Twice:
 
 class PlantedEngine:
     """The library's engine (on a VirtualClock) with a planted bug: `strategy` replaces every
-    wait's `on_timeout` (a timeout compensated instead of skipped, or the reverse), or it
-    announces each signal a wait takes twice."""
+    wait's `on_timeout` (a timeout compensated instead of skipped, or the reverse), it
+    announces each signal a wait takes twice, or it delivers another signal than the one
+    sent (`forge`)."""
 
-    def __init__(self, *, strategy: ErrorStrategy | None = None, twice: bool = False) -> None:
+    def __init__(
+        self, *, strategy: ErrorStrategy | None = None, twice: bool = False, forge: bool = False
+    ) -> None:
         self.engine: SagaEngine = VirtualClock().engine(log=False)
         self.strategy = strategy
         self.twice = twice
+        self.forge = forge
 
     async def run[D: AbstractSagaData](
         self,
@@ -178,6 +182,8 @@ class PlantedEngine:
         return await self.engine.run(flow, data, saga_name=saga_name, listeners=listeners)
 
     async def signal(self, saga_id: object, payload: object, /) -> object:
+        if self.forge:
+            payload = Confirmed("forged")
         return await self.engine.signal(saga_id, payload)  # type: ignore[arg-type] # a UUID
 
 
@@ -229,3 +235,16 @@ async def test_a_signal_taken_twice_is_reported() -> None:
         f"{WAIT} took 2 signals but committed once"
     ]
     assert _messages(report, f"{WAIT} gets no signal", Check.SIGNAL_ONCE) == []
+
+
+async def test_a_wait_that_took_another_signal_than_the_one_sent_is_reported() -> None:
+    report = await explore_failures(
+        waiting_flow(Services()),
+        Order(),
+        engine=PlantedEngine(forge=True),
+        signals=[Confirmed("ok")],
+    )
+
+    assert _messages(report, "no fault", Check.SIGNAL_ONCE) == [
+        f"{WAIT} took 1 signal the explorer never sent it"
+    ]

@@ -422,7 +422,7 @@ class _WaitObserver(SagaListener):
         call.step_attempt = event.attempt
         self.open[site.key] = call
         payload = self.sent.get(site.key)
-        if payload is not None and not self.taken.get(site.key):
+        if payload is not None:
             assert isinstance(self.runner, SignallingRunner)
             task = asyncio.get_running_loop().create_task(
                 _send(self.runner, event.saga_id, payload)
