@@ -8,6 +8,10 @@
 2. Latency. An engine serves (`recovering()`); a saga is started, suspends, and is sent its
    signal through that engine; the time from `signal()` to the step after the wait starting
    is measured `--rounds` times (default 200), on SQLite and PostgreSQL: median and p99.
+3. Latency across engines (PostgreSQL). The signal is sent through a second engine (another
+   process, in real life) while the first serves with its default pass interval (5 s): with
+   LISTEN/NOTIFY its notice starts a pass at once; `Polling` (the store without its wake-ups)
+   shows what polling alone gives, interleaved with it, `--cross-rounds` times each.
 
 Run: `.venv/bin/python benchmarks/waits_bench.py [--no-postgres] [--sagas N]`. The SQLite file
 goes to a temporary directory, the PostgreSQL tables to a schema of their own (both removed).
@@ -128,24 +132,39 @@ async def memory_held(path: Path, count: int) -> float:
     return (after - before) / count
 
 
-async def latency(store: SagaStore, rounds: int) -> list[float]:
+async def latency(
+    store: SagaStore, rounds: int, sender: SagaStore | None = None, every: float = 30.0
+) -> list[float]:
+    """Signal-to-resume times; through `sender` (a second engine) if given, else through the
+    serving engine itself."""
     resumed: dict[uuid.UUID, asyncio.Event] = {}
     engine = SagaEngine(store=store, log=False)
     flow = waiting_flow(lambda data: resumed[data.saga_id].set())
     engine.register("order", flow)
+    other = engine if sender is None else SagaEngine(store=sender, log=False)
+    other.register("order", flow)
     times: list[float] = []
-    async with engine.recovering(every=timedelta(seconds=30)):
+    async with engine.recovering(every=timedelta(seconds=every)):
+        await asyncio.sleep(0.5)  # its first pass done, its listening connection made
         for n in range(rounds):
             data = Order(order_id=n)
             resumed[data.saga_id] = asyncio.Event()
-            result = await engine.run(flow, data, saga_name="order")
+            result = await other.run(flow, data, saga_name="order")
             assert result.status is SagaStatus.WAITING
             sent = time.perf_counter()
-            await engine.signal(data.saga_id, Paid(f"p-{n}"))
+            await other.signal(data.saga_id, Paid(f"p-{n}"))
             await resumed[data.saga_id].wait()
             times.append(time.perf_counter() - sent)
+    if other is not engine:
+        await other.aclose()
     await engine.aclose()
     return times
+
+
+class Polling(PostgresSagaStore):
+    """The PostgreSQL store without its wake-ups: serving engines poll only (as before)."""
+
+    wakeups = None  # a protocol member set to None: not a WakingStore
 
 
 @asynccontextmanager
@@ -184,6 +203,22 @@ async def main(args: argparse.Namespace) -> None:
     if not args.no_postgres:
         async with postgres_schema() as schema:
             show("PostgreSQL", await latency(PostgresSagaStore(DSN, schema=schema), args.rounds))
+        print("signal() through another engine, serving every 5 s, PostgreSQL (interleaved):")
+        notified: list[float] = []
+        polled: list[float] = []
+        for _ in range(args.cross_batches):
+            for kind, into in ((PostgresSagaStore, notified), (Polling, polled)):
+                async with postgres_schema() as schema:
+                    into.extend(
+                        await latency(
+                            kind(DSN, schema=schema),
+                            args.cross_rounds,
+                            sender=PostgresSagaStore(DSN, schema=schema),
+                            every=5.0,
+                        )
+                    )
+        show("NOTIFY", notified)
+        show("polling", polled)
 
 
 if __name__ == "__main__":
@@ -192,4 +227,6 @@ if __name__ == "__main__":
     parser.add_argument("--held", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--cross-rounds", type=int, default=10)
+    parser.add_argument("--cross-batches", type=int, default=3)
     asyncio.run(main(parser.parse_args()))

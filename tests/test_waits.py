@@ -27,7 +27,6 @@ from spakky_saga import (
     step,
     wait_for,
 )
-from spakky_saga.testing import explore_crashes, explore_failures
 
 
 class Data(AbstractSagaData):
@@ -178,12 +177,3 @@ def test_a_wait_is_a_hexagon_in_the_diagram_with_its_timeout_and_what_a_timeout_
     assert 's2{{"wait_for(Approved)<br/>timeout 2h<br/>then Skip()"}}' in chart
     assert 's3{{"sleep(5min)"}}' in chart
     assert "s2 --> s3" in chart
-
-
-async def test_the_explorers_refuse_a_flow_that_waits_rather_than_report_false_violations() -> None:
-    flow = saga_flow(step(act) >> undo, sleep(timedelta(minutes=5)))
-
-    with pytest.raises(ValueError, match=r"the flow waits \(sleep\(5min\)\); the explorers"):
-        await explore_failures(flow, Data())
-    with pytest.raises(ValueError, match="explore_crashes"):
-        await explore_crashes(flow, Data())

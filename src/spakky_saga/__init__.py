@@ -90,6 +90,7 @@ from spakky_saga.store import (
     SignalStore,
     StoredSignal,
     StoredStatus,
+    WakingStore,
 )
 from spakky_saga.stores.memory import InMemorySagaStore
 from spakky_saga.stores.postgres import PostgresSagaStore
@@ -227,6 +228,7 @@ __all__ = [
     "StoredStatus",
     "Transaction",
     "Verdict",
+    "WakingStore",
     "_SagaStepDescriptor",
     "current_step",
     "parallel",

@@ -27,6 +27,7 @@ from spakky_saga.errors import (
     SagaEngineConfigurationError,
     SagaEngineNotConnectedError,
     SagaResolutionError,
+    SagaStoreError,
 )
 from spakky_saga.events import SagaEventKind
 from spakky_saga.execution import Executor, Sleep
@@ -40,7 +41,7 @@ from spakky_saga.registry import FlowSource, SagaRegistry
 from spakky_saga.result import ANONYMOUS, SagaResult
 from spakky_saga.run import Clock, SagaRun
 from spakky_saga.signals import RunningSignals, SignalReceipt, Signals
-from spakky_saga.store import SagaStore, SignalStore, WaitingStore
+from spakky_saga.store import SagaStore, SignalStore, WaitingStore, WakingStore
 from spakky_saga.waits import Decided, Resolution
 
 _SAGA_STARTED: Final = SagaEventKind.SAGA_STARTED
@@ -317,6 +318,12 @@ class SagaEngine:
         stop = stop or asyncio.Event()
         nudge = asyncio.Event()
         self._nudges.add(nudge)
+        store = self.store
+        listener = (  # a signal sent through another engine wakes this one at once
+            asyncio.ensure_future(self._listen(store, nudge, seconds))
+            if isinstance(store, WakingStore)
+            else None
+        )
         try:
             while not stop.is_set():
                 nudge.clear()
@@ -345,6 +352,24 @@ class SagaEngine:
                 await _first_of(stop, nudge, pause)
         finally:
             self._nudges.discard(nudge)
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self, store: WakingStore, nudge: asyncio.Event, retry: float) -> None:
+        """Start a pass (`nudge`) at each of the store's wake-up notices; when listening
+        fails, log it and listen again `retry` seconds later (the passes poll meanwhile)."""
+        while True:
+            try:
+                async for _ in store.wakeups():
+                    nudge.set()
+            except SagaStoreError as error:
+                logger.warning(
+                    "[saga=- status=wakeups_failed error=%s]",
+                    type(error).__name__,
+                    extra={"saga_engine": self._owner, "saga_error_message": str(error)},
+                )
+            await asyncio.sleep(retry)
 
     @contextlib.asynccontextmanager
     async def recovering(

@@ -20,7 +20,7 @@ Every store keeps the same contract, which tests/stores checks against each of t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
@@ -302,6 +302,18 @@ class WaitingStore(SignalStore, Protocol):
         again at `wake_at` (epoch seconds; None: only a signal wakes it), or at once when it
         has more than `seen` signals (one arrived since the wait last looked). Raises
         `SagaLeaseLostError` (changing nothing) when `owner` no longer holds it."""
+        ...
+
+
+@runtime_checkable
+class WakingStore(Protocol):
+    """A store that tells a serving engine at once when a signal woke a suspended saga, from
+    whichever process sent it (PostgreSQL: LISTEN/NOTIFY). Polling stays the fallback: a
+    wake-up missed (the listening connection was down) is found at the next pass."""
+
+    def wakeups(self) -> AsyncIterator[None]:
+        """Yield once per wake-up notice (several may come as one); raises
+        `SagaStoreConnectionError` when the listening connection fails."""
         ...
 
 

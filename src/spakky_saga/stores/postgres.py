@@ -26,7 +26,7 @@ import builtins
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -515,11 +515,13 @@ class PostgresSagaStore:
                     signal,
                 )
                 if await cursor.fetchone() is not None:
-                    await conn.execute(  # a suspended saga wakes: the next claim takes it
+                    cursor = await conn.execute(  # a suspended saga wakes: the next claim
                         f"UPDATE {self._t('sagas')} SET wake_at = {_NOW} "
                         f"WHERE saga_id = %s AND status = '{_WAITING}'",
                         (signal.saga_id,),
                     )
+                    if cursor.rowcount:  # tell serving engines now (delivered at commit)
+                        await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, ""))
                     return True
                 existing = await self._signal(conn, signal.signal_id)  # sent meanwhile
                 return check_send(status[0] if status else None, existing, signal)
@@ -635,6 +637,37 @@ class PostgresSagaStore:
 
     def _t(self, table: str) -> str:
         return f'"{self.schema}".spakky_saga_{table}'
+
+    @property
+    def _channel(self) -> str:
+        """The NOTIFY channel of this store's wake-ups (one per schema)."""
+        return f"spakky_saga_wake_{self.schema}"[:63]
+
+    async def wakeups(self) -> AsyncGenerator[None]:
+        """Yield whenever a signal sent by any process woke a suspended saga of this store
+        (LISTEN on a connection of its own, outside the pool); raises
+        `SagaStoreConnectionError` when that connection fails (the engine listens again
+        later, and polls meanwhile)."""
+        psycopg, _ = _driver()
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        except psycopg.Error as error:
+            raise SagaStoreConnectionError(
+                f"cannot listen for wake-ups at {_where(self.dsn)}: {_one_line(error)}",
+                transient=True,
+            ) from error
+        try:
+            await conn.execute(f'LISTEN "{self._channel}"')
+            async for _ in conn.notifies():
+                yield None
+        except psycopg.Error as error:
+            raise SagaStoreConnectionError(
+                f"listening for wake-ups at {_where(self.dsn)} failed: {_one_line(error)}",
+                transient=True,
+            ) from error
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
     async def _open_here(self) -> None:
         """Open this loop's pool if the store was opened (on any loop); else say it is not

@@ -43,6 +43,13 @@ class Site:
     """Whether its strategy skips it when it fails for good."""
     timeout: bool
     """Whether it has a step timeout."""
+    waits: bool = False
+    """Whether it is a wait (`wait_for`, `sleep`, `sleep_until`): the engine runs it itself,
+    so no fault is injected into it; the explorer sees it through its events."""
+    signal_type: type | None = None
+    """A `wait_for`'s signal type (None for a sleep or a step)."""
+    can_time_out: bool = False
+    """A `wait_for` with a timeout: withholding its signal makes it fail."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,15 @@ class Shape:
             for site in (item.members if isinstance(item, Group) else (item,))
         )
 
+    @property
+    def fault_sites(self) -> tuple[Site, ...]:
+        """The sites whose actions faults are injected into: every site but the waits."""
+        return tuple(site for site in self.sites if not site.waits)
+
+    @property
+    def waits(self) -> tuple[Site, ...]:
+        return tuple(site for site in self.sites if site.waits)
+
 
 def shape_of(flow: SagaFlow[Any]) -> Shape:
     names = Counter(
@@ -103,6 +119,9 @@ def shape_of(flow: SagaFlow[Any]) -> Shape:
             group=group,
             skip=item.on_error.skips,
             timeout=item.timeout is not None,
+            waits=item.waits,
+            signal_type=item.wait.signal_type if item.waits else None,
+            can_time_out=item.waits and item.can_fail,
         )
 
     items: list[Site | Group] = []
@@ -139,6 +158,8 @@ class Faults:
     fail_action: str | None = None
     fail_compensation: str | None = None
     hang_action: str | None = None
+    withhold_signal: str | None = None
+    """The key of the `wait_for` whose signal is not sent (it times out)."""
     action_failures: int | None = None
     compensation_failures: int | None = None
 
@@ -233,6 +254,8 @@ def instrument(
 
     def wrap(item: Any) -> Any:
         site = next(sites)
+        if site.waits:  # run by the engine itself: observed through its events (explore)
+            return item
         action = _action(item.action, site, faults, recorder, process)
         if isinstance(item, Transaction):
             compensate = _compensation(item.compensate, site, faults, recorder, process)

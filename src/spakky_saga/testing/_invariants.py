@@ -45,6 +45,10 @@ class Observed:
     """The data of the SAGA_ABORTED event (what a cancelled run rolled back with)."""
     finished_at: int
     """The recorder's position when the caller got the outcome."""
+    signals_sent: dict[str, object] = field(default_factory=dict)
+    """By wait site key: the signal the explorer sent to that `wait_for`."""
+    signals_taken: dict[str, list[object]] = field(default_factory=dict)
+    """By wait site key: the signals its SIGNAL_RECEIVED events said it took."""
 
 
 def committed(call: Call) -> bool:
@@ -144,7 +148,30 @@ class _Checker:
         if result is not None or run.cancel_issued:
             self.rollback(result)
         self.uninjected_compensation_errors()
+        self.signals()
         return self.found
+
+    def signals(self) -> None:
+        """Each `wait_for` took its signal once if it committed, and nothing otherwise."""
+        run = self.run
+        for site in self.shape.waits:
+            if site.signal_type is None:
+                continue
+            taken = run.signals_taken.get(site.key, [])
+            sent = run.signals_sent.get(site.key, _UNKNOWN)
+            wrong = [s for s in taken if s is not sent and s != sent]
+            if wrong:
+                self.add(
+                    Check.SIGNAL_ONCE,
+                    f"{site.label} took {_times(len(wrong), 'signal')} the explorer never sent it",
+                )
+            commits = sum(committed(c) for c in self.of_site(site))
+            if len(taken) != commits:
+                self.add(
+                    Check.SIGNAL_ONCE,
+                    f"{site.label} took {_times(len(taken), 'signal')} but committed "
+                    f"{_times(commits)}",
+                )
 
     def left_running(self) -> None:
         for call in self.run.calls:

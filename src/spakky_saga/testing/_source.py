@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from spakky_saga._text import safe_repr
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.flow import Parallel, SagaFlow
+from spakky_saga.flow import SagaFlow
 from spakky_saga.result import ANONYMOUS
 from spakky_saga.saga import AbstractSaga
 from spakky_saga.testing._injection import Shape, Site, shape_of
@@ -24,7 +24,7 @@ class Source[D: AbstractSagaData]:
     the caller in error messages (`explore_failures`, `explore_crashes`)."""
 
     def __init__(self, saga: SagaSource[D], saga_name: str | None, explorer: str) -> None:
-        self._explorer = explorer
+        self.explorer = explorer
         self._factory: Callable[[], SagaFlow[D] | AbstractSaga[D]] | None = None
         if isinstance(saga, SagaFlow | AbstractSaga):
             subject: object = saga
@@ -34,13 +34,6 @@ class Source[D: AbstractSagaData]:
         else:
             subject = saga
         flow, self._subject, name = self._flow_of(subject, f"{explorer}(saga)")
-        waits = [item.name for item in flow.items if not isinstance(item, Parallel) and item.waits]
-        if waits:
-            raise ValueError(
-                f"{explorer}(saga): the flow waits ({', '.join(waits)}); the explorers do not "
-                "explore waits yet (they would report what a wait does as broken promises): "
-                "test it with an engine on a VirtualClock and engine.signal (docs/waits.md)"
-            )
         self._flow = flow
         self.name = saga_name if saga_name is not None else name
         self.shape: Shape = shape_of(flow)
@@ -56,11 +49,11 @@ class Source[D: AbstractSagaData]:
         if self._factory is None:
             return self._flow, self._subject
         made = self._factory()
-        flow, subject, _ = self._flow_of(made, f"{self._explorer}(saga): the factory's result")
+        flow, subject, _ = self._flow_of(made, f"{self.explorer}(saga): the factory's result")
         shape = shape_of(flow)
         if [(s.key, s.name) for s in shape.sites] != [(s.key, s.name) for s in self.shape.sites]:
             raise ValueError(
-                f"{self._explorer}(saga): the factory built a flow with other steps than its "
+                f"{self.explorer}(saga): the factory built a flow with other steps than its "
                 f"first one ({_steps(shape.sites)} instead of {_steps(self.shape.sites)}); it "
                 "must build the same saga every time"
             )

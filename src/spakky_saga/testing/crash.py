@@ -98,6 +98,13 @@ async def explore_crashes[D: AbstractSagaData](
     """
     started = time.perf_counter()
     source = Source(saga, saga_name, "explore_crashes")
+    if source.shape.waits:
+        raise ValueError(
+            f"explore_crashes(saga): the flow waits "
+            f"({', '.join(site.label for site in source.shape.waits)}); crash exploration "
+            "does not cover waits yet: explore_failures does (signal sent or withheld), and "
+            "crash tests of suspended sagas kill real processes (docs/testing.md)"
+        )
     if source.anonymous:
         source.name = _NAMELESS
     policies = tuple(policies)

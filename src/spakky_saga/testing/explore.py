@@ -7,6 +7,9 @@ The failure points, in the order they run:
    order;
 3. each compensation failing, in a run where it runs: the last scenario of (2) that rolled
    that step back, with its compensation failing too;
+2b. each `wait_for` with a timeout getting no signal (so it times out), every other wait
+   getting the signal `signals=` gives for its type (in every other scenario, each
+   `wait_for` gets its signal when it starts);
 4. with `timeouts=True`, each action hanging until a timeout cuts it off (its own step
    timeout, or the saga timeout), on virtual loop time so that it takes no real time;
 5. with `cancellation=True`, the caller cancelling at each await point of each run of (1)
@@ -14,24 +17,32 @@ The failure points, in the order they run:
 
 Each run gets a freshly instrumented copy of the flow (see `_injection`), and its calls and
 outcome go through the checks (see `_invariants` and `Check`).
+
+A wait is not an action the explorer can fail: the engine runs it. The explorer varies what
+reaches it instead (its signal arrives, or never does) and sees it through its events (a
+wait's attempt is a call: started at STEP_STARTED, ended at STEP_COMMITTED with the merged
+data or at STEP_FAILED with its timeout error), so every check applies to it as to a step.
+A flow with waits runs on virtual loop time: a 48-hour timeout or sleep takes no time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
 
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.errors import SagaCompensationFailedError
+from spakky_saga.errors import SagaCompensationFailedError, SagaSignalError
 from spakky_saga.events import SagaEvent
 from spakky_saga.flow import SagaFlow
 from spakky_saga.listeners import SagaListener
 from spakky_saga.result import SagaResult
-from spakky_saga.testing._injection import Faults, Recorder, instrument
+from spakky_saga.testing._injection import Call, Faults, Recorder, Shape, Site, instrument
 from spakky_saga.testing._invariants import Observed, check_run
 from spakky_saga.testing._source import SagaSource, Source
 from spakky_saga.testing.report import ExplorationReport, Scenario, ScenarioOutcome
@@ -49,6 +60,13 @@ class SagaRunner(Protocol):
         saga_name: str = ...,
         listeners: Iterable[object] = ...,
     ) -> SagaResult[D]: ...
+
+
+@runtime_checkable
+class SignallingRunner(SagaRunner, Protocol):
+    """A runner that also delivers signals (a `SagaEngine`): what a flow with waits needs."""
+
+    async def signal(self, saga_id: UUID, payload: object, /) -> object: ...
 
 
 class InjectedFault(Exception):
@@ -76,6 +94,7 @@ async def explore_failures[D: AbstractSagaData](
     error: Callable[[str], Exception] = InjectedFault,
     saga_name: str | None = None,
     max_cancellation_points: int = 500,
+    signals: Sequence[object] = (),
 ) -> ExplorationReport[D]:
     """Run `saga` on `data` once per failure point and check the saga's promises each time.
 
@@ -85,6 +104,9 @@ async def explore_failures[D: AbstractSagaData](
     retry backoff takes no time). `timeouts=True` adds a hang of each step that a timeout
     can end (run on virtual loop time: needs looptime); `cancellation=True` adds the caller
     cancelling at every await point. `error(message)` builds the injected exceptions.
+    `signals` are payloads for the flow's waits: each `wait_for` is sent the one of its
+    signal type when it starts, except in its own "gets no signal" scenario (a `wait_for`
+    with a timeout); the engine must have `signal` (a `SagaEngine`: the default one does).
 
     Returns an `ExplorationReport`: `report.ok`, `report.violations`, `report.scenarios`;
     print it for a table. Never raises for a broken promise: assert on the report (or call
@@ -94,14 +116,24 @@ async def explore_failures[D: AbstractSagaData](
     source = Source(saga, saga_name, "explore_failures")
     runner: SagaRunner = engine if engine is not None else VirtualClock().engine(log=False)
     shape = source.shape
-    explorer = ScenarioRunner(source, runner, data, error)
+    explorer = ScenarioRunner(source, runner, data, error, signals)
     outcomes: list[ScenarioOutcome[D]] = []
     notes: list[str] = []
+    waits = bool(shape.waits)  # a flow with waits runs on virtual loop time
 
-    base = [Plan(Scenario(), Faults(error))]
+    base = [Plan(Scenario(), Faults(error), virtual=waits)]
     base += [
-        Plan(Scenario(failing_step=site.label), Faults(error, fail_action=site.key))
-        for site in shape.sites
+        Plan(Scenario(failing_step=site.label), Faults(error, fail_action=site.key), virtual=waits)
+        for site in shape.fault_sites
+    ]
+    base += [
+        Plan(
+            Scenario(unsignalled_wait=site.label),
+            Faults(error, withhold_signal=site.key),
+            virtual=True,
+        )
+        for site in shape.waits
+        if site.can_time_out
     ]
     base_runs = [await explorer.run(plan, baseline=index == 0) for index, plan in enumerate(base)]
     outcomes += [outcome for outcome, _ in base_runs]
@@ -128,16 +160,23 @@ async def explore_failures[D: AbstractSagaData](
             Plan(
                 Scenario(
                     failing_step=trigger.scenario.failing_step,
+                    unsignalled_wait=trigger.scenario.unsignalled_wait,
                     failing_compensation=site.label,
                 ),
-                Faults(error, fail_action=trigger.faults.fail_action, fail_compensation=site.key),
+                Faults(
+                    error,
+                    fail_action=trigger.faults.fail_action,
+                    withhold_signal=trigger.faults.withhold_signal,
+                    fail_compensation=site.key,
+                ),
+                virtual=waits,
             )
         )
     for plan in compensation_plans:
         outcomes.append((await explorer.run(plan))[0])
 
     if timeouts:
-        for site in shape.sites:
+        for site in shape.fault_sites:
             if not (site.timeout or shape.saga_timeout):
                 notes.append(
                     f"{site.label} hanging: it has no timeout, and the flow no saga timeout, so "
@@ -158,10 +197,12 @@ async def explore_failures[D: AbstractSagaData](
                     Scenario(
                         failing_step=plan.scenario.failing_step,
                         failing_compensation=plan.scenario.failing_compensation,
+                        unsignalled_wait=plan.scenario.unsignalled_wait,
                         cancelled_at=point,
                     ),
                     plan.faults,
                     cancel_at=point,
+                    virtual=plan.virtual,
                 )
                 outcome, _ = await explorer.run(cancelled)
                 if not explorer.last_cancel_issued:
@@ -202,6 +243,7 @@ class FailureExplorer:
         error: Callable[[str], Exception] = InjectedFault,
         saga_name: str | None = None,
         max_cancellation_points: int = 500,
+        signals: Sequence[object] = (),
     ) -> ExplorationReport[D]:
         """`explore_failures(saga, data, engine=self.engine, ...)`."""
         return await explore_failures(
@@ -213,6 +255,7 @@ class FailureExplorer:
             error=error,
             saga_name=saga_name,
             max_cancellation_points=max_cancellation_points,
+            signals=signals,
         )
 
 
@@ -226,6 +269,7 @@ class ScenarioRunner[D: AbstractSagaData]:
         runner: SagaRunner,
         data: D,
         error: Callable[[str], Exception],
+        signals: Sequence[object] = (),
     ) -> None:
         self.source = source
         self.runner = runner
@@ -233,6 +277,7 @@ class ScenarioRunner[D: AbstractSagaData]:
         self.error = error
         self.last_cancel_issued = False
         self.clock = VirtualClock()
+        self.payloads = _payloads(source.shape, signals, runner, source.explorer)
 
     async def run(
         self, plan: Plan, *, baseline: bool = False
@@ -242,15 +287,33 @@ class ScenarioRunner[D: AbstractSagaData]:
         flow, subject = self.source.next()
         flow = instrument(flow, shape, plan.faults, recorder)
         events = _AbortedData()
-        call = self.runner.run(flow, self.data, saga_name=self.source.name, listeners=[events])
+        sent = {
+            key: payload
+            for key, payload in self.payloads.items()
+            if key != plan.faults.withhold_signal
+        }
+        waits = _WaitObserver(shape, recorder, self.runner, sent, self.data)
+        call = self.runner.run(
+            flow, self.data, saga_name=self.source.name, listeners=[events, waits]
+        )
         if plan.virtual:
             with self.clock.virtual_loop():
                 result, raised, issued = await _drive(call, plan.cancel_at, recorder)
+                await waits.settle()
         else:
             result, raised, issued = await _drive(call, plan.cancel_at, recorder)
+            await waits.settle()
         self.last_cancel_issued = issued
         observed = Observed(
-            recorder.calls, self.data, result, raised, issued, events.data, recorder.finished_at
+            recorder.calls,
+            self.data,
+            result,
+            raised,
+            issued,
+            events.data,
+            recorder.finished_at,
+            signals_sent=sent,
+            signals_taken=waits.taken,
         )
         violations = check_run(plan.scenario, shape, observed, baseline=baseline)
         if isinstance(raised, SagaCompensationFailedError) and result is None:
@@ -293,6 +356,120 @@ class _AbortedData(SagaListener):
 
     def saga_aborted(self, event: SagaEvent) -> None:
         self.data = event.data
+
+
+def _payloads(
+    shape: Shape, signals: Sequence[object], runner: SagaRunner, explorer: str
+) -> dict[str, object]:
+    """The signal each `wait_for` of the flow is sent, by site key; refuses a flow with a
+    `wait_for` whose payload is missing, or a runner that cannot send signals."""
+    payloads: dict[str, object] = {}
+    missing: list[str] = []
+    for site in shape.waits:
+        if site.signal_type is None:
+            continue
+        payload = next((s for s in signals if isinstance(s, site.signal_type)), None)
+        if payload is None:
+            missing.append(f"{site.label} ({site.signal_type.__name__})")
+        else:
+            payloads[site.key] = payload
+    if missing:
+        raise ValueError(
+            f"{explorer}(saga, signals=...): no signal for {', '.join(missing)}; pass one "
+            "payload of each type a wait_for waits for (each is sent when its wait starts)"
+        )
+    if payloads and not isinstance(runner, SignallingRunner):
+        raise ValueError(
+            f"{explorer}(engine=...): the flow waits for signals, but {runner!r} has no "
+            "signal(saga_id, payload) to send them with; use a SagaEngine"
+        )
+    return payloads
+
+
+class _WaitObserver(SagaListener):
+    """Sees the flow's waits through their events: each attempt a call in the recorder (so
+    that every check applies to it as to a step), the signals each took, and sends each
+    `wait_for` its signal when it starts (unless the scenario withholds it)."""
+
+    def __init__(
+        self,
+        shape: Shape,
+        recorder: Recorder,
+        runner: SagaRunner,
+        sent: dict[str, object],
+        data: object,
+    ) -> None:
+        self.latest = data
+        """The data of the latest event that carried some (STEP_STARTED carries none)."""
+        self.sites: dict[str, Site] = {site.key: site for site in shape.waits}
+        self.recorder = recorder
+        self.runner = runner
+        self.sent = sent
+        self.taken: dict[str, list[object]] = {}
+        self.open: dict[str, Call] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _site(self, event: SagaEvent) -> Site | None:
+        if event.data is not None:
+            self.latest = event.data
+        return self.sites.get(event.step_key) if event.step_key is not None else None
+
+    def step_started(self, event: SagaEvent) -> None:
+        site = self._site(event)
+        if site is None:
+            return
+        call = self.recorder.start("action", site, self.latest)
+        call.step_attempt = event.attempt
+        self.open[site.key] = call
+        payload = self.sent.get(site.key)
+        if payload is not None:
+            assert isinstance(self.runner, SignallingRunner)
+            task = asyncio.get_running_loop().create_task(
+                _send(self.runner, event.saga_id, payload)
+            )
+            self.tasks.append(task)
+
+    def step_committed(self, event: SagaEvent) -> None:
+        self._end(event, returned=event.data)
+
+    def step_failed(self, event: SagaEvent) -> None:
+        self._end(event, raised=event.error)
+
+    def step_retrying(self, event: SagaEvent) -> None:
+        self._end(event, raised=event.error)
+
+    def signal_received(self, event: SagaEvent) -> None:
+        site = self._site(event)
+        if site is not None:
+            self.taken.setdefault(site.key, []).append(event.signal)
+
+    def saga_aborted(self, event: SagaEvent) -> None:
+        self._end_all()
+
+    def saga_finished(self, event: SagaEvent) -> None:
+        self._end_all()
+
+    def _end(
+        self, event: SagaEvent, returned: object = None, raised: BaseException | None = None
+    ) -> None:
+        site = self._site(event)
+        call = self.open.pop(site.key, None) if site is not None else None
+        if call is not None:
+            self.recorder.end(call, returned=returned, raised=raised)
+
+    def _end_all(self) -> None:  # a wait cut off (cancelled, the saga timeout)
+        for call in self.open.values():
+            self.recorder.end(call, raised=asyncio.CancelledError())
+        self.open.clear()
+
+    async def settle(self) -> None:
+        """Wait for the signals still being sent (a run that ended first refuses them)."""
+        await asyncio.gather(*self.tasks)
+
+
+async def _send(runner: SignallingRunner, saga_id: UUID, payload: object) -> None:
+    with contextlib.suppress(SagaSignalError):  # the run ended (cancelled) before it came
+        await runner.signal(saga_id, payload)
 
 
 async def _drive[T](

@@ -52,6 +52,9 @@ class Check(StrEnum):
     data, exactly when a compensation failed."""
     COMPENSATION_RAISED = "compensation-raised"
     """A compensation raised an error nobody injected: it fails on the data it is given."""
+    SIGNAL_ONCE = "signal-once"
+    """A `wait_for` takes the signal the explorer sent it exactly once if it committed,
+    never if it timed out, and nothing when no signal was sent."""
     LEFT_RUNNING = "left-running"
     """Nothing the saga started is still running when the caller gets its outcome."""
     WRITE_AHEAD = "write-ahead"
@@ -85,6 +88,7 @@ class Scenario:
 
     `failing_step` raises on every attempt; `failing_compensation` names the step whose
     compensation raises; `hanging_step` never returns (until a timeout cuts it off);
+    `unsignalled_wait` names the `wait_for` whose signal is never sent (so it times out);
     `cancelled_at` is the await point (1 = the first time the run suspends) at which the
     caller cancels. None everywhere is the baseline: the run without faults.
     """
@@ -93,6 +97,7 @@ class Scenario:
     failing_compensation: str | None = None
     hanging_step: str | None = None
     cancelled_at: int | None = None
+    unsignalled_wait: str | None = None
     step_failures: int | None = None
     """`failing_step` fails its first attempts only (None: every attempt)."""
     compensation_failures: int | None = None
@@ -115,6 +120,8 @@ class Scenario:
             parts.append(f"{self.failing_step} fails{_times(self.step_failures)}")
         if self.hanging_step is not None:
             parts.append(f"{self.hanging_step} hangs")
+        if self.unsignalled_wait is not None:
+            parts.append(f"{self.unsignalled_wait} gets no signal")
         if self.cancelled_at is not None:
             parts.append(f"cancelled at await {self.cancelled_at}")
         if self.crashed_at is not None:
