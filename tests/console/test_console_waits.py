@@ -33,6 +33,7 @@ from spakky_saga import (
 )
 from spakky_saga.console import create_console_app
 from spakky_saga.console_store import SagaConsoleStore
+from tests import cli_app
 from tests.console.test_console_app import TOKEN, client, csrf_of, escaped, logged_in
 from tests.postgres_support import postgres_schema
 
@@ -90,6 +91,28 @@ SHIPMENT = saga_flow(step(reserve, compensate=release), step(ship) | Escalate())
 NAP = saga_flow(reserve, sleep(timedelta(milliseconds=1)))
 
 
+def escalating_engine(store: SagaConsoleStore | None = None) -> SagaEngine:
+    """An engine with this module's flows registered; what `--app
+    tests.console.test_console_waits:escalating_engine` loads in the browser test (on the
+    store its environment names)."""
+    engine = SagaEngine(store=store or cli_app.store(), log=False)
+    engine.register("payment", PAYMENT)
+    engine.register("shipment", SHIPMENT)
+    engine.register("nap", NAP)
+    return engine
+
+
+async def waiting_saga(engine: SagaEngine, name: str) -> str:
+    """A saga of flow `name` run until it waits (SHIPMENT's: escalated); its id."""
+    if name == "shipment":
+        SHIPPED.clear()
+    flow = {"payment": PAYMENT, "shipment": SHIPMENT, "nap": NAP}[name]
+    data = Order()
+    result = await engine.run(flow, data, saga_name=name)
+    assert result.status is SagaStatus.WAITING
+    return str(data.saga_id)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SagaConsoleStore]:
     if request.param == "sqlite":
@@ -108,11 +131,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 @pytest.fixture
 async def engine(store: SagaConsoleStore) -> AsyncIterator[SagaEngine]:
     RELEASED.clear()
-    SHIPPED.clear()
-    engine = SagaEngine(store=store, log=False)
-    engine.register("payment", PAYMENT)
-    engine.register("shipment", SHIPMENT)
-    engine.register("nap", NAP)
+    engine = escalating_engine(store)
     yield engine
     await engine.aclose()
 
@@ -120,14 +139,6 @@ async def engine(store: SagaConsoleStore) -> AsyncIterator[SagaEngine]:
 @pytest.fixture
 def app(store: SagaConsoleStore, engine: SagaEngine) -> Starlette:
     return create_console_app(store, engine=engine, token=TOKEN)
-
-
-async def _waiting(engine: SagaEngine, name: str) -> str:
-    flow = {"payment": PAYMENT, "shipment": SHIPMENT, "nap": NAP}[name]
-    data = Order()
-    result = await engine.run(flow, data, saga_name=name)
-    assert result.status is SagaStatus.WAITING
-    return str(data.saga_id)
 
 
 def _section(page: str, element_id: str) -> str:
@@ -164,7 +175,7 @@ async def _status(store: SagaConsoleStore, saga_id: str) -> StoredStatus:
 async def test_the_list_counts_and_filters_waiting_sagas(
     app: Starlette, engine: SagaEngine
 ) -> None:
-    waiting = await _waiting(engine, "payment")
+    waiting = await waiting_saga(engine, "payment")
     async with client(app) as browser:
         everything = await browser.get("/")
         only_waiting = await browser.get("/", params={"status": "WAITING"})
@@ -178,7 +189,7 @@ async def test_the_list_counts_and_filters_waiting_sagas(
 async def test_a_waiting_sagas_page_shows_its_wait_its_wake_up_time_and_its_signals(
     app: Starlette, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     await engine.signal(saga_id, Shipped(note=HOSTILE), signal_id="early-1")
     async with client(app) as browser:
         before = (await browser.get(f"/sagas/{saga_id}")).text
@@ -201,7 +212,7 @@ async def test_a_waiting_sagas_page_shows_its_wait_its_wake_up_time_and_its_sign
 async def test_an_escalated_sagas_page_shows_the_failed_step_and_its_error_escaped(
     app: Starlette, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "shipment")
+    saga_id = await waiting_saga(engine, "shipment")
     async with client(app) as browser:
         page = (await browser.get(f"/sagas/{saga_id}")).text
     assert "Waiting for an operator's decision" in page
@@ -216,9 +227,9 @@ async def test_an_escalated_sagas_page_shows_the_failed_step_and_its_error_escap
 async def test_needs_attention_lists_escalated_sagas_and_waits_past_their_wake_up_time(
     app: Starlette, engine: SagaEngine
 ) -> None:
-    escalated = await _waiting(engine, "shipment")
-    waiting = await _waiting(engine, "payment")  # wakes in an hour: not overdue
-    napping = await _waiting(engine, "nap")  # its 1 ms sleep is over: nobody resumed it
+    escalated = await waiting_saga(engine, "shipment")
+    waiting = await waiting_saga(engine, "payment")  # wakes in an hour: not overdue
+    napping = await waiting_saga(engine, "nap")  # its 1 ms sleep is over: nobody resumed it
     async with client(app) as browser:
         page = (await browser.get("/attention")).text
     sections = dict(re.findall(r"<h2>(.*?) <span class=\"n\">.*?</h2>(.*?)</section>", page, re.S))
@@ -236,7 +247,7 @@ async def test_needs_attention_lists_escalated_sagas_and_waits_past_their_wake_u
 async def test_an_operator_answers_an_escalation_and_the_saga_carries_it_out(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "shipment")
+    saga_id = await waiting_saga(engine, "shipment")
     status, page = await _act(app, saga_id, "resolve", decision="retry")
     assert status == 303
     assert await _status(store, saga_id) is StoredStatus.COMPLETED
@@ -252,7 +263,7 @@ async def test_an_operator_answers_an_escalation_and_the_saga_carries_it_out(
 async def test_answering_compensate_rolls_the_saga_back(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "shipment")
+    saga_id = await waiting_saga(engine, "shipment")
     await _act(app, saga_id, "resolve", decision="compensate")
     assert await _status(store, saga_id) is StoredStatus.FAILED
     assert RELEASED == [0]
@@ -261,7 +272,7 @@ async def test_answering_compensate_rolls_the_saga_back(
 async def test_a_resolve_on_a_saga_that_did_not_escalate_is_refused_and_stores_nothing(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     status, page = await _act(app, saga_id, "resolve", decision="skip")
     assert status == 303
     outcome = await _outcome(store, saga_id)
@@ -274,7 +285,7 @@ async def test_a_resolve_on_a_saga_that_did_not_escalate_is_refused_and_stores_n
 async def test_an_answer_that_is_not_retry_skip_or_compensate_is_refused(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "shipment")
+    saga_id = await waiting_saga(engine, "shipment")
     await _act(app, saga_id, "resolve", decision="<b>later</b>")
     outcome = await _outcome(store, saga_id)
     assert outcome.startswith("failed: SagaResolutionError: '<b>later</b>' is not an answer")
@@ -284,7 +295,7 @@ async def test_an_answer_that_is_not_retry_skip_or_compensate_is_refused(
 async def test_a_signal_sent_from_the_page_resumes_the_saga_with_its_payload(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     async with client(app) as browser:
         page = (await browser.get(f"/sagas/{saga_id}")).text
     offered = re.findall(r'<option value="([^"]+)"', page)
@@ -306,7 +317,7 @@ async def test_a_signal_sent_from_the_page_resumes_the_saga_with_its_payload(
 async def test_a_payload_that_does_not_validate_is_refused_with_the_error_escaped(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     payload = f'{{"amount": "{HOSTILE}"}}'
     _, page = await _act(
         app, saga_id, "signal", type="tests.console.test_console_waits:Paid", payload=payload
@@ -322,7 +333,7 @@ async def test_a_payload_that_does_not_validate_is_refused_with_the_error_escape
 async def test_a_signal_type_the_flow_does_not_wait_for_is_refused_without_importing_it(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     await _act(app, saga_id, "signal", type="os:system", payload="{}")
     outcome = await _outcome(store, saga_id)
     assert outcome.startswith(
@@ -333,7 +344,7 @@ async def test_a_signal_type_the_flow_does_not_wait_for_is_refused_without_impor
 async def test_cancelling_a_waiting_saga_compensates_it_here(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     await _act(app, saga_id, "cancel")
     assert await _outcome(store, saga_id) == "recovered here: cancelled"
     assert await _status(store, saga_id) is StoredStatus.CANCELLED
@@ -343,7 +354,7 @@ async def test_cancelling_a_waiting_saga_compensates_it_here(
 async def test_without_the_app_a_waiting_saga_can_be_cancelled_but_not_signalled(
     store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     app = create_console_app(store, token=TOKEN)
     async with client(app) as browser:
         page = (await browser.get(f"/sagas/{saga_id}")).text
@@ -363,7 +374,7 @@ async def test_without_the_app_a_waiting_saga_can_be_cancelled_but_not_signalled
 async def test_acting_on_a_waiting_saga_needs_a_login_a_csrf_token_and_the_same_site(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine, action: str
 ) -> None:
-    saga_id = await _waiting(engine, "shipment")
+    saga_id = await waiting_saga(engine, "shipment")
     fields = {"decision": "skip", "type": "x", "payload": "{}"}
     async with client(app) as anonymous:
         no_login = await anonymous.post(f"/sagas/{saga_id}/{action}", data=fields)
@@ -387,7 +398,7 @@ async def test_acting_on_a_waiting_saga_needs_a_login_a_csrf_token_and_the_same_
 async def test_bulk_cancel_takes_waiting_sagas_and_decisions_and_signals_are_not_bulk(
     app: Starlette, store: SagaConsoleStore, engine: SagaEngine
 ) -> None:
-    saga_id = await _waiting(engine, "payment")
+    saga_id = await waiting_saga(engine, "payment")
     async with logged_in(app) as browser:
         listing = (await browser.get("/")).text
         dry_run = (await browser.get("/bulk/cancel", params={"status": "WAITING"})).text
