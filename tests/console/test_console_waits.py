@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from spakky_saga import (
     AbstractSagaData,
     Escalate,
+    InMemorySagaStore,
     PostgresSagaStore,
     SagaEngine,
     SagaStatus,
@@ -32,10 +33,13 @@ from spakky_saga import (
     wait_for,
 )
 from spakky_saga.console import create_console_app
+from spakky_saga.console.waiting import escalation_of, wait_of
 from spakky_saga.console_store import SagaConsoleStore
+from spakky_saga.store import StoredEvent
 from tests import cli_app
 from tests.console.test_console_app import TOKEN, client, csrf_of, escaped, logged_in
 from tests.postgres_support import postgres_schema
+from tests.stores.test_store_contract import a_record, an_event
 
 HOSTILE = "<script>alert('owned')</script>"
 
@@ -411,3 +415,34 @@ async def test_bulk_cancel_takes_waiting_sagas_and_decisions_and_signals_are_not
     assert resolve.status_code == 404
     assert signal.status_code == 404
     assert html.unescape("Answer the escalation is not a bulk action.") in resolve.text
+
+
+def _entry(seq: int, kind: str, key: str = "2") -> StoredEvent:
+    return StoredEvent(seq, kind, float(seq), key, "ship", error_type="Boom", error="down")
+
+
+def test_an_escalation_is_open_until_a_decision_or_a_new_attempt_follows_it() -> None:
+    escalated = _entry(3, "step_escalated")
+    decided = (_entry(1, "step_started"), escalated, _entry(4, "signal_received"))
+    again = (*decided, _entry(5, "step_started"), _entry(6, "step_escalated"))
+    elsewhere = (escalated, _entry(4, "step_started", key="3"))
+
+    assert escalation_of((_entry(1, "step_started"), escalated)) == escalated
+    assert escalation_of(decided) is None
+    assert escalation_of(again) == _entry(6, "step_escalated")
+    assert escalation_of(elsewhere) == escalated
+
+
+async def test_a_waiting_saga_whose_log_names_no_wait_is_shown_without_one() -> None:
+    memory = InMemorySagaStore()
+    await memory.begin(a_record("w-1"), [an_event(1, "saga_started")], 30)
+    await memory.suspend("w-1", "engine-a", None, 0)
+    record = await memory.load("w-1")
+    assert record is not None
+    async with client(create_console_app(memory, token=TOKEN)) as browser:
+        page = (await browser.get("/sagas/w-1")).text
+
+    assert wait_of(dataclasses.replace(record, status=StoredStatus.RUNNING), [], None, None) is None
+    assert _section(page, "wait-step") == "-"
+    assert "only when a signal arrives" in _section(page, "wake-at")
+    assert "<dt>Since</dt><dd>-</dd>" in page
