@@ -330,7 +330,9 @@ class _Console:
         finished = not record.status.unfinished
         signals = await self.store.signals(saga_id) if isinstance(self.store, SignalStore) else []
         rows = signal_rows(record, signals)
-        wake_at = (await self.store.wake_times([saga_id])).get(saga_id)
+        wake_at = None
+        if record.status is StoredStatus.WAITING:
+            wake_at = (await self.store.wake_times([saga_id])).get(saga_id)
         types = signal_types(self.engine, record.saga_name)
         waits = None if self.engine is None else waits_of(self.engine, record.saga_name)
         actions = {a: availability(a, record, self.engine, time.time()) for a in Action}
