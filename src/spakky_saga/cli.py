@@ -43,7 +43,8 @@ from typing import Any, Final
 from spakky.core.application.application import SpakkyApplication
 
 from spakky_saga._text import error_text, safe_repr
-from spakky_saga.codec import signal_adapter
+from spakky_saga.cancel import cancel
+from spakky_saga.codec import signal_from_json
 from spakky_saga.console_store import SagaConsoleStore
 from spakky_saga.diagram import DIRECTIONS, to_mermaid
 from spakky_saga.engine import SagaEngine
@@ -52,6 +53,7 @@ from spakky_saga.errors import (
     SagaNotRegisteredError,
     SagaSignalError,
     SagaSignalTargetError,
+    SagaSignalTypeError,
     SagaStoreError,
 )
 from spakky_saga.events import SagaEventKind
@@ -61,7 +63,6 @@ from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.signals import SignalReceipt
 from spakky_saga.store import (
     PURGEABLE,
-    SIGNALLED,
     UNFINISHED,
     SagaRecord,
     SagaStore,
@@ -722,23 +723,23 @@ async def _cancel(args: argparse.Namespace) -> int:
     by = _operator()
     try:
         await app.store.open()
-        record = await app.store.request_cancel(args.saga_id, by)
-        if record is None:
-            raise _NotFound(f"no saga {args.saga_id} in the store")
-        if record.status not in SIGNALLED:
-            why = _NOT_CANCELLABLE[record.status].format(id=record.saga_id, app=app.spec)
-            raise UsageError(
-                f"saga {record.saga_id} ({record.saga_name}) is {record.status.value}: only "
-                f"RUNNING and WAITING sagas can be cancelled; {why}"
-            )
         # Its engine is dead (its lease expired), it has none, or it waits suspended (the
         # request woke it): claimed and compensated now. Else its engine is alive: this
         # claims nothing, and the engine acts on the request.
-        report = await app.engine.recover(saga_ids=[record.saga_id], limit=1)
+        done = await cancel(app.store, args.saga_id, by, app.engine)
     finally:
         await app.aclose()
-    if report.sagas:
-        return _cancelled_here(report.sagas[0], app, args.json)
+    record = done.record
+    if record is None:
+        raise _NotFound(f"no saga {args.saga_id} in the store")
+    if done.refused:
+        why = _NOT_CANCELLABLE[record.status].format(id=record.saga_id, app=app.spec)
+        raise UsageError(
+            f"saga {record.saga_id} ({record.saga_name}) is {record.status.value}: only "
+            f"RUNNING and WAITING sagas can be cancelled; {why}"
+        )
+    if done.recovered is not None:
+        return _cancelled_here(done.recovered, app, args.json)
     request = record.cancel_request
     assert request is not None  # kept by request_cancel on a RUNNING saga
     if args.json:
@@ -771,11 +772,9 @@ async def _signal(args: argparse.Namespace) -> int:
     if not isinstance(signal_type, type):
         raise UsageError(f"{args.type} is {safe_repr(signal_type)}, not a class")
     try:
-        payload = signal_adapter(signal_type).validate_json(args.payload)
-    except Exception as error:  # not JSON, or not what the type holds
-        raise UsageError(
-            f"--json is not a valid {signal_type.__qualname__}: {error_text(error)}"
-        ) from error
+        payload = signal_from_json(signal_type, args.payload, "--json")
+    except SagaSignalTypeError as error:
+        raise UsageError(str(error)) from error
     receipt = await _send(
         args, lambda engine: engine.signal(args.saga_id, payload, signal_id=args.signal_id)
     )

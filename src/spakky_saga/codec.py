@@ -22,7 +22,7 @@ from pydantic_core import PydanticSerializationError
 from spakky_saga._names import type_name
 from spakky_saga._text import error_text, safe_repr
 from spakky_saga.data import AbstractSagaData
-from spakky_saga.errors import SagaDataCodecError
+from spakky_saga.errors import SagaDataCodecError, SagaSignalTypeError
 
 __all__ = [
     "CODEC_VERSION",
@@ -81,6 +81,18 @@ def signal_adapter(signal_type: type) -> TypeAdapter[Any]:
         with _ADAPTERS_LOCK:
             _ADAPTERS.setdefault(signal_type, adapter)
     return adapter
+
+
+def signal_from_json(signal_type: type, text: str, what: str = "the payload") -> Any:
+    """A signal of `signal_type` read from JSON `text` (what `spakky-saga signal --json` and
+    the console's signal form take), validated by pydantic as `engine.signal` stores it.
+    Raises `SagaSignalTypeError` naming `what` was not valid and why."""
+    try:
+        return signal_adapter(signal_type).validate_json(text)
+    except Exception as error:  # not JSON, not what the type holds, or not a pydantic type
+        raise SagaSignalTypeError(
+            f"{what} is not a valid {signal_type.__qualname__}: {error_text(error)}"
+        ) from error
 
 
 def resolve_type(name: str) -> type:

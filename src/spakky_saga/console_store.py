@@ -1,11 +1,13 @@
 """What the operations console asks of a store beyond `SagaStore`: list pages and counts per
 status (`query`, `count_by_status`), the audit trail of operator actions (`audit`,
-`audit_trail`) and the engines holding leases (`nodes`, `EngineNode`). InMemorySagaStore,
+`audit_trail`), the engines holding leases (`nodes`, `EngineNode`) and when WAITING sagas
+wake (`wake_times`). InMemorySagaStore,
 SqliteSagaStore and PostgresSagaStore implement it; a store of one's own needs it to be shown
 in the console."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from spakky_saga.audit import AuditEntry
@@ -48,4 +50,13 @@ class SagaConsoleStore(SagaStore, Protocol):
 
     async def nodes(self) -> list[EngineNode]:
         """The engines holding a lease on an unfinished saga (live or expired), by name."""
+        ...
+
+    async def wake_times(
+        self, saga_ids: Sequence[str] = (), *, due_by: float | None = None, limit: int = 100
+    ) -> dict[str, float]:
+        """When WAITING sagas wake (epoch seconds: a wait's deadline, a sleep's end, or now
+        for one a signal or a cancel request woke), earliest first, at most `limit`: among
+        `saga_ids` when given, only those due by `due_by` when given. A WAITING saga that
+        only a signal wakes has none, and is left out."""
         ...

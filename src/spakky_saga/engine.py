@@ -35,7 +35,7 @@ from spakky_saga.fingerprint import identity_of
 from spakky_saga.flow import SagaFlow
 from spakky_saga.listeners import ListenerSet
 from spakky_saga.logs import ENGINE_LOGGER, SagaLogListener
-from spakky_saga.plan import plan_for
+from spakky_saga.plan import StepNode, plan_for
 from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.registry import FlowSource, SagaRegistry
 from spakky_saga.result import ANONYMOUS, SagaResult
@@ -251,6 +251,19 @@ class SagaEngine:
         None when the name is not registered."""
         registration = self._registry.get(saga_name)
         return None if registration is None else identity_of(registration.plan()).fingerprint
+
+    def registered_waits(self, saga_name: str) -> dict[str, type] | None:
+        """The signal type each `wait_for` of the flow registered as `saga_name` waits for,
+        by the wait's step key (`"3"`), in flow order; None when the name is not
+        registered. What an operator's tools offer to send to one of its sagas."""
+        registration = self._registry.get(saga_name)
+        if registration is None:
+            return None
+        return {
+            node.key: node.wait.signal_type
+            for node in registration.plan().nodes
+            if isinstance(node, StepNode) and node.wait is not None and node.wait.signal_type
+        }
 
     async def recover(
         self,

@@ -43,7 +43,7 @@ async def test_cancel_of_a_saga_that_finished_since_the_page_is_refused(
 ) -> None:
     seen = await _as_seen(store, "done", status=StoredStatus.RUNNING)
     entry = await perform(Action.CANCEL, "done", store, seen, None, by="ann", origin="::1")
-    assert entry.outcome == "refused: it is no longer RUNNING"
+    assert entry.outcome == "refused: it is no longer RUNNING or WAITING"
 
 
 async def test_cancel_of_a_saga_whose_engine_is_alive_leaves_it_to_that_engine(

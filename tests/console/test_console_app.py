@@ -420,7 +420,10 @@ async def test_retry_compensation_from_the_console_finishes_a_repaired_rollback(
     async with logged_in(app) as browser:
         attention = await browser.get("/attention")
         page = await browser.get(f"/sagas/{saga_id}")
-        assert "only a RUNNING saga can be cancelled; it is COMPENSATION_FAILED" in page.text
+        assert (
+            "only a RUNNING or WAITING saga can be cancelled; it is COMPENSATION_FAILED"
+            in page.text
+        )
         assert "it is finished (COMPENSATION_FAILED): nothing to recover" in page.text
         repaired["yes"] = True
         await browser.post(

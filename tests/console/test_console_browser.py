@@ -1,8 +1,8 @@
 """The console in a real browser (Debian's headless Chromium, driven by Playwright), started
 the way an operator starts it (`python -m spakky_saga console --store ... --app ...`) on a
 SQLite file and on PostgreSQL, and stopped with SIGINT: an operator finds a stuck saga, reads
-its timeline and recovers it from the page; markup in saga data shows as text and runs
-nothing; acting needs the token."""
+its timeline and recovers it from the page; answers an escalated saga from the page; markup
+in saga data shows as text and runs nothing; acting needs the token."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from tests import cli_app
 from tests.cli_app import ROOT, store_options
+from tests.console.test_console_waits import escalating_engine, waiting_saga
 from tests.stores.test_store_contract import a_record, an_event
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -302,3 +303,32 @@ async def test_an_operator_reads_a_traceback_and_the_path_then_bulk_recovers_dea
         assert "127.0.0.1" in audit
     for saga_id in dead:
         assert (await cli_app.load_saga(saga_id)).status.value == "FAILED"
+
+
+@pytest.mark.usefixtures("environment")
+async def test_an_operator_answers_an_escalated_saga_and_sees_its_new_state(
+    browser: Browser,
+) -> None:
+    await cli_app.create_store()
+    engine = escalating_engine()
+    escalated = await waiting_saga(engine, "shipment")
+    await engine.aclose()
+    app = "tests.console.test_console_waits:escalating_engine"
+    async with running_console("--app", app) as console:
+        page = await browser.new_page()
+        await _log_in(page, console.url)
+        await page.goto(console.url + "attention")
+        await page.click(f"a.saga-link:text('{escalated}')")
+        await page.wait_for_selector("#wait")
+        assert await page.inner_text("#saga-status") == "WAITING"
+        assert "ship" in await page.inner_text("#wait-step")
+        assert "ConnectionError" in await page.inner_text("#escalation-error")
+
+        await page.click("#resolve-form button[value=skip]")
+        await page.wait_for_selector("#audit td:text('resolve')")
+        assert await page.inner_text("#saga-status") == "COMPLETED"
+        assert "decided skip" in await page.inner_text("#audit tbody")
+        assert "alice" in await page.inner_text("#audit tbody")
+        assert await page.locator("#wait").count() == 0
+    saved = await cli_app.load_saga(escalated)
+    assert saved.status.value == "COMPLETED"

@@ -64,7 +64,7 @@ async def test_a_dry_run_counts_what_the_action_would_do_and_changes_nothing(
     assert '<strong id="selected">4</strong> sagas match the filter' in page.text
     assert '<strong id="applicable">2</strong> can be acted on now' in page.text
     assert "cancel was requested by bob@box" in page.text
-    assert "only a RUNNING saga can be cancelled; it is COMPLETED" in page.text
+    assert "only a RUNNING or WAITING saga can be cancelled; it is COMPLETED" in page.text
     assert sorted(_confirm_form(page.text)["saga"]) == ["o-1", "o-2"]
     for saga_id in ("o-1", "o-2"):
         record = await store.load(saga_id)

@@ -82,6 +82,7 @@ async def _upgraded_and_cancellable(store: SagaStore) -> None:
         assert isinstance(store, SignalStore)
         stored = await store.send_signal(StoredSignal("s1", "old", "m:T", "{}", "c", 1.0))
         signals = await store.signals("old")
+        waking = await store.wake_times()  # version 5 keeps when WAITING sagas wake
     finally:
         await store.close()
     assert [(n.owner, n.sagas) for n in nodes] == [("engine-a", 1)]
@@ -90,6 +91,7 @@ async def _upgraded_and_cancellable(store: SagaStore) -> None:
     assert [e.traceback for e in old_log.events] == [None]
     assert stored is True
     assert [s.signal_id for s in signals] == ["s1"]
+    assert waking == {}  # its one saga runs
 
 
 async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_read_only(

@@ -18,7 +18,7 @@ from spakky_saga import (
     StoredStatus,
 )
 from spakky_saga.console_store import SagaConsoleStore
-from spakky_saga.store import SagaUpdate
+from spakky_saga.store import SagaUpdate, WaitingStore
 from tests.stores.test_store_contract import a_record, an_event
 
 _BASE = 1_700_000_000.0
@@ -222,3 +222,24 @@ async def test_a_failures_traceback_round_trips_through_the_log(store: SagaStore
     loaded = await store.load("tb-1")
     assert loaded is not None
     assert [e.traceback for e in loaded.events] == [None, trace]
+
+
+async def test_wake_times_say_when_waiting_sagas_wake_earliest_first(store: SagaStore) -> None:
+    queries = _queries(store)
+    assert isinstance(queries, WaitingStore)
+    now = time.time()
+    for saga_id, wake_at in (("late", now + 3600), ("due", now - 60), ("signal-only", None)):
+        await _saga(store, saga_id)
+        await queries.suspend(saga_id, "engine-a", wake_at, 0)
+    await _saga(store, "running")
+
+    every = await queries.wake_times()
+    chosen = await queries.wake_times(["late", "running", "signal-only"])
+    due = await queries.wake_times(due_by=now)
+    first = await queries.wake_times(limit=1)
+
+    assert list(every) == ["due", "late"]
+    assert every["late"] == pytest.approx(now + 3600)
+    assert list(chosen) == ["late"]
+    assert list(due) == ["due"]
+    assert list(first) == ["due"]

@@ -13,6 +13,7 @@ look and who may act.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
@@ -26,7 +27,17 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from spakky_saga.console.actions import BULK_LIMIT, Action, availability, perform, plan_bulk
+from spakky_saga.console.actions import (
+    BULK_LIMIT,
+    DECISIONS,
+    Action,
+    ActionInput,
+    availability,
+    perform,
+    plan_bulk,
+    signal_types,
+    waits_of,
+)
 from spakky_saga.console.filters import ListFilter, list_filter
 from spakky_saga.console.flowchart import MARKS, flow_items
 from spakky_saga.console.highlight import highlight_json
@@ -41,13 +52,14 @@ from spakky_saga.console.security import (
     from_loopback,
     origin_of,
 )
+from spakky_saga.console.waiting import escalation_of, signal_rows, wait_of
 from spakky_saga.console_store import SagaConsoleStore
 from spakky_saga.context import idempotency_key
 from spakky_saga.engine import SagaEngine
 from spakky_saga.errors import AbstractSpakkySagaError
 from spakky_saga.events import SagaEventKind
 from spakky_saga.query import SagaPage, SagaQuery, SagaQueryError
-from spakky_saga.store import SagaRecord, StoredEvent, StoredStatus
+from spakky_saga.store import SagaRecord, SignalStore, StoredEvent, StoredStatus
 from spakky_saga.timeline import TimelineRow, format_duration, rows_from_events
 
 _GANTT_WIDTH: Final = 1000.0
@@ -95,6 +107,11 @@ def _bars(rows: list[TimelineRow]) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+def _text(form: FormData, field: str) -> str:
+    value = form.get(field)
+    return value if isinstance(value, str) else ""
 
 
 class _Console:
@@ -183,7 +200,7 @@ class _Console:
             if page.next is None
             else f"{this_filter}&{urlencode({'after': page.next.encode()})}",
             this_filter=this_filter,
-            bulk_actions=list(Action),
+            bulk_actions=[a for a in Action if a.bulk],
             first_page=chosen.query.after is None,
         )
 
@@ -218,6 +235,7 @@ class _Console:
             if self.engine is None
             else ""
         )
+        escalated, overdue = await self.waiting_attention()
         return self.render(
             request,
             "attention.html",
@@ -234,6 +252,22 @@ class _Console:
                     "A step after the flow's point of no return failed for good; nothing was "
                     "compensated: finish the saga's remaining steps by hand.",
                     stuck,
+                ),
+                (
+                    "Waiting for an operator's decision",
+                    "A step failed and its Escalate() strategy asks an operator: open the saga "
+                    "and answer (retry the step, skip it, or compensate). Failed step and error "
+                    "are the escalated step's.",
+                    escalated,
+                ),
+                (
+                    "Waits past their wake-up time",
+                    "WAITING sagas whose wake-up time passed (a wait's deadline, a sleep's end, "
+                    "or a signal or cancel request that woke them) and that no engine resumed "
+                    "yet: an engine that serves recovery on the store (engine.serve(), "
+                    "spakky-saga recover) takes them at its next pass; none is running if they "
+                    "stay here.",
+                    overdue,
                 ),
                 (
                     "Flow changed",
@@ -253,6 +287,25 @@ class _Console:
                 ),
             ],
         )
+
+    async def waiting_attention(self) -> tuple[SagaPage, SagaPage]:
+        """The WAITING sagas an operator must answer (escalated; of the 100 least recently
+        updated WAITING sagas, each read with its log), shown with the escalated step and
+        its error; and the waits whose wake-up time passed with nobody resuming them (the
+        100 most overdue)."""
+        waiting = await self.store.query(
+            SagaQuery(statuses=(StoredStatus.WAITING,), descending=False, limit=100)
+        )
+        escalated: list[SagaRecord] = []
+        for listed in waiting.records:
+            record = await self.store.load(listed.saga_id)
+            escalation = None if record is None else escalation_of(record.events)
+            if record is not None and escalation is not None:
+                error = f"{escalation.error_type}: {escalation.error}"
+                escalated.append(replace(record, failed_step=escalation.step, error=error))
+        due = await self.store.wake_times(due_by=time.time(), limit=100)
+        overdue = [r for r in [await self.store.load(i) for i in due] if r is not None]
+        return SagaPage(escalated, waiting.next), SagaPage(overdue, None)
 
     async def nodes(self, request: Request) -> Response:
         operator, refused = await self.viewer(request)
@@ -275,6 +328,14 @@ class _Console:
         if record is None:
             return self.refusal(request, 404, f"No saga {saga_id!r} in this store.")
         finished = not record.status.unfinished
+        signals = await self.store.signals(saga_id) if isinstance(self.store, SignalStore) else []
+        rows = signal_rows(record, signals)
+        wake_at = None
+        if record.status is StoredStatus.WAITING:
+            wake_at = (await self.store.wake_times([saga_id])).get(saga_id)
+        types = signal_types(self.engine, record.saga_name)
+        waits = None if self.engine is None else waits_of(self.engine, record.saga_name)
+        actions = {a: availability(a, record, self.engine, time.time()) for a in Action}
         return self.render(
             request,
             "saga.html",
@@ -289,7 +350,13 @@ class _Console:
             errors=[e for e in record.events if e.error_type is not None],
             keys=_keys(saga_id, record.events),
             trail=await self.store.audit_trail(saga_id),
-            actions=[availability(a, record, self.engine, time.time()) for a in Action],
+            actions=[v for a, v in actions.items() if a.bulk],
+            resolve=actions[Action.RESOLVE],
+            send=actions[Action.SIGNAL],
+            decisions=DECISIONS,
+            signal_types=sorted(types),
+            wait=wait_of(record, rows, wake_at, waits),
+            signals=rows,
             csrf=None if operator is None else self.csrf.token_for(operator),
             lease_live=record.owner is not None and (record.lease_expires or 0) >= time.time(),
         )
@@ -322,8 +389,17 @@ class _Console:
         record = await self.store.load(saga_id)
         if record is None:
             return self.refusal(request, 404, f"No saga {saga_id!r} in this store.")
+        form = acting[1]
+        given = ActionInput(*(_text(form, f) for f in ("decision", "type", "payload", "signal_id")))
         await perform(
-            action, saga_id, self.store, record, self.engine, by=operator, origin=origin_of(request)
+            action,
+            saga_id,
+            self.store,
+            record,
+            self.engine,
+            by=operator,
+            origin=origin_of(request),
+            given=given,
         )
         return RedirectResponse(
             request.url_for("saga", saga_id=quote(saga_id, safe="")), status_code=303
@@ -336,6 +412,8 @@ class _Console:
             action = Action(request.path_params["action"])
         except ValueError:
             return self.refusal(request, 404, "No such action.")
+        if not action.bulk:
+            return self.refusal(request, 404, f"{action.label} is not a bulk action.")
         if request.method == "POST":
             return await self.bulk_run(request, action)
         filtered = await self.filtered(request)

@@ -5,8 +5,10 @@ only column names the builder itself chose are part of the text."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from spakky_saga.query import SagaQuery
-from spakky_saga.store import UNFINISHED
+from spakky_saga.store import UNFINISHED, StoredStatus
 
 
 def _where(query: SagaQuery, mark: str, *, statuses: bool) -> tuple[str, list[object]]:
@@ -81,3 +83,24 @@ def nodes_statement(sagas: str, nodes: str, mark: str) -> tuple[str, list[object
         "GROUP BY s.owner ORDER BY s.owner"
     )
     return statement, [s.value for s in UNFINISHED]
+
+
+def wake_statement(
+    table: str, mark: str, saga_ids: Sequence[str], due_by: float | None, limit: int
+) -> tuple[str, list[object]]:
+    """The statement selecting (saga_id, wake_at) of WAITING sagas with a wake-up time (among
+    `saga_ids` when given; due by `due_by` when given), earliest first, at most `limit`: on
+    the (status, wake_at) index."""
+    clauses = [f"status = {mark}", "wake_at IS NOT NULL"]
+    params: list[object] = [StoredStatus.WAITING.value]
+    if saga_ids:
+        clauses.append(f"saga_id IN ({', '.join([mark] * len(saga_ids))})")
+        params.extend(saga_ids)
+    if due_by is not None:
+        clauses.append(f"wake_at <= {mark}")
+        params.append(due_by)
+    statement = (
+        f"SELECT saga_id, wake_at FROM {table} WHERE {' AND '.join(clauses)} "
+        f"ORDER BY wake_at, saga_id LIMIT {mark}"
+    )
+    return statement, [*params, limit]

@@ -245,6 +245,20 @@ class InMemorySagaStore:
             for owner, leases in sorted(held.items())
         ]
 
+    async def wake_times(
+        self, saga_ids: Sequence[str] = (), *, due_by: float | None = None, limit: int = 100
+    ) -> dict[str, float]:
+        chosen = set(saga_ids)
+        due = sorted(
+            (wake_at, saga_id)
+            for saga_id, wake_at in self._wake.items()
+            if (not chosen or saga_id in chosen)
+            and (due_by is None or wake_at <= due_by)
+            and saga_id in self._sagas
+            and self._sagas[saga_id].status is StoredStatus.WAITING
+        )
+        return {saga_id: wake_at for wake_at, saga_id in due[:limit]}
+
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         gone = tuple(
             sorted(

@@ -57,7 +57,12 @@ from spakky_saga.store import (
     StoredStatus,
 )
 from spakky_saga.stores.group_commit import DEFAULT_CONCURRENCY, FlushOutcomes, GroupCommit
-from spakky_saga.stores.listing import count_statement, nodes_statement, page_statement
+from spakky_saga.stores.listing import (
+    count_statement,
+    nodes_statement,
+    page_statement,
+    wake_statement,
+)
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -601,6 +606,12 @@ class PostgresSagaStore:
     async def nodes(self) -> builtins.list[EngineNode]:
         statement, params = nodes_statement(self._t("sagas"), self._t("nodes"), "%s")
         return [EngineNode(*row) for row in await self._execute(statement, params)]
+
+    async def wake_times(
+        self, saga_ids: Sequence[str] = (), *, due_by: float | None = None, limit: int = 100
+    ) -> dict[str, float]:
+        statement, params = wake_statement(self._t("sagas"), "%s", saga_ids, due_by, limit)
+        return {saga_id: wake_at for saga_id, wake_at in await self._execute(statement, params)}
 
     async def _execute(
         self, statement: str, params: Sequence[object], *, read: bool = True

@@ -56,7 +56,12 @@ from spakky_saga.store import (
     StoredSignal,
     StoredStatus,
 )
-from spakky_saga.stores.listing import count_statement, nodes_statement, page_statement
+from spakky_saga.stores.listing import (
+    count_statement,
+    nodes_statement,
+    page_statement,
+    wake_statement,
+)
 
 SCHEMA_VERSION: Final = 5
 """Bump with a numbered migration in `_MIGRATIONS` when the tables change. 2: who asked to
@@ -577,6 +582,17 @@ class SqliteSagaStore:
             return [EngineNode(*row) for row in db.execute(statement, params)]
 
         result: builtins.list[EngineNode] = await self._call(run)
+        return result
+
+    async def wake_times(
+        self, saga_ids: Sequence[str] = (), *, due_by: float | None = None, limit: int = 100
+    ) -> dict[str, float]:
+        statement, params = wake_statement("spakky_saga_sagas", "?", saga_ids, due_by, limit)
+
+        def run(db: sqlite3.Connection) -> dict[str, float]:
+            return {saga_id: wake_at for saga_id, wake_at in db.execute(statement, params)}
+
+        result: dict[str, float] = await self._call(run)
         return result
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
