@@ -6,26 +6,13 @@ refund nobody approved is compensated when its approval window closes."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-from pathlib import Path
 
+from tests.examples_support import run_example
 from tests.postgres_support import postgres_schema
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_demo(*location: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "refund_approval.py"), *location],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    return done.stdout
+    return run_example("refund_approval.py", *location)
 
 
 def check_demo(output: str) -> None:
