@@ -1,7 +1,8 @@
 """A store written by schema version 1 (no cancel requests, no console index nor audit trail,
-no tracebacks in the log nor engines' renewal times, no signals) is upgraded to the current
-version when an engine opens it (create=True), its sagas kept, and refused, untouched, by a
-command that opens it with create=False; on SQLite and PostgreSQL."""
+no tracebacks in the log nor engines' renewal times, no signals; on SQLite the log in a
+WITHOUT ROWID table) is upgraded to the current version when an engine opens it
+(create=True), its sagas kept, and refused, untouched, by a command that opens it with
+create=False; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ from spakky_saga import (
     SagaQuery,
     SagaSchemaVersionError,
     SagaSort,
+    SagaStoreError,
     SqliteSagaStore,
 )
-from spakky_saga.store import SagaStore, SignalStore, StoredSignal, StoredStatus
+from spakky_saga.store import (
+    SagaStore,
+    SagaUpdate,
+    SignalStore,
+    StoredSignal,
+    StoredStatus,
+)
 from tests.postgres_support import postgres_schema
 from tests.stores.test_store_contract import a_record, an_event
 
@@ -33,6 +41,29 @@ _DOWNGRADE = (  # {t} the sagas table, {s} the schema ("" on SQLite)
     "DROP TABLE {s}spakky_saga_audit",
     "ALTER TABLE {t} DROP COLUMN cancel_requested_by",
     "ALTER TABLE {t} DROP COLUMN cancel_requested_at",
+)
+
+_SQLITE_LOG_V1 = (  # SQLite's version 1 log: a WITHOUT ROWID table keyed by (saga_id, seq)
+    "ALTER TABLE spakky_saga_events RENAME TO events_v6",
+    """CREATE TABLE spakky_saga_events (
+        saga_id TEXT NOT NULL REFERENCES spakky_saga_sagas (saga_id),
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        step_key TEXT,
+        step TEXT,
+        attempt INTEGER NOT NULL,
+        elapsed REAL NOT NULL,
+        error_type TEXT,
+        error TEXT,
+        data TEXT,
+        data_type TEXT,
+        owner TEXT,
+        PRIMARY KEY (saga_id, seq)
+    ) WITHOUT ROWID""",
+    "INSERT INTO spakky_saga_events SELECT saga_id, seq, kind, at, step_key, step, attempt, "
+    "elapsed, error_type, error, data, data_type, owner FROM events_v6",
+    "DROP TABLE events_v6",
 )
 
 
@@ -100,7 +131,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
     path = tmp_path / "sagas.db"
     await _a_running_saga(SqliteSagaStore(path))
     db = sqlite3.connect(path)
-    for statement in _DOWNGRADE:
+    for statement in (*_DOWNGRADE, *_SQLITE_LOG_V1):
         db.execute(statement.format(t="spakky_saga_sagas", s=""))
     db.execute("UPDATE spakky_saga_schema SET version = 1")
     db.commit()
@@ -115,8 +146,12 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
 
     await _upgraded_and_cancellable(SqliteSagaStore(path))
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(5,)]
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(6,)]
+    [log_table] = db.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'spakky_saga_events'"
+    ).fetchone()
     db.close()
+    assert "WITHOUT ROWID" not in log_table  # version 6: a rowid table
 
 
 async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_read_only() -> None:
@@ -140,3 +175,53 @@ async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_
             await _upgraded_and_cancellable(PostgresSagaStore(dsn, schema=schema))
             cursor = await admin.execute(f'SELECT version FROM "{schema}".spakky_saga_schema')
             assert await cursor.fetchall() == [(5,)]
+
+
+async def test_a_version_5_sqlite_log_moves_to_a_rowid_table_every_entry_kept_in_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sagas.db"
+    store = SqliteSagaStore(path)
+    await store.open()
+    try:
+        for saga in ("b", "a", "c"):  # not in id order: the copy must not reorder a log
+            await store.begin(a_record(saga), [an_event(1, "saga_started")], 30)
+            await store.append(
+                saga, "engine-a", [an_event(2, data='{"n": 2}'), an_event(3, "step_failed")],
+                SagaUpdate(data='{"n": 2}'), 30,
+            )  # fmt: skip
+        before = {saga: await store.load(saga) for saga in ("a", "b", "c")}
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)  # back to version 5's log: WITHOUT ROWID, with tracebacks
+    for statement in _SQLITE_LOG_V1:
+        db.execute(statement)
+    db.execute("ALTER TABLE spakky_saga_events ADD COLUMN traceback TEXT")
+    db.execute("UPDATE spakky_saga_events SET traceback = 'Traceback...' WHERE seq = 3")
+    db.execute("UPDATE spakky_saga_schema SET version = 5")
+    db.commit()
+    db.close()
+
+    store = SqliteSagaStore(path)
+    await store.open()
+    try:
+        after = {saga: await store.load(saga) for saga in ("a", "b", "c")}
+        with pytest.raises(SagaStoreError, match="UNIQUE constraint failed"):
+            await store.append("a", "engine-a", [an_event(3)], SagaUpdate(), 30)
+        await store.append("a", "engine-a", [an_event(4)], SagaUpdate(), 30)
+        extended = await store.load("a")
+    finally:
+        await store.close()
+    for saga, record in after.items():
+        old = before[saga]
+        assert record is not None
+        assert old is not None
+        assert record.events == tuple(
+            event._replace(traceback="Traceback..." if event.seq == 3 else None)
+            for event in old.events
+        )
+    assert extended is not None
+    assert [e.seq for e in extended.events] == [1, 2, 3, 4]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(6,)]
+    db.close()
