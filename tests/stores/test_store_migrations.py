@@ -43,8 +43,26 @@ _DOWNGRADE = (  # {t} the sagas table, {s} the schema ("" on SQLite)
     "ALTER TABLE {t} DROP COLUMN cancel_requested_at",
 )
 
-_SQLITE_LOG_V1 = (  # SQLite's version 1 log: a WITHOUT ROWID table keyed by (saga_id, seq)
-    "ALTER TABLE spakky_saga_events RENAME TO events_v6",
+_SQLITE_V1_TABLES = (  # after _DOWNGRADE: version 1's tables, keyed by saga id
+    "ALTER TABLE spakky_saga_events RENAME TO events_now",
+    "ALTER TABLE spakky_saga_sagas RENAME TO sagas_now",
+    """CREATE TABLE spakky_saga_sagas (
+        saga_id TEXT PRIMARY KEY,
+        saga_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        structure TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        data TEXT NOT NULL,
+        data_type TEXT NOT NULL,
+        codec TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        owner TEXT,
+        lease_expires REAL,
+        failed_step TEXT,
+        error TEXT
+    )""",
     """CREATE TABLE spakky_saga_events (
         saga_id TEXT NOT NULL REFERENCES spakky_saga_sagas (saga_id),
         seq INTEGER NOT NULL,
@@ -61,9 +79,15 @@ _SQLITE_LOG_V1 = (  # SQLite's version 1 log: a WITHOUT ROWID table keyed by (sa
         owner TEXT,
         PRIMARY KEY (saga_id, seq)
     ) WITHOUT ROWID""",
-    "INSERT INTO spakky_saga_events SELECT saga_id, seq, kind, at, step_key, step, attempt, "
-    "elapsed, error_type, error, data, data_type, owner FROM events_v6",
-    "DROP TABLE events_v6",
+    "INSERT INTO spakky_saga_sagas SELECT saga_id, saga_name, status, fingerprint, structure, "
+    "policy, data, data_type, codec, created, updated, owner, lease_expires, failed_step, "
+    "error FROM sagas_now",
+    "INSERT INTO spakky_saga_events SELECT s.saga_id, seq, kind, at, step_key, step, attempt, "
+    "elapsed, error_type, e.error, e.data, e.data_type, e.owner "
+    "FROM events_now AS e JOIN sagas_now AS s USING (saga_key)",
+    "DROP TABLE events_now",
+    "DROP TABLE sagas_now",
+    "CREATE INDEX spakky_saga_sagas_status ON spakky_saga_sagas (status, lease_expires)",
 )
 
 
@@ -131,7 +155,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
     path = tmp_path / "sagas.db"
     await _a_running_saga(SqliteSagaStore(path))
     db = sqlite3.connect(path)
-    for statement in (*_DOWNGRADE, *_SQLITE_LOG_V1):
+    for statement in (*_DOWNGRADE, *_SQLITE_V1_TABLES):
         db.execute(statement.format(t="spakky_saga_sagas", s=""))
     db.execute("UPDATE spakky_saga_schema SET version = 1")
     db.commit()
@@ -151,7 +175,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
         "SELECT sql FROM sqlite_master WHERE name = 'spakky_saga_events'"
     ).fetchone()
     db.close()
-    assert "WITHOUT ROWID" not in log_table  # version 6: a rowid table
+    assert "WITHOUT ROWID" not in log_table  # version 6: a rowid table, kept by saga key
 
 
 async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_read_only() -> None:
@@ -177,7 +201,7 @@ async def test_a_version_1_postgres_schema_is_upgraded_by_an_engine_and_refused_
             assert await cursor.fetchall() == [(5,)]
 
 
-async def test_a_version_5_sqlite_log_moves_to_a_rowid_table_every_entry_kept_in_order(
+async def test_a_version_1_sqlite_log_is_kept_by_saga_key_every_entry_kept_in_order(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "sagas.db"
@@ -193,12 +217,10 @@ async def test_a_version_5_sqlite_log_moves_to_a_rowid_table_every_entry_kept_in
         before = {saga: await store.load(saga) for saga in ("a", "b", "c")}
     finally:
         await store.close()
-    db = sqlite3.connect(path)  # back to version 5's log: WITHOUT ROWID, with tracebacks
-    for statement in _SQLITE_LOG_V1:
-        db.execute(statement)
-    db.execute("ALTER TABLE spakky_saga_events ADD COLUMN traceback TEXT")
-    db.execute("UPDATE spakky_saga_events SET traceback = 'Traceback...' WHERE seq = 3")
-    db.execute("UPDATE spakky_saga_schema SET version = 5")
+    db = sqlite3.connect(path)
+    for statement in (*_DOWNGRADE, *_SQLITE_V1_TABLES):
+        db.execute(statement.format(t="spakky_saga_sagas", s=""))
+    db.execute("UPDATE spakky_saga_schema SET version = 1")
     db.commit()
     db.close()
 
@@ -210,18 +232,12 @@ async def test_a_version_5_sqlite_log_moves_to_a_rowid_table_every_entry_kept_in
             await store.append("a", "engine-a", [an_event(3)], SagaUpdate(), 30)
         await store.append("a", "engine-a", [an_event(4)], SagaUpdate(), 30)
         extended = await store.load("a")
+        await store.begin(a_record("d"), [an_event(1, "saga_started")], 30)
+        new = await store.load("d")
     finally:
         await store.close()
-    for saga, record in after.items():
-        old = before[saga]
-        assert record is not None
-        assert old is not None
-        assert record.events == tuple(
-            event._replace(traceback="Traceback..." if event.seq == 3 else None)
-            for event in old.events
-        )
+    assert after == before
     assert extended is not None
     assert [e.seq for e in extended.events] == [1, 2, 3, 4]
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM spakky_saga_schema").fetchall() == [(6,)]
-    db.close()
+    assert new is not None
+    assert [e.seq for e in new.events] == [1]

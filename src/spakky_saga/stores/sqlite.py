@@ -68,24 +68,55 @@ SCHEMA_VERSION: Final = 6
 cancel a saga, and when (`spakky-saga cancel`). 3: the indexes the console's list pages
 (`query`) and counts use, and the operators' audit trail. 4: failures' traceback text in the
 log, and when each engine last renewed its leases (the console's nodes view); 5: signals
-(`engine.signal`), and when a WAITING saga wakes; 6: the log in a rowid table, its entries
-found by a unique index on (saga_id, seq) (`_EVENTS_BY_ROWID`)."""
+(`engine.signal`), and when a WAITING saga wakes; 6: each saga gets an integer key, and the
+log is kept by it (`_LOG_BY_SAGA_KEY`)."""
 
-_EVENT_TABLE_COLUMNS: Final = (
-    "saga_id, seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, "
-    "data_type, owner, traceback"
+_SAGA_TABLE_COLUMNS: Final = (  # version 5's columns, in order: what version 6 copies
+    "saga_id, saga_name, status, fingerprint, structure, policy, data, data_type, codec, "
+    "created, updated, owner, lease_expires, failed_step, error, cancel_requested_by, "
+    "cancel_requested_at, wake_at"
+)
+_EVENT_TABLE_COLUMNS: Final = (  # the same for the log, without its saga id
+    "seq, kind, at, step_key, step, attempt, elapsed, error_type, error, data, data_type, "
+    "owner, traceback"
 )
 
-_EVENTS_BY_ROWID: Final = (
-    # Version 1 kept the log in a WITHOUT ROWID table keyed by (saga_id, seq). Saga ids are
-    # random, so every write inserted its entries (about 400 bytes with the data) somewhere
-    # in the middle of that B-tree: measured, 30-34 us of CPU a write, and with many sagas in
-    # flight pages split all over the file. A rowid table appends entries at its end and the
-    # unique index, whose entries are small, is all that is inserted at random: a batch of
-    # 100 sagas' writes costs about 40% less (benchmarks/README.md, issue 15, third pass).
-    # The log is copied once, in the migration's transaction.
+_LOG_BY_SAGA_KEY: Final = (
+    # Until version 5 the log was a WITHOUT ROWID table keyed by (saga_id, seq). Saga ids are
+    # random, so each write put its entries (about 400 bytes with the data) somewhere in the
+    # middle of that B-tree, and a batch of 100 sagas' writes dirtied a page per saga. Now
+    # each saga has an integer key, given in the order sagas start, and the log is a rowid
+    # table found by a unique index on (saga_key, seq): entries are appended at the table's
+    # end, and the index entries of the sagas in flight, which started at about the same
+    # time, share a few pages. Measured in raw SQL, a batch of 50 writes: 27 -> 8 us a write
+    # with synchronous=NORMAL, 28 -> 12 with FULL, half the pages written to the WAL
+    # (benchmarks/README.md, issue 15, third pass). Both tables are copied once, in the
+    # migration's transaction.
+    """CREATE TABLE spakky_saga_sagas_v6 (
+        saga_key INTEGER PRIMARY KEY,
+        saga_id TEXT NOT NULL UNIQUE,
+        saga_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        structure TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        data TEXT NOT NULL,
+        data_type TEXT NOT NULL,
+        codec TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        owner TEXT,
+        lease_expires REAL,
+        failed_step TEXT,
+        error TEXT,
+        cancel_requested_by TEXT,
+        cancel_requested_at REAL,
+        wake_at REAL
+    )""",
+    f"INSERT INTO spakky_saga_sagas_v6 ({_SAGA_TABLE_COLUMNS}) "
+    f"SELECT {_SAGA_TABLE_COLUMNS} FROM spakky_saga_sagas ORDER BY created, saga_id",
     """CREATE TABLE spakky_saga_events_v6 (
-        saga_id TEXT NOT NULL REFERENCES spakky_saga_sagas (saga_id),
+        saga_key INTEGER NOT NULL REFERENCES spakky_saga_sagas_v6 (saga_key),
         seq INTEGER NOT NULL,
         kind TEXT NOT NULL,
         at REAL NOT NULL,
@@ -100,11 +131,19 @@ _EVENTS_BY_ROWID: Final = (
         owner TEXT,
         traceback TEXT
     )""",
-    f"INSERT INTO spakky_saga_events_v6 ({_EVENT_TABLE_COLUMNS}) "
-    f"SELECT {_EVENT_TABLE_COLUMNS} FROM spakky_saga_events ORDER BY saga_id, seq",
+    f"INSERT INTO spakky_saga_events_v6 (saga_key, {_EVENT_TABLE_COLUMNS}) "
+    f"SELECT s.saga_key, {', '.join('e.' + c for c in _EVENT_TABLE_COLUMNS.split(', '))} "
+    "FROM spakky_saga_events AS e JOIN spakky_saga_sagas_v6 AS s ON s.saga_id = e.saga_id "
+    "ORDER BY s.saga_key, e.seq",
     "DROP TABLE spakky_saga_events",
+    "DROP TABLE spakky_saga_sagas",  # and its indexes, made again below
+    # renaming also renames the log's reference to it
+    "ALTER TABLE spakky_saga_sagas_v6 RENAME TO spakky_saga_sagas",
     "ALTER TABLE spakky_saga_events_v6 RENAME TO spakky_saga_events",
-    "CREATE UNIQUE INDEX spakky_saga_events_log ON spakky_saga_events (saga_id, seq)",
+    "CREATE UNIQUE INDEX spakky_saga_events_log ON spakky_saga_events (saga_key, seq)",
+    "CREATE INDEX spakky_saga_sagas_status ON spakky_saga_sagas (status, lease_expires)",
+    "CREATE INDEX spakky_saga_sagas_created ON spakky_saga_sagas (created, saga_id)",
+    "CREATE INDEX spakky_saga_sagas_wake ON spakky_saga_sagas (status, wake_at)",
 )
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -189,7 +228,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE spakky_saga_sagas ADD COLUMN wake_at REAL",
         "CREATE INDEX spakky_saga_sagas_wake ON spakky_saga_sagas (status, wake_at)",
     ),
-    6: _EVENTS_BY_ROWID,
+    6: _LOG_BY_SAGA_KEY,
 }
 
 _SAGA_COLUMNS: Final = ", ".join(SAGA_COLUMNS)
@@ -636,7 +675,7 @@ class SqliteSagaStore:
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         def run(db: sqlite3.Connection) -> tuple[str, ...]:
             # One transaction (the job's): the ids read and the rows deleted are the same
-            # sagas. The status index finds them; the log's (saga_id, seq) index, their
+            # sagas. The status index finds them; the log's (saga_key, seq) index, their
             # entries.
             which = (
                 f"FROM spakky_saga_sagas WHERE status IN ({', '.join('?' * len(PURGEABLE))}) "
@@ -647,10 +686,14 @@ class SqliteSagaStore:
                 row[0] for row in db.execute(f"SELECT saga_id {which} ORDER BY saga_id", params)
             )
             if gone and not dry_run:
-                for table in ("spakky_saga_events", "spakky_saga_signals"):
-                    db.execute(
-                        f"DELETE FROM {table} WHERE saga_id IN (SELECT saga_id {which})", params
-                    )
+                db.execute(
+                    f"DELETE FROM spakky_saga_events WHERE saga_key IN (SELECT saga_key {which})",
+                    params,
+                )
+                db.execute(
+                    f"DELETE FROM spakky_saga_signals WHERE saga_id IN (SELECT saga_id {which})",
+                    params,
+                )
                 db.execute(f"DELETE {which}", params)
             return gone
 
@@ -1102,9 +1145,13 @@ def _apply_alone(
 _INSERT_SAGA: Final = (
     f"INSERT INTO spakky_saga_sagas ({_SAGA_COLUMNS}) VALUES ({', '.join('?' * len(SAGA_COLUMNS))})"
 )
+_SAGA_KEY: Final = "(SELECT saga_key FROM spakky_saga_sagas WHERE saga_id = ?)"
+"""The integer key the log is kept by (schema version 6), from a saga's id: one lookup in the
+ids' index, whose page the write's UPDATE has just read."""
+
 _INSERT_EVENT: Final = (
-    f"INSERT INTO spakky_saga_events (saga_id, {_EVENT_COLUMNS}) "
-    f"VALUES ({', '.join('?' * (len(StoredEvent._fields) + 1))})"
+    f"INSERT INTO spakky_saga_events (saga_key, {_EVENT_COLUMNS}) "
+    f"VALUES ({_SAGA_KEY}, {', '.join('?' * len(StoredEvent._fields))})"
 )
 
 
@@ -1253,7 +1300,8 @@ def _load(db: sqlite3.Connection, saga_id: str) -> SagaRecord | None:
     events = tuple(
         StoredEvent(*event)
         for event in db.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM spakky_saga_events WHERE saga_id = ? ORDER BY seq",
+            f"SELECT {_EVENT_COLUMNS} FROM spakky_saga_events WHERE saga_key = {_SAGA_KEY} "
+            "ORDER BY seq",
             (saga_id,),
         )
     )
