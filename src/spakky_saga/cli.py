@@ -46,7 +46,7 @@ from spakky_saga._text import error_text, safe_repr
 from spakky_saga.cancel import cancel
 from spakky_saga.codec import signal_from_json
 from spakky_saga.console_store import SagaConsoleStore
-from spakky_saga.diagram import DIRECTIONS, to_mermaid
+from spakky_saga.diagram import to_mermaid
 from spakky_saga.engine import SagaEngine
 from spakky_saga.errors import (
     SagaFlowChangedError,
@@ -58,6 +58,7 @@ from spakky_saga.errors import (
 )
 from spakky_saga.events import SagaEventKind
 from spakky_saga.flow import SagaFlow
+from spakky_saga.flowchart import DIRECTIONS
 from spakky_saga.recovery import RecoveredSaga, RecoveryOutcome
 from spakky_saga.saga import AbstractSaga, Saga
 from spakky_saga.signals import SignalReceipt

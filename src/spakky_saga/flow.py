@@ -31,6 +31,7 @@ from spakky_saga.errors import (
     SagaUncompensatedBeforePivotError,
     SagaWaitDefinitionError,
 )
+from spakky_saga.flowchart import Box, Fork, flowchart
 from spakky_saga.strategy import (
     DEFAULT_STRATEGY,
     MYPY,
@@ -725,9 +726,13 @@ class SagaFlow[D: AbstractSagaData]:
         """This flow as a Mermaid flowchart: steps in order, parallel groups as fork and
         join, a dotted edge from each action to its compensation, strategies and timeouts on
         the nodes (see docs/observability.md). Paste it into a ```mermaid block."""
-        from spakky_saga.diagram import to_mermaid  # noqa: PLC0415 - diagram.py imports flow.py
-
-        return to_mermaid(self, direction=direction)
+        start = ["start"]
+        if self.saga_timeout is not None:
+            start.append(f"saga timeout {format_duration(self.saga_timeout)}")
+        handler = self.compensation_failure_handler
+        if handler is not None:
+            start.append(f"on compensation failure → {callable_name(handler)}")
+        return flowchart(start, [_item_box(item) for item in self.items], direction)
 
     def __repr__(self) -> str:
         """`SagaFlow(reserve >> release, charge | Skip(), a & b, timeout=30s)`."""
@@ -881,3 +886,38 @@ def _item_text(item: FlowItem[Any]) -> str:
         return repr(item)
     text = " & ".join(_member_text(member) for member in item.items)
     return f"pivot({text})" if item.pivot else text
+
+
+def _action_box(item: SagaStep[Any] | Transaction[Any]) -> Box:
+    """A step's box in a diagram: its name, then its strategy and timeout when set and
+    `read-only`; with its compensation's box (and its own policy and timeout). A wait shows
+    what it waits for (`wait_details`)."""
+    if item.waits:
+        return Box((item.name, *item.wait_details), wait=True, pivot=item.pivot)
+    lines = [item.name]
+    if item.on_error != DEFAULT_STRATEGY:
+        lines.append(safe_repr(item.on_error))
+    if item.timeout is not None:
+        lines.append(f"timeout {format_duration(item.timeout)}")
+    if item.read_only:
+        lines.append("read-only")
+    undo: list[str] = []
+    if isinstance(item, Transaction):
+        undo.append(item.compensation_name)
+        if item.compensation_strategy != DEFAULT_STRATEGY:
+            undo.append(safe_repr(item.compensation_strategy))
+        if item.compensation_timeout is not None:
+            undo.append(f"timeout {format_duration(item.compensation_timeout)}")
+    return Box(tuple(lines), pivot=item.pivot, compensation=tuple(undo))
+
+
+def _item_box(item: FlowItem[Any]) -> Box | Fork:
+    """A flow item as a diagram draws it: a step's box, or a group's fork, members and join."""
+    if not isinstance(item, Parallel):
+        return _action_box(item)
+    fork = ["parallel"]
+    if item.compensation_order == "concurrent":
+        fork.append("compensated concurrently")
+    join = ("join",) if item.merge is None else ("merge", callable_name(item.merge))
+    members = tuple(_action_box(member) for member in item.items)
+    return Fork(tuple(fork), members, join, pivot=item.pivot)

@@ -37,11 +37,12 @@ from spakky_saga.store import (
     SagaUpdate,
     StoredEvent,
     StoredStatus,
+    WaitingStore,
     signal_entry,
+    stored_event,
 )
 
 _KIND_NAMES: Final = {kind: kind.value for kind in SagaEventKind}
-_new_entry: Final = tuple.__new__  # StoredEvent, positionally, without its __new__: two a step
 
 _COMPENSATION_OUTCOMES: Final = frozenset(
     {SagaEventKind.COMPENSATION_DONE, SagaEventKind.COMPENSATION_FAILED}
@@ -164,8 +165,7 @@ class SagaJournal:
         error = event.error
         self.seq += 1
         self._pending.append(
-            _new_entry(
-                StoredEvent,
+            stored_event(
                 (
                     self.seq,
                     _KIND_NAMES[kind],
@@ -239,13 +239,13 @@ class SagaJournal:
 
     async def suspend(self, wake_at: float | None, seen: int) -> None:
         """After the SAGA_SUSPENDED entry was written: make the saga WAITING in the store and
-        give up its lease (`SagaStore.suspend`)."""
+        give up its lease (`WaitingStore.suspend`)."""
         if self._failure is not None:
             raise self._failure
-        suspend = getattr(self.store, "suspend", None)
-        if suspend is None:  # pragma: no cover - the engine suspends only on a SignalStore
-            raise TypeError(f"{self.store!r} cannot suspend sagas")
-        await suspend(self.saga_id, self.owner, wake_at, seen)
+        store = self.store
+        if not isinstance(store, WaitingStore):  # pragma: no cover - the engine checks it too
+            raise TypeError(f"{store!r} cannot suspend sagas")
+        await store.suspend(self.saga_id, self.owner, wake_at, seen)
 
     def _finish(self, event: SagaEvent) -> None:
         assert event.status is not None

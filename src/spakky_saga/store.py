@@ -122,13 +122,22 @@ SIGNAL_ENTRY: Final = "spakky_saga:signal/1"
 which signal a wait took (versioned, as every blob the store keeps)."""
 
 
+@runtime_checkable
+class LoggedSignal(Protocol):
+    """A signal whose log entry records more than its id: an operator's decision
+    (`Resolution`) records the decision and who made it."""
+
+    def log_fields(self) -> dict[str, str]:
+        """What the SIGNAL_RECEIVED entry records besides `signal_id`, in order."""
+        ...
+
+
 def signal_entry(signal_id: str, signal: object = None) -> tuple[str, str]:
-    """The `data` and `data_type` of the log entry recording that a wait took `signal_id`;
-    an operator's decision (a `Resolution`) is recorded with it, and who made it."""
+    """The `data` and `data_type` of the log entry recording that a wait took `signal_id`,
+    with what the signal adds to it (`LoggedSignal`)."""
     entry = {"signal_id": signal_id}
-    decision, by = getattr(signal, "decision", None), getattr(signal, "by", None)
-    if isinstance(decision, str) and isinstance(by, str):
-        entry |= {"resolution": decision, "by": by}
+    if isinstance(signal, LoggedSignal):
+        entry |= signal.log_fields()
     return json.dumps(entry), SIGNAL_ENTRY
 
 
@@ -183,6 +192,31 @@ class StoredEvent(NamedTuple):
     traceback: str | None = None
     """For failures: the error's traceback as text (at most `TRACEBACK_LIMIT` characters, its
     end kept), or None (no error, or a log written before schema version 4)."""
+
+
+type EventFields = tuple[
+    int,
+    str,
+    float,
+    str | None,
+    str | None,
+    int,
+    float,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+]
+"""All of a `StoredEvent`'s fields, in order (`seq` to `traceback`)."""
+
+
+def stored_event(fields: EventFields, /) -> StoredEvent:
+    """The `StoredEvent` of `fields` (every field, in order), made without the named tuple's
+    `__new__` and its keyword handling: the journal makes two a step, and this is the
+    cheapest way to make one. Elsewhere, call `StoredEvent(...)`."""
+    return tuple.__new__(StoredEvent, fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,11 @@ class Resolution:
     decision: Decided
     by: str
 
+    def log_fields(self) -> dict[str, str]:
+        """What the saga's log records of it with its signal id (store.LoggedSignal): the
+        decision and who made it."""
+        return {"resolution": self.decision, "by": self.by}
+
 
 RESOLUTION_NAME: Final = type_name(Resolution)
 """How signals name `Resolution` (`module:QualName`)."""
