@@ -563,7 +563,7 @@ class PostgresSagaStore:
         return [StoredSignal(*row) for row in rows]
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        return await self._call(lambda conn: self._load(conn, saga_id), read=True)
+        return await self._call(lambda conn: self._load(conn, saga_id))
 
     async def list(
         self, statuses: Sequence[StoredStatus] = (), limit: int = 100
@@ -579,7 +579,7 @@ class PostgresSagaStore:
             )
             return [SagaRecord.from_row(row) for row in await cursor.fetchall()]
 
-        return await self._call(run, read=True)
+        return await self._call(run)
 
     async def query(self, query: SagaQuery) -> SagaPage:
         statement, params = page_statement(query, self._t("sagas"), _SAGA_COLUMNS, "%s")
@@ -594,7 +594,6 @@ class PostgresSagaStore:
         await self._execute(
             f"INSERT INTO {self._t('audit')} ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s)",
             entry,
-            read=False,
         )
 
     async def audit_trail(self, saga_id: str) -> builtins.list[AuditEntry]:
@@ -613,14 +612,12 @@ class PostgresSagaStore:
         statement, params = wake_statement(self._t("sagas"), "%s", saga_ids, due_by, limit)
         return {saga_id: wake_at for saga_id, wake_at in await self._execute(statement, params)}
 
-    async def _execute(
-        self, statement: str, params: Sequence[object], *, read: bool = True
-    ) -> builtins.list[Any]:
+    async def _execute(self, statement: str, params: Sequence[object]) -> builtins.list[Any]:
         async def run(conn: AsyncConnection[Any]) -> builtins.list[Any]:
             cursor = await conn.execute(statement, params)
             return [] if cursor.description is None else await cursor.fetchall()
 
-        return await self._call(run, read=read)
+        return await self._call(run)
 
     async def purge(self, finished_before: float, *, dry_run: bool = False) -> tuple[str, ...]:
         which = f"{self._t('sagas')} WHERE status = ANY(%s) AND updated < %s"
@@ -698,19 +695,17 @@ class PostgresSagaStore:
             raise SagaStoreError(f"{self!r} is not open; await store.open() first")
         return pool.connection()
 
-    async def _call[T](
-        self, run: Callable[[AsyncConnection[Any]], Awaitable[T]], *, read: bool = False
-    ) -> T:
+    async def _call[T](self, run: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
         """Run a read, or a change that is safe to make twice, with `_retrying`.
 
-        A `read` (it changes nothing) is shielded from its caller's cancellation: the query
-        finishes on its connection, which goes back to the pool, and the caller stops waiting
-        at once. Cancelled mid-query, psycopg cancels the query on the server, and if the task
-        is cancelled again meanwhile (a task group, a web server shutting down, a client gone)
-        it closes the connection and logs warnings on stderr."""
+        Shielded from its caller's cancellation: the query finishes on its connection, which
+        goes back to the pool, and the caller stops waiting at once. Cancelled mid-query,
+        psycopg would cancel the query on the server, and if the task is cancelled again
+        meanwhile (a task group, a web server or an engine shutting down: `aclose()` while
+        the heartbeat renews leases) it closes the connection and logs warnings on stderr.
+        A change finished after its caller left is one a crash at that moment would leave:
+        a claim or renewal holds its sagas until the lease runs out, no longer."""
         call = self._retrying(lambda conn, _retried: run(conn), write=False)
-        if not read:
-            return await call
         task = asyncio.ensure_future(call)
         try:
             return await asyncio.shield(task)
