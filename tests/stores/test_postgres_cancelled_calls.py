@@ -17,7 +17,6 @@ from spakky_saga import PostgresSagaStore
 from tests.postgres_support import postgres_schema
 from tests.stores.test_store_contract import a_record, an_event
 
-
 _CALLS: dict[str, Callable[[PostgresSagaStore], Awaitable[object]]] = {
     "load": lambda store: store.load("s1"),
     "renew": lambda store: store.renew("engine-a", ["s1"], 30),
