@@ -6,7 +6,8 @@ Modes:
   `--kill` says (it prints a line only if it survives, which the parent treats as a failure);
 - `fleet`: start `--count` slow sagas at once (half of them RESUME, half COMPENSATE), print
   MIDWAY once every saga has begun and `--midway` actions are done, and go on until killed;
-- `batch`: start `--count` quick fleet sagas at once on `--store` and die inside the store's
+- `batch`: start `--count` quick fleet sagas at once on `--store` (with `--synchronous`) and
+  die inside the store's
   shared batch write once one holds at least `--batch-size` sagas' writes: `--kill-batch
   before` (written, not committed), `after` (committed, not yet acknowledged to any saga);
 - `recover`: call `recover()` in a loop until no saga is unfinished, then print a JSON
@@ -119,7 +120,8 @@ async def run_fleet(args: argparse.Namespace) -> None:
 def die_in_a_shared_batch(store: SagaStore, when: str, size: int, nth: int) -> None:
     """Make the process SIGKILL itself in the store's `nth` batch write of `size` or more
     sagas' writes: `before` its commit (the batch is applied, not committed), `after` it
-    (committed, no saga told yet)."""
+    (committed, no saga told yet). On SQLite that is the worker's batch (FULL) or a turn's
+    batch committed on the loop's thread (NORMAL)."""
     seen = [0]
 
     def fatal(writes: int) -> bool:
@@ -161,14 +163,23 @@ def die_in_a_shared_batch(store: SagaStore, when: str, size: int, nth: int) -> N
         finally:
             sqlite_store._hand_back = hand_back
 
+    commit_inline = sqlite_store.SqliteSagaStore._commit_inline
+
+    def committed_inline(self: Any, writes: Sequence[Any]) -> Any:
+        outcomes = commit_inline(self, writes)
+        if when == "after" and outcomes is not None and fatal(len(writes)):
+            die()  # the turn's batch committed; its callers' futures are not set yet
+        return outcomes
+
     sqlite_store._apply_writes = applied
     sqlite_store._write_batch = committed
+    sqlite_store.SqliteSagaStore._commit_inline = committed_inline  # type: ignore[method-assign] # the kill point
 
 
 async def run_batch(args: argparse.Namespace) -> None:
     participant = Participant(Path(args.effects), NO_KILL)
     participant.fsync = False
-    store = open_store(args.store, args.target, args.schema)
+    store = open_store(args.store, args.target, args.schema, args.synchronous)
     engine = SagaEngine(store=store, lease=timedelta(milliseconds=args.lease_ms))
     flows = register_fleet(engine, participant)
     await store.open()

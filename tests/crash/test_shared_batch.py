@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -46,7 +47,7 @@ LEASE = timedelta(seconds=1)
 
 
 async def _kill_in_a_batch(
-    store: str, target: str, schema: str, when: str, effects: Path
+    store: str, target: str, schema: str, when: str, effects: Path, *, synchronous: str = "FULL"
 ) -> list[str]:
     seed = uuid.uuid4().hex
     ended = await run_child(
@@ -60,6 +61,7 @@ async def _kill_in_a_batch(
         f"--seed={seed}",
         f"--kill-batch={when}",
         f"--batch-size={BATCH}",
+        f"--synchronous={synchronous}",
     )
     assert ended.killed, ended.describe()
     return fleet_ids(seed, COUNT)
@@ -108,13 +110,18 @@ async def _recover_and_check(store: SagaStore, ids: list[str], effects: Path) ->
         check_fleet_effects(record, effects_of)
 
 
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_a_kill_inside_a_shared_sqlite_batch_loses_no_acknowledged_write(
-    tmp_path: Path, when: str
+    tmp_path: Path, when: str, synchronous: Literal["FULL", "NORMAL"]
 ) -> None:
+    """FULL: the worker thread's batch; NORMAL: a turn's batch, committed on the loop's
+    thread."""
     effects, path = tmp_path / "effects.log", tmp_path / "sagas.db"
-    ids = await _kill_in_a_batch("sqlite", str(path), "public", when, effects)
-    await _recover_and_check(SqliteSagaStore(path), ids, effects)
+    ids = await _kill_in_a_batch(
+        "sqlite", str(path), "public", when, effects, synchronous=synchronous
+    )
+    await _recover_and_check(SqliteSagaStore(path, synchronous=synchronous), ids, effects)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
