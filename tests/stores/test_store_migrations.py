@@ -241,3 +241,11 @@ async def test_a_version_1_sqlite_log_is_kept_by_saga_key_every_entry_kept_in_or
     assert [e.seq for e in extended.events] == [1, 2, 3, 4]
     assert new is not None
     assert [e.seq for e in new.events] == [1]
+    db = sqlite3.connect(path)
+    try:  # the log's reference follows the renamed sagas table; nothing dangles
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        [reference] = db.execute("PRAGMA foreign_key_list(spakky_saga_events)").fetchall()
+    finally:
+        db.close()
+    assert reference[2:5] == ("spakky_saga_sagas", "saga_key", "saga_key")
