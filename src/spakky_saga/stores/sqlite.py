@@ -88,9 +88,9 @@ _LOG_BY_SAGA_KEY: Final = (
     # each saga has an integer key, given in the order sagas start, and the log is a rowid
     # table found by a unique index on (saga_key, seq): entries are appended at the table's
     # end, and the index entries of the sagas in flight, which started at about the same
-    # time, share a few pages. Measured in raw SQL, a batch of 50 writes: 27 -> 8 us a write
-    # with synchronous=NORMAL, 28 -> 12 with FULL, half the pages written to the WAL
-    # (benchmarks/README.md, issue 15, third pass). Both tables are copied once, in the
+    # time, share a few pages. Measured in raw SQL, a batch of 50 writes: 28 -> 9 us a write
+    # with synchronous=NORMAL, 33 -> 15 with FULL (benchmarks/README.md, issue 15, third
+    # pass). Both tables are copied once, in the
     # migration's transaction.
     """CREATE TABLE spakky_saga_sagas_v6 (
         saga_key INTEGER PRIMARY KEY,
