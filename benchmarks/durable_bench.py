@@ -510,7 +510,7 @@ class CallbackTimer:
 
     Garbage collection inside a callback is timed too (by `gc.callbacks`): CPython's cyclic
     collector runs when allocations set it off, whoever made them, and scans the process's
-    objects (a full collection, all of them: 16-23 ms with 100 PostgreSQL sagas in flight
+    objects (a full collection, all of them: 11-23 ms with 100 PostgreSQL sagas in flight
     here, none after `gc.freeze()`); 'own' figures leave it out, and the report gives the
     longest collection on its own."""
 
