@@ -317,6 +317,9 @@ class _CrashExplorer[D: AbstractSagaData]:
         flow, subject = self.source.next()
         shape = self.source.shape
         observers = [self.observer(recorder, world, process) for process in (1, 2)]
+        seen: list[Sequence[WaitObserver]] = (
+            [observers[:1], observers[1:]] if self.waits else [(), ()]
+        )  # a flow without waits runs without them, as before
         engine = self.engine(dying, policy, store_time)
         try:  # for a flow with waits, it resumes the saga itself after each wake-up
             await _abandon(
@@ -324,7 +327,7 @@ class _CrashExplorer[D: AbstractSagaData]:
                     instrument(flow, shape, self.faults, recorder, process=1),
                     self.data,
                     saga_name=self.source.name,
-                    listeners=observers[:1],
+                    listeners=seen[0],
                 )
             )
         finally:
@@ -347,7 +350,7 @@ class _CrashExplorer[D: AbstractSagaData]:
         report: RecoveryReport | None = None
         recover_error: BaseException | None = None
         try:
-            report = await _recover(recovering, self.saga_id, observers[1:], world)
+            report = await _recover(recovering, self.saga_id, seen[1], world)
         except Exception as raised:  # a broken recovery: reported, not raised
             recover_error = raised
         finally:
