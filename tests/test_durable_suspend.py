@@ -17,6 +17,7 @@ import pytest
 
 from spakky_saga import (
     AbstractSagaData,
+    InMemorySagaStore,
     RecoveryOutcome,
     SagaEngine,
     SagaFlow,
@@ -215,3 +216,34 @@ async def test_a_serving_engine_resumes_a_saga_at_once_when_it_is_sent_its_signa
     assert CALLS == ["reserve", "ship now"]
     assert resumed < 30  # within one pass, not after `every`
     await engine.aclose()
+
+
+async def test_a_sleep_woken_early_suspends_again_until_its_first_deadline() -> None:
+    # A signal for a later wait wakes the saga while it sleeps: the resumed sleep logs
+    # STEP_STARTED again, and its deadline still counts from the first (explore_crashes
+    # found it restarting from the second, so the saga slept a full hour more).
+    now = [1_000_000.0]
+    store = InMemorySagaStore(clock=lambda: now[0])
+    engine = SagaEngine(store=store, wall_clock=lambda: now[0], log=False)
+    flow = saga_flow(sleep(timedelta(hours=1)), wait_for(Confirmed, merge=_confirmed))
+    engine.register("slept", flow)
+    data = _Slept()
+    assert (await engine.run(flow, data, saga_name="slept")).status is SagaStatus.WAITING
+
+    now[0] += 600
+    await engine.signal(data.saga_id, Confirmed("r-1"))  # for the wait after the sleep
+    woken = await engine.recover()
+    now[0] += 3000  # the sleep's first deadline
+    finished = await engine.recover()
+
+    assert [s.outcome for s in woken.sagas] == [RecoveryOutcome.WAITING]
+    assert [s.outcome for s in finished.sagas] == [RecoveryOutcome.COMPLETED]
+    await engine.aclose()
+
+
+class _Slept(AbstractSagaData):
+    reference: str = ""
+
+
+def _confirmed(data: _Slept, signal: Confirmed) -> _Slept:
+    return dataclasses.replace(data, reference=signal.reference)

@@ -233,7 +233,10 @@ def replay(record: SagaRecord, plan: ExecutionPlan) -> Replayed:  # noqa: PLR091
             error = error or LoggedError(event.error_type or "Exception", event.error)
             state.escalated[key] = (event.attempt, event.at, error)
         elif kind is SagaEventKind.STEP_STARTED:
-            if node.wait is not None:
+            begun = state.wait_started.get(key)
+            if node.wait is not None and (begun is None or begun[0] != event.attempt):
+                # an attempt resumed after a suspension logs STEP_STARTED again: its deadline
+                # counts from the first
                 state.wait_started[key] = (event.attempt, event.at)
             state.attempts[key] = event.attempt
             state.in_doubt[key] = event.attempt

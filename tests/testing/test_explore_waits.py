@@ -28,7 +28,7 @@ from spakky_saga import (
 )
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.events import SagaEvent
-from spakky_saga.testing import Check, explore_crashes, explore_failures
+from spakky_saga.testing import Check, explore_failures
 from spakky_saga.testing.virtual_time import VirtualClock
 from tests.testing.flows import Order, Services
 
@@ -121,11 +121,6 @@ async def test_a_flow_waiting_for_a_signal_needs_its_payload_and_an_engine_that_
         await explore_failures(
             waiting_flow(Services()), Order(), engine=RunOnly(), signals=[Confirmed("ok")]
         )
-
-
-async def test_crash_exploration_refuses_a_flow_with_waits_naming_them() -> None:
-    with pytest.raises(ValueError, match=r"the flow waits \(wait_for\(Confirmed\), sleep\(1h\)\)"):
-        await explore_crashes(waiting_flow(Services()), Order(), store=lambda clock: None)  # type: ignore[arg-type,return-value] # refused before the store is made
 
 
 # --- planted bugs ---------------------------------------------------------------------------

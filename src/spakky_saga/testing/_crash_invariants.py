@@ -22,12 +22,13 @@ from spakky_saga.events import SagaEventKind
 from spakky_saga.recovery import RecoveredSaga, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult
 from spakky_saga.status import SagaStatus
-from spakky_saga.store import SagaRecord, StoredStatus
+from spakky_saga.store import SagaRecord, StoredStatus, signal_of
 from spakky_saga.testing._injection import Call, Group, Shape
 from spakky_saga.testing._invariants import (
     check_compensation_order,
     committed,
     fold_retried,
+    same_data,
 )
 from spakky_saga.testing.report import Check, Scenario, Violation, describe_error
 
@@ -58,6 +59,10 @@ _ENDS_ATTEMPT = frozenset(
 _RESOLVES_STEP = frozenset(
     kind.value for kind in (SagaEventKind.STEP_COMMITTED, SagaEventKind.STEP_SKIPPED)
 )
+_SIGNAL_RECEIVED = SagaEventKind.SIGNAL_RECEIVED.value
+_GAVE_UP = frozenset(kind.value for kind in (SagaEventKind.STEP_FAILED, SagaEventKind.STEP_SKIPPED))
+_NOT_SENT: Any = object()
+
 _ENDS_COMPENSATION = frozenset(
     kind.value for kind in (SagaEventKind.COMPENSATION_DONE, SagaEventKind.COMPENSATION_FAILED)
 )
@@ -89,6 +94,11 @@ class Recovered:
     recover_error: BaseException | None
     final: SagaRecord | None
     """The saga after recovery."""
+    signals_sent: dict[str, object] = field(default_factory=dict)
+    """By wait site key: the signal the explorer stored for that `wait_for` (either process's
+    attempt of it started)."""
+    signals_taken: dict[str, list[object]] = field(default_factory=dict)
+    """By wait site key: the signals both processes' SIGNAL_RECEIVED events said it took."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +108,14 @@ class InDoubt:
 
     attempts: frozenset[tuple[str, int]]
     compensations: frozenset[tuple[str, int]]
+    ended: frozenset[tuple[str, int]] = frozenset()
+    """The attempts whose outcome the log had."""
 
     @classmethod
     def of(cls, record: SagaRecord | None) -> InDoubt:
         attempts: set[tuple[str, int]] = set()
         compensations: set[tuple[str, int]] = set()
+        ended: set[tuple[str, int]] = set()
         for event in record.events if record is not None else ():
             key = event.step_key
             if key is None:
@@ -111,11 +124,12 @@ class InDoubt:
                 attempts.add((key, event.attempt))
             elif event.kind in _ENDS_ATTEMPT:
                 attempts.discard((key, event.attempt))
+                ended.add((key, event.attempt))
             elif event.kind == SagaEventKind.COMPENSATION_STARTED.value:
                 compensations.add((key, event.attempt))
             elif event.kind in _ENDS_COMPENSATION:
                 compensations.discard((key, event.attempt))
-        return cls(frozenset(attempts), frozenset(compensations))
+        return cls(frozenset(attempts), frozenset(compensations), frozenset(ended))
 
     def step(self, key: str) -> bool:
         return any(step == key for step, _ in self.attempts)
@@ -161,6 +175,7 @@ class _Checker:
             return self.found
         undo = self.repeats()
         self.compensations(undo)
+        self.signals()
         if run.policy is RecoveryPolicy.RESUME and not self.diverged:
             self.as_uncrashed(entry)
         return self.found
@@ -226,6 +241,7 @@ class _Checker:
             run.policy is RecoveryPolicy.COMPENSATE
             and entry.outcome == "completed"
             and not self.past_pivot()
+            and not self.in_wait()
         ):
             self.add(
                 Check.RECOVERED,
@@ -233,6 +249,15 @@ class _Checker:
                 "instead of compensated",
             )
         return entry
+
+    def in_wait(self) -> bool:
+        """Whether the saga was in a wait at the crash (suspended, or a wait's attempt in
+        doubt): it goes on waiting whatever its recovery policy (docs/waits.md)."""
+        at_crash = self.run.at_crash
+        if at_crash is not None and at_crash.status is StoredStatus.WAITING:
+            return True
+        waits = {site.key for site in self.shape.waits}
+        return any(key in waits for key, _ in InDoubt.of(at_crash).attempts)
 
     def finished_in_store(self) -> None:
         run, final = self.run, self.run.final
@@ -324,6 +349,44 @@ class _Checker:
                 f"{sorted(_compensated(reference.calls)) or 'nothing'}",
             )
 
+    def signals(self) -> None:
+        """Each signal the explorer sent a `wait_for` was taken exactly once over both
+        processes (the final log's SIGNAL_RECEIVED entries), and it was the one sent; a wait
+        that ended without it (timed out, skipped) lost it."""
+        final = self.run.final
+        events = final.events if final is not None else ()
+        for site in self.shape.waits:
+            if site.signal_type is None:
+                continue
+            sent = self.run.signals_sent.get(site.key, _NOT_SENT)
+            wrong = [
+                s for s in self.run.signals_taken.get(site.key, []) if s is not sent and s != sent
+            ]
+            if wrong:
+                self.add(
+                    Check.SIGNAL_ONCE,
+                    f"{site.label} took {_times(len(wrong))} a signal the explorer never sent it",
+                )
+            taken = Counter(
+                signal_of(e)["signal_id"]
+                for e in events
+                if e.step_key == site.key and e.kind == _SIGNAL_RECEIVED
+            )
+            for signal_id, count in sorted(taken.items()):
+                if count > 1:
+                    self.add(
+                        Check.SIGNAL_ONCE,
+                        f"{site.label} took signal {signal_id} {_times(count)} over the crash and "
+                        "recovery (its log lists it each time), not once",
+                    )
+            ended = any(e.step_key == site.key and e.kind in _GAVE_UP for e in events)
+            if sent is not _NOT_SENT and not taken and ended:
+                self.add(
+                    Check.SIGNAL_ONCE,
+                    f"{site.label} ended without the signal sent to it (stored before it gave up): "
+                    "the signal was lost",
+                )
+
     def past_pivot(self) -> bool:
         """Whether the saga got past its pivot: in the log at the crash (every step of the
         pivot item committed or skipped), or by what ran (an action after it started)."""
@@ -354,8 +417,14 @@ class _Checker:
                 actions[(call.site.key, attempt_of(call))].append(call)
             elif call.kind == "compensation":
                 undo[(call.site.key, attempt_of(call))].append(call)
+        waits = {site.key for site in self.shape.waits}
         for (key, attempt), calls in actions.items():
-            self.repeated(calls, (key, attempt) in doubt.attempts, f"attempt {attempt} of ")
+            # a wait's attempt is seen when the engine announces it, which may be before its
+            # STEP_STARTED is written: it may run again unless the log had its outcome
+            doubted = (key, attempt) in doubt.attempts or (
+                key in waits and (key, attempt) not in doubt.ended
+            )
+            self.repeated(calls, doubted, f"attempt {attempt} of ")
         kept: list[Call] = []
         for (key, attempt), calls in undo.items():
             what = "" if attempt == 1 else f"attempt {attempt} of "
@@ -485,13 +554,6 @@ def stored_data_violation(
     if same_data(stored, expected):
         return None
     return f"the stored data is not {what}: {differences(stored, expected, 'stored', 'result')}"
-
-
-def same_data(one: object, other: object) -> bool:
-    """Whether two saga data objects hold the same values (saga data compares by identity)."""
-    if type(one) is not type(other) or not dataclasses.is_dataclass(one):
-        return one == other
-    return all(getattr(one, f.name) == getattr(other, f.name) for f in dataclasses.fields(one))
 
 
 def differences(got: object, expected: object, got_name: str, expected_name: str) -> str:

@@ -9,6 +9,7 @@ an engine that breaks a promise is caught however it is written.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -49,6 +50,16 @@ class Observed:
     """By wait site key: the signal the explorer sent to that `wait_for`."""
     signals_taken: dict[str, list[object]] = field(default_factory=dict)
     """By wait site key: the signals its SIGNAL_RECEIVED events said it took."""
+    reloaded: bool = False
+    """Whether its data may have gone through the store (a suspended saga, resumed): then
+    data is compared by value, not by identity."""
+
+
+def same_data(one: object, other: object) -> bool:
+    """Whether two saga data objects hold the same values (saga data compares by identity)."""
+    if type(one) is not type(other) or not dataclasses.is_dataclass(one):
+        return one == other
+    return all(getattr(one, f.name) == getattr(other, f.name) for f in dataclasses.fields(one))
 
 
 def committed(call: Call) -> bool:
@@ -96,6 +107,10 @@ class _Checker:
 
     def of_site(self, site: Site) -> list[Call]:
         return [c for c in self.run.calls if c.kind == "action" and c.site is site]
+
+    def differ(self, data: object, expected: object) -> bool:
+        """Whether `data` is not `expected` (nor, for a reloaded run, equal to it)."""
+        return data is not expected and not (self.run.reloaded and same_data(data, expected))
 
     def label(self, data: object) -> str:
         label = self.labels.get(id(data))
@@ -306,7 +321,7 @@ class _Checker:
                 f"are {sorted(skipped.elements())}",
             )
         expected = self.expected_latest()
-        if expected is not _UNKNOWN and result.data is not expected:
+        if expected is not _UNKNOWN and self.differ(result.data, expected):
             self.add(
                 Check.STATUS,
                 f"result.data is {self.label(result.data)}, not the latest data "
@@ -495,14 +510,14 @@ class _Checker:
             aborted = run.aborted_data
             if latest is _UNKNOWN:
                 latest = aborted if aborted is not None else undo[0].data if undo else None
-            elif aborted is not None and aborted is not latest:
+            elif aborted is not None and self.differ(aborted, latest):
                 self.add(
                     Check.COMPENSATION_DATA,
                     f"the cancelled saga rolled back with {self.label(aborted)}, not the latest "
                     f"data ({self.label(latest)})",
                 )
         for call in undo:
-            if call.data is not latest:
+            if self.differ(call.data, latest):
                 self.add(
                     Check.COMPENSATION_DATA,
                     f"{call.label} got {self.label(call.data)}, not the latest data "

@@ -12,6 +12,7 @@ before stays there, for a new engine to recover.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from spakky_saga.errors import SagaStoreError
 from spakky_saga.store import (
@@ -20,7 +21,9 @@ from spakky_saga.store import (
     SagaStore,
     SagaUpdate,
     StoredEvent,
+    StoredSignal,
     StoredStatus,
+    WaitingStore,
 )
 
 
@@ -154,3 +157,53 @@ def describe(
     if status is not None and operation == "append":
         text += f" -> {status.value}"
     return text
+
+
+@dataclass(slots=True)
+class Wakes:
+    """When the saga last suspended to wake (epoch seconds on the store's clock; None: only a
+    signal wakes it), as any process's store saw it: where the explorer moves time to."""
+
+    at: float | None = None
+    suspended: bool = False
+
+
+class WaitingProcessStore(ProcessStore):
+    """A `ProcessStore` over a `WaitingStore`, for a flow with waits: it keeps signals and
+    suspends sagas like the store it wraps (a suspension is a write, so a crash point), notes
+    each suspension's wake-up time in `wakes`, and awaits `on_look` before the saga looks for
+    its signals (the explorer's signals, sent when a wait started, arrive before it looks)."""
+
+    def __init__(
+        self,
+        store: WaitingStore,
+        wakes: Wakes,
+        *,
+        on_look: Callable[[], Awaitable[None]] | None = None,
+        kill_at: int | None = None,
+        lose_write: bool = False,
+        on_kill: Callable[[], None] = lambda: None,
+    ) -> None:
+        assert isinstance(store, SagaStore)
+        super().__init__(store, kill_at=kill_at, lose_write=lose_write, on_kill=on_kill)
+        self._waiting = store
+        self._wakes = wakes
+        self._on_look = on_look
+
+    async def send_signal(self, signal: StoredSignal) -> bool:
+        self._alive()
+        return await self._waiting.send_signal(signal)
+
+    async def signals(self, saga_id: str) -> list[StoredSignal]:
+        self._alive()
+        if self._on_look is not None:
+            await self._on_look()
+        return await self._waiting.signals(saga_id)
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        async def suspend() -> None:
+            await self._waiting.suspend(saga_id, owner, wake_at, seen)
+            self._wakes.at, self._wakes.suspended = wake_at, True
+
+        when = "a signal" if wake_at is None else f"{wake_at:.0f}"
+        await self._write(f"suspend: -> WAITING until {when}", suspend)

@@ -14,8 +14,12 @@ durable engine's hardest code, recovery, runs only after such a kill. Here:
 4. the calls both engines made, the log at the crash, the recovery report and the stored
    saga go through the checks (`_crash_invariants`).
 
-Everything runs on a `VirtualClock` (and, for a flow with timeouts, on virtual loop time), so
-backoff and leases take no time.
+Everything runs on a `VirtualClock` (and, for a flow with timeouts or waits, on virtual loop
+time), so backoff and leases take no time. A flow with waits suspends in the store: a run
+(killed or not, and the recovery) goes on after each suspension as a serving engine would,
+time moving on to the wake-up, until the saga no longer waits; the suspension and the
+wake-up are writes, so crash points, and its signals are sent by a process that is never
+killed (see `explore_crashes`).
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, Final
+from uuid import UUID
 
 from spakky_saga.data import AbstractSagaData
 from spakky_saga.engine import SagaEngine
-from spakky_saga.recovery import RecoveryPolicy, RecoveryReport
+from spakky_saga.errors import SagaCompensationFailedError, SagaSignalError
+from spakky_saga.flow import SagaFlow
+from spakky_saga.recovery import RecoveryOutcome, RecoveryPolicy, RecoveryReport
 from spakky_saga.result import SagaResult
-from spakky_saga.store import SagaStore
+from spakky_saga.status import SagaStatus
+from spakky_saga.store import SagaStore, WaitingStore
 from spakky_saga.stores.memory import InMemorySagaStore
 from spakky_saga.testing._crash_invariants import (
     Recovered,
@@ -42,9 +50,9 @@ from spakky_saga.testing._crash_invariants import (
     outcome_of,
 )
 from spakky_saga.testing._injection import Faults, Recorder, Shape, Site, instrument
-from spakky_saga.testing._process import ProcessStore
+from spakky_saga.testing._process import ProcessStore, WaitingProcessStore, Wakes
 from spakky_saga.testing._source import SagaSource, Source
-from spakky_saga.testing.explore import InjectedFault, Plan, ScenarioRunner
+from spakky_saga.testing.explore import InjectedFault, Plan, ScenarioRunner, WaitObserver
 from spakky_saga.testing.report import CrashOutcome, CrashReport, Scenario, ScenarioOutcome
 from spakky_saga.testing.virtual_time import VirtualClock
 
@@ -56,6 +64,8 @@ _LEASE: Final = timedelta(seconds=30)
 _NAMELESS: Final = "explore_crashes"
 """The saga name of a flow explored without `saga_name` (durable runs need one)."""
 _SETTLE_ROUNDS: Final = 1000
+_WAKE_ROUNDS: Final = 100
+"""Wake-ups a recovered saga with waits gets before the explorer stops moving time on."""
 """Loop iterations the killed engine's calls in flight get to end before recovery starts."""
 
 
@@ -72,6 +82,8 @@ async def explore_crashes[D: AbstractSagaData](
     error: Callable[[str], Exception] = InjectedFault,
     saga_name: str | None = None,
     store: StoreFactory | None = None,
+    signals: Sequence[object] = (),
+    unsignalled_wait: str | None = None,
 ) -> CrashReport[D]:
     """Kill a durable engine running `saga` at each of its writes, recover with a new engine
     under each of `policies`, and check the promises of recovery each time.
@@ -95,16 +107,20 @@ async def explore_crashes[D: AbstractSagaData](
     `lambda clock: SqliteSagaStore(path, clock=clock)` with a fresh path to explore the real
     thing. Its leases must run on `clock`: that is how the dead engine's lease expires without
     waiting.
+
+    A flow with waits runs on virtual loop time, its deadlines on the store's `clock` (which
+    then follows the virtual time). `signals` are payloads for its waits, as for
+    `explore_failures`: each `wait_for` is sent the one of its signal type when it starts (a
+    signal with an id of its own per attempt, as an idempotent webhook would send it, stored
+    before the wait looks), except `unsignalled_wait` (the label of a `wait_for` with a
+    timeout), which gets none and times out. The writes around a wait are crash points like
+    any other (its attempt, the signal's entry written with its commit, the suspension, the
+    wake-up); after each crash, recovery runs until the saga no longer waits, time moving on
+    to each wake-up, and `signal-once` checks that each signal sent was taken exactly once
+    over both processes, never lost.
     """
     started = time.perf_counter()
     source = Source(saga, saga_name, "explore_crashes")
-    if source.shape.waits:
-        raise ValueError(
-            f"explore_crashes(saga): the flow waits "
-            f"({', '.join(site.label for site in source.shape.waits)}); crash exploration "
-            "does not cover waits yet: explore_failures does (signal sent or withheld), and "
-            "crash tests of suspended sagas kill real processes (docs/testing.md)"
-        )
     if source.anonymous:
         source.name = _NAMELESS
     policies = tuple(policies)
@@ -119,9 +135,10 @@ async def explore_crashes[D: AbstractSagaData](
         step_failures,
         failing_compensation,
         compensation_failures,
+        unsignalled_wait,
     )
     clock = VirtualClock()
-    explorer = _CrashExplorer(source, data, faults, clock, store or _in_memory)
+    explorer = _CrashExplorer(source, data, faults, clock, store or _in_memory, signals)
     notes: list[str] = []
     with _virtual_time(clock, source.shape):
         uncrashed, writes, reference = await explorer.uncrashed(scenario, policies[0])
@@ -156,29 +173,37 @@ async def explore_crashes[D: AbstractSagaData](
 
 
 class _StoreTime:
-    """The shared store's wall clock: leases expire when `expire()` says, never by waiting."""
+    """The shared store's wall clock: leases expire when `expire()` says, never by waiting.
+    For a flow with waits it also follows `follow` (the virtual time), and is the engines'
+    wall clock too: a wait's deadline and its wake-up are on it."""
 
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
+    def __init__(self, follow: VirtualClock | None = None) -> None:
+        self.skew = 1_000_000.0
+        self.follow = follow
 
     def __call__(self) -> float:
-        return self.now
+        return self.skew + (self.follow.now if self.follow is not None else 0.0)
+
+    @property
+    def now(self) -> float:
+        return self()
 
     def expire(self) -> None:
         """Move past every lease (the dead engine's heartbeat renews no more)."""
-        self.now += _LEASE.total_seconds() * 100
+        self.skew += _LEASE.total_seconds() * 100
 
 
 class _CrashExplorer[D: AbstractSagaData]:
     """Runs the uncrashed reference, and each crash with its recovery."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - what explore_crashes was asked, passed on as it came
         self,
         source: Source[D],
         data: D,
         faults: Faults,
         clock: VirtualClock,
         new_store: StoreFactory,
+        signals: Sequence[object],
     ) -> None:
         self.new_store = new_store
         self.source = source
@@ -186,25 +211,63 @@ class _CrashExplorer[D: AbstractSagaData]:
         self.faults = faults
         self.clock = clock
         self.saga_id = str(data.saga_id)
+        self.waits = bool(source.shape.waits)
+        self.signals = signals
+        # refuses a missing payload now, before any run (a runner that can signal: the default)
+        self.payloads = ScenarioRunner(
+            source, _Resuming.probe(), data, faults.make_error, signals
+        ).payloads
+        self.sent = {k: p for k, p in self.payloads.items() if k != faults.withhold_signal}
 
-    def engine(self, store: ProcessStore, policy: RecoveryPolicy) -> SagaEngine:
-        return self.clock.engine(store=store, log=False, recovery=policy, lease=_LEASE)
+    def engine(self, store: ProcessStore, policy: RecoveryPolicy, wall: _StoreTime) -> SagaEngine:
+        if not self.waits:
+            return self.clock.engine(store=store, log=False, recovery=policy, lease=_LEASE)
+        return self.clock.engine(
+            store=store, log=False, recovery=policy, lease=_LEASE, wall_clock=wall
+        )
+
+    def process(self, store: SagaStore, world: _World | None, **kill: Any) -> ProcessStore:
+        """One process's view of `store` (a waiting one, for a flow with waits)."""
+        if world is None or not isinstance(store, WaitingStore):
+            return ProcessStore(store, **kill)
+        return WaitingProcessStore(store, world.wakes, on_look=world.mailbox.deliver, **kill)
+
+    def world(self, store: SagaStore, wall: _StoreTime) -> _World | None:
+        """The outside world of a flow with waits: who sends its signals, when it wakes."""
+        if not (self.waits and isinstance(store, WaitingStore)):
+            return None
+        wakes = Wakes()
+        sender = self.engine(WaitingProcessStore(store, wakes), RecoveryPolicy.RESUME, wall)
+        return _World(wakes, _Mailbox(sender, self.sent), wall)
 
     async def uncrashed(
         self, scenario: Scenario, policy: RecoveryPolicy
     ) -> tuple[ScenarioOutcome[D], list[str], Reference]:
         """The run without a crash, checked as `explore_failures` checks a run, and its store."""
-        store = self.new_store(_StoreTime())
-        process = ProcessStore(store)
-        engine = self.engine(process, policy)
-        runner = ScenarioRunner(self.source, engine, self.data, self.faults.make_error)
+        wall = _StoreTime(self.clock if self.waits else None)
+        store = self.new_store(wall)
+        world = self.world(store, wall)
+        process = self.process(store, world)
+        engine = self.engine(process, policy, wall)
+        resuming = _Resuming(engine, world)
+        runner = ScenarioRunner(
+            self.source,
+            resuming,
+            self.data,
+            self.faults.make_error,
+            self.signals,
+            post=world.mailbox.post if world is not None else None,
+            reloads=world is not None,
+        )
         try:
             outcome, recorder = await runner.run(
-                Plan(scenario, self.faults), baseline=scenario == Scenario()
+                Plan(scenario, self.faults, virtual=self.waits), baseline=scenario == Scenario()
             )
             record = await store.load(self.saga_id)
         finally:
             await engine.aclose()
+            if world is not None:
+                await world.mailbox.sender.aclose()
             await store.close()
         stored = check_stored(scenario, record, type(self.data), outcome.result)
         outcome = dataclasses.replace(outcome, violations=outcome.violations + tuple(stored))
@@ -215,20 +278,24 @@ class _CrashExplorer[D: AbstractSagaData]:
     ) -> tuple[CrashOutcome[D], list[str]] | None:
         """Kill a run at `scenario.crashed_at`, recover it, check; None if it never got there.
         Also the repeated calls a participant answered otherwise (see `check_recovery`)."""
-        store_time = _StoreTime()
+        store_time = _StoreTime(self.clock if self.waits else None)
         store = self.new_store(store_time)
+        world = self.world(store, store_time)
         try:
-            return await self._crash(scenario, reference, write, store, store_time)
+            return await self._crash(scenario, reference, write, store, store_time, world)
         finally:
+            if world is not None:
+                await world.mailbox.sender.aclose()
             await store.close()
 
-    async def _crash(
+    async def _crash(  # noqa: PLR0917 - one crash and its recovery, observed
         self,
         scenario: Scenario,
         reference: Reference,
         write: str,
         store: SagaStore,
         store_time: _StoreTime,
+        world: _World | None,
     ) -> tuple[CrashOutcome[D], list[str]] | None:
         assert scenario.crashed_at is not None
         assert scenario.recovery is not None
@@ -240,29 +307,41 @@ class _CrashExplorer[D: AbstractSagaData]:
             nonlocal killed_at
             killed_at = recorder.mark()
 
-        dying = ProcessStore(
-            store, kill_at=scenario.crashed_at, lose_write=scenario.write_lost, on_kill=killed
+        dying = self.process(
+            store,
+            world,
+            kill_at=scenario.crashed_at,
+            lose_write=scenario.write_lost,
+            on_kill=killed,
         )
         flow, subject = self.source.next()
         shape = self.source.shape
-        engine = self.engine(dying, policy)
-        try:
+        observers = [self.observer(recorder, world, process) for process in (1, 2)]
+        seen: list[Sequence[WaitObserver]] = (
+            [observers[:1], observers[1:]] if self.waits else [(), ()]
+        )  # a flow without waits runs without them, as before
+        engine = self.engine(dying, policy, store_time)
+        try:  # for a flow with waits, it resumes the saga itself after each wake-up
             await _abandon(
-                engine.run(
+                _Resuming(engine, world).run(
                     instrument(flow, shape, self.faults, recorder, process=1),
                     self.data,
                     saga_name=self.source.name,
+                    listeners=seen[0],
                 )
             )
         finally:
             await engine.aclose()
+        observers[0].cut_off()  # its waits end with the process
         await _settle(recorder)
         if not dying.killed:
             return None
+        if world is not None:
+            await world.mailbox.deliver()  # a signal sent as it died reaches the store
         at_crash = await store.load(self.saga_id)
 
         store_time.expire()
-        recovering = self.engine(ProcessStore(store), policy)
+        recovering = self.engine(self.process(store, world), policy, store_time)
         recovering.register(
             self.source.name,
             instrument(flow, shape, self.faults, recorder, process=2),
@@ -271,7 +350,7 @@ class _CrashExplorer[D: AbstractSagaData]:
         report: RecoveryReport | None = None
         recover_error: BaseException | None = None
         try:
-            report = await recovering.recover()
+            report = await _recover(recovering, self.saga_id, seen[1], world)
         except Exception as raised:  # a broken recovery: reported, not raised
             recover_error = raised
         finally:
@@ -289,6 +368,12 @@ class _CrashExplorer[D: AbstractSagaData]:
             report=report,
             recover_error=recover_error,
             final=final,
+            signals_sent=world.mailbox.delivered if world is not None else {},
+            signals_taken={
+                key: [s for o in observers for s in o.taken.get(key, [])]
+                for o in observers
+                for key in o.taken
+            },
         )
         entry = next(
             (s for s in (report.sagas if report else ()) if s.saga_id == self.saga_id), None
@@ -313,6 +398,117 @@ class _CrashExplorer[D: AbstractSagaData]:
             subject=subject,
         ), diverged
 
+    def observer(self, recorder: Recorder, world: _World | None, process: int) -> WaitObserver:
+        """What sees one process's waits (and sends their signals)."""
+        return WaitObserver(
+            self.source.shape,
+            recorder,
+            None,
+            self.sent,
+            self.data,
+            post=world.mailbox.post if world is not None else None,
+            process=process,
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class _World:
+    """What outlives the processes of one run of a flow with waits: the store's clock, who
+    sends the signals, and when the saga last suspended to wake."""
+
+    wakes: Wakes
+    mailbox: _Mailbox
+    time: _StoreTime
+
+
+class _Mailbox:
+    """The explorer's signals on their way: posted when a wait starts, sent (through an
+    engine of their own: the webhook's process, never killed) before a wait looks for them,
+    each with the id of the wait's attempt, so a repeat stores nothing new."""
+
+    def __init__(self, sender: SagaEngine, sent: dict[str, object]) -> None:
+        self.sender = sender
+        self.pending: list[tuple[UUID, str, object]] = []
+        self.delivered: dict[str, object] = {}
+        """By wait site key: the signal stored for it."""
+        self.sent = sent
+
+    def post(self, saga_id: UUID, signal_id: str, payload: object) -> None:
+        self.pending.append((saga_id, signal_id, payload))
+
+    async def deliver(self) -> None:
+        while self.pending:
+            saga_id, signal_id, payload = self.pending.pop(0)
+            with contextlib.suppress(SagaSignalError):  # the saga moved on (compensating)
+                await self.sender.signal(saga_id, payload, signal_id=signal_id)
+                self.delivered[signal_id.partition("#")[0]] = payload
+
+
+class _Resuming:
+    """An engine's `run` that, for a flow with waits, goes on until the saga no longer waits
+    (each pass of `recover()` after time moved on to its wake-up): the uncrashed run."""
+
+    def __init__(self, engine: SagaEngine | None, world: _World | None) -> None:
+        self.engine = engine
+        self.world = world
+        self.registered = False
+
+    @classmethod
+    def probe(cls) -> _Resuming:
+        """One that only shows it can signal (what checking `signals=` needs)."""
+        return cls(None, None)
+
+    async def signal(self, saga_id: UUID, payload: object, /) -> object:
+        assert self.engine is not None
+        return await self.engine.signal(saga_id, payload)
+
+    async def run[T: AbstractSagaData](
+        self,
+        flow: SagaFlow[T],
+        data: T,
+        *,
+        saga_name: str = "",
+        listeners: Iterable[object] = (),
+    ) -> SagaResult[T]:
+        engine = self.engine
+        assert engine is not None
+        result = await engine.run(flow, data, saga_name=saga_name, listeners=listeners)
+        if result.status is not SagaStatus.WAITING or self.world is None:
+            return result
+        if not self.registered:
+            engine.register(saga_name, flow)
+            self.registered = True
+        report = await _recover(engine, str(data.saga_id), list(listeners), self.world)
+        entry = next((s for s in report.sagas if s.saga_id == str(data.saga_id)), None)
+        if entry is None or entry.result is None:
+            return result
+        if isinstance(entry.error, SagaCompensationFailedError):
+            raise entry.error  # as run() raises it
+        return entry.result
+
+
+async def _recover(
+    engine: SagaEngine, saga_id: str, listeners: Sequence[object], world: _World | None
+) -> RecoveryReport:
+    """`recover()` the saga; for a flow with waits, again until it no longer waits, time
+    moving on to each wake-up (the report of the pass that took it up last)."""
+    report = last = await engine.recover(listeners=listeners)
+    if world is None:
+        return report
+    for _ in range(_WAKE_ROUNDS):
+        entry = next((s for s in report.sagas if s.saga_id == saga_id), None)
+        if entry is not None:
+            last = report
+            if entry.outcome is not RecoveryOutcome.WAITING:
+                break
+        wake = world.wakes.at
+        if wake is None or not world.wakes.suspended:
+            break  # not suspended, or only a signal wakes it, and none comes
+        world.wakes.suspended = False
+        await asyncio.sleep(max(0.0, wake - world.time()))
+        report = await engine.recover(listeners=listeners)
+    return last
+
 
 def _in_memory(clock: Callable[[], float]) -> SagaStore:
     return InMemorySagaStore(clock=clock)
@@ -325,6 +521,7 @@ def _faults(  # noqa: PLR0917 - the explorer's fault parameters, passed on as th
     step_failures: int | None,
     failing_compensation: str | None,
     compensation_failures: int | None,
+    unsignalled_wait: str | None = None,
 ) -> tuple[Faults, Scenario]:
     """The faults asked for, by site key, and the scenario describing them."""
     sites = {site.label: site for site in shape.sites}
@@ -350,15 +547,25 @@ def _faults(  # noqa: PLR0917 - the explorer's fault parameters, passed on as th
             raise ValueError(f"explore_crashes({parameter}={count!r}): give a count >= 1, or None")
     action = site(failing_step, "failing_step", compensable=False)
     undo = site(failing_compensation, "failing_compensation", compensable=True)
+    unsignalled = next((s for s in shape.waits if s.label == unsignalled_wait), None)
+    if unsignalled_wait is not None and (unsignalled is None or not unsignalled.can_time_out):
+        known = [s.label for s in shape.waits if s.can_time_out]
+        raise ValueError(
+            f"explore_crashes(unsignalled_wait={unsignalled_wait!r}): no such wait_for with a "
+            f"timeout (only one with a timeout ends without its signal); the flow's are "
+            f"{', '.join(known) or 'none'}"
+        )
     faults = Faults(
         error,
         fail_action=action.key if action else None,
         fail_compensation=undo.key if undo else None,
+        withhold_signal=unsignalled.key if unsignalled else None,
         action_failures=step_failures,
         compensation_failures=compensation_failures,
     )
     scenario = Scenario(
         failing_step=failing_step,
+        unsignalled_wait=unsignalled_wait,
         failing_compensation=failing_compensation,
         step_failures=step_failures if failing_step is not None else None,
         compensation_failures=compensation_failures if failing_compensation is not None else None,
@@ -368,8 +575,9 @@ def _faults(  # noqa: PLR0917 - the explorer's fault parameters, passed on as th
 
 @contextlib.contextmanager
 def _virtual_time(clock: VirtualClock, shape: Shape) -> Iterator[None]:
-    """Virtual loop time for a flow with timeouts (they would wait for real otherwise)."""
-    if shape.saga_timeout or any(site.timeout for site in shape.sites):
+    """Virtual loop time for a flow with timeouts or waits (they would wait for real
+    otherwise)."""
+    if shape.saga_timeout or shape.waits or any(site.timeout for site in shape.sites):
         with clock.virtual_loop():
             yield
     else:

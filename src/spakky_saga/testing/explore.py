@@ -270,9 +270,15 @@ class ScenarioRunner[D: AbstractSagaData]:
         data: D,
         error: Callable[[str], Exception],
         signals: Sequence[object] = (),
+        *,
+        post: Post | None = None,
+        reloads: bool = False,
     ) -> None:
         self.source = source
+        self.reloads = reloads
+        """Whether the runner's sagas may go through the store (suspend and resume)."""
         self.runner = runner
+        self.post = post
         self.data = data
         self.error = error
         self.last_cancel_issued = False
@@ -292,7 +298,7 @@ class ScenarioRunner[D: AbstractSagaData]:
             for key, payload in self.payloads.items()
             if key != plan.faults.withhold_signal
         }
-        waits = _WaitObserver(shape, recorder, self.runner, sent, self.data)
+        waits = WaitObserver(shape, recorder, self.runner, sent, self.data, post=self.post)
         call = self.runner.run(
             flow, self.data, saga_name=self.source.name, listeners=[events, waits]
         )
@@ -314,6 +320,7 @@ class ScenarioRunner[D: AbstractSagaData]:
             recorder.finished_at,
             signals_sent=sent,
             signals_taken=waits.taken,
+            reloaded=self.reloads,
         )
         violations = check_run(plan.scenario, shape, observed, baseline=baseline)
         if isinstance(raised, SagaCompensationFailedError) and result is None:
@@ -386,18 +393,28 @@ def _payloads(
     return payloads
 
 
-class _WaitObserver(SagaListener):
+type Post = Callable[[UUID, str, object], None]
+"""How a `WaitObserver` hands over a signal to send instead of sending it through the runner
+itself: (saga id, signal id, payload), the signal id `key#attempt` of the wait's attempt."""
+
+
+class WaitObserver(SagaListener):
     """Sees the flow's waits through their events: each attempt a call in the recorder (so
     that every check applies to it as to a step), the signals each took, and sends each
-    `wait_for` its signal when it starts (unless the scenario withholds it)."""
+    `wait_for` its signal when it starts (unless the scenario withholds it), through the
+    runner or `post`. An attempt resumed after a suspension (STEP_STARTED again, for the same
+    attempt) is the same call, sent nothing again. `process` is whose calls they are."""
 
     def __init__(
         self,
         shape: Shape,
         recorder: Recorder,
-        runner: SagaRunner,
+        runner: SagaRunner | None,
         sent: dict[str, object],
         data: object,
+        *,
+        post: Post | None = None,
+        process: int = 1,
     ) -> None:
         self.latest = data
         """The data of the latest event that carried some (STEP_STARTED carries none)."""
@@ -408,6 +425,8 @@ class _WaitObserver(SagaListener):
         self.taken: dict[str, list[object]] = {}
         self.open: dict[str, Call] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.post = post
+        self.process = process
 
     def _site(self, event: SagaEvent) -> Site | None:
         if event.data is not None:
@@ -418,11 +437,16 @@ class _WaitObserver(SagaListener):
         site = self._site(event)
         if site is None:
             return
-        call = self.recorder.start("action", site, self.latest)
+        resumed = self.open.get(site.key)
+        if resumed is not None and resumed.step_attempt == event.attempt:
+            return  # woken from a suspension: the attempt goes on
+        call = self.recorder.start("action", site, self.latest, self.process)
         call.step_attempt = event.attempt
         self.open[site.key] = call
         payload = self.sent.get(site.key)
-        if payload is not None:
+        if payload is not None and self.post is not None:
+            self.post(event.saga_id, f"{site.key}#{event.attempt}", payload)
+        elif payload is not None:
             assert isinstance(self.runner, SignallingRunner)
             task = asyncio.get_running_loop().create_task(
                 _send(self.runner, event.saga_id, payload)
@@ -444,10 +468,10 @@ class _WaitObserver(SagaListener):
             self.taken.setdefault(site.key, []).append(event.signal)
 
     def saga_aborted(self, event: SagaEvent) -> None:
-        self._end_all()
+        self.cut_off()
 
     def saga_finished(self, event: SagaEvent) -> None:
-        self._end_all()
+        self.cut_off()
 
     def _end(
         self, event: SagaEvent, returned: object = None, raised: BaseException | None = None
@@ -457,7 +481,9 @@ class _WaitObserver(SagaListener):
         if call is not None:
             self.recorder.end(call, returned=returned, raised=raised)
 
-    def _end_all(self) -> None:  # a wait cut off (cancelled, the saga timeout)
+    def cut_off(self) -> None:
+        """End the waits still open as cut off (cancelled, the saga timeout, a killed
+        process)."""
         for call in self.open.values():
             self.recorder.end(call, raised=asyncio.CancelledError())
         self.open.clear()

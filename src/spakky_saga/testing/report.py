@@ -54,7 +54,8 @@ class Check(StrEnum):
     """A compensation raised an error nobody injected: it fails on the data it is given."""
     SIGNAL_ONCE = "signal-once"
     """A `wait_for` takes the signal the explorer sent it exactly once if it committed,
-    never if it timed out, and nothing when no signal was sent."""
+    never if it timed out, and nothing when no signal was sent; over a crash, exactly once
+    across both processes, and never lost (ended without it after it was stored)."""
     LEFT_RUNNING = "left-running"
     """Nothing the saga started is still running when the caller gets its outcome."""
     WRITE_AHEAD = "write-ahead"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import timedelta
 from types import ModuleType
 from typing import Any, TypedDict, Unpack
@@ -46,6 +46,7 @@ class EngineOptions(TypedDict, total=False):
     lease: timedelta
     recovery: RecoveryPolicy
     recover_on_start: bool
+    wall_clock: Callable[[], float]
 
 
 class VirtualClock:
