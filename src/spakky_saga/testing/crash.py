@@ -64,9 +64,9 @@ _LEASE: Final = timedelta(seconds=30)
 _NAMELESS: Final = "explore_crashes"
 """The saga name of a flow explored without `saga_name` (durable runs need one)."""
 _SETTLE_ROUNDS: Final = 1000
+"""Loop iterations the killed engine's calls in flight get to end before recovery starts."""
 _WAKE_ROUNDS: Final = 100
 """Wake-ups a recovered saga with waits gets before the explorer stops moving time on."""
-"""Loop iterations the killed engine's calls in flight get to end before recovery starts."""
 
 
 async def explore_crashes[D: AbstractSagaData](
