@@ -1,5 +1,6 @@
 """`explore_crashes` on flows that wait: each `wait_for` is sent its signal when it starts
-(`signals=`), the engine is killed at each of its writes, the ones around a wait included
+(`signals=`), and each one with a timeout also gets a scenario in which it is sent none; the
+engine is killed at each of its writes, the ones around a wait included
 (the wait's attempt, the signal's entry written with its commit, the suspension, the
 wake-up), and recovery finishes the saga on virtual time: the signal taken exactly once, a
 sleep at its first deadline, a timeout that passed while no process ran into its
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from spakky_saga import (
     wait_for,
 )
 from spakky_saga.store import SagaRecord, SagaStore, StoredSignal
-from spakky_saga.testing import Check, CrashReport, explore_crashes
+from spakky_saga.testing import Check, CrashReport, Scenario, explore_crashes
 from tests.testing.flows import Order, Services
 from tests.testing.test_explore_waits import WAIT, Confirmed, Unused, confirm, waiting_flow
 
@@ -65,8 +67,9 @@ async def test_a_signalled_wait_and_a_sleep_recover_from_a_crash_at_every_write(
     assert any(w.startswith("append: signal_received") for w in report.writes)
     assert any(w.startswith("suspend: -> WAITING") for w in report.writes)  # the sleep
     assert any(w.startswith("append: saga_recovered, step_started sleep") for w in report.writes)
-    assert len(report.crashes) == 2 * 2 * len(report.writes)  # every write, both policies
-    for crash in report.crashes:
+    for scenario in report.scenarios:  # every write, both policies, before and after it
+        assert len(scenario.crashes) == 2 * 2 * len(scenario.writes)
+    for crash in report.scenario("no fault").crashes:
         assert crash.outcome in {"-", "COMPLETED", "FAILED"}, crash
         if crash.result is not None and crash.outcome == "COMPLETED":
             assert crash.result.data.charged  # the signal, merged once
@@ -109,36 +112,99 @@ async def test_a_timeout_that_passed_while_no_process_ran_compensates_on_recover
             step(services.ship, compensate=services.unship),
         )
 
-    report = await explore_crashes(
-        flow,
-        Order(),
-        signals=[Confirmed("ok")],
-        unsignalled_wait=WAIT,
-        store=stores(tmp_path),
-    )
+    report = await explore_crashes(flow, Order(), signals=[Confirmed("ok")], store=stores(tmp_path))
 
     assert report.ok, str(report)
-    assert report.uncrashed.outcome == "FAILED"
-    assert report.uncrashed.compensated == ("reserve",)
-    suspended = [c for c in report.crashes if c.at_crash == "WAITING"]
+    timed_out = report.scenario(f"{WAIT} gets no signal")
+    assert timed_out.uncrashed.outcome == "FAILED"
+    assert timed_out.uncrashed.compensated == ("reserve",)
+    suspended = [c for c in timed_out.crashes if c.at_crash == "WAITING"]
     assert suspended
     assert all(c.outcome == "FAILED" and c.compensated == ("reserve",) for c in suspended)
 
 
-async def test_a_missing_payload_or_an_unknown_unsignalled_wait_is_refused_at_call_time() -> None:
+@dataclass(frozen=True)
+class Shipped:
+    reference: str
+
+
+def shipped(data: Order, signal: Shipped) -> Order:
+    return dataclasses.replace(data, shipped=signal.reference == "ok")
+
+
+def two_waits_flow() -> SagaFlow[Order]:
+    """reserve >> release, then two waits with a timeout each."""
+    services = Services()
+    return saga_flow(
+        step(services.reserve, compensate=services.release),
+        wait_for(Confirmed, merge=confirm, timeout=timedelta(hours=48)),
+        wait_for(Shipped, merge=shipped, timeout=timedelta(hours=2)),
+    )
+
+
+async def test_each_wait_with_a_timeout_gets_a_scenario_without_its_signal_at_every_crash() -> None:
+    report = await explore_crashes(
+        two_waits_flow, Order(), signals=[Confirmed("ok"), Shipped("ok")], saga_name="waits"
+    )
+
+    assert report.ok, str(report)
+    assert [s.uncrashed.scenario for s in report.scenarios] == [
+        Scenario(),
+        Scenario(unsignalled_wait=WAIT),
+        Scenario(unsignalled_wait="wait_for(Shipped)"),
+    ]
+    assert [s.uncrashed.outcome for s in report.scenarios] == ["COMPLETED", "FAILED", "FAILED"]
+    for scenario in report.scenarios:
+        assert scenario.writes
+        assert len(scenario.crashes) == 2 * 2 * len(scenario.writes), scenario.uncrashed.scenario
+        assert {c.scenario.unsignalled_wait for c in scenario.crashes} == {
+            scenario.uncrashed.scenario.unsignalled_wait
+        }
+    assert report.crashes == tuple(c for s in report.scenarios for c in s.crashes)
+    assert any(w.startswith("suspend: -> WAITING") for w in report.scenarios[2].writes)
+    assert not any(w.startswith("suspend:") for w in report.scenarios[0].writes)
+    crash = report.crash("wait_for(Shipped) gets no signal, killed after write 1, RESUME")
+    assert crash.outcome == "FAILED"
+    assert "wait_for(Shipped) gets no signal" in str(report)
+
+
+class ForgetsWakeUps(InMemorySagaStore):
+    """Suspends a saga without its wake-up time: a wait that gets no signal never times out.
+    A wait that gets its signal never suspends, so only the timeout scenarios show it."""
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        await super().suspend(saga_id, owner, None, seen)
+
+
+async def test_a_bug_only_a_timeout_scenario_reaches_is_found() -> None:
+    report = await explore_crashes(
+        two_waits_flow,
+        Order(),
+        signals=[Confirmed("ok"), Shipped("ok")],
+        saga_name="waits",
+        store=lambda clock: ForgetsWakeUps(clock=clock),
+    )
+
+    assert not report.ok
+    signalled = report.scenario("no fault")
+    assert signalled.uncrashed.ok
+    assert all(crash.ok for crash in signalled.crashes), str(report)
+    for label in (WAIT, "wait_for(Shipped)"):
+        timed_out = report.scenario(f"{label} gets no signal")
+        assert timed_out.uncrashed.outcome == "WAITING"  # it never woke to time out
+        assert "a finished run has status WAITING" in [
+            v.message for v in timed_out.uncrashed.violations if v.check is Check.STATUS
+        ], str(report)
+        assert any(not crash.ok for crash in timed_out.crashes)
+
+
+async def test_a_missing_payload_is_refused_at_call_time() -> None:
     with pytest.raises(
         ValueError,
         match=r"explore_crashes\(saga, signals=\.\.\.\): no signal for wait_for\(Confirmed\) "
         r"\(Confirmed\); pass one payload of each type",
     ):
         await explore_crashes(waiting_flow(Services()), Order(), signals=[Unused("x")])
-    with pytest.raises(ValueError, match=r"unsignalled_wait='sleep\(1h\)'.*wait_for\(Confirmed\)"):
-        await explore_crashes(
-            waiting_flow(Services()),
-            Order(),
-            signals=[Confirmed("ok")],
-            unsignalled_wait="sleep(1h)",
-        )
 
 
 async def test_a_flow_without_waits_makes_no_suspension_write() -> None:

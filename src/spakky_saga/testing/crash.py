@@ -2,7 +2,9 @@
 a new engine, and check every promise of recovery each time.
 
 `explore_failures` injects faults into a run but never kills the engine running it, and a
-durable engine's hardest code, recovery, runs only after such a kill. Here:
+durable engine's hardest code, recovery, runs only after such a kill. Here, for each
+scenario (the faults asked for, every signal sent; then, for a flow with waits, each
+`wait_for` with a timeout getting none):
 
 1. the saga runs once on a durable engine without a crash (with the faults asked for): the
    reference. Its writes to the store (`begin`, `append`) are the crash points;
@@ -53,7 +55,13 @@ from spakky_saga.testing._injection import Faults, Recorder, Shape, Site, instru
 from spakky_saga.testing._process import ProcessStore, WaitingProcessStore, Wakes
 from spakky_saga.testing._source import SagaSource, Source
 from spakky_saga.testing.explore import InjectedFault, Plan, ScenarioRunner, WaitObserver
-from spakky_saga.testing.report import CrashOutcome, CrashReport, Scenario, ScenarioOutcome
+from spakky_saga.testing.report import (
+    CrashOutcome,
+    CrashReport,
+    CrashScenario,
+    Scenario,
+    ScenarioOutcome,
+)
 from spakky_saga.testing.virtual_time import VirtualClock
 
 type StoreFactory = Callable[[Callable[[], float]], SagaStore]
@@ -83,7 +91,6 @@ async def explore_crashes[D: AbstractSagaData](
     saga_name: str | None = None,
     store: StoreFactory | None = None,
     signals: Sequence[object] = (),
-    unsignalled_wait: str | None = None,
 ) -> CrashReport[D]:
     """Kill a durable engine running `saga` at each of its writes, recover with a new engine
     under each of `policies`, and check the promises of recovery each time.
@@ -112,12 +119,15 @@ async def explore_crashes[D: AbstractSagaData](
     then follows the virtual time). `signals` are payloads for its waits, as for
     `explore_failures`: each `wait_for` is sent the one of its signal type when it starts (a
     signal with an id of its own per attempt, as an idempotent webhook would send it, stored
-    before the wait looks), except `unsignalled_wait` (the label of a `wait_for` with a
-    timeout), which gets none and times out. The writes around a wait are crash points like
-    any other (its attempt, the signal's entry written with its commit, the suspension, the
-    wake-up); after each crash, recovery runs until the saga no longer waits, time moving on
-    to each wake-up, and `signal-once` checks that each signal sent was taken exactly once
-    over both processes, never lost.
+    before the wait looks). That is the first scenario explored; then, as in
+    `explore_failures`, each `wait_for` with a timeout gets one of its own in which it is
+    sent no signal and times out (`Scenario(unsignalled_wait=label)`, the other waits still
+    signalled), each explored at every crash point: `report.scenarios` holds them all, in
+    that order. The writes around a wait are crash points like any other (its attempt, the
+    signal's entry written with its commit, the suspension, the wake-up); after each crash,
+    recovery runs until the saga no longer waits, time moving on to each wake-up, and
+    `signal-once` checks that each signal sent was taken exactly once over both processes,
+    never lost.
     """
     started = time.perf_counter()
     source = Source(saga, saga_name, "explore_crashes")
@@ -135,41 +145,34 @@ async def explore_crashes[D: AbstractSagaData](
         step_failures,
         failing_compensation,
         compensation_failures,
-        unsignalled_wait,
     )
     clock = VirtualClock()
-    explorer = _CrashExplorer(source, data, faults, clock, store or _in_memory, signals)
     notes: list[str] = []
+    scenarios: list[CrashScenario[D]] = []
     with _virtual_time(clock, source.shape):
-        uncrashed, writes, reference = await explorer.uncrashed(scenario, policies[0])
-        crashes: list[CrashOutcome[D]] = []
-        for policy in policies:
-            for write in range(1, len(writes) + 1):
-                for lost in (True, False) if lost_writes else (False,):
-                    point = dataclasses.replace(
-                        scenario, crashed_at=write, write_lost=lost, recovery=policy
-                    )
-                    crashed = await explorer.crash(point, reference, writes[write - 1])
-                    if crashed is None:
-                        notes.append(
-                            f"{point}: the run made fewer writes than the uncrashed one (it is "
-                            "not deterministic), so it was never killed"
-                        )
-                        continue
-                    crashes.append(crashed[0])
-                    notes += [
-                        f"{point}: resumed-as-uncrashed not checked: {answer} (the saga may "
-                        "then take another path than the uncrashed run)"
-                        for answer in crashed[1]
-                    ]
+        for asked, withheld in _scenarios(source.shape, scenario, faults):
+            explorer = _CrashExplorer(source, data, withheld, clock, store or _in_memory, signals)
+            scenarios.append(await explorer.explore(asked, policies, lost_writes, notes))
     return CrashReport(
         saga_name=source.name,
-        uncrashed=uncrashed,
-        writes=tuple(writes),
-        crashes=tuple(crashes),
+        scenarios=tuple(scenarios),
         notes=tuple(notes),
         elapsed=timedelta(seconds=time.perf_counter() - started),
     )
+
+
+def _scenarios(
+    shape: Shape, scenario: Scenario, faults: Faults
+) -> Iterator[tuple[Scenario, Faults]]:
+    """The scenarios to explore: the one asked for (every wait sent its signal), then one per
+    `wait_for` with a timeout in which that wait gets none, as `explore_failures` names them."""
+    yield scenario, faults
+    for site in shape.waits:
+        if site.can_time_out:
+            yield (
+                dataclasses.replace(scenario, unsignalled_wait=site.label),
+                dataclasses.replace(faults, withhold_signal=site.key),
+            )
 
 
 class _StoreTime:
@@ -218,6 +221,38 @@ class _CrashExplorer[D: AbstractSagaData]:
             source, _Resuming.probe(), data, faults.make_error, signals
         ).payloads
         self.sent = {k: p for k, p in self.payloads.items() if k != faults.withhold_signal}
+
+    async def explore(
+        self,
+        scenario: Scenario,
+        policies: Sequence[RecoveryPolicy],
+        lost_writes: bool,
+        notes: list[str],
+    ) -> CrashScenario[D]:
+        """`scenario` uncrashed, then killed at each of its writes and recovered under each
+        policy (what could not be explored goes to `notes`)."""
+        uncrashed, writes, reference = await self.uncrashed(scenario, policies[0])
+        crashes: list[CrashOutcome[D]] = []
+        for policy in policies:
+            for write in range(1, len(writes) + 1):
+                for lost in (True, False) if lost_writes else (False,):
+                    point = dataclasses.replace(
+                        scenario, crashed_at=write, write_lost=lost, recovery=policy
+                    )
+                    crashed = await self.crash(point, reference, writes[write - 1])
+                    if crashed is None:
+                        notes.append(
+                            f"{point}: the run made fewer writes than the uncrashed one (it is "
+                            "not deterministic), so it was never killed"
+                        )
+                        continue
+                    crashes.append(crashed[0])
+                    notes += [
+                        f"{point}: resumed-as-uncrashed not checked: {answer} (the saga may "
+                        "then take another path than the uncrashed run)"
+                        for answer in crashed[1]
+                    ]
+        return CrashScenario(uncrashed, tuple(writes), tuple(crashes))
 
     def engine(self, store: ProcessStore, policy: RecoveryPolicy, wall: _StoreTime) -> SagaEngine:
         if not self.waits:
@@ -521,7 +556,6 @@ def _faults(  # noqa: PLR0917 - the explorer's fault parameters, passed on as th
     step_failures: int | None,
     failing_compensation: str | None,
     compensation_failures: int | None,
-    unsignalled_wait: str | None = None,
 ) -> tuple[Faults, Scenario]:
     """The faults asked for, by site key, and the scenario describing them."""
     sites = {site.label: site for site in shape.sites}
@@ -547,25 +581,15 @@ def _faults(  # noqa: PLR0917 - the explorer's fault parameters, passed on as th
             raise ValueError(f"explore_crashes({parameter}={count!r}): give a count >= 1, or None")
     action = site(failing_step, "failing_step", compensable=False)
     undo = site(failing_compensation, "failing_compensation", compensable=True)
-    unsignalled = next((s for s in shape.waits if s.label == unsignalled_wait), None)
-    if unsignalled_wait is not None and (unsignalled is None or not unsignalled.can_time_out):
-        known = [s.label for s in shape.waits if s.can_time_out]
-        raise ValueError(
-            f"explore_crashes(unsignalled_wait={unsignalled_wait!r}): no such wait_for with a "
-            f"timeout (only one with a timeout ends without its signal); the flow's are "
-            f"{', '.join(known) or 'none'}"
-        )
     faults = Faults(
         error,
         fail_action=action.key if action else None,
         fail_compensation=undo.key if undo else None,
-        withhold_signal=unsignalled.key if unsignalled else None,
         action_failures=step_failures,
         compensation_failures=compensation_failures,
     )
     scenario = Scenario(
         failing_step=failing_step,
-        unsignalled_wait=unsignalled_wait,
         failing_compensation=failing_compensation,
         step_failures=step_failures if failing_step is not None else None,
         compensation_failures=compensation_failures if failing_compensation is not None else None,

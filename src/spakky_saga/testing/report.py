@@ -9,7 +9,7 @@ compensations ran, in order) followed by every violation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 
@@ -274,40 +274,80 @@ class CrashOutcome[D: AbstractSagaData]:
 
 
 @dataclass(frozen=True, slots=True)
-class CrashReport[D: AbstractSagaData]:
-    """Everything `explore_crashes` ran and found.
+class CrashScenario[D: AbstractSagaData]:
+    """One scenario `explore_crashes` explored: its run without a crash (checked with
+    `explore_failures`'s promises, the reference every recovery under RESUME must end like),
+    what each of that run's writes to the store held, in order (the crash points), and one
+    outcome per crash point and recovery policy."""
 
-    `uncrashed` is the run without a crash (checked with `explore_failures`'s promises), the
-    reference every recovery under RESUME must end like; `writes` describes its writes to the
-    store, in order (the crash points); `crashes` holds one outcome per crash point and
-    recovery policy; `notes` what could not be explored; `elapsed` the real time it took.
-    """
-
-    saga_name: str
     uncrashed: ScenarioOutcome[D]
     writes: tuple[str, ...]
     crashes: tuple[CrashOutcome[D], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CrashReport[D: AbstractSagaData]:
+    """Everything `explore_crashes` ran and found.
+
+    `scenarios` holds each scenario explored: the one asked for (every signal sent) first,
+    then, for a flow with waits, one per `wait_for` with a timeout in which that wait gets no
+    signal. `uncrashed` and `writes` are the first scenario's; `crashes` holds every crash
+    outcome, scenario by scenario; `notes` what could not be explored; `elapsed` the real
+    time it took.
+    """
+
+    saga_name: str
+    scenarios: tuple[CrashScenario[D], ...]
     notes: tuple[str, ...] = ()
     elapsed: timedelta = field(default=timedelta(0))
 
     @property
+    def uncrashed(self) -> ScenarioOutcome[D]:
+        """The first scenario's run without a crash (every signal sent)."""
+        return self.scenarios[0].uncrashed
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """What each write of the first scenario's uncrashed run held (its crash points)."""
+        return self.scenarios[0].writes
+
+    @property
+    def crashes(self) -> tuple[CrashOutcome[D], ...]:
+        """One outcome per crash point and recovery policy, of every scenario."""
+        return tuple(outcome for scenario in self.scenarios for outcome in scenario.crashes)
+
+    @property
     def ok(self) -> bool:
-        """True when neither the uncrashed run nor any crash broke a promise."""
-        return self.uncrashed.ok and all(outcome.ok for outcome in self.crashes)
+        """True when no uncrashed run and no crash broke a promise."""
+        return not self.violations
 
     @property
     def violations(self) -> tuple[Violation, ...]:
-        """Every broken promise: the uncrashed run's, then crash point by crash point."""
-        return self.uncrashed.violations + tuple(
-            v for outcome in self.crashes for v in outcome.violations
+        """Every broken promise, scenario by scenario: its uncrashed run's, then crash point
+        by crash point."""
+        return tuple(
+            v
+            for scenario in self.scenarios
+            for v in scenario.uncrashed.violations
+            + tuple(v for outcome in scenario.crashes for v in outcome.violations)
         )
+
+    def scenario(self, description: str) -> CrashScenario[D]:
+        """The scenario described as `description` ("no fault", "wait_for(Paid) gets no
+        signal": its uncrashed run's scenario)."""
+        for scenario in self.scenarios:
+            if scenario.uncrashed.scenario.description == description:
+                return scenario
+        known = ", ".join(repr(s.uncrashed.scenario.description) for s in self.scenarios)
+        raise KeyError(f"no scenario {description!r} was explored (they are: {known})")
 
     def crash(self, description: str) -> CrashOutcome[D]:
         """The outcome of the crash described as `description` (as in the table)."""
-        for outcome in self.crashes:
+        crashes = self.crashes
+        for outcome in crashes:
             if outcome.scenario.description == description:
                 return outcome
-        known = ", ".join(repr(o.scenario.description) for o in self.crashes[:4])
+        known = ", ".join(repr(o.scenario.description) for o in crashes[:4])
         raise KeyError(f"no crash {description!r} was explored (first ones: {known}, ...)")
 
     def assert_ok(self) -> None:
@@ -317,24 +357,43 @@ class CrashReport[D: AbstractSagaData]:
 
     def __str__(self) -> str:
         violations = self.violations
-        base = self.uncrashed
-        header = (
-            f"explore_crashes({self.saga_name}): {base.scenario.description}, "
-            f"{_count(len(self.writes), 'write')}, {_count(len(self.crashes), 'crash')}, "
-            f"{_count(len(violations), 'violation')}, {_ms(self.elapsed)}\n"
-            f"uncrashed: {base.outcome}"
-            + (f" at {base.failed_step}" if base.failed_step is not None else "")
-            + f" ({_verdict(base.violations)})"
+        crashes = self.crashes
+        several = len(self.scenarios) > 1
+        totals = (
+            f"{_count(len(crashes), 'crash')}, {_count(len(violations), 'violation')}, "
+            f"{_ms(self.elapsed)}"
         )
-        rows = [("#", "crash", "write", "at crash", "recovered", "compensated", "check")]
-        for index, outcome in enumerate(self.crashes, start=1):
-            scenario = outcome.scenario
-            when = "before" if scenario.write_lost else "after"
-            policy = scenario.recovery.name if scenario.recovery is not None else "-"
+        if several:
+            header = [
+                f"explore_crashes({self.saga_name}): {len(self.scenarios)} scenarios, {totals}"
+            ]
+        else:
+            header = [
+                f"explore_crashes({self.saga_name}): {self.uncrashed.scenario.description}, "
+                f"{_count(len(self.writes), 'write')}, {totals}"
+            ]
+        for explored in self.scenarios:
+            base = explored.uncrashed
+            header.append(
+                "uncrashed"
+                + (f", {base.scenario.description}" if several else "")
+                + f": {base.outcome}"
+                + (f" at {base.failed_step}" if base.failed_step is not None else "")
+                + f" ({_verdict(base.violations)})"
+                + (f", {_count(len(explored.writes), 'write')}" if several else "")
+            )
+        columns = ("#", "crash", "write", "at crash", "recovered", "compensated", "check")
+        rows: list[tuple[str, ...]] = [(("scenario",) if several else ()) + columns]
+        for index, outcome in enumerate(crashes, start=1):
+            point = outcome.scenario
+            when = "before" if point.write_lost else "after"
+            policy = point.recovery.name if point.recovery is not None else "-"
+            asked = replace(point, crashed_at=None, write_lost=False, recovery=None)
             rows.append(
-                (
+                ((asked.description,) if several else ())
+                + (
                     str(index),
-                    f"{when} {scenario.crashed_at}, {policy}",
+                    f"{when} {point.crashed_at}, {policy}",
                     outcome.write,
                     outcome.at_crash,
                     outcome.outcome,
@@ -342,7 +401,7 @@ class CrashReport[D: AbstractSagaData]:
                     _verdict(outcome.violations),
                 )
             )
-        return _table(header, rows, violations, self.notes)
+        return _table("\n".join(header), rows, violations, self.notes)
 
 
 def _table(
