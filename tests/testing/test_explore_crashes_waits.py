@@ -4,7 +4,8 @@ engine is killed at each of its writes, the ones around a wait included
 (the wait's attempt, the signal's entry written with its commit, the suspension, the
 wake-up), and recovery finishes the saga on virtual time: the signal taken exactly once, a
 sleep at its first deadline, a timeout that passed while no process ran into its
-`on_timeout`. Stores with planted bugs show that the new checks fail."""
+`on_timeout`; a signal stored late (after its wait looked, before the saga suspended) is
+taken once. Stores with planted bugs show that the new checks fail."""
 
 from __future__ import annotations
 
@@ -317,3 +318,70 @@ async def test_a_deadline_restarted_by_recovery_is_reported() -> None:
     assert "the saga is still WAITING in the store after recovery" in _messages(
         report, Check.FINISHED_IN_STORE
     ), str(report)
+
+
+# --- the late signal: stored after the wait looked, before the saga suspends -------------------
+
+
+def forever_flow() -> SagaFlow[Order]:
+    """reserve >> release, a wait without a timeout (only its signal wakes it), ship."""
+    services = Services()
+    return saga_flow(
+        step(services.reserve, compensate=services.release),
+        wait_for(Confirmed, merge=confirm),
+        step(services.ship, compensate=services.unship),
+    )
+
+
+@STORES
+@pytest.mark.parametrize("flow", [forever_flow, lambda: waiting_flow(Services())])
+async def test_a_signal_stored_between_the_look_and_the_suspension_is_taken_once(
+    stores: Callable[[Path], Stores], tmp_path: Path, flow: Callable[[], SagaFlow[Order]]
+) -> None:
+    report = await explore_crashes(
+        flow,
+        Order(),
+        signals=[Confirmed("ok")],
+        saga_name="late",
+        store=stores(tmp_path),
+        late_signals=True,
+    )
+
+    assert report.ok, str(report)
+    signalled = report.scenario("no fault")
+    assert signalled.uncrashed.outcome == "COMPLETED"
+    assert signalled.uncrashed.result is not None
+    assert signalled.uncrashed.result.data.charged  # the signal, merged
+    writes = list(signalled.writes)
+    suspended = writes.index(f"append: saga_suspended {WAIT}")  # it looked, found none
+    assert writes[suspended + 1].startswith("suspend: -> WAITING")
+    assert writes[suspended + 2] == f"append: saga_recovered, step_started {WAIT}#1"
+    assert writes[suspended + 3].startswith(f"append: signal_received {WAIT}")
+    recovered = [c.result for c in signalled.crashes if c.outcome == "COMPLETED" and c.result]
+    assert recovered  # completed by recovery: the late signal reached the recovered saga
+    assert all(result.data.charged for result in recovered)
+
+
+class IgnoresLateSignals(InMemorySagaStore):
+    """Suspends a saga as if the wait had seen every signal: one stored after the wait looked
+    does not make the saga due, so a wait without a timeout never takes it."""
+
+    async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        await super().suspend(saga_id, owner, wake_at, 1_000_000)
+
+
+async def test_a_late_signal_that_does_not_wake_the_saga_is_reported() -> None:
+    report = await explore_crashes(
+        forever_flow,
+        Order(),
+        signals=[Confirmed("ok")],
+        saga_name="late",
+        store=lambda clock: IgnoresLateSignals(clock=clock),
+        late_signals=True,
+    )
+
+    assert not report.ok
+    assert report.uncrashed.outcome == "WAITING"  # the signal is in the store, unseen
+    assert "a finished run has status WAITING" in [
+        v.message for v in report.uncrashed.violations if v.check is Check.STATUS
+    ], str(report)

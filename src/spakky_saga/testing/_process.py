@@ -172,14 +172,18 @@ class WaitingProcessStore(ProcessStore):
     """A `ProcessStore` over a `WaitingStore`, for a flow with waits: it keeps signals and
     suspends sagas like the store it wraps (a suspension is a write, so a crash point), notes
     each suspension's wake-up time in `wakes`, and awaits `on_look` before the saga looks for
-    its signals (the explorer's signals, sent when a wait started, arrive before it looks)."""
+    its signals (the explorer's signals, sent when a wait started, arrive before it looks), or
+    `on_suspend` before it suspends (they arrive late: after the wait looked and found none);
+    `on_suspend` returns when one arrived (the store's clock), None if none did, and a saga a
+    signal arrived for is due at once (the store's `seen` check)."""
 
     def __init__(
         self,
         store: WaitingStore,
         wakes: Wakes,
         *,
-        on_look: Callable[[], Awaitable[None]] | None = None,
+        on_look: Callable[[], Awaitable[object]] | None = None,
+        on_suspend: Callable[[], Awaitable[float | None]] | None = None,
         kill_at: int | None = None,
         lose_write: bool = False,
         on_kill: Callable[[], None] = lambda: None,
@@ -189,6 +193,7 @@ class WaitingProcessStore(ProcessStore):
         self._waiting = store
         self._wakes = wakes
         self._on_look = on_look
+        self._on_suspend = on_suspend
 
     async def send_signal(self, signal: StoredSignal) -> bool:
         self._alive()
@@ -201,9 +206,14 @@ class WaitingProcessStore(ProcessStore):
         return await self._waiting.signals(saga_id)
 
     async def suspend(self, saga_id: str, owner: str, wake_at: float | None, seen: int) -> None:
+        self._alive()
+        arrived = await self._on_suspend() if self._on_suspend is not None else None
+
         async def suspend() -> None:
             await self._waiting.suspend(saga_id, owner, wake_at, seen)
-            self._wakes.at, self._wakes.suspended = wake_at, True
+            due = arrived is not None and (wake_at is None or arrived < wake_at)
+            self._wakes.at = arrived if due else wake_at
+            self._wakes.suspended = True
 
         when = "a signal" if wake_at is None else f"{wake_at:.0f}"
         await self._write(f"suspend: -> WAITING until {when}", suspend)

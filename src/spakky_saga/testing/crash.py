@@ -91,6 +91,7 @@ async def explore_crashes[D: AbstractSagaData](
     saga_name: str | None = None,
     store: StoreFactory | None = None,
     signals: Sequence[object] = (),
+    late_signals: bool = False,
 ) -> CrashReport[D]:
     """Kill a durable engine running `saga` at each of its writes, recover with a new engine
     under each of `policies`, and check the promises of recovery each time.
@@ -128,6 +129,11 @@ async def explore_crashes[D: AbstractSagaData](
     recovery runs until the saga no longer waits, time moving on to each wake-up, and
     `signal-once` checks that each signal sent was taken exactly once over both processes,
     never lost.
+
+    `late_signals=True` sends each signal late instead: after its wait looked and found
+    none, just before the saga's suspension is written (the race a webhook can win against
+    a suspending engine; the store's `suspend(..., seen)` must make such a saga due at once,
+    or the signal waits for the deadline, or forever).
     """
     started = time.perf_counter()
     source = Source(saga, saga_name, "explore_crashes")
@@ -151,7 +157,9 @@ async def explore_crashes[D: AbstractSagaData](
     scenarios: list[CrashScenario[D]] = []
     with _virtual_time(clock, source.shape):
         for asked, withheld in _scenarios(source.shape, scenario, faults):
-            explorer = _CrashExplorer(source, data, withheld, clock, store or _in_memory, signals)
+            explorer = _CrashExplorer(
+                source, data, withheld, clock, store or _in_memory, signals, late=late_signals
+            )
             scenarios.append(await explorer.explore(asked, policies, lost_writes, notes))
     return CrashReport(
         saga_name=source.name,
@@ -207,8 +215,11 @@ class _CrashExplorer[D: AbstractSagaData]:
         clock: VirtualClock,
         new_store: StoreFactory,
         signals: Sequence[object],
+        *,
+        late: bool = False,
     ) -> None:
         self.new_store = new_store
+        self.late = late
         self.source = source
         self.data = data
         self.faults = faults
@@ -262,10 +273,17 @@ class _CrashExplorer[D: AbstractSagaData]:
         )
 
     def process(self, store: SagaStore, world: _World | None, **kill: Any) -> ProcessStore:
-        """One process's view of `store` (a waiting one, for a flow with waits)."""
+        """One process's view of `store` (a waiting one, for a flow with waits): the signals
+        reach the store before a wait looks, or, `late`, between its look and its suspension."""
         if world is None or not isinstance(store, WaitingStore):
             return ProcessStore(store, **kill)
-        return WaitingProcessStore(store, world.wakes, on_look=world.mailbox.deliver, **kill)
+        if not self.late:
+            return WaitingProcessStore(store, world.wakes, on_look=world.mailbox.deliver, **kill)
+
+        async def late() -> float | None:
+            return world.time() if await world.mailbox.deliver() else None
+
+        return WaitingProcessStore(store, world.wakes, on_suspend=late, **kill)
 
     def world(self, store: SagaStore, wall: _StoreTime) -> _World | None:
         """The outside world of a flow with waits: who sends its signals, when it wakes."""
@@ -471,12 +489,16 @@ class _Mailbox:
     def post(self, saga_id: UUID, signal_id: str, payload: object) -> None:
         self.pending.append((saga_id, signal_id, payload))
 
-    async def deliver(self) -> None:
+    async def deliver(self) -> bool:
+        """Send the signals posted; whether one of them was new to the store."""
+        fresh = False
         while self.pending:
             saga_id, signal_id, payload = self.pending.pop(0)
             with contextlib.suppress(SagaSignalError):  # the saga moved on (compensating)
-                await self.sender.signal(saga_id, payload, signal_id=signal_id)
+                receipt = await self.sender.signal(saga_id, payload, signal_id=signal_id)
                 self.delivered[signal_id.partition("#")[0]] = payload
+                fresh = fresh or not receipt.duplicate
+        return fresh
 
 
 class _Resuming:
