@@ -99,6 +99,16 @@ async def _a_running_saga(store: SagaStore) -> None:
         await store.close()
 
 
+def _sqlite_back_to_version_1(path: Path) -> None:
+    """Make the SQLite file a store as version 1 wrote it, its sagas and logs kept."""
+    db = sqlite3.connect(path)
+    for statement in (*_DOWNGRADE, *_SQLITE_V1_TABLES):
+        db.execute(statement.format(t="spakky_saga_sagas", s=""))
+    db.execute("UPDATE spakky_saga_schema SET version = 1")
+    db.commit()
+    db.close()
+
+
 async def _open_and_close(store: SagaStore) -> None:
     try:
         await store.open()
@@ -154,12 +164,7 @@ async def test_a_version_1_sqlite_store_is_upgraded_by_an_engine_and_refused_rea
 ) -> None:
     path = tmp_path / "sagas.db"
     await _a_running_saga(SqliteSagaStore(path))
-    db = sqlite3.connect(path)
-    for statement in (*_DOWNGRADE, *_SQLITE_V1_TABLES):
-        db.execute(statement.format(t="spakky_saga_sagas", s=""))
-    db.execute("UPDATE spakky_saga_schema SET version = 1")
-    db.commit()
-    db.close()
+    _sqlite_back_to_version_1(path)
 
     with pytest.raises(SagaSchemaVersionError, match="schema version 1 and this") as refused:
         await _open_and_close(SqliteSagaStore(path, create=False))
@@ -217,12 +222,7 @@ async def test_a_version_1_sqlite_log_is_kept_by_saga_key_every_entry_kept_in_or
         before = {saga: await store.load(saga) for saga in ("a", "b", "c")}
     finally:
         await store.close()
-    db = sqlite3.connect(path)
-    for statement in (*_DOWNGRADE, *_SQLITE_V1_TABLES):
-        db.execute(statement.format(t="spakky_saga_sagas", s=""))
-    db.execute("UPDATE spakky_saga_schema SET version = 1")
-    db.commit()
-    db.close()
+    _sqlite_back_to_version_1(path)
 
     store = SqliteSagaStore(path)
     await store.open()
