@@ -341,6 +341,27 @@ async def test_an_order_explored_on_sqlite_recovers_from_every_crash(tmp_path: P
     assert next(numbers) == 1 + len(report.crashes)  # a fresh store for every run
 
 
+@needs_looptime
+async def test_a_flow_with_a_timeout_explored_on_sqlite_keeps_its_time_while_the_worker_writes(
+    tmp_path: Path,
+) -> None:
+    # A saga timeout makes the explorer run on virtual loop time, which moves on to the next
+    # timer whenever the loop has nothing to do. SQLite FULL writes on its worker thread: the
+    # time jumped past the 5-second timeout while the first write was on its way, and the
+    # uncrashed run failed with SagaAlreadyStartedError (2 writes, 3 violations).
+    numbers = itertools.count()
+
+    def sqlite(clock: Callable[[], float]) -> SagaStore:
+        return SqliteSagaStore(tmp_path / f"{next(numbers)}.db", clock=clock)  # FULL
+
+    flow = order_flow(Services()).timeout(timedelta(seconds=5))
+    report = await explore_crashes(flow, Order(), saga_name="order", store=sqlite)
+
+    assert report.ok, str(report)
+    assert report.uncrashed.outcome == "COMPLETED"
+    assert len(report.writes) >= 5
+
+
 # --- the checks can fail: stores with planted bugs ----------------------------------------------
 
 
