@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -195,3 +196,24 @@ async def test_virtual_loop_inside_virtual_loop_changes_nothing() -> None:
         await asyncio.sleep(10)
         assert clock.now == pytest.approx(10)
     assert not clock.loop_is_virtual
+
+
+@needs_looptime
+def test_timers_still_fire_after_a_hundred_days_of_virtual_time() -> None:
+    # Past 2**23 s (about 97 days) a float cannot hold asyncio's 1 ns timer granularity: a
+    # timer due exactly now was never run and the loop spun (explore_crashes on flows whose
+    # waits moved time on by days). Run in a thread, so that a spinning loop fails the test.
+    clock = VirtualClock()
+    done: list[int] = []
+
+    async def sleeps() -> None:
+        with clock.virtual_loop():
+            for i in range(2000):
+                await asyncio.sleep(3 * 86400 + i * 0.37)  # days, with uneven fractions
+                done.append(i)
+
+    worker = threading.Thread(target=asyncio.run, args=(sleeps(),), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+
+    assert len(done) == 2000, f"the loop stopped running timers after {len(done)} sleeps"

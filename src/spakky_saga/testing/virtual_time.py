@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import timedelta
 from types import ModuleType
-from typing import Any, TypedDict, Unpack
+from typing import Any, Final, TypedDict, Unpack
 
 from spakky_saga.engine import SagaEngine
 from spakky_saga.recovery import RecoveryPolicy
@@ -142,9 +142,13 @@ class VirtualClock:
         # scheduled before keep their place, and switched on only inside the block; `_enabled`
         # is how looptime's own pytest plugin patches a loop without switching it on.
         patched = looptime.patch_event_loop(loop, start=loop.time(), _enabled=False)
-        with patched.looptime_enabled():
-            _ = self.now  # follow the loop from here on
-            yield
+        resolution = _coarse_timers(loop)
+        try:
+            with patched.looptime_enabled():
+                _ = self.now  # follow the loop from here on
+                yield
+        finally:
+            loop._clock_resolution = resolution  # type: ignore[attr-defined] # see _coarse_timers
 
     def run[T](self, main: Coroutine[Any, Any, T]) -> T:
         """Run `main` to its end on a new event loop whose time is virtual (with looptime).
@@ -156,11 +160,29 @@ class VirtualClock:
 
         def virtual_loop() -> asyncio.AbstractEventLoop:
             loop: asyncio.AbstractEventLoop = looptime.new_event_loop(start=self._now)
+            _coarse_timers(loop)
             self._anchor = (weakref.ref(loop), loop.time() - self._now)  # follow it from now
             return loop
 
         with asyncio.Runner(loop_factory=virtual_loop) as runner:
             return runner.run(main)
+
+
+_LOOPTIME_RESOLUTION: Final = 1e-6
+"""looptime's time step (its default `resolution`): virtual time moves in whole microseconds."""
+
+
+def _coarse_timers(loop: asyncio.AbstractEventLoop) -> float:
+    """Let the loop run a timer due within looptime's resolution; return the loop's own
+    clock resolution, to put back.
+
+    asyncio runs the timers due before `loop.time() + loop._clock_resolution` (1 ns). Once
+    virtual time passes about 97 days (2**23 s) a float cannot hold that nanosecond any more:
+    a timer due exactly now is never run, and the loop spins (found by explore_crashes on a
+    flow whose waits moved time on by days, run after a few others on the same loop)."""
+    resolution: float = getattr(loop, "_clock_resolution", 0.0)
+    loop._clock_resolution = max(resolution, _LOOPTIME_RESOLUTION)  # type: ignore[attr-defined] # asyncio's own knob for timer granularity
+    return resolution
 
 
 def _virtual_running_loop() -> asyncio.AbstractEventLoop | None:
